@@ -1,0 +1,818 @@
+//! Full feature phase of one connection: the reader loop, CmdSN ordering, command dispatch, write data
+//! collection with R2Ts, task management, text (SendTargets), logout, NOP keepalives and teardown.
+//!
+//! The reader owns all per-task state; SCSI commands execute in spawned tasks that queue their response
+//! PDUs to the writer, so responses go out in completion order while many commands are in flight.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::cmdsn::{CmdSequencer, Submitted, WindowCounters, serial_lt};
+use super::transfer::{
+    CommandOutcome, TransferError, MAX_WRITE_BYTES, ResponseContext, TransferLimits, WriteCollector, build_response,
+};
+use super::writer::{Outbound, Stat, run_writer};
+use super::{ConnError, Established, decode_lun, unregister};
+use crate::login::keys::{KeyAnswer, negotiate_key};
+use crate::login::{Digest, SessionParams, SessionType, encode_text, parse_text};
+use crate::pdu::{
+    BHS_LEN, DataOut, DigestConfig, Frame, LogoutResponse, NopIn, Pdu, PduError, R2t, RESERVED_TAG, Reject,
+    ScsiCommandPdu, TaskMgmtRequest, TaskMgmtResponse, TextResponse, decode_frame,
+};
+use crate::scsi::{ItNexus, ScsiCommand, ScsiTarget};
+use crate::server::TargetServer;
+
+/// Reject reasons (RFC 7143 §11.17.1).
+mod reject_reason {
+    pub const PROTOCOL_ERROR: u8 = 0x04;
+    pub const COMMAND_NOT_SUPPORTED: u8 = 0x05;
+    pub const INVALID_PDU_FIELD: u8 = 0x09;
+}
+
+/// TMF response codes (RFC 7143 §11.6.1).
+mod tmf_response {
+    pub const COMPLETE: u8 = 0;
+    pub const NO_TASK: u8 = 1;
+    pub const NO_LUN: u8 = 2;
+    pub const REASSIGN_NOT_SUPPORTED: u8 = 4;
+    pub const NOT_SUPPORTED: u8 = 5;
+}
+
+enum Flow {
+    Continue,
+    /// Logout done or connection must close.
+    Stop,
+}
+
+/// A non-immediate PDU waiting for its CmdSN turn.
+enum Queued {
+    Scsi { itt: u32, serial: u64 },
+    Other(Frame),
+}
+
+enum TaskState {
+    /// Waiting for CmdSN order and/or write data.
+    Collecting(Option<WriteCollector>),
+    Running { handle: JoinHandle<()>, aborted: Arc<AtomicBool> },
+    /// The data transfer broke the rules: answer CHECK CONDITION (ABORTED COMMAND, asc/ascq) once the
+    /// command's CmdSN turn has come.
+    Failed { asc: u8, ascq: u8 },
+    /// Transitional while being started.
+    Starting,
+}
+
+struct Task {
+    serial: u64,
+    lun: u64,
+    cmd: ScsiCommandPdu,
+    admitted: bool,
+    /// Non-immediate commands hold a CmdSN window slot while admitted.
+    counted: bool,
+    state: TaskState,
+}
+
+/// SCSI-side context of a normal session.
+struct ScsiContext {
+    scsi: Arc<ScsiTarget>,
+    nexus: Arc<ItNexus>,
+}
+
+struct Conn {
+    server: Arc<TargetServer>,
+    params: SessionParams,
+    session_type: SessionType,
+    initiator: String,
+    target_name: Option<String>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    cid: u16,
+    digests: DigestConfig,
+    ctx: Option<ScsiContext>,
+    counters: Arc<WindowCounters>,
+    seq: CmdSequencer<Queued>,
+    tasks: HashMap<u32, Task>,
+    next_serial: u64,
+    next_ttt: u32,
+    out: mpsc::Sender<Outbound>,
+    done_tx: mpsc::UnboundedSender<(u32, u64)>,
+    done_rx: mpsc::UnboundedReceiver<(u32, u64)>,
+    conn_closed: CancellationToken,
+    last_rx: Instant,
+    ping: Option<Instant>,
+    text_pending: Option<(u32, Bytes)>,
+}
+
+/// ASC/ASCQ for a data-transfer violation (SPC-4 ABORTED COMMAND codes used by iSCSI targets).
+fn transfer_sense(e: &TransferError) -> (u8, u8) {
+    match e {
+        TransferError::UnexpectedTtt { .. } => (0x4b, 0x01),
+        TransferError::TooMuchImmediateData { .. } | TransferError::Overrun => (0x4b, 0x02),
+        TransferError::Offset { .. } => (0x4b, 0x05),
+        TransferError::UnsolicitedNotAllowed => (0x0c, 0x0c),
+        TransferError::DataSn { .. } | TransferError::FinalBit => (0x4b, 0x00),
+    }
+}
+
+fn cdb_len(opcode: u8) -> usize {
+    match opcode >> 5 {
+        0 => 6,
+        1 | 2 => 10,
+        5 => 12,
+        _ => 16,
+    }
+}
+
+pub(crate) async fn run(
+    server: Arc<TargetServer>,
+    stream: TcpStream,
+    buf: BytesMut,
+    peer: SocketAddr,
+    local: SocketAddr,
+    est: Established,
+    shutdown: CancellationToken,
+) {
+    let login = est.login;
+    let params = login.params.clone();
+    let digests = DigestConfig {
+        header: params.header_digest == Digest::Crc32c,
+        data: params.data_digest == Digest::Crc32c,
+    };
+    let (read_half, write_half) = stream.into_split();
+    let conn_closed = CancellationToken::new();
+    let (out_tx, out_rx) = est.outbound;
+    let writer = tokio::spawn(run_writer(
+        write_half,
+        out_rx,
+        est.counters.clone(),
+        login.next_stat_sn,
+        digests,
+        conn_closed.clone(),
+    ));
+    let ctx = login.target.as_ref().and_then(|t| server.target(&t.name)).map(|t| ScsiContext {
+        scsi: t.scsi.clone(),
+        nexus: Arc::new(ItNexus {
+            initiator: login.initiator_name.clone(),
+            isid: login.isid,
+            target: t.iqn.clone(),
+            tpgt: t.tpgt,
+            // The relative target port follows the TPGT so both HA nodes report the same port.
+            relative_port: t.tpgt.max(1),
+        }),
+    });
+    if let Some(c) = &ctx {
+        c.scsi.nexus_added(&c.nexus);
+    }
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let mut conn = Conn {
+        server: server.clone(),
+        params,
+        session_type: login.session_type,
+        initiator: login.initiator_name.clone(),
+        target_name: login.target.as_ref().map(|t| t.name.clone()),
+        peer,
+        local,
+        cid: login.cid,
+        digests,
+        ctx,
+        counters: est.counters,
+        seq: CmdSequencer::new(),
+        tasks: HashMap::new(),
+        next_serial: 1,
+        next_ttt: 1,
+        out: out_tx,
+        done_tx,
+        done_rx,
+        conn_closed: conn_closed.clone(),
+        last_rx: Instant::now(),
+        ping: None,
+        text_pending: None,
+    };
+    let graceful = match conn.reader_loop(read_half, buf, &shutdown).await {
+        Ok(graceful) => graceful,
+        Err(e) => {
+            tracing::info!(peer = %conn.peer, initiator = %conn.initiator, error = %e, "connection failed");
+            false
+        }
+    };
+    if !graceful {
+        // ERL 0: connection loss is session loss. Commands still running finish (they may already be
+        // touching the media) but send nothing; only then is the nexus gone.
+        conn.conn_closed.cancel();
+        conn.abort_tasks(|_| true).await;
+    }
+    if let Some(c) = &conn.ctx {
+        c.scsi.nexus_removed(&c.nexus);
+    }
+    if let Some((serial, fin)) = est.registration {
+        unregister(&server, est.tsih, serial);
+        let _ = fin.send(true);
+    }
+    drop(conn);
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+impl Conn {
+    /// Returns `Ok(true)` after a logout (everything already drained and answered).
+    async fn reader_loop(
+        &mut self,
+        mut rd: OwnedReadHalf,
+        mut buf: BytesMut,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ConnError> {
+        let nop_interval = self.server.config.nop_interval;
+        let tick_every = if nop_interval.is_zero() { Duration::from_secs(3600) } else { nop_interval.min(Duration::from_secs(1)) };
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            loop {
+                let mut header = [0u8; BHS_LEN];
+                if let Some(h) = buf.get(..BHS_LEN) {
+                    header.copy_from_slice(h);
+                }
+                match decode_frame(&mut buf, self.digests, self.params.max_recv_data_segment_length) {
+                    Ok(Some(frame)) => {
+                        if let Flow::Stop = self.handle(frame).await? {
+                            return Ok(true);
+                        }
+                    }
+                    Ok(None) => break,
+                    // The PDU was consumed whole; the stream is still in sync.
+                    Err(PduError::UnknownOpcode(_)) => self.reject(reject_reason::COMMAND_NOT_SUPPORTED, header).await,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve(256 * 1024);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(false),
+                _ = self.conn_closed.cancelled() => return Ok(false),
+                n = tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf) => {
+                    if n? == 0 {
+                        return Ok(false);
+                    }
+                    self.last_rx = Instant::now();
+                    self.ping = None;
+                }
+                Some((itt, serial)) = self.done_rx.recv() => {
+                    if self.tasks.get(&itt).is_some_and(|t| t.serial == serial) {
+                        self.tasks.remove(&itt);
+                    }
+                }
+                _ = tick.tick() => self.keepalive()?,
+            }
+        }
+    }
+
+    fn keepalive(&mut self) -> Result<(), ConnError> {
+        let cfg = &self.server.config;
+        if cfg.nop_interval.is_zero() {
+            return Ok(());
+        }
+        if let Some(sent) = self.ping {
+            if sent.elapsed() > cfg.nop_timeout {
+                return Err(ConnError::Protocol("NOP-In ping not answered".into()));
+            }
+            return Ok(());
+        }
+        if self.last_rx.elapsed() >= cfg.nop_interval {
+            let ttt = self.alloc_ttt();
+            let ping = NopIn { itt: RESERVED_TAG, ttt, ..NopIn::default() };
+            if self.out.try_send(Outbound::Pdu { pdu: Pdu::NopIn(ping), data: Bytes::new(), stat: Stat::Current }).is_ok() {
+                self.ping = Some(Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    fn alloc_ttt(&mut self) -> u32 {
+        let t = self.next_ttt;
+        self.next_ttt = self.next_ttt.wrapping_add(1);
+        if self.next_ttt == RESERVED_TAG {
+            self.next_ttt = 1;
+        }
+        t
+    }
+
+    async fn send(&self, pdu: Pdu, data: Bytes, stat: Stat) {
+        // A closed channel means the writer is gone; the reader notices via `conn_closed`.
+        let _ = self.out.send(Outbound::Pdu { pdu, data, stat }).await;
+    }
+
+    async fn reject(&self, reason: u8, header: [u8; BHS_LEN]) {
+        let pdu = Pdu::Reject(Reject { reason, ..Reject::default() });
+        self.send(pdu, Bytes::copy_from_slice(&header), Stat::Advance).await;
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Result<Flow, ConnError> {
+        let discovery = self.session_type == SessionType::Discovery;
+        match &frame.pdu {
+            Pdu::NopOut(n) if n.itt == RESERVED_TAG => Ok(Flow::Continue),
+            Pdu::NopOut(n) if n.immediate => self.ordered(frame).await,
+            Pdu::NopOut(n) => self.submit_other(n.cmd_sn, frame).await,
+            Pdu::ScsiCommand(_) | Pdu::TaskMgmtRequest(_) if discovery => {
+                self.reject(reject_reason::PROTOCOL_ERROR, frame.bhs).await;
+                Ok(Flow::Continue)
+            }
+            Pdu::ScsiCommand(c) => {
+                let c = c.clone();
+                self.new_command(c, frame.data).await
+            }
+            Pdu::TaskMgmtRequest(t) if t.immediate => self.ordered(frame).await,
+            Pdu::TaskMgmtRequest(t) => self.submit_other(t.cmd_sn, frame).await,
+            Pdu::TextRequest(t) if t.immediate => self.ordered(frame).await,
+            Pdu::TextRequest(t) => self.submit_other(t.cmd_sn, frame).await,
+            Pdu::LogoutRequest(l) if l.immediate => self.ordered(frame).await,
+            Pdu::LogoutRequest(l) => self.submit_other(l.cmd_sn, frame).await,
+            Pdu::DataOut(d) => {
+                let d = d.clone();
+                self.data_out(d, frame.data).await?;
+                Ok(Flow::Continue)
+            }
+            // SNACK needs ERL ≥ 1; login PDUs and target opcodes are invalid here.
+            _ => {
+                self.reject(reject_reason::PROTOCOL_ERROR, frame.bhs).await;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    async fn submit_other(&mut self, cmd_sn: u32, frame: Frame) -> Result<Flow, ConnError> {
+        match self.seq.submit(&self.counters, cmd_sn, Queued::Other(frame)) {
+            Submitted::Deliver(items) => self.deliver(items).await,
+            Submitted::Buffered | Submitted::Ignored => Ok(Flow::Continue),
+        }
+    }
+
+    async fn deliver(&mut self, items: Vec<Queued>) -> Result<Flow, ConnError> {
+        for item in items {
+            let flow = match item {
+                Queued::Scsi { itt, serial } => {
+                    if self.tasks.get(&itt).is_some_and(|t| t.serial == serial) {
+                        self.admit(itt).await?;
+                    }
+                    Flow::Continue
+                }
+                Queued::Other(frame) => self.ordered(frame).await?,
+            };
+            if let Flow::Stop = flow {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Handles a non-SCSI PDU whose CmdSN turn has come (or that is immediate).
+    async fn ordered(&mut self, frame: Frame) -> Result<Flow, ConnError> {
+        match frame.pdu {
+            Pdu::NopOut(n) => {
+                let len = frame.data.len().min(self.params.max_xmit_data_segment_length as usize);
+                let reply = NopIn { lun: n.lun, itt: n.itt, ttt: RESERVED_TAG, ..NopIn::default() };
+                self.send(Pdu::NopIn(reply), frame.data.slice(..len), Stat::Advance).await;
+                Ok(Flow::Continue)
+            }
+            Pdu::TaskMgmtRequest(t) => self.task_management(t).await,
+            Pdu::TextRequest(t) => {
+                self.text(t.itt, t.ttt, t.continue_bit, &frame.data, frame.bhs).await;
+                Ok(Flow::Continue)
+            }
+            Pdu::LogoutRequest(l) => Ok(self.logout(l.itt, l.reason, l.cid).await),
+            _ => Ok(Flow::Continue),
+        }
+    }
+
+    fn limits(&self) -> TransferLimits {
+        TransferLimits {
+            first_burst: self.params.first_burst_length,
+            max_burst: self.params.max_burst_length,
+            max_outstanding_r2t: self.params.max_outstanding_r2t,
+            initial_r2t: self.params.initial_r2t,
+            immediate_data: self.params.immediate_data,
+        }
+    }
+
+    async fn new_command(&mut self, c: ScsiCommandPdu, data: Bytes) -> Result<Flow, ConnError> {
+        if self.tasks.contains_key(&c.itt) {
+            // An ITT still in use: the initiator broke task-tag uniqueness.
+            return Err(ConnError::Protocol(format!("duplicate ITT {:#x}", c.itt)));
+        }
+        let collector = if c.write && c.expected_data_len > 0 {
+            if c.expected_data_len > MAX_WRITE_BYTES {
+                return Err(ConnError::Protocol(format!("write of {} bytes too large", c.expected_data_len)));
+            }
+            match WriteCollector::new(c.expected_data_len, data, c.final_bit, self.limits()) {
+                Ok(col) => TaskState::Collecting(Some(col)),
+                Err(e) => {
+                    let (asc, ascq) = transfer_sense(&e);
+                    TaskState::Failed { asc, ascq }
+                }
+            }
+        } else {
+            TaskState::Collecting(None)
+        };
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let itt = c.itt;
+        let (immediate, cmd_sn) = (c.immediate, c.cmd_sn);
+        let task = Task {
+            serial,
+            lun: decode_lun(c.lun),
+            cmd: c,
+            admitted: false,
+            counted: !immediate,
+            state: collector,
+        };
+        self.tasks.insert(itt, task);
+        if immediate {
+            self.admit(itt).await?;
+            return Ok(Flow::Continue);
+        }
+        match self.seq.submit(&self.counters, cmd_sn, Queued::Scsi { itt, serial }) {
+            Submitted::Deliver(items) => self.deliver(items).await,
+            Submitted::Buffered => Ok(Flow::Continue),
+            Submitted::Ignored => {
+                self.tasks.remove(&itt);
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// The command's CmdSN turn has come: ask for data or start it.
+    async fn admit(&mut self, itt: u32) -> Result<(), ConnError> {
+        let Some(task) = self.tasks.get_mut(&itt) else { return Ok(()) };
+        task.admitted = true;
+        if task.counted {
+            self.counters.task_started();
+        }
+        self.progress(itt).await
+    }
+
+    /// Sends any R2Ts now allowed and starts the command once all data is in.
+    async fn progress(&mut self, itt: u32) -> Result<(), ConnError> {
+        let mut next_ttt = self.next_ttt;
+        let Some(task) = self.tasks.get_mut(&itt) else { return Ok(()) };
+        if let TaskState::Failed { asc, ascq } = task.state {
+            self.fail_task(itt, asc, ascq).await;
+            return Ok(());
+        }
+        let TaskState::Collecting(col) = &mut task.state else { return Ok(()) };
+        let mut r2ts = Vec::new();
+        let mut complete = true;
+        if let Some(col) = col {
+            r2ts = col.next_r2ts(|| {
+                let t = next_ttt;
+                next_ttt = next_ttt.wrapping_add(1).max(1);
+                if next_ttt == RESERVED_TAG {
+                    next_ttt = 1;
+                }
+                t
+            });
+            complete = col.is_complete();
+        }
+        let raw_lun = task.cmd.lun;
+        self.next_ttt = next_ttt;
+        for r in r2ts {
+            let pdu = R2t {
+                lun: raw_lun,
+                itt,
+                ttt: r.ttt,
+                r2t_sn: r.r2t_sn,
+                buffer_offset: r.offset,
+                desired_len: r.len,
+                ..R2t::default()
+            };
+            self.send(Pdu::R2t(pdu), Bytes::new(), Stat::Current).await;
+        }
+        if complete {
+            self.start(itt);
+        }
+        Ok(())
+    }
+
+    async fn data_out(&mut self, d: DataOut, data: Bytes) -> Result<(), ConnError> {
+        // Data for an aborted or unknown task is dropped silently.
+        let Some(task) = self.tasks.get_mut(&d.itt) else { return Ok(()) };
+        // Data for a command that is not collecting (already complete, failed, or a read) is dropped.
+        let TaskState::Collecting(Some(col)) = &mut task.state else { return Ok(()) };
+        // A broken transfer fails the command, not the connection: the framing is intact, and keeping
+        // the connection means the initiator sees a definite CHECK CONDITION instead of a reconnect
+        // that might retry the write differently (libiscsi iSCSIdatasn relies on this).
+        if let Err(e) = col.on_data_out(&d, data) {
+            tracing::debug!(itt = d.itt, error = %e, "Data-Out rejected");
+            let (asc, ascq) = transfer_sense(&e);
+            task.state = TaskState::Failed { asc, ascq };
+        }
+        if task.admitted {
+            self.progress(d.itt).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a command with CHECK CONDITION / ABORTED COMMAND without executing it.
+    async fn fail_task(&mut self, itt: u32, asc: u8, ascq: u8) {
+        let Some(task) = self.tasks.remove(&itt) else { return };
+        if task.admitted && task.counted {
+            self.counters.task_finished();
+        }
+        let mut sense = vec![0u8; 18];
+        sense[0] = 0x70;
+        sense[2] = 0x0b;
+        sense[7] = 10;
+        sense[12] = asc;
+        sense[13] = ascq;
+        let outcome = CommandOutcome {
+            status: 0x02,
+            data_in: Bytes::new(),
+            sense: Some(Bytes::from(sense)),
+            transfer_len: task.cmd.expected_data_len,
+        };
+        let ctx = ResponseContext {
+            itt,
+            raw_lun: task.cmd.lun,
+            edtl: task.cmd.expected_data_len,
+            is_read: false,
+            max_xmit: self.params.max_xmit_data_segment_length,
+            max_burst: self.params.max_burst_length,
+            r2t_count: 0,
+        };
+        for p in build_response(&ctx, &outcome) {
+            self.send(p.pdu, p.data, Stat::Advance).await;
+        }
+    }
+
+    /// Spawns the SCSI execution of a fully received command.
+    fn start(&mut self, itt: u32) {
+        let Some(ctx) = &self.ctx else { return };
+        let Some(task) = self.tasks.get_mut(&itt) else { return };
+        let (r2t_count, data_out) = match std::mem::replace(&mut task.state, TaskState::Starting) {
+            TaskState::Collecting(Some(col)) => (col.r2t_count(), col.into_data()),
+            _ => (0, Bytes::new()),
+        };
+        let c = &task.cmd;
+        let cmd = ScsiCommand {
+            lun: task.lun,
+            cdb: c.cdb,
+            cdb_len: cdb_len(c.cdb[0]),
+            data_out,
+            expected_len: c.expected_data_len,
+            task_attr: c.task_attr,
+            task_tag: itt,
+        };
+        let aborted = Arc::new(AtomicBool::new(false));
+        let job = CommandJob {
+            scsi: ctx.scsi.clone(),
+            nexus: ctx.nexus.clone(),
+            cmd,
+            raw_lun: c.lun,
+            is_read: c.read,
+            r2t_count,
+            counted: task.counted,
+            max_xmit: self.params.max_xmit_data_segment_length,
+            max_burst: self.params.max_burst_length,
+            counters: self.counters.clone(),
+            out: self.out.clone(),
+            closed: self.conn_closed.clone(),
+            aborted: aborted.clone(),
+            done: self.done_tx.clone(),
+            serial: task.serial,
+        };
+        task.state = TaskState::Running { handle: tokio::spawn(job.run()), aborted };
+    }
+
+    /// Aborts matching tasks: collecting ones are dropped, running ones are waited for (their response is
+    /// suppressed) so that nothing aborted can reach the media after this returns.
+    async fn abort_tasks(&mut self, matches: impl Fn(&Task) -> bool) -> usize {
+        let itts: Vec<u32> = self.tasks.iter().filter(|(_, t)| matches(t)).map(|(k, _)| *k).collect();
+        for itt in &itts {
+            self.abort_one(*itt).await;
+        }
+        itts.len()
+    }
+
+    async fn abort_one(&mut self, itt: u32) {
+        let Some(task) = self.tasks.remove(&itt) else { return };
+        match task.state {
+            TaskState::Running { handle, aborted } => {
+                aborted.store(true, Ordering::Release);
+                let _ = handle.await;
+            }
+            TaskState::Collecting(_) | TaskState::Starting | TaskState::Failed { .. } => {
+                if task.admitted && task.counted {
+                    self.counters.task_finished();
+                }
+            }
+        }
+    }
+
+    /// Waits for every running task (responses are sent) and drops tasks still waiting for data.
+    async fn drain(&mut self) {
+        let itts: Vec<u32> = self.tasks.keys().copied().collect();
+        for itt in itts {
+            let Some(task) = self.tasks.remove(&itt) else { continue };
+            match task.state {
+                TaskState::Running { handle, .. } => {
+                    let _ = handle.await;
+                }
+                _ => {
+                    if task.admitted && task.counted {
+                        self.counters.task_finished();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn task_management(&mut self, t: TaskMgmtRequest) -> Result<Flow, ConnError> {
+        let lun = decode_lun(t.lun);
+        let mut close = false;
+        let response = match (t.function, &self.ctx) {
+            (_, None) => tmf_response::NOT_SUPPORTED,
+            (1, Some(_)) => {
+                if self.tasks.contains_key(&t.referenced_task_tag) {
+                    self.abort_one(t.referenced_task_tag).await;
+                    tmf_response::COMPLETE
+                } else if serial_lt(t.ref_cmd_sn, self.counters.exp_cmd_sn()) {
+                    // Already completed and answered: the abort is trivially complete.
+                    tmf_response::COMPLETE
+                } else {
+                    tmf_response::NO_TASK
+                }
+            }
+            (2 | 4, Some(_)) => {
+                self.abort_tasks(|task| task.lun == lun).await;
+                tmf_response::COMPLETE
+            }
+            (5, Some(ctx)) => {
+                let (scsi, nexus) = (ctx.scsi.clone(), ctx.nexus.clone());
+                self.abort_tasks(|task| task.lun == lun).await;
+                if scsi.lun_reset(&nexus, lun) { tmf_response::COMPLETE } else { tmf_response::NO_LUN }
+            }
+            (6 | 7, Some(ctx)) => {
+                let (scsi, nexus) = (ctx.scsi.clone(), ctx.nexus.clone());
+                self.abort_tasks(|_| true).await;
+                scsi.target_reset(&nexus, t.function == 7);
+                // A cold reset also drops the connections (RFC 7143 §11.5.1).
+                close = t.function == 7;
+                tmf_response::COMPLETE
+            }
+            (8, Some(_)) => tmf_response::REASSIGN_NOT_SUPPORTED,
+            _ => tmf_response::NOT_SUPPORTED,
+        };
+        let pdu = TaskMgmtResponse { response, itt: t.itt, ..TaskMgmtResponse::default() };
+        self.send(Pdu::TaskMgmtResponse(pdu), Bytes::new(), Stat::Advance).await;
+        if close {
+            let _ = self.out.send(Outbound::Close).await;
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn logout(&mut self, itt: u32, reason: u8, cid: u16) -> Flow {
+        let response = match reason {
+            0 => 0,
+            1 if cid == self.cid => 0,
+            1 => 1,
+            // Removing a connection for recovery needs ERL 2.
+            _ => 2,
+        };
+        if response == 0 {
+            self.drain().await;
+        }
+        let pdu = LogoutResponse {
+            response,
+            itt,
+            time2wait: self.params.default_time2wait.min(u32::from(u16::MAX)) as u16,
+            time2retain: self.params.default_time2retain.min(u32::from(u16::MAX)) as u16,
+            ..LogoutResponse::default()
+        };
+        self.send(Pdu::LogoutResponse(pdu), Bytes::new(), Stat::Advance).await;
+        if response != 0 {
+            return Flow::Continue;
+        }
+        let _ = self.out.send(Outbound::Close).await;
+        Flow::Stop
+    }
+
+    async fn text(&mut self, itt: u32, ttt: u32, continue_bit: bool, data: &[u8], header: [u8; BHS_LEN]) {
+        if ttt != RESERVED_TAG {
+            match self.text_pending.take() {
+                Some((pending_ttt, rest)) if pending_ttt == ttt => self.send_text(itt, rest).await,
+                _ => self.reject(reject_reason::INVALID_PDU_FIELD, header).await,
+            }
+            return;
+        }
+        self.text_pending = None;
+        let pairs = match parse_text(data) {
+            Ok(p) if !continue_bit => p,
+            _ => {
+                self.reject(reject_reason::INVALID_PDU_FIELD, header).await;
+                return;
+            }
+        };
+        let mut reply = Vec::new();
+        for (k, v) in pairs {
+            if k == "SendTargets" {
+                let current = match self.session_type {
+                    SessionType::Normal => self.target_name.as_deref(),
+                    SessionType::Discovery => None,
+                };
+                let peer = self.peer.ip();
+                reply.extend(self.server.send_targets(&v, &self.initiator, peer, self.local, current));
+            } else {
+                // Renegotiation in the full feature phase is not supported: known keys are refused.
+                let mut scratch = self.params.clone();
+                let dummy = crate::login::TargetParams::default();
+                let answer = match negotiate_key(&k, &v, &dummy, self.session_type, &mut scratch) {
+                    KeyAnswer::Reply(a) if a == "NotUnderstood" => a,
+                    _ => "Reject".to_string(),
+                };
+                reply.push((k, answer));
+            }
+        }
+        self.send_text(itt, Bytes::from(encode_text(&reply))).await;
+    }
+
+    /// Sends a text response, split with the C bit when longer than the initiator's receive limit.
+    async fn send_text(&mut self, itt: u32, data: Bytes) {
+        let max = self.params.max_xmit_data_segment_length.max(512) as usize;
+        let (pdu, chunk) = if data.len() <= max {
+            (TextResponse { final_bit: true, itt, ttt: RESERVED_TAG, ..TextResponse::default() }, data)
+        } else {
+            let ttt = self.alloc_ttt();
+            self.text_pending = Some((ttt, data.slice(max..)));
+            (TextResponse { continue_bit: true, itt, ttt, ..TextResponse::default() }, data.slice(..max))
+        };
+        self.send(Pdu::TextResponse(pdu), chunk, Stat::Advance).await;
+    }
+}
+
+/// Everything a spawned command needs.
+struct CommandJob {
+    scsi: Arc<ScsiTarget>,
+    nexus: Arc<ItNexus>,
+    cmd: ScsiCommand,
+    raw_lun: u64,
+    is_read: bool,
+    r2t_count: u32,
+    counted: bool,
+    max_xmit: u32,
+    max_burst: u32,
+    counters: Arc<WindowCounters>,
+    out: mpsc::Sender<Outbound>,
+    closed: CancellationToken,
+    aborted: Arc<AtomicBool>,
+    done: mpsc::UnboundedSender<(u32, u64)>,
+    serial: u64,
+}
+
+impl CommandJob {
+    async fn run(self) {
+        let itt = self.cmd.task_tag;
+        let edtl = self.cmd.expected_len;
+        let resp = self.scsi.execute(&self.nexus, self.cmd).await;
+        let outcome = CommandOutcome {
+            status: resp.status,
+            data_in: resp.data_in,
+            sense: resp.sense,
+            transfer_len: resp.transfer_len,
+        };
+        let ctx = ResponseContext {
+            itt,
+            raw_lun: self.raw_lun,
+            edtl,
+            is_read: self.is_read,
+            max_xmit: self.max_xmit,
+            max_burst: self.max_burst,
+            r2t_count: self.r2t_count,
+        };
+        let pdus = build_response(&ctx, &outcome);
+        // Free the window slot first so the response itself already advertises it.
+        if self.counted {
+            self.counters.task_finished();
+        }
+        if !self.aborted.load(Ordering::Acquire) {
+            for p in pdus {
+                let stat = if p.has_status { Stat::Advance } else { Stat::Current };
+                let msg = Outbound::Pdu { pdu: p.pdu, data: p.data, stat };
+                tokio::select! {
+                    r = self.out.send(msg) => if r.is_err() { break },
+                    _ = self.closed.cancelled() => break,
+                }
+            }
+        }
+        let _ = self.done.send((itt, self.serial));
+    }
+}

@@ -1,0 +1,435 @@
+//! ha.yaml: the one configuration file shared by both nodes.
+//!
+//! Loading is two steps. serde reads the file into the `raw` structs (which reject unknown keys, with
+//! line and column), then `build` turns text into typed values and checks the rules that span fields,
+//! resources and nodes. Every error names the file, the field path and the problem, because the
+//! person reading it is an operator at a console during an outage.
+//!
+//! Secrets are not read at load time (the file is world-readable config, the secret is not); see
+//! [`read_secret_file`].
+
+mod policy;
+mod raw;
+mod resource;
+mod secret;
+mod units;
+
+pub use policy::{
+    AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, CramHmacAlg, Fencing, OnIoError, PolicyError, Protocol,
+    RrConflict, VerifyAlg,
+};
+pub use resource::{
+    AL_EXTENTS_RANGE, DiskConfig, MAX_BUFFERS_RANGE, MAX_RESOURCE_NAME_LEN, NetConfig, PeerAuth,
+    ResourceConfig, ResourceNodeConfig, StartupConfig, SyncerConfig, defaults,
+};
+pub use secret::{MAX_SECRET_LEN, read_secret_file};
+pub use units::{MetaDisk, Rate, UnitError, parse_duration, parse_meta_disk, parse_rate};
+
+use raw::RawHaConfig;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default gRPC control socket of a node.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/clusterd/clusterd.sock";
+/// Default directory for a node's persistent daemon state.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/clusterd";
+/// Longest node name (a DNS name's limit, since the default node name is the host name).
+pub const MAX_NODE_NAME_LEN: usize = 253;
+/// The product is a two-node cluster; one node runs standalone.
+pub const MAX_NODES: usize = 2;
+
+/// Everything that can be wrong with ha.yaml or a file it points to.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the configuration: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// YAML syntax or shape (unknown field, wrong type, missing field); from serde, with its position.
+    #[error("{}: {}{message}", file.display(), Position(*line, *column))]
+    Syntax {
+        file: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+    /// A value or a combination of values is not acceptable.
+    #[error("{}: {field}: {problem}", file.display())]
+    Invalid {
+        file: PathBuf,
+        field: String,
+        problem: String,
+    },
+    #[error("node `{node}` is not in {} (nodes: {known})", file.display())]
+    UnknownNode {
+        file: PathBuf,
+        node: String,
+        known: String,
+    },
+    #[error("{}: resources.{resource}.on: no entry for node `{node}` (entries: {known})", file.display())]
+    NotOnNode {
+        file: PathBuf,
+        resource: String,
+        node: String,
+        known: String,
+    },
+    #[error("{}: the shared secret file does not exist", path.display())]
+    SecretMissing { path: PathBuf },
+    #[error("{}: cannot read the shared secret file: {source}", path.display())]
+    SecretUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: the shared secret must be a regular file", path.display())]
+    SecretNotAFile { path: PathBuf },
+    #[error("{} has mode {mode:04o}; it must be 0600 (chmod 600 {})", path.display(), path.display())]
+    SecretMode { path: PathBuf, mode: u32 },
+    #[error(
+        "{} is owned by uid {owner}; it must be owned by root or by uid {ours} (the user clusterd runs as)",
+        path.display()
+    )]
+    SecretOwner {
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
+    #[error("{} is empty; put the shared secret (1 to {MAX_SECRET_LEN} bytes) in it", path.display())]
+    SecretEmpty { path: PathBuf },
+    #[error("{} holds {len} bytes; the shared secret may be at most {MAX_SECRET_LEN} bytes", path.display())]
+    SecretTooLong { path: PathBuf, len: u64 },
+}
+
+/// `line L column C: ` when serde knew where the problem was.
+struct Position(Option<usize>, Option<usize>);
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (Some(line), Some(column)) => write!(f, "line {line} column {column}: "),
+            (Some(line), None) => write!(f, "line {line}: "),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One cluster node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub name: String,
+    /// Where this node's clusterd serves the control API (haadm connects here).
+    pub control_socket: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// The whole of ha.yaml, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HaConfig {
+    /// The file it was loaded from, as given (errors name it).
+    pub path: PathBuf,
+    /// One or two nodes, in file order.
+    pub nodes: Vec<NodeConfig>,
+    pub resources: BTreeMap<String, ResourceConfig>,
+}
+
+impl HaConfig {
+    /// Reads, parses and validates `path`. Secret files are only named here, not read.
+    pub fn load(path: &Path) -> Result<HaConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        HaConfig::from_str(&text, path)
+    }
+
+    /// Parses and validates `text` as if read from `path` (used for error messages and to resolve
+    /// relative paths against `path`'s directory).
+    pub fn from_str(text: &str, path: &Path) -> Result<HaConfig, ConfigError> {
+        let src = Source {
+            file: path,
+            base_dir: path.parent().unwrap_or(Path::new("")),
+        };
+        // A file of only comments parses as null; say so rather than "missing field `nodes`".
+        let only_comments = matches!(
+            serde_yaml::from_str::<serde_yaml::Value>(text),
+            Ok(serde_yaml::Value::Null)
+        );
+        if text.trim().is_empty() || only_comments {
+            return Err(ConfigError::Syntax {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: "the file is empty; it needs at least `nodes:`".to_string(),
+            });
+        }
+        let raw: RawHaConfig = serde_yaml::from_str(text).map_err(|e| syntax_error(path, &e))?;
+        let nodes = build_nodes(&src, &raw.nodes)?;
+        let mut resources = BTreeMap::new();
+        for (name, raw_resource) in &raw.resources.0 {
+            let resource = resource::build_resource(&src, name, raw_resource, &nodes)?;
+            resources.insert(name.clone(), resource);
+        }
+        check_resources_do_not_collide(&src, &nodes, &resources)?;
+        Ok(HaConfig {
+            path: path.to_path_buf(),
+            nodes,
+            resources,
+        })
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Result<&NodeConfig, ConfigError> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| ConfigError::UnknownNode {
+                file: self.path.clone(),
+                node: name.to_string(),
+                known: resource::node_list(&self.nodes),
+            })
+    }
+
+    /// The other node of a two-node cluster; `None` when standalone or when `name` is not a node.
+    pub fn peer_of(&self, name: &str) -> Option<&NodeConfig> {
+        if !self.nodes.iter().any(|n| n.name == name) {
+            return None;
+        }
+        self.nodes.iter().find(|n| n.name != name)
+    }
+
+    /// Things that are allowed but probably unintended, for the daemon to log and haadm to print.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.nodes.len() == 2 {
+            for r in self.resources.values().filter(|r| r.net.auth.is_none()) {
+                out.push(format!(
+                    "{}: resources.{}.net: no cram-hmac-alg/shared-secret-file, so the peer is not \
+                     authenticated; anyone who can reach the replication port can connect",
+                    self.path.display(),
+                    r.name
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Where the config came from: the file for messages, its directory for relative paths.
+pub(crate) struct Source<'a> {
+    file: &'a Path,
+    base_dir: &'a Path,
+}
+
+impl Source<'_> {
+    fn invalid(&self, field: impl Into<String>, problem: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            field: field.into(),
+            problem: problem.to_string(),
+        }
+    }
+
+    /// Relative paths in ha.yaml are relative to the file, so a test or lab directory is self-contained.
+    fn resolve(&self, text: &str) -> PathBuf {
+        self.base_dir.join(text)
+    }
+}
+
+/// Turns a serde_yaml error into ours, keeping serde's line/column but moving them to the front.
+fn syntax_error(path: &Path, err: &serde_yaml::Error) -> ConfigError {
+    let mut message = err.to_string();
+    let (line, column) = match err.location() {
+        Some(loc) => {
+            message = message.replacen(
+                &format!(" at line {} column {}", loc.line(), loc.column()),
+                "",
+                1,
+            );
+            (Some(loc.line()), Some(loc.column()))
+        }
+        None => (None, None),
+    };
+    ConfigError::Syntax {
+        file: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// Resource, device and node names: they appear in metadata, logs, socket paths and shell handler
+/// environments, so only a safe character set is allowed.
+pub(crate) fn check_name(name: &str, max_len: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".to_string());
+    }
+    if name.len() > max_len {
+        return Err(format!(
+            "name is {} bytes long; at most {max_len} allowed",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{bad:?} is not allowed in a name (use A-Z a-z 0-9 . _ -)"
+        ));
+    }
+    if name.starts_with(['-', '.']) {
+        return Err("a name must not start with `-` or `.`".to_string());
+    }
+    Ok(())
+}
+
+/// A duration the way ha.yaml writes it (`500ms`, `6s`).
+pub(crate) fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn build_nodes(src: &Source<'_>, raw: &[raw::RawNode]) -> Result<Vec<NodeConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(src.invalid("nodes", "no nodes; list this node (and its peer, if any)"));
+    }
+    if raw.len() > MAX_NODES {
+        return Err(src.invalid(
+            "nodes",
+            format_args!(
+                "{} nodes listed; a cluster has one (standalone) or two nodes",
+                raw.len()
+            ),
+        ));
+    }
+    let mut nodes: Vec<NodeConfig> = Vec::with_capacity(raw.len());
+    for (i, node) in raw.iter().enumerate() {
+        let name = &node.name.text;
+        check_name(name, MAX_NODE_NAME_LEN).map_err(|p| {
+            src.invalid(
+                format!("nodes[{i}].name"),
+                format_args!("{}: {p}", node.name.shown()),
+            )
+        })?;
+        if nodes.iter().any(|n| &n.name == name) {
+            return Err(src.invalid(
+                format!("nodes[{i}].name"),
+                format_args!("`{name}` is listed twice"),
+            ));
+        }
+        let path_or = |value: &Option<raw::Scalar>, field: &str, default: &str| match value {
+            Some(s) if s.text.trim().is_empty() => {
+                Err(src.invalid(format!("nodes[{i}].{field}"), "empty path"))
+            }
+            Some(s) => Ok(src.resolve(&s.text)),
+            None => Ok(PathBuf::from(default)),
+        };
+        nodes.push(NodeConfig {
+            name: name.clone(),
+            control_socket: path_or(
+                &node.control_socket,
+                "control-socket",
+                DEFAULT_CONTROL_SOCKET,
+            )?,
+            state_dir: path_or(&node.state_dir, "state-dir", DEFAULT_STATE_DIR)?,
+        });
+    }
+    Ok(nodes)
+}
+
+/// Rules across resources: on one node, two resources must not share a listening address, a data
+/// disk or a metadata slot, and two resources must not export the same device.
+fn check_resources_do_not_collide(
+    src: &Source<'_>,
+    nodes: &[NodeConfig],
+    resources: &BTreeMap<String, ResourceConfig>,
+) -> Result<(), ConfigError> {
+    let mut devices: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in resources.values() {
+        if let Some(other) = devices.insert(&r.device, &r.name) {
+            return Err(src.invalid(
+                format!("resources.{}.device", r.name),
+                format_args!(
+                    "\"{}\" is already the device of resource `{other}`",
+                    r.device
+                ),
+            ));
+        }
+    }
+    for node in nodes {
+        let mut addresses = BTreeMap::new();
+        let mut disks: BTreeMap<&Path, &str> = BTreeMap::new();
+        let mut meta_slots: BTreeMap<(&Path, Option<u32>), &str> = BTreeMap::new();
+        for r in resources.values() {
+            let Some(on) = r.on.get(&node.name) else {
+                continue;
+            };
+            let field = |suffix: &str| format!("resources.{}.on.{}.{suffix}", r.name, node.name);
+            if let Some(other) = addresses.insert(on.address, &r.name) {
+                return Err(src.invalid(
+                    field("address"),
+                    format_args!(
+                        "{} is already used by resource `{other}` on `{}`",
+                        on.address, node.name
+                    ),
+                ));
+            }
+            if let Some(other) = disks.insert(&on.disk, &r.name) {
+                return Err(src.invalid(
+                    field("disk"),
+                    format_args!(
+                        "{} is already the disk of resource `{other}` on `{}`",
+                        on.disk.display(),
+                        node.name
+                    ),
+                ));
+            }
+            if let MetaDisk::External { path, index } = &on.meta_disk {
+                check_meta_slot(
+                    src,
+                    &mut meta_slots,
+                    path,
+                    *index,
+                    &r.name,
+                    &field("meta-disk"),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An indexed slot may be used once; a flexible (unindexed) external device may be used by only one
+/// resource and then by nothing else.
+fn check_meta_slot<'a>(
+    src: &Source<'_>,
+    slots: &mut BTreeMap<(&'a Path, Option<u32>), &'a str>,
+    path: &'a Path,
+    index: Option<u32>,
+    resource: &'a str,
+    field: &str,
+) -> Result<(), ConfigError> {
+    let clash = slots
+        .iter()
+        .find(|((p, i), _)| *p == path && (i.is_none() || index.is_none() || *i == index));
+    if let Some((_, other)) = clash {
+        let shown = MetaDisk::External {
+            path: path.to_path_buf(),
+            index,
+        };
+        return Err(src.invalid(
+            field,
+            format_args!("{shown} overlaps the meta-disk of resource `{other}`"),
+        ));
+    }
+    slots.insert((path, index), resource);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,523 @@
+//! One replicated resource (the `resources.NAME` section of ha.yaml, i.e. drbd.conf's `resource NAME
+//! { }`): typed settings, their defaults, and the checks that involve only this resource.
+
+use super::policy::{
+    AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, CramHmacAlg, Fencing, OnIoError, PolicyError, Protocol,
+    RrConflict, VerifyAlg,
+};
+use super::raw::{RawNet, RawResource, RawResourceNode, RawStartup, RawSyncer, Scalar};
+use super::units::{self, MetaDisk, Rate};
+use super::{ConfigError, NodeConfig, Source, check_name, format_duration};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Defaults, named so the example file, the docs and the code agree.
+pub mod defaults {
+    use super::{Duration, Rate};
+    /// 0 = wait for the peer forever on a normal start.
+    pub const WFC_TIMEOUT: Duration = Duration::ZERO;
+    /// A node that was degraded before it went down waits this long for its peer.
+    pub const DEGR_WFC_TIMEOUT: Duration = Duration::from_secs(120);
+    /// 0 = wait forever when the local data is Outdated.
+    pub const OUTDATED_WFC_TIMEOUT: Duration = Duration::ZERO;
+    pub const TIMEOUT: Duration = Duration::from_secs(6);
+    pub const PING_INT: Duration = Duration::from_secs(10);
+    pub const PING_TIMEOUT: Duration = Duration::from_millis(500);
+    pub const CONNECT_INT: Duration = Duration::from_secs(2);
+    pub const MAX_BUFFERS: u32 = 2048;
+    /// No cap: DRBD's 250K default is its most complained-about setting; `c-min-rate` still makes
+    /// resync yield to application I/O.
+    pub const RATE: Rate = Rate::UNLIMITED;
+    pub const C_MIN_RATE: Rate = Rate(Some(250 * 1024));
+    /// DRBD's default activity-log size (about 4.8 GiB of hot data).
+    pub const AL_EXTENTS: u32 = 1237;
+}
+
+/// Accepted `al-extents` (DRBD's limits: 7 up to what fits the 32 KiB on-disk ring).
+pub const AL_EXTENTS_RANGE: RangeInclusive<u32> = 7..=6433;
+/// Accepted `max-buffers` (DRBD's limits).
+pub const MAX_BUFFERS_RANGE: RangeInclusive<u32> = 32..=131072;
+/// Longest resource or device name (it ends up in on-disk metadata and socket names).
+pub const MAX_RESOURCE_NAME_LEN: usize = 63;
+
+/// A replicated resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceConfig {
+    pub name: String,
+    pub protocol: Protocol,
+    /// Name of the replicated volume the iSCSI target exports.
+    pub device: String,
+    pub startup: StartupConfig,
+    pub disk: DiskConfig,
+    pub net: NetConfig,
+    pub syncer: SyncerConfig,
+    /// Handler name (canonical spelling, e.g. `fence-peer`) → shell command.
+    pub handlers: BTreeMap<String, String>,
+    /// Node name → where this resource lives on that node. Has exactly the cluster's nodes.
+    pub on: BTreeMap<String, ResourceNodeConfig>,
+    /// The config file, kept so that lookups can name it in their errors.
+    file: PathBuf,
+}
+
+/// How long a starting node waits for its peer; `Duration::ZERO` means forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartupConfig {
+    pub wfc_timeout: Duration,
+    pub degr_wfc_timeout: Duration,
+    pub outdated_wfc_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub on_io_error: OnIoError,
+    pub fencing: Fencing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// `None`: the peer is not authenticated (allowed, but reported by [`super::HaConfig::warnings`]).
+    pub auth: Option<PeerAuth>,
+    pub after_sb_0pri: AfterSb0Pri,
+    pub after_sb_1pri: AfterSb1Pri,
+    pub after_sb_2pri: AfterSb2Pri,
+    pub rr_conflict: RrConflict,
+    /// Reply timeout while I/O is in flight; always less than `ping_int`.
+    pub timeout: Duration,
+    pub ping_int: Duration,
+    pub ping_timeout: Duration,
+    pub connect_int: Duration,
+    pub max_buffers: u32,
+}
+
+/// Peer authentication. Holds the secret's path only, never the secret, so Debug output and errors
+/// cannot leak it; read it with [`super::read_secret_file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAuth {
+    pub cram_hmac_alg: CramHmacAlg,
+    pub shared_secret_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncerConfig {
+    pub rate: Rate,
+    pub verify_alg: VerifyAlg,
+    pub al_extents: u32,
+    pub c_min_rate: Rate,
+}
+
+/// A resource on one node (drbd.conf's `on NAME { }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceNodeConfig {
+    pub disk: PathBuf,
+    pub address: SocketAddr,
+    pub meta_disk: MetaDisk,
+}
+
+impl ResourceConfig {
+    /// This resource's settings on `node`.
+    pub fn on(&self, node: &str) -> Result<&ResourceNodeConfig, ConfigError> {
+        self.on.get(node).ok_or_else(|| ConfigError::NotOnNode {
+            file: self.file.clone(),
+            resource: self.name.clone(),
+            node: node.to_string(),
+            known: self.on.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// The shared-secret file, if peer authentication is on.
+    pub fn secret_file(&self) -> Option<&Path> {
+        self.net
+            .auth
+            .as_ref()
+            .map(|a| a.shared_secret_file.as_path())
+    }
+}
+
+/// Field-path helper for one resource: `resources.NAME.` + suffix.
+struct ResourceFields<'a> {
+    src: &'a Source<'a>,
+    prefix: String,
+}
+
+impl ResourceFields<'_> {
+    fn path(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+
+    fn invalid(&self, suffix: &str, problem: impl std::fmt::Display) -> ConfigError {
+        self.src.invalid(self.path(suffix), problem)
+    }
+
+    fn policy<T>(
+        &self,
+        suffix: &str,
+        value: Option<&Scalar>,
+        default: T,
+        parse: fn(&str, &str) -> Result<T, PolicyError>,
+    ) -> Result<T, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(s) => parse(&s.text, &s.shown()).map_err(|e| self.invalid(suffix, e)),
+        }
+    }
+
+    fn duration(
+        &self,
+        suffix: &str,
+        value: Option<&Scalar>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(s) => {
+                units::parse_duration(&s.text, &s.shown()).map_err(|e| self.invalid(suffix, e))
+            }
+        }
+    }
+
+    /// A duration that must be positive (a zero timer would spin or fire at once).
+    fn positive_duration(
+        &self,
+        suffix: &str,
+        value: Option<&Scalar>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(suffix, value, default)?;
+        if d.is_zero() {
+            let shown = value.map(Scalar::shown).unwrap_or_else(|| "0".to_string());
+            return Err(self.invalid(suffix, format_args!("{shown} must be greater than zero")));
+        }
+        Ok(d)
+    }
+
+    fn rate(
+        &self,
+        suffix: &str,
+        value: Option<&Scalar>,
+        default: Rate,
+    ) -> Result<Rate, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(s) => units::parse_rate(&s.text, &s.shown()).map_err(|e| self.invalid(suffix, e)),
+        }
+    }
+
+    fn number_in(
+        &self,
+        suffix: &str,
+        value: Option<&Scalar>,
+        default: u32,
+        range: RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
+        let Some(s) = value else { return Ok(default) };
+        if s.quoted || s.text.is_empty() || !s.text.bytes().all(|b| b.is_ascii_digit()) {
+            let problem = if s.text.starts_with('-') && !s.quoted {
+                format!(
+                    "{} is out of range {}..={}",
+                    s.shown(),
+                    range.start(),
+                    range.end()
+                )
+            } else {
+                format!("{} is not a whole number", s.shown())
+            };
+            return Err(self.invalid(suffix, problem));
+        }
+        match s.text.parse::<u32>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(self.invalid(
+                suffix,
+                format_args!(
+                    "{} is out of range {}..={}",
+                    s.text,
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
+}
+
+/// Builds and checks one resource. `nodes` are the cluster's (already validated) nodes.
+pub(super) fn build_resource(
+    src: &Source<'_>,
+    name: &str,
+    raw: &RawResource,
+    nodes: &[NodeConfig],
+) -> Result<ResourceConfig, ConfigError> {
+    let fields = ResourceFields {
+        src,
+        prefix: format!("resources.{name}"),
+    };
+    check_name(name, MAX_RESOURCE_NAME_LEN)
+        .map_err(|p| src.invalid(format!("resources.{name}"), p))?;
+    let protocol = fields.policy(
+        "protocol",
+        raw.protocol.as_ref(),
+        Protocol::C,
+        Protocol::parse_explained,
+    )?;
+    check_name(&raw.device.text, MAX_RESOURCE_NAME_LEN)
+        .map_err(|p| fields.invalid("device", format_args!("{}: {p}", raw.device.shown())))?;
+    let startup = build_startup(&fields, &raw.startup)?;
+    let disk = DiskConfig {
+        on_io_error: fields.policy(
+            "disk.on-io-error",
+            raw.disk.on_io_error.as_ref(),
+            OnIoError::Detach,
+            OnIoError::parse,
+        )?,
+        fencing: fields.policy(
+            "disk.fencing",
+            raw.disk.fencing.as_ref(),
+            Fencing::DontCare,
+            Fencing::parse,
+        )?,
+    };
+    let net = build_net(&fields, &raw.net, nodes)?;
+    let syncer = build_syncer(&fields, &raw.syncer)?;
+    let mut handlers = BTreeMap::new();
+    for (handler, command) in raw.handlers.entries() {
+        if command.text.trim().is_empty() {
+            return Err(fields.invalid(
+                &format!("handlers.{handler}"),
+                "empty command; remove the line to have no handler",
+            ));
+        }
+        handlers.insert(handler.to_string(), command.text.clone());
+    }
+    let on = build_on(&fields, &raw.on.0, nodes)?;
+    Ok(ResourceConfig {
+        name: name.to_string(),
+        protocol,
+        device: raw.device.text.clone(),
+        startup,
+        disk,
+        net,
+        syncer,
+        handlers,
+        on,
+        file: src.file.to_path_buf(),
+    })
+}
+
+fn build_startup(
+    fields: &ResourceFields<'_>,
+    raw: &RawStartup,
+) -> Result<StartupConfig, ConfigError> {
+    Ok(StartupConfig {
+        wfc_timeout: fields.duration(
+            "startup.wfc-timeout",
+            raw.wfc_timeout.as_ref(),
+            defaults::WFC_TIMEOUT,
+        )?,
+        degr_wfc_timeout: fields.duration(
+            "startup.degr-wfc-timeout",
+            raw.degr_wfc_timeout.as_ref(),
+            defaults::DEGR_WFC_TIMEOUT,
+        )?,
+        outdated_wfc_timeout: fields.duration(
+            "startup.outdated-wfc-timeout",
+            raw.outdated_wfc_timeout.as_ref(),
+            defaults::OUTDATED_WFC_TIMEOUT,
+        )?,
+    })
+}
+
+fn build_net(
+    fields: &ResourceFields<'_>,
+    raw: &RawNet,
+    nodes: &[NodeConfig],
+) -> Result<NetConfig, ConfigError> {
+    let auth = match (&raw.cram_hmac_alg, &raw.shared_secret_file) {
+        (None, None) => None,
+        (Some(alg), Some(file)) => {
+            let cram_hmac_alg = CramHmacAlg::parse(&alg.text, &alg.shown())
+                .map_err(|e| fields.invalid("net.cram-hmac-alg", e))?;
+            if file.text.trim().is_empty() {
+                return Err(fields.invalid("net.shared-secret-file", "empty path"));
+            }
+            Some(PeerAuth {
+                cram_hmac_alg,
+                shared_secret_file: fields.src.resolve(&file.text),
+            })
+        }
+        (Some(_), None) => {
+            return Err(fields.invalid(
+                "net",
+                "cram-hmac-alg is set but shared-secret-file is not; set both to authenticate the peer, or neither",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(fields.invalid(
+                "net",
+                "shared-secret-file is set but cram-hmac-alg is not; set both (cram-hmac-alg: sha1), or neither",
+            ));
+        }
+    };
+    let after_sb_0pri = fields.policy(
+        "net.after-sb-0pri",
+        raw.after_sb_0pri.as_ref(),
+        AfterSb0Pri::Disconnect,
+        AfterSb0Pri::parse,
+    )?;
+    if let AfterSb0Pri::DiscardNode(victim) = &after_sb_0pri
+        && !nodes.iter().any(|n| &n.name == victim)
+    {
+        return Err(fields.invalid(
+            "net.after-sb-0pri",
+            format_args!(
+                "discard-node-{victim}: `{victim}` is not a node in `nodes` ({})",
+                node_list(nodes)
+            ),
+        ));
+    }
+    let timeout =
+        fields.positive_duration("net.timeout", raw.timeout.as_ref(), defaults::TIMEOUT)?;
+    let ping_int =
+        fields.positive_duration("net.ping-int", raw.ping_int.as_ref(), defaults::PING_INT)?;
+    if timeout >= ping_int {
+        return Err(fields.invalid(
+            "net.timeout",
+            format_args!(
+                "{} must be less than ping-int ({}), as in DRBD",
+                format_duration(timeout),
+                format_duration(ping_int)
+            ),
+        ));
+    }
+    Ok(NetConfig {
+        auth,
+        after_sb_0pri,
+        after_sb_1pri: fields.policy(
+            "net.after-sb-1pri",
+            raw.after_sb_1pri.as_ref(),
+            AfterSb1Pri::Disconnect,
+            AfterSb1Pri::parse,
+        )?,
+        after_sb_2pri: fields.policy(
+            "net.after-sb-2pri",
+            raw.after_sb_2pri.as_ref(),
+            AfterSb2Pri::Disconnect,
+            AfterSb2Pri::parse,
+        )?,
+        rr_conflict: fields.policy(
+            "net.rr-conflict",
+            raw.rr_conflict.as_ref(),
+            RrConflict::Disconnect,
+            RrConflict::parse,
+        )?,
+        timeout,
+        ping_int,
+        ping_timeout: fields.positive_duration(
+            "net.ping-timeout",
+            raw.ping_timeout.as_ref(),
+            defaults::PING_TIMEOUT,
+        )?,
+        connect_int: fields.positive_duration(
+            "net.connect-int",
+            raw.connect_int.as_ref(),
+            defaults::CONNECT_INT,
+        )?,
+        max_buffers: fields.number_in(
+            "net.max-buffers",
+            raw.max_buffers.as_ref(),
+            defaults::MAX_BUFFERS,
+            MAX_BUFFERS_RANGE,
+        )?,
+    })
+}
+
+fn build_syncer(fields: &ResourceFields<'_>, raw: &RawSyncer) -> Result<SyncerConfig, ConfigError> {
+    Ok(SyncerConfig {
+        rate: fields.rate("syncer.rate", raw.rate.as_ref(), defaults::RATE)?,
+        verify_alg: fields.policy(
+            "syncer.verify-alg",
+            raw.verify_alg.as_ref(),
+            VerifyAlg::Sha1,
+            VerifyAlg::parse,
+        )?,
+        al_extents: fields.number_in(
+            "syncer.al-extents",
+            raw.al_extents.as_ref(),
+            defaults::AL_EXTENTS,
+            AL_EXTENTS_RANGE,
+        )?,
+        c_min_rate: fields.rate(
+            "syncer.c-min-rate",
+            raw.c_min_rate.as_ref(),
+            defaults::C_MIN_RATE,
+        )?,
+    })
+}
+
+fn build_on(
+    fields: &ResourceFields<'_>,
+    raw: &BTreeMap<String, RawResourceNode>,
+    nodes: &[NodeConfig],
+) -> Result<BTreeMap<String, ResourceNodeConfig>, ConfigError> {
+    for node_name in raw.keys() {
+        if !nodes.iter().any(|n| &n.name == node_name) {
+            return Err(fields.invalid(
+                &format!("on.{node_name}"),
+                format_args!(
+                    "`{node_name}` is not a node in `nodes` ({})",
+                    node_list(nodes)
+                ),
+            ));
+        }
+    }
+    let mut on = BTreeMap::new();
+    for node in nodes {
+        let Some(entry) = raw.get(&node.name) else {
+            return Err(fields.invalid(
+                "on",
+                format_args!(
+                    "no entry for node `{}` (every node in `nodes` needs one)",
+                    node.name
+                ),
+            ));
+        };
+        let field = |suffix: &str| format!("on.{}.{suffix}", node.name);
+        if entry.disk.text.trim().is_empty() {
+            return Err(fields.invalid(&field("disk"), "empty path"));
+        }
+        let address = units::parse_address(&entry.address.text, &entry.address.shown())
+            .map_err(|e| fields.invalid(&field("address"), e))?;
+        let meta_disk = match &entry.meta_disk {
+            None => MetaDisk::Internal,
+            Some(m) => units::parse_meta_disk(&m.text, &m.shown(), fields.src.base_dir)
+                .map_err(|e| fields.invalid(&field("meta-disk"), e))?,
+        };
+        let same_address = on
+            .iter()
+            .find(|(_, o): &(&String, &ResourceNodeConfig)| o.address == address);
+        if let Some((other, _)) = same_address {
+            return Err(fields.invalid(
+                &field("address"),
+                format_args!("{address} is also the address of `{other}`; each node needs its own"),
+            ));
+        }
+        let disk = fields.src.resolve(&entry.disk.text);
+        on.insert(
+            node.name.clone(),
+            ResourceNodeConfig {
+                disk,
+                address,
+                meta_disk,
+            },
+        );
+    }
+    Ok(on)
+}
+
+pub(super) fn node_list(nodes: &[NodeConfig]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

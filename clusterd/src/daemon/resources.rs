@@ -1,0 +1,220 @@
+//! The resources of this node: turning ha.yaml into running replicated volumes, and the verbs on them.
+
+use crate::config::{HaConfig, MetaDisk, ResourceConfig};
+use replicator::engine::{Verb, Volume, VolumeSpec};
+use replicator::machine::policy::{AfterSb0, AfterSb1, AfterSb2, Policies, RrConflict};
+use replicator::machine::{NodeParams, Snapshot, Timing};
+use replicator::meta::layout::MetaLocation;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// One configured resource on this node: running or not, and why not.
+pub struct Slot {
+    pub name: String,
+    pub volume: Option<Volume>,
+    pub error: Option<String>,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    pub peer_name: Option<String>,
+}
+
+/// All resources of this node.
+pub struct Resources {
+    pub config: Arc<HaConfig>,
+    pub node: String,
+    pub slots: Mutex<BTreeMap<String, Slot>>,
+}
+
+impl Resources {
+    pub fn new(config: Arc<HaConfig>, node: String) -> Resources {
+        let mut slots = BTreeMap::new();
+        for (name, r) in &config.resources {
+            let peer_name = config.peer_of(&node).map(|n| n.name.clone());
+            let local = r.on(&node).ok().map(|o| o.address);
+            let peer = peer_name.as_deref().and_then(|p| r.on(p).ok()).map(|o| o.address);
+            slots.insert(name.clone(), Slot { name: name.clone(), volume: None, error: None, local, peer, peer_name });
+        }
+        Resources { config, node, slots: Mutex::new(slots) }
+    }
+
+    /// Names matching `which` ("all" or a resource name).
+    pub async fn select(&self, which: &str) -> Result<Vec<String>, String> {
+        let slots = self.slots.lock().await;
+        if which.is_empty() || which == "all" {
+            return Ok(slots.keys().cloned().collect());
+        }
+        if slots.contains_key(which) {
+            Ok(vec![which.to_string()])
+        } else {
+            Err(format!("no resource `{which}` in {} (resources: {})", self.config.path.display(), slots.keys().cloned().collect::<Vec<_>>().join(", ")))
+        }
+    }
+
+    /// `up`: attach metadata and data, start replication (idempotent).
+    pub async fn up(&self, name: &str) -> Result<String, String> {
+        let mut slots = self.slots.lock().await;
+        let slot = slots.get_mut(name).ok_or_else(|| format!("no resource `{name}`"))?;
+        if slot.volume.is_some() {
+            return Ok(format!("{name}: already up"));
+        }
+        let r = self.config.resources.get(name).ok_or_else(|| format!("no resource `{name}`"))?;
+        let spec = match volume_spec(&self.config, r, name, &self.node) {
+            Ok(s) => s,
+            Err(e) => {
+                slot.error = Some(e.clone());
+                return Err(e);
+            }
+        };
+        match Volume::start(spec).await {
+            Ok(v) => {
+                slot.volume = Some(v);
+                slot.error = None;
+                Ok(format!("{name}: up"))
+            }
+            Err(e) => {
+                let msg = format!("{name}: cannot attach: {e}");
+                slot.error = Some(msg.clone());
+                Err(msg)
+            }
+        }
+    }
+
+    pub async fn down(&self, name: &str) -> Result<String, String> {
+        let vol = {
+            let mut slots = self.slots.lock().await;
+            let slot = slots.get_mut(name).ok_or_else(|| format!("no resource `{name}`"))?;
+            slot.volume.take()
+        };
+        match vol {
+            Some(v) => {
+                if v.snapshot().role == replicator::machine::state::Role::Primary {
+                    // Put it back: a Primary in use must be demoted first (drbdadm does the same).
+                    let mut slots = self.slots.lock().await;
+                    if let Some(s) = slots.get_mut(name) {
+                        s.volume = Some(v);
+                    }
+                    return Err(format!("{name}: is Primary; run `haadm secondary {name}` first"));
+                }
+                v.down().await;
+                Ok(format!("{name}: down"))
+            }
+            None => Ok(format!("{name}: already down")),
+        }
+    }
+
+    pub async fn verb(&self, name: &str, verb: Verb) -> Result<String, String> {
+        let v = self.volume(name).await?;
+        v.verb(verb).await
+    }
+
+    pub async fn volume(&self, name: &str) -> Result<Volume, String> {
+        let slots = self.slots.lock().await;
+        let slot = slots.get(name).ok_or_else(|| format!("no resource `{name}`"))?;
+        slot.volume.clone().ok_or_else(|| match &slot.error {
+            Some(e) => format!("{name} is down: {e}"),
+            None => format!("{name} is down (run `haadm up {name}`)"),
+        })
+    }
+
+    /// Status of every resource: (name, snapshot if up, error, addresses, peer name).
+    pub async fn status(&self) -> Vec<(String, Option<(Snapshot, u64)>, Option<String>, Option<SocketAddr>, Option<SocketAddr>, Option<String>)> {
+        let slots = self.slots.lock().await;
+        slots
+            .values()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.volume.as_ref().map(|v| (v.snapshot(), v.size())),
+                    s.error.clone(),
+                    s.local,
+                    s.peer,
+                    s.peer_name.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Stop everything (daemon shutdown): demote idle Primaries and write clean metadata.
+    pub async fn shutdown(&self) {
+        let vols: Vec<Volume> = {
+            let mut slots = self.slots.lock().await;
+            slots.values_mut().filter_map(|s| s.volume.take()).collect()
+        };
+        for v in vols {
+            v.down().await;
+        }
+    }
+}
+
+/// Build the engine's spec for `name` on `node` from the configuration.
+pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -> Result<VolumeSpec, String> {
+    let me = r.on(node).map_err(|e| e.to_string())?;
+    let peer = cfg.peer_of(node);
+    let peer_on = match peer {
+        Some(p) => Some(r.on(&p.name).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let secret = match r.secret_file() {
+        Some(path) => {
+            let bytes = crate::config::read_secret_file(path).map_err(|e| e.to_string())?;
+            Some(replicator::wire::auth::Secret::new(bytes).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let policies = policies(r, node, peer.map(|p| p.name.as_str()));
+    let net = &r.net;
+    let params = NodeParams {
+        node: node.to_string(),
+        peer: peer.map(|p| p.name.clone()),
+        resource: name.to_string(),
+        data_size: 0,
+        policies,
+        secret,
+        fencing_dont_care: r.disk.fencing == crate::config::Fencing::DontCare,
+        resync_rate: r.syncer.rate.0,
+        timing: Timing {
+            ping_int_ms: net.ping_int.as_millis() as u64,
+            ping_timeout_ms: net.ping_timeout.as_millis() as u64,
+            timeout_ms: net.timeout.as_millis() as u64,
+            ko_count: 7,
+            connect_int_ms: net.connect_int.as_millis() as u64,
+        },
+        verify_alg: r.syncer.verify_alg.to_string(),
+    };
+    let meta = match &me.meta_disk {
+        MetaDisk::Internal => MetaLocation::Internal,
+        MetaDisk::External { path, index } => MetaLocation::External { path: path.clone(), index: *index },
+    };
+    Ok(VolumeSpec {
+        params,
+        data_path: me.disk.clone(),
+        meta,
+        local_addr: peer_on.map(|_| me.address),
+        peer_addr: peer_on.map(|p| p.address),
+        handlers: r.handlers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        disk_threads: 4,
+        connect: peer_on.is_some(),
+    })
+}
+
+fn policies(r: &ResourceConfig, node: &str, peer: Option<&str>) -> Policies {
+    use crate::config::AfterSb0Pri as C0;
+    let zero = match &r.net.after_sb_0pri {
+        C0::Disconnect => AfterSb0::Disconnect,
+        C0::DiscardYoungerPrimary => AfterSb0::DiscardYoungerPrimary,
+        C0::DiscardOlderPrimary => AfterSb0::DiscardOlderPrimary,
+        C0::DiscardZeroChanges => AfterSb0::DiscardZeroChanges,
+        C0::DiscardLeastChanges => AfterSb0::DiscardLeastChanges,
+        C0::DiscardNode(n) if n == node => AfterSb0::DiscardLocal,
+        C0::DiscardNode(n) if Some(n.as_str()) == peer => AfterSb0::DiscardRemote,
+        C0::DiscardNode(_) => AfterSb0::Disconnect,
+    };
+    Policies {
+        after_sb_0pri: zero,
+        after_sb_1pri: AfterSb1::parse(&r.net.after_sb_1pri.to_string()).unwrap_or(AfterSb1::Disconnect),
+        after_sb_2pri: AfterSb2::parse(&r.net.after_sb_2pri.to_string()).unwrap_or(AfterSb2::Disconnect),
+        rr_conflict: RrConflict::parse(&r.net.rr_conflict.to_string()).unwrap_or(RrConflict::Disconnect),
+    }
+}

@@ -1,0 +1,284 @@
+//! Command-line definitions of `haadm` (clap derive) and the drbdadm argument-order shim.
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Default configuration file, shared by clusterd and haadm.
+pub const DEFAULT_CONFIG: &str = "/etc/ha/ha.yaml";
+
+/// Administer the local clusterd: replicated resources, roles, resync, metadata.
+#[derive(Debug, Parser)]
+#[command(
+    name = "haadm",
+    version,
+    after_help = "drbdadm's order also works: haadm -- --overwrite-data-of-peer primary RES\n\
+                  Exit status: 0 ok, 1 the verb failed, 2 usage error, 3 clusterd cannot be reached."
+)]
+pub struct Cli {
+    /// Configuration file (ha.yaml) shared by both nodes [default: $HA_CONFIG, else /etc/ha/ha.yaml].
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// This node's name in the configuration [default: the host name].
+    #[arg(long, global = true)]
+    pub node: Option<String>,
+    /// Control socket of clusterd [default: the node's `control-socket` from the configuration].
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs. Names follow drbdadm where a drbdadm verb exists.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the disk and connect to the peer.
+    Up(ResourceArg),
+    /// Disconnect and detach (a Primary must be demoted first).
+    Down(ResourceArg),
+    /// Promote to Primary.
+    Primary(PrimaryArgs),
+    /// Demote to Secondary.
+    Secondary(ResourceArg),
+    /// Enable the replication link.
+    Connect(ConnectArgs),
+    /// Drop the replication link (StandAlone).
+    Disconnect(ResourceArg),
+    /// Discard local data and resync it from the peer.
+    Invalidate(ResourceArg),
+    /// Mark the peer's data out of sync and resync it from here.
+    InvalidateRemote(ResourceArg),
+    /// Online verify against the peer (marks differences, does not repair).
+    Verify(ResourceArg),
+    /// Pause the running resync.
+    PauseSync(ResourceArg),
+    /// Resume a paused resync.
+    ResumeSync(ResourceArg),
+    /// Mark the local disk Outdated.
+    Outdate(ResourceArg),
+    /// Roles, disk and replication states, resync progress.
+    Status(StatusArgs),
+    /// Print state changes as they happen (events2 style).
+    Events(EventsArgs),
+    /// Move the resource group away from this node.
+    Standby,
+    /// Pull the resource group onto this node.
+    Takeover,
+    /// The embedded iSCSI target.
+    Target {
+        #[command(subcommand)]
+        command: TargetCommand,
+    },
+    /// Write fresh metadata (offline: clusterd must be stopped).
+    CreateMd(CreateMdArgs),
+    /// Print the on-disk metadata (offline: clusterd must be stopped).
+    DumpMd(ResourceArg),
+}
+
+/// A resource name or `all`.
+#[derive(Debug, Args)]
+pub struct ResourceArg {
+    /// Resource name, or `all`.
+    #[arg(value_name = "RES|all")]
+    pub resource: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PrimaryArgs {
+    /// Promote even with an Inconsistent/Outdated disk; this node's data becomes the sync source.
+    #[arg(long, visible_alias = "overwrite-data-of-peer")]
+    pub force: bool,
+    /// Resource name, or `all`.
+    #[arg(value_name = "RES|all")]
+    pub resource: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Split-brain recovery on the victim: throw away local changes and resync from the peer.
+    #[arg(long)]
+    pub discard_my_data: bool,
+    /// Resource name, or `all`.
+    #[arg(value_name = "RES|all")]
+    pub resource: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Resource name or `all`.
+    #[arg(value_name = "RES|all", default_value = "all")]
+    pub resource: String,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Add statistics, addresses and generation identifiers.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Print the current state and exit instead of following changes.
+    #[arg(long)]
+    pub now: bool,
+    /// Only events of this resource.
+    #[arg(value_name = "RES")]
+    pub resource: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Show targets, LUNs and sessions.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateMdArgs {
+    /// Overwrite existing metadata (destroys the bitmap and generation identifiers).
+    #[arg(long)]
+    pub force: bool,
+    /// Resource name, or `all`.
+    #[arg(value_name = "RES|all")]
+    pub resource: String,
+}
+
+impl Cli {
+    /// The configuration file: `--config`, else `$HA_CONFIG`, else [`DEFAULT_CONFIG`]. (Resolved by
+    /// hand rather than clap's `env` feature, which the workspace does not enable.)
+    pub fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os("HA_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    }
+}
+
+/// Verb options that drbdadm users put before the verb (`drbdadm -- --overwrite-data-of-peer
+/// primary r0`, as seed 004 does); clap only knows them after the verb.
+const PASS_THROUGH_FLAGS: &[&str] = &["--overwrite-data-of-peer", "--force", "--discard-my-data"];
+
+/// Global options that take a value in the next argument.
+const VALUE_OPTIONS: &[&str] = &["--config", "--node", "--socket"];
+
+/// Rewrites drbdadm's argument order into the one clap parses: a `--` that introduces verb options
+/// is dropped and those options are moved right after the verb. `haadm -- --overwrite-data-of-peer
+/// primary r0` becomes `haadm primary --overwrite-data-of-peer r0`. Anything else is left alone.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::with_capacity(args.len());
+    let mut moved: Vec<OsString> = Vec::new();
+    let mut iter = args.into_iter().peekable();
+    if let Some(program) = iter.next() {
+        out.push(program);
+    }
+    while let Some(arg) = iter.next() {
+        let text = arg.to_str().unwrap_or("");
+        if VALUE_OPTIONS.contains(&text) {
+            out.push(arg);
+            if let Some(value) = iter.next() {
+                out.push(value);
+            }
+            continue;
+        }
+        let next_is_pass_through =
+            iter.peek().and_then(|a| a.to_str()).is_some_and(|a| PASS_THROUGH_FLAGS.contains(&a));
+        if text == "--" && next_is_pass_through {
+            continue;
+        }
+        if PASS_THROUGH_FLAGS.contains(&text) {
+            moved.push(arg);
+            continue;
+        }
+        let is_verb = !text.starts_with('-');
+        out.push(arg);
+        if is_verb {
+            out.append(&mut moved);
+            out.extend(iter);
+            return out;
+        }
+    }
+    // No verb found: put the flags back so clap reports the real problem.
+    out.append(&mut moved);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalize_args(os(args))).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn drbdadm_pass_through_order() {
+        assert_eq!(
+            normalize_args(os(&["haadm", "--config", "c.yaml", "--", "--overwrite-data-of-peer", "primary", "r0"])),
+            os(&["haadm", "--config", "c.yaml", "primary", "--overwrite-data-of-peer", "r0"])
+        );
+        let cli = parse(&["haadm", "--", "--overwrite-data-of-peer", "primary", "iscsi.config"]);
+        match cli.command {
+            Command::Primary(p) => {
+                assert!(p.force);
+                assert_eq!(p.resource, "iscsi.config");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["haadm", "--overwrite-data-of-peer", "primary", "all"]);
+        assert!(matches!(cli.command, Command::Primary(PrimaryArgs { force: true, .. })));
+    }
+
+    #[test]
+    fn normal_orders_parse() {
+        let cli = parse(&["haadm", "--node", "node1", "primary", "--overwrite-data-of-peer", "r0"]);
+        assert_eq!(cli.node.as_deref(), Some("node1"));
+        assert!(matches!(cli.command, Command::Primary(PrimaryArgs { force: true, .. })));
+        let cli = parse(&["haadm", "primary", "r0", "--force"]);
+        assert!(matches!(cli.command, Command::Primary(PrimaryArgs { force: true, .. })));
+        let cli = parse(&["haadm", "connect", "--discard-my-data", "r0", "--socket", "/tmp/s"]);
+        assert_eq!(cli.socket, Some(PathBuf::from("/tmp/s")));
+        assert!(matches!(cli.command, Command::Connect(ConnectArgs { discard_my_data: true, .. })));
+        let cli = parse(&["haadm", "status"]);
+        match cli.command {
+            Command::Status(s) => assert_eq!((s.resource.as_str(), s.json, s.verbose), ("all", false, false)),
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["haadm", "invalidate-remote", "r0"]);
+        assert!(matches!(cli.command, Command::InvalidateRemote(_)));
+        let cli = parse(&["haadm", "create-md", "all", "--force"]);
+        assert!(matches!(cli.command, Command::CreateMd(CreateMdArgs { force: true, .. })));
+        let cli = parse(&["haadm", "target", "show"]);
+        assert!(matches!(cli.command, Command::Target { command: TargetCommand::Show { json: false } }));
+        let cli = parse(&["haadm", "events", "--now"]);
+        assert!(matches!(cli.command, Command::Events(EventsArgs { now: true, resource: None })));
+    }
+
+    #[test]
+    fn misplaced_flags_are_still_rejected() {
+        // --force before a verb that does not take it must not be silently accepted.
+        assert!(Cli::try_parse_from(normalize_args(os(&["haadm", "--force", "status"]))).is_err());
+        assert!(Cli::try_parse_from(normalize_args(os(&["haadm", "--force"]))).is_err());
+        assert!(Cli::try_parse_from(os(&["haadm", "primary"])).is_err());
+    }
+
+    #[test]
+    fn value_of_global_option_is_not_mistaken_for_verb() {
+        assert_eq!(
+            normalize_args(os(&["haadm", "--node", "primary", "--force", "primary", "r0"])),
+            os(&["haadm", "--node", "primary", "primary", "--force", "r0"])
+        );
+    }
+}

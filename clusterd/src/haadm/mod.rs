@@ -1,0 +1,281 @@
+//! `haadm`: the administration CLI. Online verbs talk gRPC to the local clusterd over its Unix
+//! socket; `create-md`/`dump-md` work on the disks while clusterd is stopped.
+//!
+//! Exit codes: 0 success, 1 the verb failed (server's message printed), 2 usage error (clap),
+//! 3 clusterd cannot be reached (or does not answer in time).
+
+pub mod cli;
+pub mod client;
+pub mod offline;
+pub mod render;
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::{ConfigError, HaConfig, NodeConfig};
+use cli::{Cli, Command, TargetCommand};
+use client::{ClientError, StartHint};
+use offline::OfflineError;
+use proto::control::control_client::ControlClient;
+use proto::control::{EventsRequest, StatusRequest, TargetShowRequest, VerbRequest, VerbReply};
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// A status snapshot is cheap; a daemon that takes longer is wedged.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Verbs may wait for the peer (promotion, disconnect handshake), but not forever.
+const VERB_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Everything that makes haadm exit non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum HaadmError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot determine this node's name from the host name ({0}); pass --node NAME")]
+    NodeName(String),
+    /// The server ran the verb and said no; its message is the whole story.
+    #[error("{0}")]
+    VerbFailed(String),
+    #[error("clusterd: {}", .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error("clusterd at {} did not answer {what} within {} s", socket.display(), timeout.as_secs())]
+    Timeout { socket: PathBuf, what: &'static str, timeout: Duration },
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+    #[error("cannot write output: {0}")]
+    Output(io::Error),
+}
+
+impl HaadmError {
+    /// Process exit status for this error (see module docs).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            HaadmError::Client(_) | HaadmError::Timeout { .. } => 3,
+            HaadmError::Rpc(status) if status.code() == tonic::Code::Unavailable => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// The host name as the kernel knows it; the node name defaults to it.
+fn hostname() -> Result<String, HaadmError> {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+    match read("/proc/sys/kernel/hostname").or_else(|_| read("/etc/hostname")) {
+        Ok(name) if !name.is_empty() => Ok(name),
+        Ok(_) => Err(HaadmError::NodeName("empty host name".into())),
+        Err(e) => Err(HaadmError::NodeName(e.to_string())),
+    }
+}
+
+/// This node's entry: `--node`, else the host name, else its first label (`node1.home.local` →
+/// `node1`), since configurations usually use short names.
+fn find_node<'a>(config: &'a HaConfig, cli_node: Option<&str>) -> Result<&'a NodeConfig, HaadmError> {
+    if let Some(name) = cli_node {
+        return Ok(config.node(name)?);
+    }
+    let host = hostname()?;
+    match config.node(&host) {
+        Ok(node) => Ok(node),
+        Err(err) => {
+            let short = host.split('.').next().unwrap_or(&host);
+            if short != host
+                && let Ok(node) = config.node(short)
+            {
+                return Ok(node);
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// Where to connect and what to suggest if nobody is there.
+struct Target {
+    socket: PathBuf,
+    hint: StartHint,
+}
+
+/// `--socket` wins and needs no configuration (useful for tests and odd setups); otherwise the
+/// node's `control-socket` from ha.yaml.
+fn resolve_target(cli: &Cli) -> Result<Target, HaadmError> {
+    if let Some(socket) = &cli.socket {
+        let node = match &cli.node {
+            Some(n) => n.clone(),
+            None => hostname().unwrap_or_else(|_| "NAME".into()),
+        };
+        return Ok(Target { socket: socket.clone(), hint: StartHint { config: cli.config_path(), node } });
+    }
+    let config = HaConfig::load(&cli.config_path())?;
+    let node = find_node(&config, cli.node.as_deref())?;
+    Ok(Target {
+        socket: node.control_socket.clone(),
+        hint: StartHint { config: cli.config_path(), node: node.name.clone() },
+    })
+}
+
+/// Parses nothing itself: runs an already-parsed command line, printing results to stdout and the
+/// error (prefixed `haadm: `) to stderr.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("haadm: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match runtime.block_on(execute(&cli, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(HaadmError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = out.flush();
+            eprintln!("haadm: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn with_timeout<T>(
+    target: &Target,
+    what: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, HaadmError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(reply) => Ok(reply?.into_inner()),
+        Err(_) => Err(HaadmError::Timeout { socket: target.socket.clone(), what, timeout }),
+    }
+}
+
+/// Runs one command, writing its normal output to `out`.
+pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
+    match &cli.command {
+        Command::CreateMd(args) => return run_offline(cli, "create-md", &args.resource, Some(args.force), out),
+        Command::DumpMd(args) => return run_offline(cli, "dump-md", &args.resource, None, out),
+        _ => {}
+    }
+    let target = resolve_target(cli)?;
+    let mut client = client::connect(&target.socket, &target.hint).await?;
+    let verb = |resource: &str| VerbRequest { resource: resource.to_string(), force: false, discard_my_data: false };
+    let reply = match &cli.command {
+        Command::Status(args) => {
+            let req = StatusRequest { resource: args.resource.clone() };
+            let reply = with_timeout(&target, "status", STATUS_TIMEOUT, client.status(req)).await?;
+            let text = if args.json {
+                render::render_status_json(&reply)
+            } else {
+                render::render_status(&reply, args.verbose)
+            };
+            return out.write_all(text.as_bytes()).map_err(HaadmError::Output);
+        }
+        Command::Events(args) => return follow_events(&mut client, args.now, args.resource.as_deref(), out).await,
+        Command::Target { command: TargetCommand::Show { json } } => {
+            let req = TargetShowRequest { json: *json };
+            let reply = with_timeout(&target, "target show", STATUS_TIMEOUT, client.target_show(req)).await?;
+            let mut text = if *json { reply.json } else { reply.text };
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            return out.write_all(text.as_bytes()).map_err(HaadmError::Output);
+        }
+        Command::Up(a) => with_timeout(&target, "up", VERB_TIMEOUT, client.up(verb(&a.resource))).await?,
+        Command::Down(a) => with_timeout(&target, "down", VERB_TIMEOUT, client.down(verb(&a.resource))).await?,
+        Command::Primary(a) => {
+            let req = VerbRequest { force: a.force, ..verb(&a.resource) };
+            with_timeout(&target, "primary", VERB_TIMEOUT, client.primary(req)).await?
+        }
+        Command::Secondary(a) => {
+            with_timeout(&target, "secondary", VERB_TIMEOUT, client.secondary(verb(&a.resource))).await?
+        }
+        Command::Connect(a) => {
+            let req = VerbRequest { discard_my_data: a.discard_my_data, ..verb(&a.resource) };
+            with_timeout(&target, "connect", VERB_TIMEOUT, client.connect(req)).await?
+        }
+        Command::Disconnect(a) => {
+            with_timeout(&target, "disconnect", VERB_TIMEOUT, client.disconnect(verb(&a.resource))).await?
+        }
+        Command::Invalidate(a) => {
+            with_timeout(&target, "invalidate", VERB_TIMEOUT, client.invalidate(verb(&a.resource))).await?
+        }
+        Command::InvalidateRemote(a) => {
+            let req = verb(&a.resource);
+            with_timeout(&target, "invalidate-remote", VERB_TIMEOUT, client.invalidate_remote(req)).await?
+        }
+        Command::Verify(a) => with_timeout(&target, "verify", VERB_TIMEOUT, client.verify(verb(&a.resource))).await?,
+        Command::PauseSync(a) => {
+            with_timeout(&target, "pause-sync", VERB_TIMEOUT, client.pause_sync(verb(&a.resource))).await?
+        }
+        Command::ResumeSync(a) => {
+            with_timeout(&target, "resume-sync", VERB_TIMEOUT, client.resume_sync(verb(&a.resource))).await?
+        }
+        Command::Outdate(a) => {
+            with_timeout(&target, "outdate", VERB_TIMEOUT, client.outdate(verb(&a.resource))).await?
+        }
+        Command::Standby => with_timeout(&target, "standby", VERB_TIMEOUT, client.standby(verb("all"))).await?,
+        Command::Takeover => with_timeout(&target, "takeover", VERB_TIMEOUT, client.takeover(verb("all"))).await?,
+        Command::CreateMd(_) | Command::DumpMd(_) => unreachable!("offline verbs returned above"),
+    };
+    finish_verb(reply, out)
+}
+
+/// Success: warnings and message on stdout. Failure: warnings on stdout, the message becomes the
+/// error (stderr, exit 1).
+fn finish_verb(reply: VerbReply, out: &mut dyn Write) -> Result<(), HaadmError> {
+    if reply.ok {
+        return out.write_all(render::render_verb_reply(&reply).as_bytes()).map_err(HaadmError::Output);
+    }
+    let warnings_only = VerbReply { message: String::new(), ..reply.clone() };
+    out.write_all(render::render_verb_reply(&warnings_only).as_bytes()).map_err(HaadmError::Output)?;
+    let message = if reply.message.is_empty() { "the verb failed (no reason given)".into() } else { reply.message };
+    Err(HaadmError::VerbFailed(message))
+}
+
+/// Prints the event stream line by line, flushing each so `haadm events | grep` sees events live.
+async fn follow_events(
+    client: &mut ControlClient<Channel>,
+    now: bool,
+    resource: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), HaadmError> {
+    let req = EventsRequest { now, resource: resource.unwrap_or_default().to_string() };
+    let mut stream = client.events(req).await?.into_inner();
+    while let Some(event) = stream.message().await? {
+        writeln!(out, "{}", render::render_event(&event)).map_err(HaadmError::Output)?;
+        out.flush().map_err(HaadmError::Output)?;
+    }
+    Ok(())
+}
+
+/// `create-md` / `dump-md`: load the configuration, refuse if clusterd answers on this node's
+/// socket, then work on the disks.
+fn run_offline(
+    cli: &Cli,
+    verb: &'static str,
+    resource: &str,
+    create_force: Option<bool>,
+    out: &mut dyn Write,
+) -> Result<(), HaadmError> {
+    let config = HaConfig::load(&cli.config_path())?;
+    let node = find_node(&config, cli.node.as_deref())?;
+    let socket = cli.socket.clone().unwrap_or_else(|| node.control_socket.clone());
+    if client::socket_answers(&socket) {
+        return Err(OfflineError::DaemonRunning { node: node.name.clone(), socket, verb }.into());
+    }
+    match create_force {
+        Some(force) => {
+            let mut report = |e: &OfflineError| eprintln!("haadm: {e}");
+            offline::create_md_selected(&config, resource, &node.name, force, out, &mut report)?;
+            Ok(())
+        }
+        None => {
+            let text = offline::dump_md(&config, resource, &node.name)?;
+            out.write_all(text.as_bytes()).map_err(HaadmError::Output)
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! clusterd: configuration, the per-node daemon and the control API server.
+pub mod config;
+pub mod haadm;

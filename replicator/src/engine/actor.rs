@@ -1,0 +1,366 @@
+//! The actor thread: owns the state machine, the metadata store and the request/reply bookkeeping.
+//! It receives [`Msg`]s (application requests, verbs, disk completions, transport events), steps the
+//! machine and carries out its actions in order. Metadata writes happen inline on this thread, which
+//! is what guarantees they are durable before any later action (a data write, an ack) is issued.
+
+use super::disk::{DiskJob, DiskPool};
+use super::transport::{self, TransportCmd, TransportSpec};
+use super::{EngineError, Msg, Shared, Verb, VolumeSpec};
+use crate::machine::{Action, Input, IoFailure, Node, Persisted, Snapshot};
+use crate::meta::store::{FileDevice, MetaStore};
+use crate::meta::layout::MetaLocation;
+use crate::machine::uuids::Uuids;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc::UnboundedSender, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+const TICK: Duration = Duration::from_millis(20);
+
+struct Actor {
+    node: Node,
+    store: MetaStore,
+    disk: DiskPool,
+    transport: Option<UnboundedSender<TransportCmd>>,
+    shutdown: CancellationToken,
+    shared: Arc<Shared>,
+    snap_tx: watch::Sender<Snapshot>,
+    handlers: BTreeMap<String, String>,
+    writes: HashMap<u64, oneshot::Sender<Result<(), IoFailure>>>,
+    reads: HashMap<u64, oneshot::Sender<Result<Bytes, IoFailure>>>,
+    next_id: u64,
+    start: Instant,
+}
+
+pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> {
+    let name = spec.params.resource.clone();
+    let io = |what: String| move |source| EngineError::Io { what, source };
+    let data = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&spec.data_path)
+        .map_err(io(format!("open data device {}", spec.data_path.display())))?;
+    let data_dev_size = device_size(&data).map_err(io(format!("size of {}", spec.data_path.display())))?;
+    let meta_path = match &spec.meta {
+        MetaLocation::Internal => spec.data_path.clone(),
+        MetaLocation::External { path, .. } => path.clone(),
+    };
+    let meta_err = |source| EngineError::Meta { path: meta_path.display().to_string(), source };
+    let dev = FileDevice::open(&meta_path).map_err(meta_err)?;
+    let (store, report) = MetaStore::open(Box::new(dev), data_dev_size, &spec.meta).map_err(meta_err)?;
+    for line in report.lines() {
+        tracing::warn!(resource = %name, "{line}");
+    }
+    let sb = store.superblock().clone();
+    if sb.resource != name {
+        return Err(EngineError::Refused(format!(
+            "metadata on {} belongs to resource `{}`, not `{name}` (wrong meta-disk index?)",
+            meta_path.display(),
+            sb.resource
+        )));
+    }
+    let mut params = spec.params.clone();
+    params.data_size = sb.data_size;
+    let persisted = Persisted {
+        uuids: Uuids { current: sb.current_uuid, bitmap: sb.bitmap_uuid, history: sb.history_uuids },
+        flags: sb.flags,
+    };
+    let al = store.activity_log();
+    let bitmap = store.bitmap().clone();
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).map_err(|e| EngineError::Refused(format!("no randomness: {e}")))?;
+    let (node, first) = Node::new(params.clone(), persisted, bitmap, al, u64::from_le_bytes(seed));
+
+    let (tx, rx) = channel::<Msg>();
+    let (snap_tx, snap_rx) = watch::channel(node.snapshot());
+    let data = Arc::new(data);
+    let shared = Arc::new(Shared {
+        name: name.clone(),
+        size: sb.data_size,
+        tx: tx.clone(),
+        data: Arc::clone(&data),
+        local_reads: node.local_reads_ok().into(),
+        snapshot: snap_rx,
+    });
+    let done_tx = tx.clone();
+    let file = data.try_clone().map_err(io("dup data fd".into()))?;
+    let disk = DiskPool::start(file, spec.disk_threads.max(1), move |i| {
+        let _ = done_tx.send(Msg::Input(i));
+    })
+    .map_err(io("start disk threads".into()))?;
+    let shutdown = CancellationToken::new();
+    let transport = match (spec.local_addr, spec.peer_addr, params.peer.as_deref()) {
+        (Some(local), Some(peer), Some(peer_name)) => {
+            let t_tx = tx.clone();
+            let to_actor: Arc<dyn Fn(Input) + Send + Sync> = Arc::new(move |i| {
+                let _ = t_tx.send(Msg::Input(i));
+            });
+            let spec_t = TransportSpec {
+                local,
+                peer,
+                connector: params.node.as_str() < peer_name,
+                connect_int: Duration::from_millis(params.timing.connect_int_ms.max(100)),
+            };
+            Some(
+                transport::start(spec_t, to_actor, shutdown.clone())
+                    .await
+                    .map_err(io(format!("listen on replication address {local}")))?,
+            )
+        }
+        _ => None,
+    };
+    let mut actor = Actor {
+        node,
+        store,
+        disk,
+        transport,
+        shutdown,
+        shared: Arc::clone(&shared),
+        snap_tx,
+        handlers: spec.handlers.clone(),
+        writes: HashMap::new(),
+        reads: HashMap::new(),
+        next_id: 1,
+        start: Instant::now(),
+    };
+    actor.execute(first);
+    if spec.connect && spec.peer_addr.is_some() {
+        let a = actor.node.step(Input::Connect { discard_my_data: false });
+        actor.execute(a);
+    }
+    std::thread::Builder::new()
+        .name(format!("repl-{name}"))
+        .spawn(move || actor.run(rx))
+        .map_err(io("start actor thread".into()))?;
+    Ok(shared)
+}
+
+fn device_size(f: &std::fs::File) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = f.try_clone()?;
+    f.seek(SeekFrom::End(0))
+}
+
+impl Actor {
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(Msg::Down { reply }) => {
+                    let a = self.node.step(Input::Down);
+                    self.execute(a);
+                    self.stop();
+                    let _ = reply.send(());
+                    return;
+                }
+                Ok(m) => self.handle(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.stop();
+                    return;
+                }
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + TICK;
+                let now_ms = self.start.elapsed().as_millis() as u64;
+                let a = self.node.step(Input::Tick { now_ms });
+                self.execute(a);
+                self.publish();
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.shutdown.cancel();
+        self.transport = None;
+        self.disk.shutdown();
+        self.publish();
+        for (_, r) in self.writes.drain() {
+            let _ = r.send(Err(IoFailure::Down));
+        }
+        for (_, r) in self.reads.drain() {
+            let _ = r.send(Err(IoFailure::Down));
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn handle(&mut self, m: Msg) {
+        let actions = match m {
+            Msg::Input(i) => self.node.step(i),
+            Msg::Write { offset, data, fua, reply } => {
+                let id = self.id();
+                self.writes.insert(id, reply);
+                self.node.step(Input::Write { id, offset, data, fua })
+            }
+            Msg::Flush { reply } => {
+                let id = self.id();
+                self.writes.insert(id, reply);
+                self.node.step(Input::Flush { id })
+            }
+            Msg::Read { offset, len, reply } => {
+                let id = self.id();
+                self.reads.insert(id, reply);
+                self.node.step(Input::Read { id, offset, len })
+            }
+            Msg::Verb { verb, reply } => {
+                let (res, actions) = self.verb(verb);
+                self.execute(actions);
+                self.publish();
+                let _ = reply.send(res);
+                return;
+            }
+            Msg::Down { .. } => Vec::new(),
+        };
+        self.execute(actions);
+    }
+
+    fn verb(&mut self, verb: Verb) -> (Result<String, String>, Vec<Action>) {
+        let name = self.shared.name.clone();
+        match verb {
+            Verb::Primary { force } => {
+                if let Err(e) = self.node.check_primary(force) {
+                    return (Err(format!("{name}: {e}")), Vec::new());
+                }
+                let a = self.node.step(Input::Primary { force });
+                (Ok(format!("{name}: Primary")), a)
+            }
+            Verb::Secondary => {
+                let a = self.node.step(Input::Secondary);
+                if self.node.role() == crate::machine::state::Role::Primary {
+                    return (Err(format!("{name}: writes are in flight; try again")), a);
+                }
+                (Ok(format!("{name}: Secondary")), a)
+            }
+            Verb::Connect { discard_my_data } => {
+                if self.transport.is_none() {
+                    return (Err(format!("{name}: no peer configured")), Vec::new());
+                }
+                (Ok(format!("{name}: connecting")), self.node.step(Input::Connect { discard_my_data }))
+            }
+            Verb::Disconnect => (Ok(format!("{name}: StandAlone")), self.node.step(Input::Disconnect)),
+            Verb::Outdate => {
+                let a = self.node.step(Input::Outdate);
+                let s = self.node.snapshot();
+                if s.disk != crate::machine::state::DiskState::Outdated {
+                    return (Err(format!("{name}: cannot outdate a {} {} disk", s.role, s.disk)), a);
+                }
+                (Ok(format!("{name}: Outdated")), a)
+            }
+        }
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        let mut changed = false;
+        for a in actions {
+            match a {
+                Action::Send { conn, frame } => self.to_transport(TransportCmd::Send { conn, frame }),
+                Action::Close { conn } => self.to_transport(TransportCmd::Close { conn }),
+                Action::SetConnecting(on) => self.to_transport(TransportCmd::SetConnecting(on)),
+                Action::DiskWrite { token, offset, data, fua } => self.disk.submit(DiskJob::Write { token, offset, data, fua }),
+                Action::DiskRead { token, offset, len } => self.disk.submit(DiskJob::Read { token, offset, len }),
+                Action::DiskFlush { token } => self.disk.submit(DiskJob::Flush { token }),
+                Action::PersistSuperblock(p) => {
+                    let mut sb = self.store.superblock().clone();
+                    sb.current_uuid = p.uuids.current;
+                    sb.bitmap_uuid = p.uuids.bitmap;
+                    sb.history_uuids = p.uuids.history;
+                    sb.flags = p.flags;
+                    if let Err(e) = self.store.write_superblock(&mut sb) {
+                        tracing::error!(resource = %self.shared.name, "writing the superblock failed: {e}");
+                    }
+                }
+                Action::PersistBitmap(pages) => {
+                    if !pages.is_empty() {
+                        if let Err(e) = self.store.write_bitmap_pages(self.node.bitmap(), &pages) {
+                            tracing::error!(resource = %self.shared.name, "writing the bitmap failed: {e}");
+                        }
+                    }
+                }
+                Action::PersistAl(tx) => {
+                    if let Err(e) = self.store.write_al_transaction(&tx) {
+                        tracing::error!(resource = %self.shared.name, "writing the activity log failed: {e}");
+                    }
+                }
+                Action::Complete { id, result } => {
+                    if let Some(r) = self.writes.remove(&id) {
+                        let _ = r.send(result);
+                    }
+                }
+                Action::ReadDone { id, result } => {
+                    if let Some(r) = self.reads.remove(&id) {
+                        let _ = r.send(result);
+                    }
+                }
+                Action::RunHandler(name) => self.run_handler(name),
+                Action::Log { warn, msg } => {
+                    if warn {
+                        tracing::warn!("{msg}");
+                    } else {
+                        tracing::info!("{msg}");
+                    }
+                }
+                Action::StateChanged => changed = true,
+            }
+        }
+        self.shared.local_reads.store(self.node.local_reads_ok(), Ordering::Release);
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let s = self.node.snapshot();
+        self.snap_tx.send_if_modified(|old| {
+            if *old == s {
+                false
+            } else {
+                *old = s;
+                true
+            }
+        });
+    }
+
+    fn to_transport(&self, cmd: TransportCmd) {
+        if let Some(t) = &self.transport {
+            let _ = t.send(cmd);
+        }
+    }
+
+    /// Handlers run detached (a hung script must not stall replication); their exit is logged.
+    fn run_handler(&self, name: &'static str) {
+        let Some(cmd) = self.handlers.get(name).cloned() else {
+            tracing::info!(resource = %self.shared.name, "handler {name}: none configured");
+            return;
+        };
+        let p = self.node.params();
+        let (res, peer) = (p.resource.clone(), p.peer.clone().unwrap_or_default());
+        tracing::warn!(resource = %res, "running handler {name}: {cmd}");
+        let spawned = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("DRBD_RESOURCE", &res)
+            .env("HA_RESOURCE", &res)
+            .env("DRBD_PEER", &peer)
+            .env("HA_HANDLER", name)
+            .spawn();
+        match spawned {
+            Ok(mut child) => {
+                std::thread::spawn(move || match child.wait() {
+                    Ok(st) => tracing::info!(resource = %res, "handler {name} exited with {st}"),
+                    Err(e) => tracing::warn!(resource = %res, "handler {name}: {e}"),
+                });
+            }
+            Err(e) => tracing::warn!(resource = %res, "handler {name} could not start: {e}"),
+        }
+    }
+}
+

@@ -1,0 +1,160 @@
+//! The tokio-facing engine: a [`Volume`] per resource. The state machine ([`crate::machine::Node`]) runs
+//! on one dedicated actor thread that also writes metadata (so "metadata before data" is plain program
+//! order); data I/O goes to a small thread pool ([`disk`]); the replication link to tokio tasks
+//! ([`transport`]). The API the iSCSI target calls — `read`, `write`, `flush`, `size` — is async.
+
+pub mod actor;
+pub mod disk;
+pub mod transport;
+
+use crate::machine::{IoFailure, NodeParams, Snapshot};
+use crate::meta::layout::MetaLocation;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{oneshot, watch};
+
+/// Everything needed to bring one resource up on this node.
+#[derive(Debug, Clone)]
+pub struct VolumeSpec {
+    pub params: NodeParams,
+    /// Backing device or file holding the data.
+    pub data_path: PathBuf,
+    pub meta: MetaLocation,
+    /// This node's replication address, and the peer's (None: standalone, no replication).
+    pub local_addr: Option<SocketAddr>,
+    pub peer_addr: Option<SocketAddr>,
+    /// Configured handler commands by name (`split-brain`, `pri-lost-after-sb`, ...).
+    pub handlers: BTreeMap<String, String>,
+    pub disk_threads: usize,
+    /// Connect to the peer right away (`up` does; tests may not).
+    pub connect: bool,
+}
+
+/// Errors of bringing a volume up or driving it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{what}: {source}")]
+    Io { what: String, #[source] source: std::io::Error },
+    #[error("metadata of {path}: {source}")]
+    Meta { path: String, #[source] source: crate::meta::MetaError },
+    #[error("{0}")]
+    Refused(String),
+    #[error("the resource's engine has stopped")]
+    Stopped,
+}
+
+/// Administrative verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Primary { force: bool },
+    Secondary,
+    Connect { discard_my_data: bool },
+    Disconnect,
+    Outdate,
+}
+
+pub(crate) enum Msg {
+    Input(crate::machine::Input),
+    Write { offset: u64, data: Bytes, fua: bool, reply: oneshot::Sender<Result<(), IoFailure>> },
+    Flush { reply: oneshot::Sender<Result<(), IoFailure>> },
+    Read { offset: u64, len: u64, reply: oneshot::Sender<Result<Bytes, IoFailure>> },
+    Verb { verb: Verb, reply: oneshot::Sender<Result<String, String>> },
+    Down { reply: oneshot::Sender<()> },
+}
+
+pub(crate) struct Shared {
+    pub name: String,
+    pub size: u64,
+    pub tx: std::sync::mpsc::Sender<Msg>,
+    pub data: Arc<File>,
+    pub local_reads: AtomicBool,
+    pub snapshot: watch::Receiver<Snapshot>,
+}
+
+/// Handle to a running replicated volume. Cheap to clone.
+#[derive(Clone)]
+pub struct Volume {
+    shared: Arc<Shared>,
+}
+
+impl Volume {
+    /// Open the metadata and data, start the actor, the disk pool and the replication transport.
+    pub async fn start(spec: VolumeSpec) -> Result<Volume, EngineError> {
+        actor::start(spec).await.map(|shared| Volume { shared })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Usable size in bytes.
+    pub fn size(&self) -> u64 {
+        self.shared.size
+    }
+
+    /// Read from the local disk when it is up to date (no round trip through the state machine);
+    /// otherwise the state machine serves it (from the peer where the local copy is stale).
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, IoFailure> {
+        let end = offset.checked_add(len);
+        if end.is_none_or(|e| e > self.shared.size) {
+            return Err(IoFailure::OutOfRange { offset, len, size: self.shared.size });
+        }
+        if self.shared.local_reads.load(Ordering::Acquire) {
+            let file = Arc::clone(&self.shared.data);
+            return tokio::task::spawn_blocking(move || disk::read_at(&file, offset, len))
+                .await
+                .map_err(|e| IoFailure::Io(e.to_string()))?
+                .map_err(|e| IoFailure::Io(e.to_string()));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Read { offset, len, reply })?;
+        rx.await.map_err(|_| IoFailure::Down)?
+    }
+
+    /// Protocol C write: returns when the data is on the local disk and the peer's disk (or recorded
+    /// as out of sync when no peer takes writes). `fua`: stable (not just written) on both.
+    pub async fn write(&self, offset: u64, data: Bytes, fua: bool) -> Result<(), IoFailure> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Write { offset, data, fua, reply })?;
+        rx.await.map_err(|_| IoFailure::Down)?
+    }
+
+    /// Flush both disks (an empty flush waits for the peer too).
+    pub async fn flush(&self) -> Result<(), IoFailure> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Flush { reply })?;
+        rx.await.map_err(|_| IoFailure::Down)?
+    }
+
+    /// Run an administrative verb; Ok carries a human message, Err the refusal reason.
+    pub async fn verb(&self, verb: Verb) -> Result<String, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Verb { verb, reply }).map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| "the resource's engine has stopped".to_string())?
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.shared.snapshot.clone()
+    }
+
+    /// Graceful stop: demote if idle, write clean metadata, close the link, stop threads.
+    pub async fn down(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Msg::Down { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    fn send(&self, m: Msg) -> Result<(), IoFailure> {
+        self.shared.tx.send(m).map_err(|_| IoFailure::Down)
+    }
+}

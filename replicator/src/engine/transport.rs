@@ -1,0 +1,213 @@
+//! TCP for the replication link: one connection per resource on its dedicated address:port. The node
+//! whose name sorts first connects (from its own address, so traffic stays on the dedicated link); the
+//! other listens and accepts only the peer's address. Each connection gets a reader task (frames →
+//! state machine) and a writer task (batches queued frames into few writes). The state machine decides
+//! what a connection means; this module only moves bytes.
+
+use crate::machine::Input;
+use crate::wire::codec::FrameCodec;
+use crate::wire::frame::{encode, Frame};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+/// Commands from the state machine's actor.
+#[derive(Debug)]
+pub enum TransportCmd {
+    SetConnecting(bool),
+    Send { conn: u64, frame: Frame },
+    Close { conn: u64 },
+}
+
+pub struct TransportSpec {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    /// This node initiates connections (the other accepts).
+    pub connector: bool,
+    pub connect_int: Duration,
+}
+
+type ToActor = Arc<dyn Fn(Input) + Send + Sync>;
+
+enum Event {
+    Cmd(TransportCmd),
+    Stream(TcpStream),
+    Gone(u64),
+}
+
+/// Start the transport. For the accepting side the listener is bound here, so a busy port is an error
+/// at start-up rather than a silent retry loop.
+pub async fn start(
+    spec: TransportSpec,
+    to_actor: ToActor,
+    shutdown: CancellationToken,
+) -> std::io::Result<UnboundedSender<TransportCmd>> {
+    let (cmd_tx, mut cmd_rx) = unbounded_channel::<TransportCmd>();
+    let (ev_tx, mut ev_rx) = unbounded_channel::<Event>();
+    if !spec.connector {
+        let listener = TcpListener::bind(spec.local).await?;
+        let ev = ev_tx.clone();
+        let peer_ip = spec.peer.ip();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok((s, from)) if from.ip() == peer_ip => {
+                        if ev.send(Event::Stream(s)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok((_, from)) => tracing::warn!(%from, "replication link: refused a connection from an address that is not the peer's"),
+                    Err(e) => {
+                        tracing::warn!("replication link: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    let ev = ev_tx.clone();
+    tokio::spawn(async move {
+        while let Some(c) = cmd_rx.recv().await {
+            if ev.send(Event::Cmd(c)).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut conns: HashMap<u64, (UnboundedSender<Frame>, CancellationToken)> = HashMap::new();
+        let mut next_conn = 1u64;
+        let mut connecting = false;
+        let mut dialing = false;
+        let mut retry = tokio::time::interval(spec.connect_int);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                e = ev_rx.recv() => match e { Some(e) => e, None => break },
+                _ = retry.tick(), if spec.connector && connecting && conns.is_empty() && !dialing => {
+                    dialing = true;
+                    let ev = ev_tx.clone();
+                    let (local, peer, int) = (spec.local, spec.peer, spec.connect_int);
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(int.max(Duration::from_millis(500)), dial(local, peer)).await {
+                            Ok(Ok(s)) => { let _ = ev.send(Event::Stream(s)); }
+                            Ok(Err(e)) => { tracing::debug!("connect to {peer} failed: {e}"); let _ = ev.send(Event::Gone(0)); }
+                            Err(_) => { let _ = ev.send(Event::Gone(0)); }
+                        }
+                    });
+                    continue;
+                }
+            };
+            match ev {
+                Event::Cmd(TransportCmd::SetConnecting(on)) => connecting = on,
+                Event::Cmd(TransportCmd::Send { conn, frame }) => {
+                    if let Some((tx, _)) = conns.get(&conn) {
+                        let _ = tx.send(frame);
+                    }
+                }
+                Event::Cmd(TransportCmd::Close { conn }) => {
+                    // Dropping the sender lets the writer flush what is queued (e.g. an Abort) first.
+                    if let Some((_, cancel)) = conns.remove(&conn) {
+                        let c = cancel.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            c.cancel();
+                        });
+                    }
+                }
+                Event::Gone(0) => dialing = false,
+                Event::Gone(conn) => {
+                    conns.remove(&conn);
+                }
+                Event::Stream(s) => {
+                    dialing = false;
+                    let conn = next_conn;
+                    next_conn += 1;
+                    let cancel = shutdown.child_token();
+                    let (tx, rx) = unbounded_channel::<Frame>();
+                    conns.insert(conn, (tx, cancel.clone()));
+                    run_connection(conn, s, rx, cancel, Arc::clone(&to_actor), ev_tx.clone());
+                    to_actor(Input::TransportUp { conn });
+                }
+            }
+        }
+        for (_, (_, c)) in conns {
+            c.cancel();
+        }
+    });
+    Ok(cmd_tx)
+}
+
+async fn dial(local: SocketAddr, peer: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = if peer.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    sock.bind(SocketAddr::new(local.ip(), 0))?;
+    sock.connect(peer).await
+}
+
+fn run_connection(
+    conn: u64,
+    stream: TcpStream,
+    mut rx: UnboundedReceiver<Frame>,
+    cancel: CancellationToken,
+    to_actor: ToActor,
+    ev: UnboundedSender<Event>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let wcancel = cancel.clone();
+    tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(256 * 1024);
+        loop {
+            let first = tokio::select! {
+                _ = wcancel.cancelled() => break,
+                f = rx.recv() => f,
+            };
+            let Some(first) = first else { break };
+            encode(&first, &mut buf);
+            // Batch whatever else is queued into the same write.
+            while buf.len() < 4 * 1024 * 1024 {
+                match rx.try_recv() {
+                    Ok(f) => encode(&f, &mut buf),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = wr.write_all(&buf).await {
+                tracing::debug!("replication link write failed: {e}");
+                wcancel.cancel();
+                break;
+            }
+            buf.clear();
+        }
+        let _ = wr.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut frames = FramedRead::with_capacity(rd, FrameCodec, 256 * 1024);
+        let reason = loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => break "closed".to_string(),
+                n = frames.next() => n,
+            };
+            match next {
+                Some(Ok(frame)) => to_actor(Input::Frame { conn, frame }),
+                Some(Err(e)) => break format!("protocol error from peer: {e}"),
+                None => break "peer closed the connection".to_string(),
+            }
+        };
+        cancel.cancel();
+        to_actor(Input::TransportDown { conn, reason });
+        let _ = ev.send(Event::Gone(conn));
+    });
+}

@@ -1,0 +1,403 @@
+//! Application writes, flushes and reads on the Primary, and the peer side of them (protocol C).
+//!
+//! A write is issued to the local disk and, when a peer takes writes, to the peer at the same time; it
+//! completes when both report it stable. With no peer (or when the peer is lost mid-write) its blocks
+//! are recorded in the bitmap instead, and it completes on the local result alone. Every write holds
+//! activity-log references on its 4 MiB extents from before its data write until it completes, so a
+//! crash can only leave unreplicated data inside extents the activity log names.
+
+use super::node::{Action, AppWrite, IoFailure, Node, PendingWrite, Purpose, Stage, BLOCK, MAX_DATA_FRAME, SECTOR};
+use super::state::{DiskState, ReplState, Role};
+use super::uuids::UUID_JUST_CREATED;
+use crate::meta::activity_log::AlBegin;
+use crate::meta::layout::AL_EXTENT_SIZE;
+use crate::wire::frame::{Frame, DATA_FUA};
+use bytes::Bytes;
+
+/// First and last 4 KiB block touched by a byte range (len > 0).
+pub(crate) fn block_span(offset: u64, len: u64) -> (u64, u64) {
+    (offset / BLOCK, (offset + len - 1) / BLOCK)
+}
+
+fn spans_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 <= b.1 && b.0 <= a.1
+}
+
+impl Node {
+    /// The peer currently takes application writes.
+    pub(crate) fn peer_receiving(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.stage == Stage::Up)
+            && matches!(self.repl, ReplState::Established | ReplState::SyncSource | ReplState::SyncTarget)
+    }
+
+    fn handshaking(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.stage != Stage::Up)
+    }
+
+    pub(crate) fn on_app_write(&mut self, id: u64, offset: u64, data: Bytes, fua: bool) {
+        let len = data.len() as u64;
+        let check = if self.role != Role::Primary {
+            Err(IoFailure::NotPrimary)
+        } else if offset % SECTOR != 0 || len % SECTOR != 0 {
+            Err(IoFailure::Io(format!("unaligned write [{offset}, +{len}): must be 512-byte aligned")))
+        } else {
+            self.in_range(offset, len)
+        };
+        if let Err(e) = check {
+            self.out.push(Action::Complete { id, result: Err(e) });
+            return;
+        }
+        if len == 0 {
+            self.out.push(Action::Complete { id, result: Ok(()) });
+            return;
+        }
+        let w = PendingWrite { id, offset, data, fua };
+        if self.handshaking() || self.conflicts(offset, len, self.waiting.len()) || !self.try_start_write(&w) {
+            self.waiting.push_back(w);
+        }
+    }
+
+    /// Does [offset, +len) touch an in-flight write, an in-flight resync range, or one of the first
+    /// `waiting_before` queued writes (which must go first to keep their order)?
+    fn conflicts(&self, offset: u64, len: u64, waiting_before: usize) -> bool {
+        let span = block_span(offset, len);
+        self.writes.values().any(|w| spans_overlap(span, block_span(w.offset, w.len)))
+            || self.resync.as_ref().is_some_and(|r| {
+                r.inflight.iter().any(|(&o, &l)| spans_overlap(span, block_span(o, l)))
+            })
+            || self.waiting.iter().take(waiting_before).any(|w| spans_overlap(span, block_span(w.offset, w.data.len() as u64)))
+    }
+
+    /// Issue a write; false if the activity log has no free slot right now (retry after a completion).
+    fn try_start_write(&mut self, w: &PendingWrite) -> bool {
+        let len = w.data.len() as u64;
+        let first = (w.offset / AL_EXTENT_SIZE) as u32;
+        let last = ((w.offset + len - 1) / AL_EXTENT_SIZE) as u32;
+        match self.al.begin(first, last) {
+            AlBegin::Ready => {}
+            AlBegin::Busy => return false,
+            AlBegin::NeedsTransaction(tx) => {
+                // Bits of an extent leaving the log must be on disk before the log forgets it.
+                let pages = self.bitmap.take_dirty_pages();
+                if !pages.is_empty() {
+                    self.stats.bm_writes += pages.len() as u64;
+                    self.out.push(Action::PersistBitmap(pages));
+                }
+                self.out.push(Action::PersistAl(tx.clone()));
+                self.al.commit(tx);
+                self.stats.al_writes += 1;
+            }
+        }
+        let replicate = self.peer_receiving();
+        if !replicate {
+            self.ensure_new_generation("peer not connected");
+        }
+        let token = self.token(Purpose::AppWrite { id: w.id });
+        self.out.push(Action::DiskWrite { token, offset: w.offset, data: w.data.clone(), fua: w.fua });
+        let mut pending = 0u32;
+        if replicate {
+            let conn = self.link.as_ref().map(|l| l.conn).unwrap_or_default();
+            let mut at = 0u64;
+            while at < len {
+                let n = (len - at).min(MAX_DATA_FRAME);
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let chunk = w.data.slice(at as usize..(at + n) as usize);
+                self.peer_seq_insert(seq, w.id);
+                self.send(conn, Frame::Data { seq, offset: w.offset + at, flags: if w.fua { DATA_FUA } else { 0 }, data: chunk });
+                pending += 1;
+                at += n;
+            }
+        } else {
+            self.bitmap.set_range(w.offset, len);
+        }
+        self.writes.insert(w.id, AppWrite {
+            offset: w.offset,
+            len,
+            extents: (first, last),
+            local_done: false,
+            local_error: None,
+            peer_pending: pending,
+            replicated: replicate,
+            sent_ms: self.now_ms,
+        });
+        self.last_app_write_ms = self.now_ms;
+        true
+    }
+
+    fn peer_seq_insert(&mut self, seq: u64, id: u64) {
+        self.pending_acks.insert(seq, id);
+    }
+
+    fn peer_seq_take(&mut self, seq: u64) -> Option<u64> {
+        self.pending_acks.remove(&seq)
+    }
+
+    /// Start queued writes that no longer conflict, in order.
+    pub(crate) fn start_waiting_writes(&mut self) {
+        if self.handshaking() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let Some(w) = self.waiting.get(i).cloned() else { break };
+            if self.conflicts(w.offset, w.data.len() as u64, i) {
+                i += 1;
+                continue;
+            }
+            if !self.try_start_write(&w) {
+                break; // activity log full: wait for a completion
+            }
+            self.waiting.remove(i);
+        }
+    }
+
+    pub(crate) fn app_write_local_done(&mut self, id: u64, result: Result<(), String>) {
+        if let Some(w) = self.writes.get_mut(&id) {
+            w.local_done = true;
+            if let Err(e) = result {
+                w.local_error = Some(e);
+            }
+        }
+        self.maybe_complete_write(id);
+    }
+
+    pub(crate) fn on_write_ack(&mut self, seq: u64, ok: bool) {
+        let Some(id) = self.peer_seq_take(seq) else { return };
+        let mut failed_range = None;
+        if let Some(w) = self.writes.get_mut(&id) {
+            w.peer_pending = w.peer_pending.saturating_sub(1);
+            if !ok {
+                w.replicated = false;
+                failed_range = Some((w.offset, w.len));
+            }
+        }
+        if let Some((o, l)) = failed_range {
+            self.bitmap.set_range(o, l);
+            self.log(true, format!("{}: peer failed to write [{o}, +{l}); marked out of sync", self.p.resource));
+            // The peer now misses data: start a new generation (so the next handshake makes us the
+            // source, rule 70) and renegotiate, which resyncs the marked blocks.
+            self.ensure_new_generation("the peer failed a write");
+            self.drop_link("the peer reported a failed write", true);
+        }
+        self.maybe_complete_write(id);
+    }
+
+    fn maybe_complete_write(&mut self, id: u64) {
+        let ready = self.writes.get(&id).is_some_and(|w| w.local_done && w.peer_pending == 0);
+        if !ready {
+            return;
+        }
+        let Some(w) = self.writes.remove(&id) else { return };
+        self.al.end(w.extents.0, w.extents.1);
+        let result = match w.local_error {
+            Some(e) => {
+                // The local copy may now differ from the peer's: resync it later.
+                self.bitmap.set_range(w.offset, w.len);
+                Err(IoFailure::Io(e))
+            }
+            None => {
+                if w.replicated {
+                    self.clear_fully_covered(w.offset, w.len);
+                }
+                self.stats.written_bytes += w.len;
+                Ok(())
+            }
+        };
+        self.out.push(Action::Complete { id, result });
+        self.start_waiting_writes();
+        self.pump_resync();
+    }
+
+    /// Blocks entirely rewritten on both disks are in sync whatever they held before.
+    pub(crate) fn clear_fully_covered(&mut self, offset: u64, len: u64) {
+        let first = offset.div_ceil(BLOCK);
+        let end = (offset + len) / BLOCK;
+        for b in first..end {
+            self.bitmap.clear_block(b);
+        }
+    }
+
+    /// The peer went away: writes waiting for it are recorded in the bitmap and complete locally;
+    /// flushes and remote reads waiting for it finish now.
+    /// The peer misses (or may miss) data we acknowledge from now on: before the first such write
+    /// completes, start a new generation so the next handshake knows who is ahead (DRBD 9 does this
+    /// lazily, on the first write or completion without the peer).
+    pub(crate) fn ensure_new_generation(&mut self, why: &str) {
+        let u = self.persisted.uuids;
+        if self.role != Role::Primary || u.bitmap != 0 || u.current == UUID_JUST_CREATED {
+            return;
+        }
+        let fresh = self.fresh_uuid();
+        self.persisted.uuids.new_current(fresh, true);
+        self.log(false, format!("{}: new data generation {} ({why})", self.p.resource, self.persisted.uuids));
+        self.persist_flags(self.persisted.flags);
+    }
+
+    pub(crate) fn peer_lost_for_inflight(&mut self) {
+        let ids: Vec<u64> = self.writes.iter().filter(|(_, w)| w.peer_pending > 0).map(|(&id, _)| id).collect();
+        if !ids.is_empty() {
+            self.ensure_new_generation("writes in flight lost the peer");
+        }
+        for id in &ids {
+            if let Some(w) = self.writes.get_mut(id) {
+                w.peer_pending = 0;
+                w.replicated = false;
+                let (o, l) = (w.offset, w.len);
+                self.bitmap.set_range(o, l);
+            }
+        }
+        self.pending_acks.clear();
+        let remote_reads: Vec<u64> = self.reads.drain().map(|(_, id)| id).collect();
+        for id in remote_reads {
+            self.out.push(Action::ReadDone { id, result: Err(IoFailure::NoData(self.disk)) });
+        }
+        self.peer_flush_seq.clear();
+        let flush_ids: Vec<u64> = self.flushes.keys().copied().collect();
+        for id in flush_ids {
+            if let Some(f) = self.flushes.get_mut(&id) {
+                f.1 = false;
+            }
+            self.maybe_complete_flush(id);
+        }
+        for id in ids {
+            self.maybe_complete_write(id);
+        }
+        self.start_waiting_writes();
+    }
+
+    pub(crate) fn on_app_flush(&mut self, id: u64) {
+        let token = self.token(Purpose::AppFlush { id });
+        self.out.push(Action::DiskFlush { token });
+        let peer = self.peer_receiving();
+        if peer {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.peer_flush_seq.insert(seq, id);
+            let conn = self.link.as_ref().map(|l| l.conn).unwrap_or_default();
+            self.send(conn, Frame::Flush { seq });
+        }
+        self.flushes.insert(id, (false, peer, None));
+    }
+
+    pub(crate) fn app_flush_local_done(&mut self, id: u64, result: Result<(), String>) {
+        if let Some(f) = self.flushes.get_mut(&id) {
+            f.0 = true;
+            if let Err(e) = result {
+                f.2 = Some(format!("local flush failed: {e}"));
+            }
+        }
+        self.maybe_complete_flush(id);
+    }
+
+    pub(crate) fn on_flush_ack(&mut self, seq: u64, ok: bool) {
+        let Some(id) = self.peer_flush_seq.remove(&seq) else { return };
+        if let Some(f) = self.flushes.get_mut(&id) {
+            f.1 = false;
+            if !ok {
+                f.2 = Some("the peer failed to flush its disk".into());
+            }
+        }
+        self.maybe_complete_flush(id);
+    }
+
+    fn maybe_complete_flush(&mut self, id: u64) {
+        if !self.flushes.get(&id).is_some_and(|f| f.0 && !f.1) {
+            return;
+        }
+        if let Some((_, _, err)) = self.flushes.remove(&id) {
+            let result = match err {
+                Some(e) => Err(IoFailure::Io(e)),
+                None => Ok(()),
+            };
+            self.out.push(Action::Complete { id, result });
+        }
+    }
+
+    pub(crate) fn on_app_read(&mut self, id: u64, offset: u64, len: u64) {
+        if let Err(e) = self.in_range(offset, len) {
+            self.out.push(Action::ReadDone { id, result: Err(e) });
+            return;
+        }
+        let range_in_sync = len == 0 || {
+            let (b0, b1) = block_span(offset, len);
+            self.bitmap.next_set(b0).is_none_or(|b| b > b1)
+        };
+        let peer_can_serve = self.peer_receiving() && self.peer_disk.is_consistent();
+        let local_ok = self.disk == DiskState::UpToDate
+            || (self.disk == DiskState::Inconsistent && range_in_sync)
+            || (self.disk.is_consistent() && !peer_can_serve);
+        if local_ok {
+            let token = self.token(Purpose::AppRead { id });
+            self.out.push(Action::DiskRead { token, offset, len });
+        } else if peer_can_serve {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.reads.insert(seq, id);
+            let conn = self.link.as_ref().map(|l| l.conn).unwrap_or_default();
+            self.send(conn, Frame::ReadRequest { seq, offset, len: len as u32 });
+        } else {
+            self.out.push(Action::ReadDone { id, result: Err(IoFailure::NoData(self.disk)) });
+        }
+    }
+
+    pub(crate) fn app_read_done(&mut self, id: u64, result: Result<Option<Bytes>, String>) {
+        let result = match result {
+            Ok(d) => Ok(d.unwrap_or_default()),
+            Err(e) => Err(IoFailure::Io(e)),
+        };
+        self.out.push(Action::ReadDone { id, result });
+    }
+
+    pub(crate) fn on_read_reply(&mut self, seq: u64, ok: bool, data: Bytes) {
+        let Some(id) = self.reads.remove(&seq) else { return };
+        let result = if ok { Ok(data) } else { Err(IoFailure::Io("peer failed to read".into())) };
+        self.out.push(Action::ReadDone { id, result });
+    }
+
+    // ---- the receiving side ----------------------------------------------------------------------
+
+    pub(crate) fn on_peer_data(&mut self, conn: u64, seq: u64, offset: u64, flags: u32, data: Bytes) {
+        let len = data.len() as u64;
+        if self.role == Role::Primary {
+            self.abort(conn, "the peer sent application data but this node is Primary (both Primary?)", false);
+            return;
+        }
+        if len == 0 || self.in_range(offset, len).is_err() {
+            self.abort(conn, &format!("protocol error: peer write [{offset}, +{len}) outside the device"), true);
+            return;
+        }
+        self.stats.received_bytes += len;
+        let token = self.token(Purpose::PeerWrite { conn, seq, offset, len });
+        self.out.push(Action::DiskWrite { token, offset, data, fua: flags & DATA_FUA != 0 });
+    }
+
+    pub(crate) fn peer_write_done(&mut self, conn: u64, seq: u64, offset: u64, len: u64, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                if self.repl == ReplState::SyncTarget {
+                    self.clear_fully_covered(offset, len);
+                }
+                self.send(conn, Frame::WriteAck { seq });
+            }
+            Err(e) => {
+                self.log(true, format!("{}: local write for the peer failed at [{offset}, +{len}): {e}", self.p.resource));
+                self.send(conn, Frame::NegAck { seq, code: 5 });
+            }
+        }
+    }
+
+    pub(crate) fn on_peer_flush(&mut self, conn: u64, seq: u64) {
+        let token = self.token(Purpose::PeerFlush { conn, seq });
+        self.out.push(Action::DiskFlush { token });
+    }
+
+    pub(crate) fn on_peer_read(&mut self, conn: u64, seq: u64, offset: u64, len: u64) {
+        if self.in_range(offset, len).is_err() || !self.disk.is_consistent() {
+            self.send(conn, Frame::ReadReply { seq, ok: false, data: Bytes::new() });
+            return;
+        }
+        let token = self.token(Purpose::PeerRead { conn, seq });
+        self.out.push(Action::DiskRead { token, offset, len });
+    }
+}

@@ -1,0 +1,13 @@
+//! Protocol cores without I/O: states, generation UUIDs and the sync decision, and the per-resource
+//! node state machine driven by `step(input)` that returns actions for the I/O layer to carry out.
+
+pub mod policy;
+pub mod state;
+pub mod uuids;
+pub mod node;
+
+mod datapath;
+mod link;
+mod resync;
+
+pub use node::{Action, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};

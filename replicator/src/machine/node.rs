@@ -1,0 +1,671 @@
+//! The per-resource replication state machine. It owns the in-memory bitmap and activity log and decides
+//! everything; it performs no I/O. The I/O layer (the tokio engine, or the seeded simulator) feeds it
+//! [`Input`]s and carries out the returned [`Action`]s **in order**. Persist actions
+//! (`PersistSuperblock`, `PersistBitmap`, `PersistAl`) must be complete (written and synced) before the
+//! next action is carried out: that ordering is how "metadata before data" is expressed without callbacks.
+//!
+//! Invariants (checked by the simulator after every run):
+//! - A write is acknowledged (`Action::Complete` Ok) only when the local disk has it AND the peer
+//!   acknowledged it stable, or when its blocks are recorded in the bitmap because no peer took it.
+//! - A SyncTarget's disk is Inconsistent until it adopts the source's generation at the end; an
+//!   Inconsistent disk is never promoted.
+//! - Two writes touching the same 4 KiB block are never in flight together (so both replicas apply them
+//!   in the same order); a resync read of a block excludes application writes to it until acknowledged.
+
+use super::policy::Policies;
+use super::state::{ConnState, DiskState, ReplState, Role};
+use super::uuids::Uuids;
+use crate::meta::activity_log::{ActivityLog, AlTransaction};
+use crate::meta::bitmap::Bitmap;
+use crate::meta::superblock::flags;
+use crate::wire::auth::Secret;
+use crate::wire::frame::Frame;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+pub const BLOCK: u64 = 4096;
+pub const SECTOR: u64 = 512;
+/// Largest resync request (one RsData frame).
+pub const RESYNC_CHUNK: u64 = 256 * 1024;
+/// Largest slice of an application write sent in one Data frame.
+pub const MAX_DATA_FRAME: u64 = 1024 * 1024;
+
+/// Timers of the replication link (DRBD's net options), in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub ping_int_ms: u64,
+    pub ping_timeout_ms: u64,
+    /// A peer that has not answered a request for `timeout_ms * ko_count` is expelled.
+    pub timeout_ms: u64,
+    pub ko_count: u64,
+    pub connect_int_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { ping_int_ms: 10_000, ping_timeout_ms: 500, timeout_ms: 6_000, ko_count: 7, connect_int_ms: 2_000 }
+    }
+}
+
+/// Static parameters of one resource on one node.
+#[derive(Debug, Clone)]
+pub struct NodeParams {
+    pub node: String,
+    pub peer: Option<String>,
+    pub resource: String,
+    pub data_size: u64,
+    pub policies: Policies,
+    pub secret: Option<Secret>,
+    /// `fencing dont-care`: a Consistent disk attaches as UpToDate (DRBD does the same).
+    pub fencing_dont_care: bool,
+    /// Resync cap in bytes/s; `None` = unlimited.
+    pub resync_rate: Option<u64>,
+    pub timing: Timing,
+    pub verify_alg: String,
+}
+
+/// The superblock fields the state machine owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persisted {
+    pub uuids: Uuids,
+    pub flags: u32,
+}
+
+/// Why an application request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IoFailure {
+    #[error("resource is Secondary: writes are refused (promote it with `haadm primary`)")]
+    NotPrimary,
+    #[error("no up-to-date data reachable for this range (local disk {0}, peer not connected)")]
+    NoData(DiskState),
+    #[error("request [{offset}, +{len}) is beyond the device end {size}")]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+    #[error("local disk I/O error: {0}")]
+    Io(String),
+    #[error("resource is going down")]
+    Down,
+}
+
+/// Everything that can happen to a node.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Connect { discard_my_data: bool },
+    Disconnect,
+    Primary { force: bool },
+    Secondary,
+    Outdate,
+    Down,
+    TransportUp { conn: u64 },
+    TransportDown { conn: u64, reason: String },
+    Frame { conn: u64, frame: Frame },
+    Write { id: u64, offset: u64, data: Bytes, fua: bool },
+    Flush { id: u64 },
+    /// Reads normally bypass the machine; this slow path serves reads when the local copy may be stale.
+    Read { id: u64, offset: u64, len: u64 },
+    DiskDone { token: u64, result: Result<Option<Bytes>, String> },
+    Tick { now_ms: u64 },
+}
+
+/// What the I/O layer must do, in order.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Send { conn: u64, frame: Frame },
+    /// Drop this transport connection.
+    Close { conn: u64 },
+    /// Keep (re)connecting to the peer every connect-int, or stop trying.
+    SetConnecting(bool),
+    DiskWrite { token: u64, offset: u64, data: Bytes, fua: bool },
+    DiskRead { token: u64, offset: u64, len: u64 },
+    DiskFlush { token: u64 },
+    PersistSuperblock(Persisted),
+    /// Write these bitmap pages (taken from [`Node::bitmap`]) and sync.
+    PersistBitmap(Vec<u32>),
+    PersistAl(AlTransaction),
+    Complete { id: u64, result: Result<(), IoFailure> },
+    ReadDone { id: u64, result: Result<Bytes, IoFailure> },
+    RunHandler(&'static str),
+    Log { warn: bool, msg: String },
+    /// Role/disk/connection changed (publish status, events).
+    StateChanged,
+}
+
+/// Counters for status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub written_bytes: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    pub al_writes: u64,
+    pub bm_writes: u64,
+    pub resync_blocks_sent: u64,
+    pub resync_blocks_received: u64,
+}
+
+/// Resync progress for status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub total_blocks: u64,
+    pub remaining_blocks: u64,
+    pub started_ms: u64,
+    pub paused: bool,
+}
+
+/// A read-only picture for status and events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub role: Role,
+    pub disk: DiskState,
+    pub peer_role: Role,
+    pub peer_disk: DiskState,
+    pub conn: ConnState,
+    pub repl: ReplState,
+    pub uuids: Uuids,
+    pub out_of_sync_blocks: u64,
+    pub sync: Option<SyncProgress>,
+    pub split_brain: bool,
+    pub last_error: Option<String>,
+    pub stats: Stats,
+    pub pending_peer: usize,
+}
+
+/// What a disk token was for.
+#[derive(Debug, Clone)]
+pub(crate) enum Purpose {
+    AppWrite { id: u64 },
+    AppFlush { id: u64 },
+    AppRead { id: u64 },
+    PeerWrite { conn: u64, seq: u64, offset: u64, len: u64 },
+    PeerFlush { conn: u64, seq: u64 },
+    PeerRead { conn: u64, seq: u64 },
+    ResyncWrite { conn: u64, offset: u64, len: u64 },
+    ResyncRead { conn: u64, offset: u64 },
+}
+
+/// An application write in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct AppWrite {
+    pub offset: u64,
+    pub len: u64,
+    pub extents: (u32, u32),
+    pub local_done: bool,
+    pub local_error: Option<String>,
+    /// Data frames sent to the peer and not yet acknowledged (0 = none or all done).
+    pub peer_pending: u32,
+    /// The peer took part (so a full ack means the blocks are in sync).
+    pub replicated: bool,
+    pub sent_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PendingWrite {
+    pub id: u64,
+    pub offset: u64,
+    pub data: Bytes,
+    pub fua: bool,
+}
+
+/// Handshake progress of the current transport connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Hello,
+    Challenge,
+    Response,
+    Params,
+    Uuids,
+    Bitmap,
+    /// Decision taken; waiting for the peer's matching `State` confirmation.
+    Confirm,
+    Up,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub conn: u64,
+    pub stage: Stage,
+    pub my_challenge: [u8; 64],
+    pub peer_uuids: Option<crate::wire::frame::UuidsMsg>,
+    pub peer_words: Vec<u64>,
+    pub peer_discard: bool,
+    pub started_ms: u64,
+    pub last_rx_ms: u64,
+    pub ping_sent_ms: Option<u64>,
+    pub expected_peer_repl: Option<ReplState>,
+}
+
+/// Resync as SyncSource.
+#[derive(Debug, Clone)]
+pub(crate) struct Resync {
+    pub cursor: u64,
+    /// offset → len of RsData in flight (reads pending or acks pending).
+    pub inflight: BTreeMap<u64, u64>,
+    pub total_blocks: u64,
+    pub started_ms: u64,
+    pub budget_bytes: f64,
+    pub last_refill_ms: u64,
+    pub finishing: bool,
+}
+
+/// The state machine for one resource on one node.
+pub struct Node {
+    pub(crate) p: NodeParams,
+    pub(crate) role: Role,
+    pub(crate) disk: DiskState,
+    pub(crate) peer_role: Role,
+    pub(crate) peer_disk: DiskState,
+    pub(crate) conn: ConnState,
+    pub(crate) repl: ReplState,
+    pub(crate) persisted: Persisted,
+    pub(crate) bitmap: Bitmap,
+    pub(crate) al: ActivityLog,
+    pub(crate) link: Option<Link>,
+    pub(crate) discard_my_data: bool,
+    pub(crate) split_brain: bool,
+    pub(crate) last_error: Option<String>,
+    pub(crate) crashed_primary: bool,
+    pub(crate) writes: BTreeMap<u64, AppWrite>,
+    pub(crate) waiting: VecDeque<PendingWrite>,
+    /// Flushes: id → (local done, peer pending).
+    pub(crate) flushes: HashMap<u64, (bool, bool, Option<String>)>,
+    pub(crate) peer_flush_seq: HashMap<u64, u64>,
+    /// Remote reads: request seq → application read id.
+    pub(crate) reads: HashMap<u64, u64>,
+    /// Data frames awaiting the peer's ack: seq → application write id.
+    pub(crate) pending_acks: HashMap<u64, u64>,
+    pub(crate) tokens: HashMap<u64, Purpose>,
+    pub(crate) next_token: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) resync: Option<Resync>,
+    pub(crate) target_progress: Option<SyncProgress>,
+    pub(crate) stats: Stats,
+    pub(crate) now_ms: u64,
+    pub(crate) rng: u64,
+    pub(crate) last_app_write_ms: u64,
+    pub(crate) last_bm_flush_ms: u64,
+    pub(crate) out: Vec<Action>,
+}
+
+impl Node {
+    /// Attach: the disk's metadata has been read (and the activity log applied to `bitmap` if the
+    /// previous run did not shut down cleanly). `seed` feeds UUID generation (random in production,
+    /// fixed in the simulator).
+    pub fn new(p: NodeParams, persisted: Persisted, bitmap: Bitmap, al: ActivityLog, seed: u64) -> (Node, Vec<Action>) {
+        assert_eq!(bitmap.blocks(), p.data_size.div_ceil(BLOCK), "bitmap does not match the data size");
+        let f = persisted.flags;
+        let disk = if f & flags::CONSISTENT == 0 {
+            DiskState::Inconsistent
+        } else if f & flags::OUTDATED != 0 {
+            DiskState::Outdated
+        } else if p.fencing_dont_care {
+            DiskState::UpToDate
+        } else {
+            DiskState::Consistent
+        };
+        let crashed_primary = f & flags::PRIMARY_IND != 0 && f & flags::AL_CLEAN == 0 || f & flags::CRASHED_PRIMARY != 0;
+        let mut node = Node {
+            p,
+            role: Role::Secondary,
+            disk,
+            peer_role: Role::Unknown,
+            peer_disk: DiskState::DUnknown,
+            conn: ConnState::StandAlone,
+            repl: ReplState::Off,
+            persisted,
+            bitmap,
+            al,
+            link: None,
+            discard_my_data: false,
+            split_brain: false,
+            last_error: None,
+            crashed_primary,
+            writes: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            flushes: HashMap::new(),
+            peer_flush_seq: HashMap::new(),
+            reads: HashMap::new(),
+            pending_acks: HashMap::new(),
+            tokens: HashMap::new(),
+            next_token: 1,
+            next_seq: 1,
+            resync: None,
+            target_progress: None,
+            stats: Stats::default(),
+            now_ms: 0,
+            rng: seed | 1,
+            last_app_write_ms: 0,
+            last_bm_flush_ms: 0,
+            out: Vec::new(),
+        };
+        // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
+        // bitmap first, then mark the log clean. Remember a crash as Primary until the next successful
+        // handshake consumes it (it decides the sync direction, rule 40).
+        node.bitmap.mark_all_pages_dirty();
+        let pages = node.bitmap.take_dirty_pages();
+        node.out.push(Action::PersistBitmap(pages));
+        let mut fl = (node.persisted.flags & !flags::PRIMARY_IND) | flags::AL_CLEAN;
+        if crashed_primary {
+            fl |= flags::CRASHED_PRIMARY;
+            node.log(true, "previous run ended while Primary: activity-log extents are marked out of sync".into());
+        }
+        node.persist_flags(fl);
+        node.out.push(Action::StateChanged);
+        let actions = std::mem::take(&mut node.out);
+        (node, actions)
+    }
+
+    /// Feed one input; returns the actions to carry out in order.
+    pub fn step(&mut self, input: Input) -> Vec<Action> {
+        match input {
+            Input::Connect { discard_my_data } => self.on_connect_verb(discard_my_data),
+            Input::Disconnect => self.on_disconnect_verb(),
+            Input::Primary { force } => self.on_primary(force),
+            Input::Secondary => self.on_secondary(),
+            Input::Outdate => self.on_outdate(),
+            Input::Down => self.on_down(),
+            Input::TransportUp { conn } => self.on_transport_up(conn),
+            Input::TransportDown { conn, reason } => self.on_transport_down(conn, &reason),
+            Input::Frame { conn, frame } => self.on_frame(conn, frame),
+            Input::Write { id, offset, data, fua } => self.on_app_write(id, offset, data, fua),
+            Input::Flush { id } => self.on_app_flush(id),
+            Input::Read { id, offset, len } => self.on_app_read(id, offset, len),
+            Input::DiskDone { token, result } => self.on_disk_done(token, result),
+            Input::Tick { now_ms } => self.on_tick(now_ms),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Result of a verb, for the control API (checked before the verb is fed as an input).
+    pub fn check_primary(&self, force: bool) -> Result<(), String> {
+        if self.role == Role::Primary {
+            return Ok(());
+        }
+        if self.peer_role == Role::Primary {
+            return Err("the peer is Primary; demote it first (single-primary mode)".into());
+        }
+        if self.disk == DiskState::UpToDate || force {
+            if self.disk == DiskState::Diskless {
+                return Err("no local disk".into());
+            }
+            if force && self.repl == ReplState::SyncTarget {
+                return Err("a resync into this disk is running; it is Inconsistent until the resync ends".into());
+            }
+            return Ok(());
+        }
+        Err(match self.disk {
+            DiskState::Inconsistent => "local disk is Inconsistent: refusing to promote (use --force only to make this node's data the source of an initial sync)".into(),
+            DiskState::Outdated => "local disk is Outdated: the peer has newer data; connect to it, or use --force to override".into(),
+            d => format!("local disk is {d}, not UpToDate: the peer may have newer data; connect to it first, or use --force"),
+        })
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let sync = match self.repl {
+            ReplState::SyncSource | ReplState::PausedSyncS => self.resync.as_ref().map(|r| SyncProgress {
+                total_blocks: r.total_blocks,
+                remaining_blocks: self.bitmap.count(),
+                started_ms: r.started_ms,
+                paused: false,
+            }),
+            ReplState::SyncTarget | ReplState::PausedSyncT => self.target_progress.map(|mut t| {
+                t.remaining_blocks = self.bitmap.count();
+                t
+            }),
+            _ => None,
+        };
+        Snapshot {
+            role: self.role,
+            disk: self.disk,
+            peer_role: self.peer_role,
+            peer_disk: self.peer_disk,
+            conn: self.conn,
+            repl: self.repl,
+            uuids: self.persisted.uuids,
+            out_of_sync_blocks: self.bitmap.count(),
+            sync,
+            split_brain: self.split_brain,
+            last_error: self.last_error.clone(),
+            stats: self.stats,
+            pending_peer: self.writes.values().filter(|w| w.peer_pending > 0).count(),
+        }
+    }
+
+    pub fn bitmap(&self) -> &Bitmap {
+        &self.bitmap
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn persisted(&self) -> Persisted {
+        self.persisted
+    }
+
+    pub fn params(&self) -> &NodeParams {
+        &self.p
+    }
+
+    /// Reads may bypass the machine and go straight to the local disk.
+    pub fn local_reads_ok(&self) -> bool {
+        self.disk == DiskState::UpToDate
+    }
+
+    /// Nothing is in flight (used by `down` and by tests).
+    pub fn idle(&self) -> bool {
+        self.writes.is_empty() && self.waiting.is_empty() && self.flushes.is_empty() && self.tokens.is_empty()
+    }
+
+    // ---- verbs -----------------------------------------------------------------------------------
+
+    fn on_connect_verb(&mut self, discard_my_data: bool) {
+        if self.p.peer.is_none() {
+            self.log(true, "connect: this resource has no peer configured".into());
+            return;
+        }
+        self.discard_my_data = discard_my_data;
+        self.split_brain = false;
+        self.last_error = None;
+        if self.conn == ConnState::StandAlone {
+            self.set_conn(ConnState::Connecting);
+            self.out.push(Action::SetConnecting(true));
+        }
+    }
+
+    fn on_disconnect_verb(&mut self) {
+        self.out.push(Action::SetConnecting(false));
+        if let Some(l) = self.link.as_ref() {
+            let conn = l.conn;
+            self.send(conn, Frame::Abort { code: super::link::ABORT_RETRY, reason: "peer disconnected by administrator".into() });
+            self.drop_link("disconnected by administrator", false);
+        }
+        self.set_conn(ConnState::StandAlone);
+    }
+
+    fn on_primary(&mut self, force: bool) {
+        if let Err(e) = self.check_primary(force) {
+            self.log(true, format!("primary refused: {e}"));
+            return;
+        }
+        if self.role == Role::Primary {
+            return;
+        }
+        if self.disk != DiskState::UpToDate {
+            // Forced: this node's data becomes the reference; the peer gets everything.
+            self.log(true, format!("primary --force: local disk was {}; it becomes the sync source for a full sync", self.disk));
+            let fresh = self.fresh_uuid();
+            let mut u = self.persisted.uuids;
+            u.new_current_for_full_sync(fresh, true);
+            self.bitmap.set_all();
+            self.bitmap.mark_all_pages_dirty();
+            self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
+            self.disk = DiskState::UpToDate;
+            self.role = Role::Primary;
+            let fl = (self.persisted.flags | flags::CONSISTENT | flags::WAS_UP_TO_DATE | flags::PRIMARY_IND)
+                & !(flags::OUTDATED | flags::AL_CLEAN);
+            self.persisted.uuids = u;
+            self.persist_flags(fl);
+            // Renegotiate so that the handshake makes us the full-sync source.
+            if self.link.is_some() {
+                self.drop_link("renegotiating after a forced promotion", true);
+            }
+        } else {
+            self.role = Role::Primary;
+            self.persisted.uuids.set_role_bit(true);
+            // From here on the activity log is live: a crash must replay it.
+            self.persist_flags((self.persisted.flags | flags::PRIMARY_IND) & !flags::AL_CLEAN);
+        }
+        self.broadcast_state();
+        self.changed();
+    }
+
+    fn on_secondary(&mut self) {
+        if self.role != Role::Primary {
+            return;
+        }
+        if !self.writes.is_empty() || !self.waiting.is_empty() {
+            self.log(true, "secondary refused: writes are still in flight".into());
+            return;
+        }
+        self.role = Role::Secondary;
+        self.persisted.uuids.set_role_bit(false);
+        self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
+        self.persist_flags((self.persisted.flags & !flags::PRIMARY_IND) | flags::AL_CLEAN);
+        self.broadcast_state();
+        self.changed();
+    }
+
+    fn on_outdate(&mut self) {
+        if self.role == Role::Primary || !self.disk.is_consistent() {
+            self.log(true, format!("outdate refused: role {} disk {}", self.role, self.disk));
+            return;
+        }
+        self.disk = DiskState::Outdated;
+        self.persist_flags(self.persisted.flags | flags::OUTDATED);
+        self.broadcast_state();
+        self.changed();
+    }
+
+    fn on_down(&mut self) {
+        self.on_disconnect_verb();
+        self.fail_waiting(IoFailure::Down);
+        if self.role == Role::Primary && self.writes.is_empty() {
+            self.role = Role::Secondary;
+            self.persisted.uuids.set_role_bit(false);
+        }
+        self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
+        let mut fl = self.persisted.flags;
+        if self.role == Role::Secondary && self.writes.is_empty() {
+            fl = (fl & !flags::PRIMARY_IND) | flags::AL_CLEAN;
+        }
+        self.persist_flags(fl);
+        self.changed();
+    }
+
+    fn on_tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.check_link_timers();
+        self.pump_resync();
+        // Lazily write bitmap pages changed by resync progress or disconnected writes (stale set bits
+        // only cost extra resync; set bits of live extents are covered by the activity log).
+        if self.now_ms.saturating_sub(self.last_bm_flush_ms) >= 5_000 {
+            self.last_bm_flush_ms = self.now_ms;
+            let pages = self.bitmap.take_dirty_pages();
+            if !pages.is_empty() {
+                self.out.push(Action::PersistBitmap(pages));
+            }
+        }
+    }
+
+    fn on_disk_done(&mut self, token: u64, result: Result<Option<Bytes>, String>) {
+        let Some(purpose) = self.tokens.remove(&token) else {
+            self.log(true, format!("completion for unknown disk token {token}"));
+            return;
+        };
+        match purpose {
+            Purpose::AppWrite { id } => self.app_write_local_done(id, result.map(|_| ())),
+            Purpose::AppFlush { id } => self.app_flush_local_done(id, result.map(|_| ())),
+            Purpose::AppRead { id } => self.app_read_done(id, result),
+            Purpose::PeerWrite { conn, seq, offset, len } => self.peer_write_done(conn, seq, offset, len, result.map(|_| ())),
+            Purpose::PeerFlush { conn, seq } => {
+                self.send(conn, Frame::FlushAck { seq, ok: result.is_ok() });
+            }
+            Purpose::PeerRead { conn, seq } => {
+                let (ok, data) = match result {
+                    Ok(Some(d)) => (true, d),
+                    _ => (false, Bytes::new()),
+                };
+                self.send(conn, Frame::ReadReply { seq, ok, data });
+            }
+            Purpose::ResyncWrite { conn, offset, len } => self.resync_write_done(conn, offset, len, result.map(|_| ())),
+            Purpose::ResyncRead { conn, offset } => self.resync_read_done(conn, offset, result),
+        }
+    }
+
+    // ---- helpers shared by the submodules ----------------------------------------------------------
+
+    pub(crate) fn token(&mut self, purpose: Purpose) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        self.tokens.insert(t, purpose);
+        t
+    }
+
+    pub(crate) fn send(&mut self, conn: u64, frame: Frame) {
+        if let Frame::Data { data, .. } | Frame::RsData { data, .. } = &frame {
+            self.stats.sent_bytes += data.len() as u64;
+        }
+        self.out.push(Action::Send { conn, frame });
+    }
+
+    pub(crate) fn log(&mut self, warn: bool, msg: String) {
+        self.out.push(Action::Log { warn, msg });
+    }
+
+    pub(crate) fn changed(&mut self) {
+        self.out.push(Action::StateChanged);
+    }
+
+    pub(crate) fn set_conn(&mut self, c: ConnState) {
+        if self.conn != c {
+            self.conn = c;
+            self.changed();
+        }
+    }
+
+    pub(crate) fn persist_flags(&mut self, fl: u32) {
+        self.persisted.flags = fl;
+        self.out.push(Action::PersistSuperblock(self.persisted));
+    }
+
+    pub(crate) fn fresh_uuid(&mut self) -> u64 {
+        // xorshift64*: deterministic for a seed, which is all UUIDs need (uniqueness, not secrecy).
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D) & !0xF;
+        if v == 0 { 0x10 } else { v }
+    }
+
+    pub(crate) fn in_range(&self, offset: u64, len: u64) -> Result<(), IoFailure> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.p.data_size => Ok(()),
+            _ => Err(IoFailure::OutOfRange { offset, len, size: self.p.data_size }),
+        }
+    }
+
+    pub(crate) fn fail_waiting(&mut self, why: IoFailure) {
+        while let Some(w) = self.waiting.pop_front() {
+            self.out.push(Action::Complete { id: w.id, result: Err(why.clone()) });
+        }
+    }
+
+    /// Tell the peer our role and disk (it shows them in status and uses them for safety checks).
+    pub(crate) fn broadcast_state(&mut self) {
+        if let Some(l) = self.link.as_ref().filter(|l| l.stage == Stage::Up) {
+            let conn = l.conn;
+            let frame = Frame::State { role: self.role.code(), disk: self.disk.code(), flags: self.repl.code() as u32 };
+            self.send(conn, frame);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Bitmap-driven resync, pushed by the SyncSource: read a run of out-of-sync blocks, send it, clear the
+//! bits when the target acknowledges that it is on its disk. Runs in disk order from a cursor, holds the
+//! blocks it is moving against application writes (and waits for application writes already in
+//! flight), honours the configured rate with a token bucket, and shrinks its window while the
+//! application writes so that foreground I/O keeps its latency.
+//!
+//! The end: the source retires its bitmap UUID (the target is about to hold its current generation),
+//! sends its generation tuple and `ResyncFinished`; the target adopts the tuple, becomes UpToDate and
+//! answers `ResyncFinished`. A target that crashes before adopting comes back Inconsistent and syncs
+//! from the source again.
+
+use super::datapath::block_span;
+use super::node::{Action, Node, Purpose, Stage, BLOCK, RESYNC_CHUNK};
+use super::state::{DiskState, ReplState};
+use super::uuids::Uuids;
+use crate::meta::bitmap::Bitmap;
+use crate::meta::superblock::flags;
+use crate::wire::frame::Frame;
+use bytes::Bytes;
+
+/// Requests in flight when the application is idle / busy.
+const WINDOW_IDLE: usize = 16;
+const WINDOW_BUSY: usize = 2;
+/// The application counts as busy for this long after its last write.
+const BUSY_MS: u64 = 100;
+
+impl Node {
+    pub(crate) fn pump_resync(&mut self) {
+        if self.repl != ReplState::SyncSource {
+            return;
+        }
+        let Some(conn) = self.link.as_ref().filter(|l| l.stage == Stage::Up).map(|l| l.conn) else { return };
+        let now = self.now_ms;
+        let busy = now.saturating_sub(self.last_app_write_ms) < BUSY_MS && self.last_app_write_ms != 0;
+        let window = if busy { WINDOW_BUSY } else { WINDOW_IDLE };
+        let rate = self.p.resync_rate;
+        let Some(rs) = self.resync.as_mut() else { return };
+        if rs.finishing {
+            return;
+        }
+        if let Some(r) = rate {
+            let elapsed = now.saturating_sub(rs.last_refill_ms) as f64 / 1000.0;
+            // At most a tenth of a second of burst (and at least one chunk, so slow caps still move).
+            let cap = (r as f64 / 10.0).max(RESYNC_CHUNK as f64);
+            rs.budget_bytes = (rs.budget_bytes + r as f64 * elapsed).min(cap);
+            rs.last_refill_ms = now;
+        }
+        let mut wrapped = false;
+        let mut issued = Vec::new();
+        // Bounded: every iteration either issues a request, skips past a busy block, or stops.
+        for _ in 0..4096 {
+            let Some(rs) = self.resync.as_ref() else { return };
+            if rs.inflight.len() + issued.len() >= window {
+                break;
+            }
+            let Some(b) = self.bitmap.next_set(rs.cursor) else {
+                if wrapped || rs.cursor == 0 {
+                    break;
+                }
+                wrapped = true;
+                if let Some(rs) = self.resync.as_mut() {
+                    rs.cursor = 0;
+                }
+                continue;
+            };
+            let max_blocks = RESYNC_CHUNK / BLOCK;
+            let mut n = 1;
+            while n < max_blocks && self.bitmap.test(b + n) {
+                n += 1;
+            }
+            let (offset, mut len) = (b * BLOCK, n * BLOCK);
+            len = len.min(self.p.data_size.saturating_sub(offset));
+            let span = block_span(offset, len);
+            let blocked = self.writes.values().any(|w| {
+                let ws = block_span(w.offset, w.len);
+                ws.0 <= span.1 && span.0 <= ws.1
+            }) || rs.inflight.iter().any(|(&o, &l)| {
+                let s = block_span(o, l);
+                s.0 <= span.1 && span.0 <= s.1
+            });
+            if blocked {
+                if let Some(rs) = self.resync.as_mut() {
+                    rs.cursor = b + n;
+                }
+                continue;
+            }
+            if rate.is_some() && rs.budget_bytes < len as f64 {
+                break;
+            }
+            if let Some(rs) = self.resync.as_mut() {
+                rs.cursor = b + n;
+                rs.inflight.insert(offset, len);
+                if rate.is_some() {
+                    rs.budget_bytes -= len as f64;
+                }
+            }
+            issued.push((offset, len));
+        }
+        for (offset, len) in issued {
+            let token = self.token(Purpose::ResyncRead { conn, offset });
+            self.out.push(Action::DiskRead { token, offset, len });
+        }
+        let done = self.resync.as_ref().is_some_and(|r| r.inflight.is_empty()) && self.bitmap.count() == 0;
+        if done {
+            if let Some(rs) = self.resync.as_mut() {
+                rs.finishing = true;
+            }
+            // The target is about to hold our current generation: retire the bitmap UUID now (as DRBD
+            // does), so that any write we make without the peer from here on starts a new generation.
+            // If the target crashes before adopting, it is Inconsistent and syncs fully from us.
+            self.persisted.uuids.finish_resync_as_source();
+            self.persist_flags(self.persisted.flags);
+            let msg = self.uuids_msg();
+            self.send(conn, Frame::Uuids(msg));
+            self.send(conn, Frame::ResyncFinished);
+        }
+    }
+
+    pub(crate) fn resync_read_done(&mut self, conn: u64, offset: u64, result: Result<Option<Bytes>, String>) {
+        let current = self.link.as_ref().is_some_and(|l| l.conn == conn) && self.resync.is_some();
+        if !current {
+            return;
+        }
+        match result {
+            Ok(Some(data)) => {
+                self.stats.resync_blocks_sent += data.len() as u64 / BLOCK;
+                self.send(conn, Frame::RsData { offset, data });
+            }
+            Ok(None) | Err(_) => {
+                let e = result.err().unwrap_or_else(|| "no data".into());
+                if let Some(rs) = self.resync.as_mut() {
+                    rs.inflight.remove(&offset);
+                }
+                self.abort(conn, &format!("resync source could not read its disk at {offset}: {e}"), true);
+            }
+        }
+    }
+
+    pub(crate) fn on_rs_ack(&mut self, offset: u64, len: u64, ok: bool) {
+        let Some(rs) = self.resync.as_mut() else { return };
+        if rs.inflight.remove(&offset).is_none() {
+            return;
+        }
+        if ok {
+            let (b0, b1) = block_span(offset, len.max(1));
+            for b in b0..=b1 {
+                self.bitmap.clear_block(b);
+            }
+        } else {
+            self.log(true, format!("{}: the SyncTarget failed to write [{offset}, +{len}); will retry", self.p.resource));
+        }
+        self.start_waiting_writes();
+        self.pump_resync();
+    }
+
+    pub(crate) fn on_rs_data(&mut self, conn: u64, offset: u64, data: Bytes) {
+        let len = data.len() as u64;
+        if self.repl != ReplState::SyncTarget || len == 0 || self.in_range(offset, len).is_err() {
+            self.abort(conn, &format!("protocol error: unexpected resync data [{offset}, +{len}) in state {}", self.repl), true);
+            return;
+        }
+        self.stats.received_bytes += len;
+        let token = self.token(Purpose::ResyncWrite { conn, offset, len });
+        self.out.push(Action::DiskWrite { token, offset, data, fua: false });
+    }
+
+    pub(crate) fn resync_write_done(&mut self, conn: u64, offset: u64, len: u64, result: Result<(), String>) {
+        let ok = result.is_ok();
+        if ok {
+            let (b0, b1) = block_span(offset, len);
+            for b in b0..=b1 {
+                self.bitmap.clear_block(b);
+            }
+            self.stats.resync_blocks_received += len / BLOCK;
+        } else if let Err(e) = result {
+            self.log(true, format!("{}: resync write at {offset} failed: {e}", self.p.resource));
+        }
+        self.send(conn, Frame::RsAck { offset, len: len as u32, ok });
+    }
+
+    pub(crate) fn on_resync_finished(&mut self, conn: u64) {
+        match self.repl {
+            ReplState::SyncTarget => {
+                let Some(pu) = self.link.as_ref().and_then(|l| l.peer_uuids) else {
+                    self.abort(conn, "protocol error: resync finished without the source's generations", true);
+                    return;
+                };
+                let history = if pu.bitmap != 0 { [pu.bitmap & !1, pu.history[0]] } else { pu.history };
+                let mut u = Uuids { current: pu.current, bitmap: 0, history };
+                u.set_role_bit(self.role == super::state::Role::Primary);
+                self.persisted.uuids = u;
+                self.bitmap = Bitmap::new(self.p.data_size);
+                self.bitmap.mark_all_pages_dirty();
+                self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
+                self.disk = DiskState::UpToDate;
+                self.peer_disk = DiskState::UpToDate;
+                self.persist_flags((self.persisted.flags | flags::CONSISTENT | flags::WAS_UP_TO_DATE) & !flags::OUTDATED);
+                self.repl = ReplState::Established;
+                self.target_progress = None;
+                self.send(conn, Frame::ResyncFinished);
+                self.out.push(Action::RunHandler("after-resync-target"));
+                self.log(false, format!("{}: resync finished, this disk is UpToDate", self.p.resource));
+                self.broadcast_state();
+                self.changed();
+            }
+            ReplState::SyncSource if self.resync.as_ref().is_some_and(|r| r.finishing) => {
+                let (total, started) = self.resync.as_ref().map(|r| (r.total_blocks, r.started_ms)).unwrap_or_default();
+                self.repl = ReplState::Established;
+                self.peer_disk = DiskState::UpToDate;
+                self.resync = None;
+                let secs = self.now_ms.saturating_sub(started) as f64 / 1000.0;
+                self.log(false, format!(
+                    "{}: resync done: {} KiB in {secs:.1} s ({:.1} MiB/s)",
+                    self.p.resource,
+                    total * 4,
+                    if secs > 0.0 { total as f64 * 4.0 / 1024.0 / secs } else { 0.0 }
+                ));
+                self.changed();
+                self.start_waiting_writes();
+            }
+            _ => self.abort(conn, &format!("protocol error: ResyncFinished in state {}", self.repl), true),
+        }
+    }
+}

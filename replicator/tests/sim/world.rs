@@ -1,0 +1,487 @@
+//! A deterministic world for two replication state machines.
+//!
+//! Fault model (what may go wrong, and what survives):
+//! - Network: one TCP-like connection at a time, FIFO per direction with random latency and latency
+//!   spikes. A partition (both ways or one way) holds frames; if it outlasts the nodes' timers they
+//!   close the connection; frames of a closed connection are lost. A closed connection is noticed by
+//!   the other side only if the path to it is up (a FIN/RST), otherwise by its own timers.
+//! - Data disks: writes complete after a random delay, in any order. A crash applies each write still in
+//!   flight fully, not at all, or torn at a 512-byte boundary. Completed writes survive.
+//! - Metadata: written synchronously by the real `MetaStore` code on an in-memory device. A crash can hit
+//!   in the middle of a step's action list; if the action it hits is a metadata write, that write is
+//!   torn (a random sector-aligned prefix lands); later actions of that step never happen.
+//! - Node crashes lose all memory; a restart re-opens the metadata (applying the activity log).
+
+use replicator::machine::{Action, Input, Node, NodeParams, Persisted, Snapshot, Timing};
+use replicator::machine::policy::Policies;
+use replicator::machine::state::{ConnState, DiskState, ReplState, Role};
+use replicator::machine::uuids::Uuids;
+use replicator::meta::layout::MetaLocation;
+use replicator::meta::store::{create_md, MetaDevice, MetaStore};
+use replicator::wire::frame::Frame;
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
+
+pub const SECTOR: usize = 512;
+
+/// SplitMix64: small, fast, and enough for schedules.
+#[derive(Clone)]
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+/// An in-memory metadata device whose last write can be torn by a crash.
+#[derive(Clone)]
+pub struct MemDev {
+    pub bytes: Arc<Mutex<Vec<u8>>>,
+    pub last_write: Arc<Mutex<Option<(u64, Vec<u8>)>>>,
+}
+
+impl MemDev {
+    pub fn new(size: usize) -> Self {
+        MemDev { bytes: Arc::new(Mutex::new(vec![0; size])), last_write: Arc::new(Mutex::new(None)) }
+    }
+    /// Undo a random sector-aligned suffix of the most recent write (it was in progress at the crash).
+    pub fn tear_last(&self, rng: &mut Rng) -> bool {
+        let Some((off, old)) = self.last_write.lock().unwrap().take() else { return false };
+        let sectors = old.len().div_ceil(SECTOR);
+        let keep = rng.below(sectors as u64) as usize * SECTOR;
+        let mut b = self.bytes.lock().unwrap();
+        let o = off as usize;
+        b[o + keep..o + old.len()].copy_from_slice(&old[keep..]);
+        true
+    }
+}
+
+impl MetaDevice for MemDev {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        let b = self.bytes.lock().unwrap();
+        let o = off as usize;
+        let src = b.get(o..o + buf.len()).ok_or_else(|| std::io::Error::other("read past end"))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        let mut b = self.bytes.lock().unwrap();
+        let o = off as usize;
+        let dst = b.get_mut(o..o + buf.len()).ok_or_else(|| std::io::Error::other("write past end"))?;
+        let old = dst.to_vec();
+        dst.copy_from_slice(buf);
+        *self.last_write.lock().unwrap() = Some((off, old));
+        Ok(())
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.bytes.lock().unwrap().len() as u64)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Deliver { to: usize, conn: u64, frame: Frame },
+    Down { to: usize, conn: u64 },
+    DiskDone { node: usize, inc: u64, token: u64 },
+    Tick { node: usize, inc: u64 },
+}
+
+#[derive(Debug, Clone)]
+enum Io {
+    Write { offset: u64, data: Bytes },
+    Read { offset: u64, len: u64 },
+    Flush,
+}
+
+pub struct SimNode {
+    pub node: Node,
+    store: MetaStore,
+    pending: HashMap<u64, Io>,
+    connecting: bool,
+}
+
+/// Application completions surfaced to the scenario.
+#[derive(Debug, Clone)]
+pub enum AppDone {
+    Write { id: u64, ok: bool },
+    Read { id: u64, data: Option<Bytes> },
+}
+
+pub struct World {
+    pub rng: Rng,
+    pub now: u64,
+    seq: u64,
+    events: BinaryHeap<Reverse<(u64, u64)>>,
+    payload: HashMap<u64, Ev>,
+    pub nodes: [Option<SimNode>; 2],
+    pub inc: [u64; 2],
+    pub data: [Vec<u8>; 2],
+    meta: [MemDev; 2],
+    params: [NodeParams; 2],
+    conn: Option<u64>,
+    /// The connection each node still considers open (until it closes it or sees the FIN).
+    open: [Option<u64>; 2],
+    next_conn: u64,
+    last_dial: u64,
+    /// path[from][to] is up.
+    pub path: [[bool; 2]; 2],
+    held: [Vec<(u64, Frame)>; 2],
+    fifo_at: [u64; 2],
+    pub crash_next_step: [bool; 2],
+    pub done: Vec<AppDone>,
+    pub trace: Vec<String>,
+    pub size: u64,
+}
+
+pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
+    let names = ["alpha", "beta"];
+    NodeParams {
+        node: names[i].into(),
+        peer: Some(names[1 - i].into()),
+        resource: "r0".into(),
+        data_size: size,
+        policies,
+        secret: Some(replicator::wire::auth::Secret::new(b"sim-secret".to_vec()).unwrap()),
+        fencing_dont_care: true,
+        resync_rate: None,
+        timing: Timing { ping_int_ms: 300, ping_timeout_ms: 300, timeout_ms: 400, ko_count: 3, connect_int_ms: 100 },
+        verify_alg: "sha1".into(),
+    }
+}
+
+impl World {
+    pub fn new(seed: u64, size: u64, al_extents: u32, policies: Policies) -> World {
+        let meta_size = 4 << 20;
+        let meta = [MemDev::new(meta_size), MemDev::new(meta_size)];
+        let loc = MetaLocation::External { path: "mem".into(), index: None };
+        for m in &meta {
+            create_md(size, m, &loc, "r0", al_extents, false).expect("create-md on the sim device");
+        }
+        let mut w = World {
+            rng: Rng::new(seed),
+            now: 0,
+            seq: 0,
+            events: BinaryHeap::new(),
+            payload: HashMap::new(),
+            nodes: [None, None],
+            inc: [0, 0],
+            data: [vec![0; size as usize], vec![0; size as usize]],
+            meta,
+            params: [params(0, size, policies), params(1, size, policies)],
+            conn: None,
+            open: [None, None],
+            next_conn: 1,
+            last_dial: 0,
+            path: [[true; 2]; 2],
+            held: [Vec::new(), Vec::new()],
+            fifo_at: [0, 0],
+            crash_next_step: [false, false],
+            done: Vec::new(),
+            trace: Vec::new(),
+            size,
+        };
+        w.start(0);
+        w.start(1);
+        w
+    }
+
+    pub fn note(&mut self, s: String) {
+        let line = format!("{:>7}ms {s}", self.now);
+        self.trace.push(line);
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.events.push(Reverse((at, self.seq)));
+        self.payload.insert(self.seq, ev);
+    }
+
+    /// Boot a node from its (surviving) metadata.
+    pub fn start(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none());
+        self.inc[i] += 1;
+        let loc = MetaLocation::External { path: "mem".into(), index: None };
+        let (store, report) = MetaStore::open(Box::new(self.meta[i].clone()), self.size, &loc).expect("metadata must open after any crash");
+        let _ = report;
+        let sb = store.superblock().clone();
+        let persisted = Persisted {
+            uuids: Uuids { current: sb.current_uuid, bitmap: sb.bitmap_uuid, history: sb.history_uuids },
+            flags: sb.flags,
+        };
+        let al = store.activity_log();
+        let bitmap = store.bitmap().clone();
+        let seed = self.rng.next();
+        let (node, actions) = Node::new(self.params[i].clone(), persisted, bitmap, al, seed);
+        self.nodes[i] = Some(SimNode { node, store, pending: HashMap::new(), connecting: false });
+        self.note(format!("node{i} started (incarnation {})", self.inc[i]));
+        self.execute(i, actions);
+        let now = self.now;
+        self.input(i, Input::Tick { now_ms: now });
+        let inc = self.inc[i];
+        self.push(self.now + 10, Ev::Tick { node: i, inc });
+    }
+
+    /// Kill a node: in-flight data writes land fully, torn or not at all.
+    pub fn crash(&mut self, i: usize) {
+        self.crash_next_step[i] = false;
+        let Some(n) = self.nodes[i].take() else { return };
+        self.open[i] = None;
+        for (_, io) in n.pending {
+            if let Io::Write { offset, data } = io {
+                match self.rng.below(3) {
+                    0 => self.data[i][offset as usize..offset as usize + data.len()].copy_from_slice(&data),
+                    1 => {
+                        let keep = self.rng.below((data.len() / SECTOR) as u64) as usize * SECTOR;
+                        self.data[i][offset as usize..offset as usize + keep].copy_from_slice(&data[..keep]);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(c) = self.conn.take() {
+            if self.path[i][1 - i] {
+                let at = self.now + 1;
+                self.push(at, Ev::Down { to: 1 - i, conn: c });
+            }
+        }
+        self.held = [Vec::new(), Vec::new()];
+        self.note(format!("node{i} CRASHED"));
+    }
+
+    /// The current UUID recorded on node i's metadata (readable even while it is down).
+    pub fn disk_current_uuid(&self, i: usize) -> u64 {
+        let loc = MetaLocation::External { path: "mem".into(), index: None };
+        let copy = MemDev { bytes: Arc::new(Mutex::new(self.meta[i].bytes.lock().unwrap().clone())), last_write: Arc::new(Mutex::new(None)) };
+        MetaStore::open(Box::new(copy), self.size, &loc).map(|(s, _)| s.superblock().current_uuid).unwrap_or(0)
+    }
+
+    /// Feed an input to a live node.
+    pub fn input(&mut self, i: usize, input: Input) {
+        let Some(n) = self.nodes[i].as_mut() else { return };
+        let actions = n.node.step(input);
+        self.execute(i, actions);
+    }
+
+    pub fn snapshot(&self, i: usize) -> Option<Snapshot> {
+        self.nodes[i].as_ref().map(|n| n.node.snapshot())
+    }
+
+    fn execute(&mut self, i: usize, actions: Vec<Action>) {
+        // A pending crash hits while one of this step's actions is carried out (or right after).
+        let crash_at = if std::mem::take(&mut self.crash_next_step[i]) {
+            Some(self.rng.below(actions.len() as u64 + 1) as usize)
+        } else {
+            None
+        };
+        let n = actions.len();
+        for (k, a) in actions.into_iter().enumerate() {
+            if Some(k) == crash_at {
+                // The crash hits while this action is being carried out.
+                let persist = matches!(a, Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_));
+                if persist {
+                    self.apply(i, a);
+                    let torn = self.meta[i].tear_last(&mut self.rng);
+                    self.note(format!("node{i} crash tore a metadata write: {torn}"));
+                }
+                self.crash(i);
+                return;
+            }
+            self.apply(i, a);
+        }
+        if crash_at == Some(n) {
+            self.crash(i);
+        }
+    }
+
+    fn apply(&mut self, i: usize, a: Action) {
+        *self.meta[i].last_write.lock().unwrap() = None;
+        let now = self.now;
+        let lat = 1 + self.rng.below(3);
+        match a {
+            Action::Send { conn, frame } => self.send(i, conn, frame),
+            Action::Close { conn } => {
+                if self.open[i] == Some(conn) {
+                    self.open[i] = None;
+                }
+                if self.conn == Some(conn) {
+                    self.conn = None;
+                    self.held = [Vec::new(), Vec::new()];
+                    if self.path[i][1 - i] {
+                        // The FIN follows whatever was sent before it.
+                        let at = (now + lat).max(self.fifo_at[i] + 1);
+                        self.push(at, Ev::Down { to: 1 - i, conn });
+                    }
+                }
+            }
+            Action::SetConnecting(on) => {
+                if let Some(n) = self.nodes[i].as_mut() {
+                    n.connecting = on;
+                }
+            }
+            Action::DiskWrite { token, offset, data, .. } => self.disk(i, token, Io::Write { offset, data }),
+            Action::DiskRead { token, offset, len } => self.disk(i, token, Io::Read { offset, len }),
+            Action::DiskFlush { token } => self.disk(i, token, Io::Flush),
+            Action::PersistSuperblock(p) => {
+                let Some(n) = self.nodes[i].as_mut() else { return };
+                let mut sb = n.store.superblock().clone();
+                sb.current_uuid = p.uuids.current;
+                sb.bitmap_uuid = p.uuids.bitmap;
+                sb.history_uuids = p.uuids.history;
+                sb.flags = p.flags;
+                n.store.write_superblock(&mut sb).expect("sim superblock write");
+            }
+            Action::PersistBitmap(pages) => {
+                let Some(n) = self.nodes[i].as_mut() else { return };
+                if !pages.is_empty() {
+                    n.store.write_bitmap_pages(n.node.bitmap(), &pages).expect("sim bitmap write");
+                }
+            }
+            Action::PersistAl(tx) => {
+                let Some(n) = self.nodes[i].as_mut() else { return };
+                n.store.write_al_transaction(&tx).expect("sim al write");
+            }
+            Action::Complete { id, result } => {
+                self.done.push(AppDone::Write { id, ok: result.is_ok() });
+            }
+            Action::ReadDone { id, result } => self.done.push(AppDone::Read { id, data: result.ok() }),
+            Action::RunHandler(h) => self.note(format!("node{i} handler {h}")),
+            Action::Log { msg, .. } => self.note(format!("node{i} {msg}")),
+            Action::StateChanged => {}
+        }
+    }
+
+    fn disk(&mut self, i: usize, token: u64, io: Io) {
+        let Some(n) = self.nodes[i].as_mut() else { return };
+        n.pending.insert(token, io);
+        let at = self.now + self.rng.below(3);
+        let inc = self.inc[i];
+        self.push(at, Ev::DiskDone { node: i, inc, token });
+    }
+
+    fn send(&mut self, from: usize, conn: u64, frame: Frame) {
+        if self.conn != Some(conn) {
+            return;
+        }
+        if !self.path[from][1 - from] {
+            self.held[from].push((conn, frame));
+            return;
+        }
+        let spike = if self.rng.chance(0.01) { 20 + self.rng.below(200) } else { 0 };
+        let at = (self.now + 1 + self.rng.below(3) + spike).max(self.fifo_at[from]);
+        self.fifo_at[from] = at;
+        self.push(at, Ev::Deliver { to: 1 - from, conn, frame });
+    }
+
+    pub fn set_path(&mut self, from: usize, up: bool) {
+        self.path[from][1 - from] = up;
+        if up {
+            let held = std::mem::take(&mut self.held[from]);
+            for (conn, f) in held {
+                self.send(from, conn, f);
+            }
+        }
+    }
+
+    fn try_dial(&mut self) {
+        if self.conn.is_some() || self.now < self.last_dial + 100 || !self.path[0][1] || !self.path[1][0] {
+            return;
+        }
+        // The connector dials only once its own previous connection is gone (as the transport does).
+        let dialer = self.nodes[0].as_ref().is_some_and(|n| n.connecting) && self.open[0].is_none();
+        if !dialer || self.nodes[1].is_none() {
+            return;
+        }
+        self.last_dial = self.now;
+        let c = self.next_conn;
+        self.next_conn += 1;
+        self.conn = Some(c);
+        self.fifo_at = [self.now, self.now];
+        self.open = [Some(c), Some(c)];
+        self.input(0, Input::TransportUp { conn: c });
+        self.input(1, Input::TransportUp { conn: c });
+    }
+
+    /// Run until `until` (virtual ms).
+    pub fn run_until(&mut self, until: u64) {
+        while let Some(Reverse((at, seq))) = self.events.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.events.pop();
+            let Some(ev) = self.payload.remove(&seq) else { continue };
+            self.now = self.now.max(at);
+            self.try_dial();
+            match ev {
+                // Frames already on the wire arrive even if the sender closed since (TCP); the node
+                // ignores frames of a connection that is no longer its current one.
+                Ev::Deliver { to, conn, frame } => self.input(to, Input::Frame { conn, frame }),
+                Ev::Down { to, conn } => {
+                    if self.open[to] == Some(conn) {
+                        self.open[to] = None;
+                    }
+                    self.input(to, Input::TransportDown { conn, reason: "peer closed".into() });
+                }
+                Ev::DiskDone { node, inc, token } => {
+                    if self.inc[node] != inc {
+                        continue;
+                    }
+                    let Some(io) = self.nodes[node].as_mut().and_then(|n| n.pending.remove(&token)) else { continue };
+                    let result = match io {
+                        Io::Write { offset, data } => {
+                            self.data[node][offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                            Ok(None)
+                        }
+                        Io::Read { offset, len } => {
+                            Ok(Some(Bytes::copy_from_slice(&self.data[node][offset as usize..(offset + len) as usize])))
+                        }
+                        Io::Flush => Ok(None),
+                    };
+                    self.input(node, Input::DiskDone { token, result });
+                }
+                Ev::Tick { node, inc } => {
+                    if self.inc[node] != inc || self.nodes[node].is_none() {
+                        continue;
+                    }
+                    let now = self.now;
+                    self.input(node, Input::Tick { now_ms: now });
+                    let inc = self.inc[node];
+                    self.push(now + 10, Ev::Tick { node, inc });
+                }
+            }
+        }
+        self.now = self.now.max(until);
+        self.try_dial();
+    }
+
+    pub fn role(&self, i: usize) -> Option<Role> {
+        self.snapshot(i).map(|s| s.role)
+    }
+
+    /// Both alive, connected, established, UpToDate, nothing out of sync.
+    pub fn converged(&self) -> bool {
+        (0..2).all(|i| {
+            self.snapshot(i).is_some_and(|s| {
+                s.conn == ConnState::Connected && s.repl == ReplState::Established && s.disk == DiskState::UpToDate
+                    && s.peer_disk == DiskState::UpToDate && s.out_of_sync_blocks == 0
+            }) && self.nodes[i].as_ref().is_some_and(|n| n.node.idle())
+        })
+    }
+}

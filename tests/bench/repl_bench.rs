@@ -1,0 +1,220 @@
+//! Replication engine benchmark: the same engine replicated over loopback TCP (127.0.0.1 → 127.0.0.2)
+//! versus disconnected, through the `Volume` API the iSCSI target uses; then resync speed of N MiB of
+//! dirty blocks, unlimited and with a rate cap. Prints a table with ratios. Run via
+//! `tests/bench/replication.sh` (release build).
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use replicator::engine::{Verb, Volume, VolumeSpec};
+use replicator::machine::state::{ConnState, ReplState};
+use replicator::machine::{NodeParams, Timing};
+use replicator::meta::layout::MetaLocation;
+use replicator::meta::store::{create_md, FileDevice};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Opts {
+    dir: PathBuf,
+    size: u64,
+    seconds: u64,
+    resync_mib: u64,
+    cap_mib: u64,
+    port: u16,
+}
+
+fn opts() -> Result<Opts> {
+    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788 };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().with_context(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--dir" => o.dir = PathBuf::from(v),
+            "--size-mib" => o.size = v.parse::<u64>()? << 20,
+            "--seconds" => o.seconds = v.parse()?,
+            "--resync-mib" => o.resync_mib = v.parse()?,
+            "--cap-mib" => o.cap_mib = v.parse()?,
+            "--port" => o.port = v.parse()?,
+            _ => bail!("unknown option {a}"),
+        }
+    }
+    Ok(o)
+}
+
+fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
+    let names = ["bench-a", "bench-b"];
+    let addrs = [format!("127.0.0.1:{}", o.port), format!("127.0.0.2:{}", o.port)];
+    VolumeSpec {
+        params: NodeParams {
+            node: names[me].into(),
+            peer: Some(names[1 - me].into()),
+            resource: "bench".into(),
+            data_size: 0,
+            policies: Default::default(),
+            secret: Some(replicator::wire::auth::Secret::new(b"bench-secret".to_vec()).expect("secret")),
+            fencing_dont_care: true,
+            resync_rate: rate,
+            timing: Timing { connect_int_ms: 200, ..Timing::default() },
+            verify_alg: "sha1".into(),
+        },
+        data_path: o.dir.join(format!("{}.img", names[me])),
+        meta: MetaLocation::Internal,
+        local_addr: Some(addrs[me].parse().expect("addr")),
+        peer_addr: Some(addrs[1 - me].parse().expect("addr")),
+        handlers: Default::default(),
+        disk_threads: 4,
+        connect: true,
+    }
+}
+
+fn make_disk(path: &Path, size: u64) -> Result<()> {
+    let f = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    f.set_len(size)?;
+    let dev = FileDevice::open(path)?;
+    create_md(size, &dev, &MetaLocation::Internal, "bench", 1237, true)?;
+    Ok(())
+}
+
+async fn wait_for(v: &Volume, what: &str, limit: Duration, f: impl Fn(&replicator::machine::Snapshot) -> bool) -> Result<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f(&v.snapshot()) {
+            return Ok(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bail!("timed out waiting for {what}: {:?}", v.snapshot())
+}
+
+/// Random 4 KiB writes at queue depth 32 for `secs`; returns IOPS.
+async fn rand_4k(v: &Volume, secs: u64) -> Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let blocks = v.size() / 4096;
+    let mut tasks = Vec::new();
+    for q in 0..32u64 {
+        let v = v.clone();
+        let done = Arc::clone(&done);
+        tasks.push(tokio::spawn(async move {
+            let buf = Bytes::from(vec![q as u8 ^ 0x5a; 4096]);
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ q;
+            while Instant::now() < stop {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.write((x % blocks) * 4096, buf.clone(), false).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / secs as f64)
+}
+
+/// Sequential 1 MiB writes (queue depth 4) over `bytes` from `start`; returns MiB/s.
+async fn seq_1m(v: &Volume, start: u64, bytes: u64) -> Result<f64> {
+    let buf = Bytes::from(vec![0xA5u8; 1 << 20]);
+    let t0 = Instant::now();
+    let n = bytes >> 20;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (v, buf, next) = (v.clone(), buf.clone(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let off = (start + (i << 20)) % (v.size() - (1 << 20));
+                v.write(off, buf.clone(), false).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    v.flush().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+async fn connected(a: &Volume) -> Result<Duration> {
+    wait_for(a, "Established", Duration::from_secs(600), |s| s.conn == ConnState::Connected && s.repl == ReplState::Established).await
+}
+
+async fn run_pair(o: &Opts, rate: Option<u64>) -> Result<(Volume, Volume)> {
+    let a = Volume::start(spec(o, 0, rate)).await?;
+    let b = Volume::start(spec(o, 1, rate)).await?;
+    Ok((a, b))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let o = opts()?;
+    std::fs::create_dir_all(&o.dir)?;
+    for n in ["bench-a", "bench-b"] {
+        make_disk(&o.dir.join(format!("{n}.img")), o.size)?;
+    }
+    let seq_bytes = (o.size / 2).min(1 << 30);
+    let (a, b) = run_pair(&o, None).await?;
+    a.verb(Verb::Primary { force: true }).await.map_err(anyhow::Error::msg)?;
+    let t = connected(&a).await?;
+    let full = a.size() as f64 / (1 << 20) as f64 / t.as_secs_f64();
+    println!("initial full sync of {} MiB: {:.1} s ({full:.0} MiB/s)", a.size() >> 20, t.as_secs_f64());
+
+    // Replicated.
+    let rep_4k = rand_4k(&a, o.seconds).await?;
+    let rep_1m = seq_1m(&a, 0, seq_bytes).await?;
+    // Disconnected (the same engine, no peer): its writes become the dirty blocks of the resync test.
+    a.verb(Verb::Disconnect).await.map_err(anyhow::Error::msg)?;
+    b.verb(Verb::Disconnect).await.map_err(anyhow::Error::msg)?;
+    let solo_4k = rand_4k(&a, o.seconds).await?;
+    let solo_1m = seq_1m(&a, 0, seq_bytes).await?;
+    // Resync, unlimited: mark exactly resync_mib of blocks dirty on top (sequential region).
+    let dirty_before = a.snapshot().out_of_sync_blocks;
+    a.verb(Verb::Connect { discard_my_data: false }).await.map_err(anyhow::Error::msg)?;
+    b.verb(Verb::Connect { discard_my_data: false }).await.map_err(anyhow::Error::msg)?;
+    wait_for(&a, "SyncSource", Duration::from_secs(30), |s| s.repl == ReplState::SyncSource || s.repl == ReplState::Established).await?;
+    let t = connected(&a).await?;
+    let resync_mib = dirty_before as f64 * 4096.0 / (1 << 20) as f64;
+    let resync_unl = resync_mib / t.as_secs_f64();
+    a.verb(Verb::Secondary).await.map_err(anyhow::Error::msg)?;
+    a.down().await;
+    b.down().await;
+
+    // Resync with a rate cap.
+    let cap = o.cap_mib << 20;
+    let (a, b) = run_pair(&o, Some(cap)).await?;
+    connected(&a).await?;
+    a.verb(Verb::Primary { force: false }).await.map_err(anyhow::Error::msg)?;
+    b.verb(Verb::Disconnect).await.map_err(anyhow::Error::msg)?;
+    wait_for(&a, "disconnect", Duration::from_secs(10), |s| s.conn != ConnState::Connected).await?;
+    let cap_bytes = (o.cap_mib * 4) << 20; // about 4 s of resync at the cap
+    seq_1m(&a, 0, cap_bytes.min(a.size() / 2)).await?;
+    let dirty = a.snapshot().out_of_sync_blocks as f64 * 4096.0 / (1 << 20) as f64;
+    b.verb(Verb::Connect { discard_my_data: false }).await.map_err(anyhow::Error::msg)?;
+    wait_for(&a, "SyncSource", Duration::from_secs(30), |s| s.repl == ReplState::SyncSource).await?;
+    let t = connected(&a).await?;
+    let capped = dirty / t.as_secs_f64();
+    a.verb(Verb::Secondary).await.map_err(anyhow::Error::msg)?;
+    a.down().await;
+    b.down().await;
+
+    println!();
+    println!("| workload (engine API, {} MiB volume) | replicated (loopback TCP) | disconnected | ratio |", o.size >> 20);
+    println!("|---|---|---|---|");
+    println!("| 4 KiB random write, QD32 | {rep_4k:.0} IOPS | {solo_4k:.0} IOPS | {:.2} |", rep_4k / solo_4k);
+    println!("| 1 MiB sequential write, QD4 | {rep_1m:.0} MiB/s | {solo_1m:.0} MiB/s | {:.2} |", rep_1m / solo_1m);
+    println!();
+    println!("| resync | dirty | achieved | reference | ratio |");
+    println!("|---|---|---|---|---|");
+    println!("| unlimited | {resync_mib:.0} MiB | {resync_unl:.0} MiB/s | disconnected 1 MiB write {solo_1m:.0} MiB/s | {:.2} |", resync_unl / solo_1m);
+    println!("| capped at {} MiB/s | {dirty:.0} MiB | {capped:.1} MiB/s | cap {} MiB/s | {:.2} |", o.cap_mib, o.cap_mib, capped / o.cap_mib as f64);
+    let _ = std::fs::remove_dir_all(&o.dir);
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Helpers shared by the end-to-end tests: a two-node cluster of real `clusterd` processes on loopback
+//! (127.0.0.1 and 127.0.0.2), with its files in a temporary directory, driven through the real `haadm`.
+//! Every process started here is killed when the [`Cluster`] is dropped, even when a test fails.
+
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directory holding the workspace's built binaries (`target/debug` next to this test executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug
+    let mut d = exe.parent().expect("deps dir").to_path_buf();
+    if d.ends_with("deps") {
+        d.pop();
+    }
+    d
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is not built; run `cargo build --workspace --bins` first (tests/run does)", p.display());
+    p
+}
+
+/// A free TCP port on both 127.0.0.1 and 127.0.0.2 (best effort: bind, remember, release).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 and 127.0.0.2");
+}
+
+pub struct NodeProc {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+/// Two nodes, one resource `r0`.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub nodes: Vec<NodeProc>,
+    pub size: u64,
+}
+
+pub const NODES: [&str; 2] = ["node1", "node2"];
+
+impl Cluster {
+    /// Write ha.yaml, the secret file and sparse backing files; does not start anything.
+    pub fn new(size: u64, secret: &str, secret2: Option<&str>) -> Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("ha-e2e-").tempdir()?;
+        let port = free_port();
+        let mut nodes_yaml = String::new();
+        let mut on_yaml = String::new();
+        for (i, n) in NODES.iter().enumerate() {
+            let ip = format!("127.0.0.{}", i + 1);
+            nodes_yaml.push_str(&format!("  - name: {n}\n    control-socket: {}/{n}.sock\n    state-dir: {}/{n}-state\n", dir.path().display(), dir.path().display()));
+            on_yaml.push_str(&format!(
+                "      {n}: {{ disk: {n}-data.img, address: \"{ip}:{port}\", meta-disk: {n}-meta.img }}\n"
+            ));
+            let data = dir.path().join(format!("{n}-data.img"));
+            std::fs::File::create(&data)?.set_len(size)?;
+            std::fs::File::create(dir.path().join(format!("{n}-meta.img")))?.set_len(64 << 20)?;
+        }
+        write_secret(&dir.path().join("r0.secret"), secret)?;
+        if let Some(s2) = secret2 {
+            write_secret(&dir.path().join("r0-node2.secret"), s2)?;
+        }
+        let yaml = format!(
+            "nodes:\n{nodes_yaml}resources:\n  r0:\n    protocol: C\n    device: ha0\n    net:\n      cram-hmac-alg: sha1\n      shared-secret-file: r0.secret\n      timeout: 1s\n      ping-int: 1s\n      ping-timeout: 500ms\n      connect-int: 200ms\n    syncer:\n      rate: unlimited\n      al-extents: 257\n    on:\n{on_yaml}"
+        );
+        let config = dir.path().join("ha.yaml");
+        std::fs::write(&config, &yaml)?;
+        if secret2.is_some() {
+            // node2 gets its own copy of the file with a different secret.
+            let y2 = yaml.replace("shared-secret-file: r0.secret", "shared-secret-file: r0-node2.secret");
+            std::fs::write(dir.path().join("ha-node2.yaml"), y2)?;
+        }
+        let nodes = NODES
+            .iter()
+            .map(|n| NodeProc { name: n.to_string(), child: None, log: dir.path().join(format!("{n}.log")) })
+            .collect();
+        Ok(Cluster { dir, config, nodes, size })
+    }
+
+    pub fn config_for(&self, i: usize) -> PathBuf {
+        let alt = self.dir.path().join("ha-node2.yaml");
+        if i == 1 && alt.exists() { alt } else { self.config.clone() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Run `haadm --config .. --node NODE args...`.
+    pub fn haadm(&self, i: usize, args: &[&str]) -> Result<Output> {
+        let out = Command::new(bin("haadm"))
+            .arg("--config")
+            .arg(self.config_for(i))
+            .arg("--node")
+            .arg(NODES[i])
+            .args(args)
+            .output()
+            .context("run haadm")?;
+        Ok(out)
+    }
+
+    /// `haadm` that must succeed; returns stdout.
+    pub fn haadm_ok(&self, i: usize, args: &[&str]) -> Result<String> {
+        let out = self.haadm(i, args)?;
+        if !out.status.success() {
+            bail!(
+                "haadm {:?} on {} failed ({}): {}{}",
+                args,
+                NODES[i],
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn start(&mut self, i: usize) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.nodes[i].log)?;
+        let child = Command::new(bin("clusterd"))
+            .arg("--config")
+            .arg(self.config_for(i))
+            .arg("--node")
+            .arg(NODES[i])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawn clusterd")?;
+        self.nodes[i].child = Some(child);
+        // Ready when the control socket answers.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.haadm(i, &["status"]).map(|o| o.status.success()).unwrap_or(false) {
+                return Ok(());
+            }
+            if let Some(st) = self.nodes[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("clusterd {} exited with {st}: {}", NODES[i], self.log(i));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("clusterd {} did not come up: {}", NODES[i], self.log(i))
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (graceful stop).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// `haadm status --json` of node i, parsed.
+    pub fn status(&self, i: usize) -> Result<serde_json::Value> {
+        let s = self.haadm_ok(i, &["status", "--json"])?;
+        serde_json::from_str(&s).with_context(|| format!("parse status json: {s}"))
+    }
+
+    /// Poll node i's status of r0 until `pred` holds.
+    pub fn wait_r0(&self, i: usize, what: &str, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            if let Ok(s) = self.status(i) {
+                if let Some(r) = resource(&s, "r0") {
+                    if pred(&r) {
+                        return Ok(r);
+                    }
+                    last = r;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{}: timed out waiting for {what}; last status: {last:#}\n--- log ---\n{}", NODES[i], self.log(i))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+/// The entry for resource `name` in a `haadm status --json` document.
+pub fn resource(status: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    status.get("resources")?.as_array()?.iter().find(|r| r.get("name").and_then(|n| n.as_str()) == Some(name)).cloned()
+}
+
+pub fn field<'a>(r: &'a serde_json::Value, key: &str) -> &'a str {
+    r.get(key).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(secret.as_bytes())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// SHA-1 of a whole file, hex.
+pub fn sha1_file(path: &Path) -> Result<String> {
+    use sha1::Digest;
+    let mut h = sha1::Sha1::new();
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
