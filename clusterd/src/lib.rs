@@ -1,3 +1,5 @@
 //! clusterd: configuration, the per-node daemon and the control API server.
 pub mod config;
 pub mod haadm;
+pub mod control;
+pub mod daemon;

@@ -76,7 +76,7 @@ impl Cluster {
             write_secret(&dir.path().join("r0-node2.secret"), s2)?;
         }
         let yaml = format!(
-            "nodes:\n{nodes_yaml}resources:\n  r0:\n    protocol: C\n    device: ha0\n    net:\n      cram-hmac-alg: sha1\n      shared-secret-file: r0.secret\n      timeout: 1s\n      ping-int: 1s\n      ping-timeout: 500ms\n      connect-int: 200ms\n    syncer:\n      rate: unlimited\n      al-extents: 257\n    on:\n{on_yaml}"
+            "nodes:\n{nodes_yaml}resources:\n  r0:\n    protocol: C\n    device: ha0\n    net:\n      cram-hmac-alg: sha1\n      shared-secret-file: r0.secret\n      timeout: 800ms\n      ping-int: 1s\n      ping-timeout: 500ms\n      connect-int: 200ms\n    syncer:\n      rate: unlimited\n      al-extents: 257\n    on:\n{on_yaml}"
         );
         let config = dir.path().join("ha.yaml");
         std::fs::write(&config, &yaml)?;

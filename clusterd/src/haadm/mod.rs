@@ -75,7 +75,7 @@ fn hostname() -> Result<String, HaadmError> {
 
 /// This node's entry: `--node`, else the host name, else its first label (`node1.home.local` →
 /// `node1`), since configurations usually use short names.
-fn find_node<'a>(config: &'a HaConfig, cli_node: Option<&str>) -> Result<&'a NodeConfig, HaadmError> {
+pub fn find_node<'a>(config: &'a HaConfig, cli_node: Option<&str>) -> Result<&'a NodeConfig, HaadmError> {
     if let Some(name) = cli_node {
         return Ok(config.node(name)?);
     }

@@ -1,0 +1,151 @@
+//! Engine snapshots → proto messages, and the resync speed/ETA estimate.
+
+use proto::control::*;
+use replicator::machine::Snapshot;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Remembers recent (time, bytes remaining) samples per resource to report the resync speed over the
+/// last few seconds, the average since the sync started, and an ETA (as /proc/drbd does).
+#[derive(Default)]
+pub struct Speedometer {
+    samples: Mutex<HashMap<String, (Instant, u64, VecDeque<(Instant, u64)>)>>,
+}
+
+const WINDOW: Duration = Duration::from_secs(6);
+
+impl Speedometer {
+    /// Record `remaining` for `name` and return (recent bytes/s, average bytes/s).
+    pub fn observe(&self, name: &str, remaining: Option<u64>) -> (u64, u64) {
+        let Ok(mut map) = self.samples.lock() else { return (0, 0) };
+        let Some(rem) = remaining else {
+            map.remove(name);
+            return (0, 0);
+        };
+        let now = Instant::now();
+        let e = map.entry(name.to_string()).or_insert_with(|| (now, rem, VecDeque::new()));
+        if e.2.back().is_some_and(|&(_, r)| rem > r) {
+            *e = (now, rem, VecDeque::new()); // a new sync started
+        }
+        e.2.push_back((now, rem));
+        while e.2.len() > 2 && e.2.front().is_some_and(|&(t, _)| now.duration_since(t) > WINDOW) {
+            e.2.pop_front();
+        }
+        let per_sec = |from: (Instant, u64)| {
+            let dt = now.duration_since(from.0).as_secs_f64();
+            if dt < 0.2 { 0 } else { (from.1.saturating_sub(rem) as f64 / dt) as u64 }
+        };
+        let recent = e.2.front().copied().map(per_sec).unwrap_or(0);
+        (recent, per_sec((e.0, e.1)))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn resource_status(
+    name: &str,
+    snap: Option<&(Snapshot, u64)>,
+    error: Option<String>,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    peer_name: Option<String>,
+    rate: Option<u64>,
+    speedo: &Speedometer,
+) -> ResourceStatus {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let Some((s, size)) = snap else {
+        speedo.observe(name, None);
+        return ResourceStatus {
+            name: name.into(),
+            role: "Secondary".into(),
+            disk: "Diskless".into(),
+            connection: "StandAlone".into(),
+            replication: "Off".into(),
+            peer_role: "Unknown".into(),
+            peer_disk: "DUnknown".into(),
+            peer_node: peer_name.unwrap_or_default(),
+            local_address: addr(local),
+            peer_address: addr(peer),
+            last_error: error.unwrap_or_else(|| "down".into()),
+            ..Default::default()
+        };
+    };
+    let sync = s.sync.map(|p| {
+        let total = p.total_blocks * 4096;
+        let remaining = p.remaining_blocks * 4096;
+        let (speed, avg) = speedo.observe(name, Some(remaining));
+        let done = if total == 0 { 100.0 } else { 100.0 * (total.saturating_sub(remaining)) as f64 / total as f64 };
+        SyncProgress {
+            done_percent: done,
+            total_bytes: total,
+            remaining_bytes: remaining,
+            speed_bytes_per_sec: speed,
+            avg_bytes_per_sec: avg,
+            eta_seconds: if speed > 0 { remaining / speed } else { 0 },
+            rate_limit_bytes_per_sec: rate.unwrap_or(0),
+            paused: p.paused,
+        }
+    });
+    if sync.is_none() {
+        speedo.observe(name, None);
+    }
+    ResourceStatus {
+        name: name.into(),
+        role: s.role.to_string(),
+        disk: s.disk.to_string(),
+        connection: s.conn.to_string(),
+        replication: s.repl.to_string(),
+        peer_role: s.peer_role.to_string(),
+        peer_disk: s.peer_disk.to_string(),
+        peer_node: peer_name.unwrap_or_default(),
+        local_address: addr(local),
+        peer_address: addr(peer),
+        size_bytes: *size,
+        out_of_sync_bytes: s.out_of_sync_blocks * 4096,
+        sync,
+        stats: Some(ResourceStats {
+            read_bytes: 0,
+            written_bytes: s.stats.written_bytes,
+            sent_bytes: s.stats.sent_bytes,
+            received_bytes: s.stats.received_bytes,
+            al_writes: s.stats.al_writes,
+            bm_writes: s.stats.bm_writes,
+            pending_peer: s.pending_peer as u64,
+            resync_blocks_sent: s.stats.resync_blocks_sent,
+            resync_blocks_received: s.stats.resync_blocks_received,
+        }),
+        uuids: Some(GenerationUuids {
+            current: s.uuids.current,
+            bitmap: s.uuids.bitmap,
+            history0: s.uuids.history[0],
+            history1: s.uuids.history[1],
+        }),
+        split_brain: s.split_brain,
+        last_error: s.last_error.clone().or(error).unwrap_or_default(),
+        suspended: false,
+    }
+}
+
+/// An events2-like line for one resource.
+pub fn event(kind: &str, name: &str, s: &Snapshot) -> Event {
+    let kv = |k: &str, v: String| KeyValue { key: k.into(), value: v };
+    let mut fields = vec![
+        kv("role", s.role.to_string()),
+        kv("disk", s.disk.to_string()),
+        kv("connection", s.conn.to_string()),
+        kv("replication", s.repl.to_string()),
+        kv("peer-role", s.peer_role.to_string()),
+        kv("peer-disk", s.peer_disk.to_string()),
+        kv("out-of-sync", (s.out_of_sync_blocks * 4).to_string()),
+    ];
+    if let Some(p) = s.sync {
+        let done = if p.total_blocks == 0 { 100.0 } else { 100.0 * (p.total_blocks - p.remaining_blocks.min(p.total_blocks)) as f64 / p.total_blocks as f64 };
+        fields.push(kv("done", format!("{done:.2}")));
+    }
+    if s.split_brain {
+        fields.push(kv("split-brain", "yes".into()));
+    }
+    let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Event { seq: 0, unix_ms, kind: kind.into(), object: "resource".into(), name: name.into(), fields }
+}

@@ -1,0 +1,169 @@
+//! The gRPC control API server (proto/control.proto) on the node's Unix socket: status, the events
+//! stream, the verbs, and the diagnostic data path. It only calls into [`Resources`]; it never holds a
+//! lock across I/O on a volume, so a slow verb cannot stall the data path.
+
+mod convert;
+
+use crate::daemon::resources::Resources;
+use proto::control::control_server::Control;
+use proto::control::*;
+use replicator::engine::Verb;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+pub use convert::Speedometer;
+
+pub struct ControlService {
+    pub resources: Arc<Resources>,
+    pub speedo: Arc<Speedometer>,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+fn reply(results: Vec<Result<String, String>>) -> Response<VerbReply> {
+    let ok = results.iter().all(Result::is_ok);
+    let message = results.into_iter().map(|r| r.unwrap_or_else(|e| e)).collect::<Vec<_>>().join("\n");
+    Response::new(VerbReply { ok, message, warnings: Vec::new() })
+}
+
+impl ControlService {
+    async fn each(&self, which: &str, verb: Option<Verb>, kind: &'static str) -> Result<Response<VerbReply>, Status> {
+        let names = self.resources.select(which).await.map_err(Status::not_found)?;
+        let mut out = Vec::new();
+        for n in names {
+            let r = match (kind, verb) {
+                ("up", _) => self.resources.up(&n).await,
+                ("down", _) => self.resources.down(&n).await,
+                (_, Some(v)) => self.resources.verb(&n, v).await,
+                _ => Err(format!("{n}: unsupported")),
+            };
+            if let Err(e) = &r {
+                tracing::warn!(resource = %n, "{kind} refused: {e}");
+            } else {
+                tracing::info!(resource = %n, "{kind}");
+            }
+            out.push(r);
+        }
+        Ok(reply(out))
+    }
+
+    fn not_in_this_release(what: &str) -> Status {
+        Status::unimplemented(format!("`{what}` is not available in this release of clusterd"))
+    }
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let which = req.into_inner().resource;
+        let names = self.resources.select(&which).await.map_err(Status::not_found)?;
+        let mut resources = Vec::new();
+        for (name, snap, err, local, peer, peer_name) in self.resources.status().await {
+            if !names.contains(&name) {
+                continue;
+            }
+            let rate = self.resources.config.resources.get(&name).and_then(|r| r.syncer.rate.0);
+            resources.push(convert::resource_status(&name, snap.as_ref(), err, local, peer, peer_name, rate, &self.speedo));
+        }
+        Ok(Response::new(StatusReply { node: self.resources.node.clone(), resources, cluster: None, sessions: Vec::new() }))
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(&self, req: Request<EventsRequest>) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        let names = self.resources.select(&r.resource).await.map_err(Status::not_found)?;
+        let mut map = tokio_stream::StreamMap::new();
+        let mut initial = Vec::new();
+        for n in &names {
+            if let Ok(v) = self.resources.volume(n).await {
+                let rx = v.subscribe();
+                initial.push(convert::event("exists", n, &rx.borrow()));
+                map.insert(n.clone(), tokio_stream::wrappers::WatchStream::from_changes(rx));
+            }
+        }
+        initial.push(Event { kind: "exists".into(), object: "-".into(), ..Default::default() });
+        let now_only = r.now;
+        let head = tokio_stream::iter(initial.into_iter().map(Ok));
+        if now_only {
+            return Ok(Response::new(Box::pin(head)));
+        }
+        let changes = map.map(|(name, snap)| Ok(convert::event("change", &name, &snap)));
+        Ok(Response::new(Box::pin(head.chain(changes))))
+    }
+
+    async fn up(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, None, "up").await
+    }
+    async fn down(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, None, "down").await
+    }
+    async fn primary(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        let r = req.into_inner();
+        self.each(&r.resource, Some(Verb::Primary { force: r.force }), "primary").await
+    }
+    async fn secondary(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::Secondary), "secondary").await
+    }
+    async fn connect(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        let r = req.into_inner();
+        self.each(&r.resource, Some(Verb::Connect { discard_my_data: r.discard_my_data }), "connect").await
+    }
+    async fn disconnect(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::Disconnect), "disconnect").await
+    }
+    async fn outdate(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::Outdate), "outdate").await
+    }
+    async fn invalidate(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Self::not_in_this_release("invalidate"))
+    }
+    async fn invalidate_remote(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Self::not_in_this_release("invalidate-remote"))
+    }
+    async fn verify(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Self::not_in_this_release("verify"))
+    }
+    async fn pause_sync(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Self::not_in_this_release("pause-sync"))
+    }
+    async fn resume_sync(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Self::not_in_this_release("resume-sync"))
+    }
+    async fn standby(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Self::not_in_this_release("standby (needs the heartbeat/failover layer)"))
+    }
+    async fn takeover(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Self::not_in_this_release("takeover (needs the heartbeat/failover layer)"))
+    }
+    async fn target_show(&self, _: Request<TargetShowRequest>) -> Result<Response<TargetShowReply>, Status> {
+        Err(Self::not_in_this_release("target show (the iSCSI target is not configured in this release)"))
+    }
+
+    async fn io_write(&self, req: Request<IoWriteRequest>) -> Result<Response<VerbReply>, Status> {
+        let r = req.into_inner();
+        let v = self.resources.volume(&r.resource).await.map_err(Status::failed_precondition)?;
+        let n = r.data.len();
+        v.write(r.offset, r.data.into(), r.fua).await.map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(reply(vec![Ok(format!("{}: wrote {n} bytes at {}", r.resource, r.offset))]))
+    }
+
+    async fn io_read(&self, req: Request<IoReadRequest>) -> Result<Response<IoReadReply>, Status> {
+        let r = req.into_inner();
+        if r.length > 16 << 20 {
+            return Err(Status::invalid_argument("at most 16 MiB per read"));
+        }
+        let v = self.resources.volume(&r.resource).await.map_err(Status::failed_precondition)?;
+        let data = v.read(r.offset, r.length).await.map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(IoReadReply { data: data.to_vec() }))
+    }
+
+    async fn io_flush(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        let r = req.into_inner();
+        let v = self.resources.volume(&r.resource).await.map_err(Status::failed_precondition)?;
+        v.flush().await.map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(reply(vec![Ok(format!("{}: flushed on both disks", r.resource))]))
+    }
+}

@@ -1,0 +1,87 @@
+//! The per-node daemon: brings this node's resources up, serves the control API on the node's Unix
+//! socket (root only), and shuts down cleanly on SIGTERM/SIGINT (idle Primaries demoted, metadata
+//! marked clean, socket removed).
+
+pub mod resources;
+
+use crate::config::HaConfig;
+use crate::control::{ControlService, Speedometer};
+use anyhow::{bail, Context, Result};
+use proto::control::control_server::ControlServer;
+use resources::Resources;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+/// Run until a termination signal.
+pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
+    let config = HaConfig::load(&config_path)?;
+    let me = crate::haadm::find_node(&config, node.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?.clone();
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let socket = me.control_socket.clone();
+    let listener = bind_control_socket(&socket)?;
+    tracing::info!(node = %me.name, config = %config_path.display(), socket = %socket.display(), "clusterd starting");
+    let resources = Arc::new(Resources::new(Arc::new(config), me.name.clone()));
+    for name in resources.select("all").await.map_err(anyhow::Error::msg)? {
+        match resources.up(&name).await {
+            Ok(m) => tracing::info!("{m}"),
+            // Keep serving: status shows the reason, the operator fixes it and runs `haadm up`.
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+    let speedo = Arc::new(Speedometer::default());
+    let service = ControlService { resources: Arc::clone(&resources), speedo: Arc::clone(&speedo) };
+    // Sample resync progress every second so `status` reports a speed even when polled rarely.
+    let sampler = {
+        let (resources, speedo) = (Arc::clone(&resources), Arc::clone(&speedo));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                for (name, snap, _, _, _, _) in resources.status().await {
+                    let rem = snap.and_then(|(s, _)| s.sync.map(|p| p.remaining_blocks * 4096));
+                    speedo.observe(&name, rem);
+                }
+            }
+        })
+    };
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        tracing::info!("termination signal: shutting down");
+    };
+    let served = tonic::transport::Server::builder()
+        .add_service(ControlServer::new(service))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    sampler.abort();
+    resources.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    served.context("control API server")?;
+    tracing::info!("clusterd stopped");
+    Ok(())
+}
+
+/// Bind the control socket: refuse if another clusterd answers there, replace a stale file, 0600.
+fn bind_control_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another clusterd is already serving {} (stop it first)", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("bind control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 600 {}", path.display()))?;
+    Ok(l)
+}
