@@ -153,3 +153,28 @@ fn corrupt_superblock_is_reported_at_start() -> Result<()> {
     assert_eq!(field(&r, "disk"), "Diskless");
     Ok(())
 }
+
+#[test]
+fn crashed_primary_resyncs_only_its_activity_log_extents() -> Result<()> {
+    let mut c = Cluster::new(SIZE, "s3cret-al", None)?;
+    bring_up(&mut c)?;
+    c.wait_r0(0, "Connected", Duration::from_secs(30), |r| field(r, "connection") == "Connected")?;
+    c.haadm_ok(0, &["primary", "--force", "r0"])?;
+    c.wait_r0(1, "initial sync done", Duration::from_secs(180), |r| field(r, "disk") == "UpToDate")?;
+    c.wait_r0(0, "established", Duration::from_secs(30), |r| field(r, "replication") == "Established")?;
+    // Writes touch three 4 MiB extents only (blocks 0..3072), all replicated.
+    let hot: BTreeSet<u64> = (0..3072).step_by(7).collect();
+    write_blocks(&c, 0, &hot, 0xC3)?;
+    c.kill9(0);
+    c.wait_r0(1, "peer lost", Duration::from_secs(10), |r| field(r, "connection") != "Connected")?;
+    c.start(0)?;
+    assert!(c.log(0).contains("activity-log extents"), "{}", c.log(0));
+    let p = c.wait_r0(0, "resync after the crash", Duration::from_secs(60), |r| field(r, "replication") == "Established" && field(r, "connection") == "Connected")?;
+    let moved = u(&p, &["stats", "resync_blocks_sent"]);
+    assert!(moved > 0 && moved <= 3 * 1024, "only the activity-log extents resync, not the device: {moved} blocks");
+    assert!(c.log(0).contains("rule=40"), "crashed-primary rule decides");
+    c.stop(0);
+    c.stop(1);
+    assert_eq!(sha1_file(&c.path("node1-data.img"))?, sha1_file(&c.path("node2-data.img"))?);
+    Ok(())
+}
