@@ -6,10 +6,10 @@
 
 use crate::machine::Input;
 use crate::wire::codec::FrameCodec;
-use crate::wire::frame::{encode, Frame};
-use bytes::BytesMut;
+use crate::wire::frame::{encode_split, Frame};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,27 +169,35 @@ fn run_connection(
     let (rd, mut wr) = stream.into_split();
     let wcancel = cancel.clone();
     tokio::spawn(async move {
-        let mut buf = BytesMut::with_capacity(256 * 1024);
+        let mut head = BytesMut::with_capacity(64 * 1024);
+        let mut chunks: VecDeque<Bytes> = VecDeque::new();
         loop {
             let first = tokio::select! {
                 _ = wcancel.cancelled() => break,
                 f = rx.recv() => f,
             };
             let Some(first) = first else { break };
-            encode(&first, &mut buf);
-            // Batch whatever else is queued into the same write.
-            while buf.len() < 4 * 1024 * 1024 {
-                match rx.try_recv() {
-                    Ok(f) => encode(&f, &mut buf),
-                    Err(_) => break,
+            // Batch whatever else is queued into one vectored write; block data is not copied.
+            let mut queued = 0usize;
+            let mut next = Some(first);
+            while let Some(f) = next.take() {
+                if let Some(data) = encode_split(&f, &mut head) {
+                    queued += data.len();
+                    chunks.push_back(head.split().freeze());
+                    chunks.push_back(data);
+                }
+                if queued < 8 * 1024 * 1024 {
+                    next = rx.try_recv().ok();
                 }
             }
-            if let Err(e) = wr.write_all(&buf).await {
+            if !head.is_empty() {
+                chunks.push_back(head.split().freeze());
+            }
+            if let Err(e) = write_all_vectored(&mut wr, &mut chunks).await {
                 tracing::debug!("replication link write failed: {e}");
                 wcancel.cancel();
                 break;
             }
-            buf.clear();
         }
         let _ = wr.shutdown().await;
     });
@@ -210,4 +218,26 @@ fn run_connection(
         to_actor(Input::TransportDown { conn, reason });
         let _ = ev.send(Event::Gone(conn));
     });
+}
+
+/// Write every chunk, in order, with as few system calls as the kernel allows.
+async fn write_all_vectored(wr: &mut tokio::net::tcp::OwnedWriteHalf, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    while !chunks.is_empty() {
+        let slices: Vec<std::io::IoSlice<'_>> = chunks.iter().take(64).map(|c| std::io::IoSlice::new(c)).collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "replication link closed"));
+        }
+        while n > 0 {
+            let Some(front) = chunks.front_mut() else { break };
+            if n >= front.len() {
+                n -= front.len();
+                chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }

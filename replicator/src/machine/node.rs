@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 pub const BLOCK: u64 = 4096;
 pub const SECTOR: u64 = 512;
 /// Largest resync request (one RsData frame).
-pub const RESYNC_CHUNK: u64 = 256 * 1024;
+pub const RESYNC_CHUNK: u64 = 1024 * 1024;
 /// Largest slice of an application write sent in one Data frame.
 pub const MAX_DATA_FRAME: u64 = 1024 * 1024;
 

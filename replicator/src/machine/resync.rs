@@ -19,7 +19,7 @@ use crate::wire::frame::Frame;
 use bytes::Bytes;
 
 /// Requests in flight when the application is idle / busy.
-const WINDOW_IDLE: usize = 16;
+const WINDOW_IDLE: usize = 8;
 const WINDOW_BUSY: usize = 2;
 /// The application counts as busy for this long after its last write.
 const BUSY_MS: u64 = 100;

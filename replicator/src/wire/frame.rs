@@ -446,6 +446,31 @@ pub fn encode_data_header(seq: u64, offset: u64, flags: u32, data_len: usize, ou
     put_data_fields(seq, offset, flags, out);
 }
 
+/// Like [`encode`], but for frames that carry block data (Data, RsData of at least 4 KiB) only the
+/// header and fixed fields go into `out`; the data is returned for the caller to send right after it
+/// with a vectored write, so block data is never copied into the send buffer.
+pub fn encode_split(frame: &Frame, out: &mut BytesMut) -> Option<Bytes> {
+    match frame {
+        Frame::Data { seq, offset, flags, data }
+            if data.len() >= 4096 && check_sectors("Data", data.len()).is_ok() && DATA_FIXED_LEN + data.len() <= MAX_PAYLOAD =>
+        {
+            encode_data_header(*seq, *offset, *flags, data.len(), out);
+            Some(data.clone())
+        }
+        Frame::RsData { offset, data }
+            if data.len() >= 4096 && check_sectors("RsData", data.len()).is_ok() && 8 + data.len() <= MAX_PAYLOAD =>
+        {
+            put_header(kind::RS_DATA, 8 + data.len(), out);
+            out.put_u64_le(*offset);
+            Some(data.clone())
+        }
+        _ => {
+            encode(frame, out);
+            None
+        }
+    }
+}
+
 // ---- decoding --------------------------------------------------------------------------------------
 
 /// Reads fields off a payload; every read checks the remaining length first.

@@ -218,4 +218,23 @@ fn payload_errors() {
     let mut reply = vec![0u8; 9];
     reply.extend_from_slice(&[0; 512]);
     assert!(matches!(parse(&raw(kind::READ_REPLY, &reply)), Err(WireError::BadLength { .. })));
+
+#[test]
+fn split_encoding_equals_plain_encoding() {
+    let d = Bytes::from(vec![5u8; 8192]);
+    for f in [
+        Frame::Data { seq: 9, offset: 4096, flags: DATA_FUA, data: d.clone() },
+        Frame::RsData { offset: 8192, data: d.clone() },
+        Frame::Ping { nonce: 3 },
+    ] {
+        let mut whole = BytesMut::new();
+        encode(&f, &mut whole);
+        let mut head = BytesMut::new();
+        let tail = encode_split(&f, &mut head);
+        if let Some(t) = tail {
+            head.extend_from_slice(&t);
+        }
+        assert_eq!(head, whole);
+    }
+}
 }
