@@ -21,7 +21,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let path = PathBuf::from(args.next().ok_or("usage: serve_file <path> [port] [iqn]")?);
     let port: u16 = args.next().map(|p| p.parse()).transpose()?.unwrap_or(3260);
-    let iqn = args.next().unwrap_or_else(|| "iqn.2026-01.example.serve-file:disk0".to_string());
+    let iqn = args
+        .next()
+        .unwrap_or_else(|| "iqn.2026-01.example.serve-file:disk0".to_string());
 
     let backend = Arc::new(FileBackend::open(&path, false)?);
     let identity = LunIdentity {
@@ -50,16 +52,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         acl: Acl::default(),
         chap: None,
         mutual_chap: None,
-        params: TargetParams { initial_r2t: std::env::var_os("INITIAL_R2T").is_some(), ..TargetParams::default() },
+        params: TargetParams {
+            initial_r2t: std::env::var_os("INITIAL_R2T").is_some(),
+            ..TargetParams::default()
+        },
     };
-    let server = Arc::new(TargetServer::new(ServerConfig::new(vec![listener.local_addr()?], vec![target])));
+    let server = Arc::new(TargetServer::new(ServerConfig::new(
+        vec![listener.local_addr()?],
+        vec![target],
+    )));
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
-    eprintln!("serving {} as {iqn} on {}", path.display(), listener.local_addr()?);
+    eprintln!(
+        "serving {} as {iqn} on {}",
+        path.display(),
+        listener.local_addr()?
+    );
     server.serve(listener, shutdown).await?;
     Ok(())
 }

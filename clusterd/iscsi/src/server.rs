@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::login::{ChapAccount, LoginDirectory, LoginTarget, SessionParams, TargetLookup, TargetParams};
+use crate::login::{
+    ChapAccount, LoginDirectory, LoginTarget, SessionParams, TargetLookup, TargetParams,
+};
 use crate::pdu::{AsyncMessage, Pdu};
 use crate::scsi::ScsiTarget;
 use crate::session::{self, Outbound, Stat};
@@ -33,12 +35,20 @@ fn in_network(peer: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (peer, net) {
         (IpAddr::V4(p), IpAddr::V4(n)) => {
             let bits = u32::from(prefix.min(32));
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(p) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(p), IpAddr::V6(n)) => {
             let bits = u32::from(prefix.min(128));
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(p) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -47,8 +57,13 @@ fn in_network(peer: IpAddr, net: IpAddr, prefix: u8) -> bool {
 
 impl Acl {
     pub fn allows(&self, initiator: &str, peer: IpAddr) -> bool {
-        let name_ok = self.initiators.is_empty() || self.initiators.iter().any(|i| i.eq_ignore_ascii_case(initiator));
-        let net_ok = self.networks.is_empty() || self.networks.iter().any(|(n, p)| in_network(peer, *n, *p));
+        let name_ok = self.initiators.is_empty()
+            || self
+                .initiators
+                .iter()
+                .any(|i| i.eq_ignore_ascii_case(initiator));
+        let net_ok =
+            self.networks.is_empty() || self.networks.iter().any(|(n, p)| in_network(peer, *n, *p));
         name_ok && net_ok
     }
 }
@@ -146,7 +161,10 @@ pub struct TargetServer {
 
 impl TargetServer {
     pub fn new(config: ServerConfig) -> Self {
-        TargetServer { config, registry: Mutex::new(Registry::default()) }
+        TargetServer {
+            config,
+            registry: Mutex::new(Registry::default()),
+        }
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -159,12 +177,19 @@ impl TargetServer {
     }
 
     pub(crate) fn target(&self, iqn: &str) -> Option<&TargetConfig> {
-        self.config.targets.iter().find(|t| t.iqn.eq_ignore_ascii_case(iqn))
+        self.config
+            .targets
+            .iter()
+            .find(|t| t.iqn.eq_ignore_ascii_case(iqn))
     }
 
     /// Accepts connections until `shutdown` is cancelled, then closes every session (draining their
     /// in-flight commands) before returning.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let tracker = TaskTracker::new();
         loop {
             tokio::select! {
@@ -192,7 +217,12 @@ impl TargetServer {
 
     /// Every logged-in normal session.
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        let mut v: Vec<SessionInfo> = self.registry().sessions.values().map(|e| e.info.clone()).collect();
+        let mut v: Vec<SessionInfo> = self
+            .registry()
+            .sessions
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
         v.sort_by_key(|s| s.tsih);
         v
     }
@@ -203,8 +233,19 @@ impl TargetServer {
         let reg = self.registry();
         let mut asked = 0;
         for entry in reg.sessions.values() {
-            let msg = Pdu::AsyncMessage(AsyncMessage { event: 1, param3: time2wait, ..AsyncMessage::default() });
-            if entry.outbound.try_send(Outbound::Pdu { pdu: msg, data: bytes::Bytes::new(), stat: Stat::Advance }).is_ok()
+            let msg = Pdu::AsyncMessage(AsyncMessage {
+                event: 1,
+                param3: time2wait,
+                ..AsyncMessage::default()
+            });
+            if entry
+                .outbound
+                .try_send(Outbound::Pdu {
+                    pdu: msg,
+                    data: bytes::Bytes::new(),
+                    stat: Stat::Advance,
+                })
+                .is_ok()
             {
                 asked += 1;
             }
@@ -235,7 +276,11 @@ impl TargetServer {
             }
             out.push(("TargetName".to_string(), t.iqn.clone()));
             for p in &self.config.portals {
-                let addr = if p.ip().is_unspecified() { SocketAddr::new(local.ip(), p.port()) } else { *p };
+                let addr = if p.ip().is_unspecified() {
+                    SocketAddr::new(local.ip(), p.port())
+                } else {
+                    *p
+                };
                 out.push(("TargetAddress".to_string(), format!("{addr},{}", t.tpgt)));
             }
         }
@@ -276,22 +321,33 @@ mod tests {
     fn acl_rules() {
         let everyone = Acl::default();
         assert!(everyone.allows("iqn.a", "10.0.0.1".parse().unwrap()));
-        let acl = Acl { initiators: vec!["iqn.A".into()], networks: vec![("10.1.0.0".parse().unwrap(), 16)] };
+        let acl = Acl {
+            initiators: vec!["iqn.A".into()],
+            networks: vec![("10.1.0.0".parse().unwrap(), 16)],
+        };
         assert!(acl.allows("iqn.a", "10.1.2.3".parse().unwrap()));
         assert!(!acl.allows("iqn.b", "10.1.2.3".parse().unwrap()));
         assert!(!acl.allows("iqn.a", "10.2.0.1".parse().unwrap()));
         assert!(acl.allows("iqn.a", "::ffff:10.1.0.9".parse().unwrap()));
-        let v6 = Acl { initiators: vec![], networks: vec![("fd00::".parse().unwrap(), 8)] };
+        let v6 = Acl {
+            initiators: vec![],
+            networks: vec![("fd00::".parse().unwrap(), 8)],
+        };
         assert!(v6.allows("x", "fd12::1".parse().unwrap()));
         assert!(!v6.allows("x", "fe80::1".parse().unwrap()));
-        let all = Acl { initiators: vec![], networks: vec![("0.0.0.0".parse().unwrap(), 0)] };
+        let all = Acl {
+            initiators: vec![],
+            networks: vec![("0.0.0.0".parse().unwrap(), 0)],
+        };
         assert!(all.allows("x", "192.168.1.1".parse().unwrap()));
     }
 
     #[test]
     fn tsih_allocation_skips_zero_and_used() {
-        let mut r = Registry::default();
-        r.next_tsih = u16::MAX - 1;
+        let mut r = Registry {
+            next_tsih: u16::MAX - 1,
+            ..Registry::default()
+        };
         assert_eq!(r.allocate_tsih(), u16::MAX);
         assert_eq!(r.allocate_tsih(), 1);
     }

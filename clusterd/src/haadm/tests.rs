@@ -123,6 +123,16 @@ impl Control for ScriptedControl {
     async fn target_show(&self, _r: Request<TargetShowRequest>) -> Result<Response<TargetShowReply>, Status> {
         Ok(Response::new(TargetShowReply { text: "no targets".into(), json: "{}".into() }))
     }
+    // The diagnostic data path is not part of what haadm renders.
+    async fn io_write(&self, _r: Request<proto::control::IoWriteRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Status::unimplemented("io_write"))
+    }
+    async fn io_read(&self, _r: Request<proto::control::IoReadRequest>) -> Result<Response<proto::control::IoReadReply>, Status> {
+        Err(Status::unimplemented("io_read"))
+    }
+    async fn io_flush(&self, _r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Status::unimplemented("io_flush"))
+    }
 }
 
 fn cli(args: &[&str]) -> Cli {

@@ -23,8 +23,14 @@ impl LoginDirectory for Directory {
             name: target_name.to_string(),
             alias: None,
             tpgt: 1,
-            chap: (target_name.len() % 2 == 0).then(|| ChapAccount { user: "u".into(), secret: "s".into() }),
-            mutual_chap: Some(ChapAccount { user: "t".into(), secret: "m".into() }),
+            chap: (target_name.len() % 2 == 0).then(|| ChapAccount {
+                user: "u".into(),
+                secret: "s".into(),
+            }),
+            mutual_chap: Some(ChapAccount {
+                user: "t".into(),
+                secret: "m".into(),
+            }),
             params: TargetParams::default(),
         }))
     }
@@ -46,7 +52,9 @@ fuzz_target!(|data: &[u8]| {
     // Feed the input as a sequence of login PDUs split at 0xff bytes; the first byte of each chunk
     // picks the stage bits.
     for chunk in data.split(|b| *b == 0xff) {
-        let Some((&bits, text)) = chunk.split_first() else { continue };
+        let Some((&bits, text)) = chunk.split_first() else {
+            continue;
+        };
         let req = LoginRequest {
             transit: bits & 0x80 != 0,
             continue_bit: bits & 0x40 != 0,

@@ -37,7 +37,10 @@ pub struct ChapAccount {
 
 impl fmt::Debug for ChapAccount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChapAccount").field("user", &self.user).field("secret", &"<hidden>").finish()
+        f.debug_struct("ChapAccount")
+            .field("user", &self.user)
+            .field("secret", &"<hidden>")
+            .finish()
     }
 }
 
@@ -51,8 +54,12 @@ pub enum ChapAlgorithm {
 }
 
 /// Every supported algorithm.
-pub const ALL_ALGORITHMS: [ChapAlgorithm; 4] =
-    [ChapAlgorithm::Md5, ChapAlgorithm::Sha1, ChapAlgorithm::Sha256, ChapAlgorithm::Sha3_256];
+pub const ALL_ALGORITHMS: [ChapAlgorithm; 4] = [
+    ChapAlgorithm::Md5,
+    ChapAlgorithm::Sha1,
+    ChapAlgorithm::Sha256,
+    ChapAlgorithm::Sha3_256,
+];
 
 impl ChapAlgorithm {
     pub fn from_iana(n: u32) -> Option<Self> {
@@ -108,7 +115,11 @@ pub fn decode_binary(v: &str) -> Result<Vec<u8>, ChapError> {
     let out = match prefix {
         "0x" | "0X" => {
             // An odd number of hex digits is allowed by RFC 7143 §5.1: pad on the left.
-            let padded = if body.len() % 2 == 1 { format!("0{body}") } else { body.to_string() };
+            let padded = if body.len() % 2 == 1 {
+                format!("0{body}")
+            } else {
+                body.to_string()
+            };
             hex::decode(padded).map_err(|_| ChapError::BadEncoding)?
         }
         "0b" | "0B" => decode_base64(body)?,
@@ -165,7 +176,10 @@ pub struct ChapChallenge {
 
 impl fmt::Debug for ChapChallenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChapChallenge").field("algorithm", &self.algorithm).field("id", &self.id).finish()
+        f.debug_struct("ChapChallenge")
+            .field("algorithm", &self.algorithm)
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -176,7 +190,11 @@ impl ChapChallenge {
         let mut id = [0u8; 1];
         getrandom::fill(&mut challenge).map_err(|_| ChapError::Random)?;
         getrandom::fill(&mut id).map_err(|_| ChapError::Random)?;
-        Ok(ChapChallenge { algorithm, id: id[0], challenge })
+        Ok(ChapChallenge {
+            algorithm,
+            id: id[0],
+            challenge,
+        })
     }
 
     /// The keys the target sends: CHAP_A, CHAP_I, CHAP_C.
@@ -189,9 +207,16 @@ impl ChapChallenge {
     }
 
     /// Checks the initiator's CHAP_N/CHAP_R against `account`, comparing in constant time.
-    pub fn verify(&self, account: &ChapAccount, name: &str, response: &str) -> Result<(), ChapError> {
+    pub fn verify(
+        &self,
+        account: &ChapAccount,
+        name: &str,
+        response: &str,
+    ) -> Result<(), ChapError> {
         let got = decode_binary(response)?;
-        let expected = self.algorithm.response(self.id, account.secret.as_bytes(), &self.challenge);
+        let expected = self
+            .algorithm
+            .response(self.id, account.secret.as_bytes(), &self.challenge);
         // Both checks always run so timing does not reveal which one failed.
         let name_ok = name.as_bytes().ct_eq(account.user.as_bytes());
         let resp_ok = got.as_slice().ct_eq(expected.as_slice());
@@ -212,12 +237,17 @@ impl ChapChallenge {
         initiator_id: &str,
         initiator_challenge: &str,
     ) -> Result<(String, String), ChapError> {
-        let id: u8 = initiator_id.trim().parse().map_err(|_| ChapError::BadIdentifier)?;
+        let id: u8 = initiator_id
+            .trim()
+            .parse()
+            .map_err(|_| ChapError::BadIdentifier)?;
         let challenge = decode_binary(initiator_challenge)?;
         if bool::from(challenge.as_slice().ct_eq(self.challenge.as_slice())) {
             return Err(ChapError::ReflectedChallenge);
         }
-        let r = self.algorithm.response(id, account.secret.as_bytes(), &challenge);
+        let r = self
+            .algorithm
+            .response(id, account.secret.as_bytes(), &challenge);
         Ok((account.user.clone(), encode_hex(&r)))
     }
 }
@@ -227,7 +257,10 @@ mod tests {
     use super::*;
 
     fn account() -> ChapAccount {
-        ChapAccount { user: "user1".into(), secret: "12charsecret".into() }
+        ChapAccount {
+            user: "user1".into(),
+            secret: "12charsecret".into(),
+        }
     }
 
     #[test]
@@ -243,19 +276,37 @@ mod tests {
         assert_eq!(hex::encode(r), "0cc175b9c0f1b6a831c399e269772661");
         // SHA-256("abc") split as id 'a' + secret "b" + challenge "c" (FIPS 180-2 vector).
         let r = ChapAlgorithm::Sha256.response(b'a', b"b", b"c");
-        assert_eq!(hex::encode(r), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex::encode(r),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         let r = ChapAlgorithm::Sha1.response(b'a', b"b", b"c");
         assert_eq!(hex::encode(r), "a9993e364706816aba3e25717850c26c9cd0d89d");
         let r = ChapAlgorithm::Sha3_256.response(b'a', b"b", b"c");
-        assert_eq!(hex::encode(r), "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532");
+        assert_eq!(
+            hex::encode(r),
+            "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532"
+        );
     }
 
     #[test]
     fn algorithm_selection_by_iana_number() {
-        assert_eq!(select_algorithm("5", &ALL_ALGORITHMS), Some(ChapAlgorithm::Md5));
-        assert_eq!(select_algorithm("7,5", &ALL_ALGORITHMS), Some(ChapAlgorithm::Sha256));
-        assert_eq!(select_algorithm("8,7,6,5", &[ChapAlgorithm::Md5]), Some(ChapAlgorithm::Md5));
-        assert_eq!(select_algorithm("99,6", &ALL_ALGORITHMS), Some(ChapAlgorithm::Sha1));
+        assert_eq!(
+            select_algorithm("5", &ALL_ALGORITHMS),
+            Some(ChapAlgorithm::Md5)
+        );
+        assert_eq!(
+            select_algorithm("7,5", &ALL_ALGORITHMS),
+            Some(ChapAlgorithm::Sha256)
+        );
+        assert_eq!(
+            select_algorithm("8,7,6,5", &[ChapAlgorithm::Md5]),
+            Some(ChapAlgorithm::Md5)
+        );
+        assert_eq!(
+            select_algorithm("99,6", &ALL_ALGORITHMS),
+            Some(ChapAlgorithm::Sha1)
+        );
         assert_eq!(select_algorithm("4", &ALL_ALGORITHMS), None);
         assert_eq!(select_algorithm("x", &ALL_ALGORITHMS), None);
     }
@@ -274,7 +325,10 @@ mod tests {
         assert_eq!(decode_binary("0bA"), Err(ChapError::BadEncoding));
         assert_eq!(decode_binary("1234"), Err(ChapError::BadEncoding));
         assert_eq!(decode_binary("é"), Err(ChapError::BadEncoding));
-        assert_eq!(decode_binary(&format!("0x{}", "00".repeat(MAX_BINARY_LEN + 1))), Err(ChapError::TooLong));
+        assert_eq!(
+            decode_binary(&format!("0x{}", "00".repeat(MAX_BINARY_LEN + 1))),
+            Err(ChapError::TooLong)
+        );
     }
 
     #[test]
@@ -283,9 +337,18 @@ mod tests {
         let good = encode_hex(&ChapAlgorithm::Md5.response(c.id, b"12charsecret", &c.challenge));
         assert_eq!(c.verify(&account(), "user1", &good), Ok(()));
         let wrong = encode_hex(&ChapAlgorithm::Md5.response(c.id, b"wrongsecret!", &c.challenge));
-        assert_eq!(c.verify(&account(), "user1", &wrong), Err(ChapError::WrongResponse));
-        assert_eq!(c.verify(&account(), "user2", &good), Err(ChapError::WrongUser));
-        assert_eq!(c.verify(&account(), "user1", "nothex"), Err(ChapError::BadEncoding));
+        assert_eq!(
+            c.verify(&account(), "user1", &wrong),
+            Err(ChapError::WrongResponse)
+        );
+        assert_eq!(
+            c.verify(&account(), "user2", &good),
+            Err(ChapError::WrongUser)
+        );
+        assert_eq!(
+            c.verify(&account(), "user1", "nothex"),
+            Err(ChapError::BadEncoding)
+        );
         let keys = c.keys();
         assert_eq!(keys[0], ("CHAP_A".to_string(), "5".to_string()));
     }
@@ -293,13 +356,22 @@ mod tests {
     #[test]
     fn mutual_answer_and_reflection() {
         let c = ChapChallenge::generate(ChapAlgorithm::Sha256).unwrap();
-        let target = ChapAccount { user: "tgt".into(), secret: "othersecret1".into() };
+        let target = ChapAccount {
+            user: "tgt".into(),
+            secret: "othersecret1".into(),
+        };
         let (n, r) = c.answer_initiator(&target, "7", "0x00112233").unwrap();
         assert_eq!(n, "tgt");
         let expected = ChapAlgorithm::Sha256.response(7, b"othersecret1", &[0, 0x11, 0x22, 0x33]);
         assert_eq!(decode_binary(&r).unwrap(), expected);
         let reflected = encode_hex(&c.challenge);
-        assert_eq!(c.answer_initiator(&target, "7", &reflected), Err(ChapError::ReflectedChallenge));
-        assert_eq!(c.answer_initiator(&target, "300", "0x01"), Err(ChapError::BadIdentifier));
+        assert_eq!(
+            c.answer_initiator(&target, "7", &reflected),
+            Err(ChapError::ReflectedChallenge)
+        );
+        assert_eq!(
+            c.answer_initiator(&target, "300", "0x01"),
+            Err(ChapError::BadIdentifier)
+        );
     }
 }

@@ -133,16 +133,40 @@ impl SessionParams {
             ("MaxConnections".into(), self.max_connections.to_string()),
             ("InitialR2T".into(), yn(self.initial_r2t)),
             ("ImmediateData".into(), yn(self.immediate_data)),
-            ("MaxRecvDataSegmentLength".into(), self.max_recv_data_segment_length.to_string()),
-            ("MaxXmitDataSegmentLength".into(), self.max_xmit_data_segment_length.to_string()),
+            (
+                "MaxRecvDataSegmentLength".into(),
+                self.max_recv_data_segment_length.to_string(),
+            ),
+            (
+                "MaxXmitDataSegmentLength".into(),
+                self.max_xmit_data_segment_length.to_string(),
+            ),
             ("MaxBurstLength".into(), self.max_burst_length.to_string()),
-            ("FirstBurstLength".into(), self.first_burst_length.to_string()),
-            ("DefaultTime2Wait".into(), self.default_time2wait.to_string()),
-            ("DefaultTime2Retain".into(), self.default_time2retain.to_string()),
-            ("MaxOutstandingR2T".into(), self.max_outstanding_r2t.to_string()),
+            (
+                "FirstBurstLength".into(),
+                self.first_burst_length.to_string(),
+            ),
+            (
+                "DefaultTime2Wait".into(),
+                self.default_time2wait.to_string(),
+            ),
+            (
+                "DefaultTime2Retain".into(),
+                self.default_time2retain.to_string(),
+            ),
+            (
+                "MaxOutstandingR2T".into(),
+                self.max_outstanding_r2t.to_string(),
+            ),
             ("DataPDUInOrder".into(), yn(self.data_pdu_in_order)),
-            ("DataSequenceInOrder".into(), yn(self.data_sequence_in_order)),
-            ("ErrorRecoveryLevel".into(), self.error_recovery_level.to_string()),
+            (
+                "DataSequenceInOrder".into(),
+                yn(self.data_sequence_in_order),
+            ),
+            (
+                "ErrorRecoveryLevel".into(),
+                self.error_recovery_level.to_string(),
+            ),
         ]
     }
 }
@@ -237,8 +261,15 @@ pub fn negotiate_key(
     }
     match key {
         "HeaderDigest" | "DataDigest" => {
-            let ours = if key == "HeaderDigest" { &target.header_digest } else { &target.data_digest };
-            let chosen = value.split(',').filter_map(Digest::parse).find(|d| ours.contains(d));
+            let ours = if key == "HeaderDigest" {
+                &target.header_digest
+            } else {
+                &target.data_digest
+            };
+            let chosen = value
+                .split(',')
+                .filter_map(Digest::parse)
+                .find(|d| ours.contains(d));
             match chosen {
                 Some(d) => {
                     if key == "HeaderDigest" {
@@ -279,7 +310,9 @@ pub fn negotiate_key(
             KeyAnswer::Reply(n.to_string())
         }
         "FirstBurstLength" => {
-            let n = num!(512, LEN_MAX).min(target.first_burst_length).min(session.max_burst_length);
+            let n = num!(512, LEN_MAX)
+                .min(target.first_burst_length)
+                .min(session.max_burst_length);
             session.first_burst_length = n;
             KeyAnswer::Reply(n.to_string())
         }
@@ -325,7 +358,11 @@ pub fn negotiate_key(
         "IFMarkInt" | "OFMarkInt" => KeyAnswer::Reply(IRRELEVANT.into()),
         "TaskReporting" => {
             let ok = value.split(',').any(|v| v == "RFC3720");
-            if ok { KeyAnswer::Reply("RFC3720".into()) } else { reject() }
+            if ok {
+                KeyAnswer::Reply("RFC3720".into())
+            } else {
+                reject()
+            }
         }
         "iSCSIProtocolLevel" => {
             num!(0, 31);
@@ -334,8 +371,15 @@ pub fn negotiate_key(
         // RDMA extensions (RFC 7145) are not supported: the answer to a Boolean AND key is No.
         "RDMAExtensions" => KeyAnswer::Reply("No".into()),
         // Declaratives and keys the login machine owns.
-        "InitiatorName" | "InitiatorAlias" | "TargetName" | "TargetAlias" | "SessionType"
-        | "TargetPortalGroupTag" | "TargetAddress" | "AuthMethod" | "SendTargets" => KeyAnswer::NotOperational,
+        "InitiatorName"
+        | "InitiatorAlias"
+        | "TargetName"
+        | "TargetAlias"
+        | "SessionType"
+        | "TargetPortalGroupTag"
+        | "TargetAddress"
+        | "AuthMethod"
+        | "SendTargets" => KeyAnswer::NotOperational,
         k if k.starts_with("CHAP_") => KeyAnswer::NotOperational,
         _ => KeyAnswer::Reply(NOT_UNDERSTOOD.into()),
     }
@@ -364,9 +408,21 @@ mod tests {
         assert_eq!(a, reply("CRC32C"));
         assert_eq!(s.data_digest, Digest::Crc32c);
         assert_eq!(neg("HeaderDigest", "MD5").0, reply("Reject"));
-        let t = TargetParams { header_digest: vec![Digest::None], ..TargetParams::default() };
+        let t = TargetParams {
+            header_digest: vec![Digest::None],
+            ..TargetParams::default()
+        };
         let mut s = SessionParams::rfc_defaults(&t);
-        assert_eq!(negotiate_key("HeaderDigest", "CRC32C,None", &t, SessionType::Normal, &mut s), reply("None"));
+        assert_eq!(
+            negotiate_key(
+                "HeaderDigest",
+                "CRC32C,None",
+                &t,
+                SessionType::Normal,
+                &mut s
+            ),
+            reply("None")
+        );
     }
 
     #[test]
@@ -378,10 +434,20 @@ mod tests {
         assert_eq!(neg("DataPDUInOrder", "No").0, reply("Yes"));
         assert_eq!(neg("DataSequenceInOrder", "No").0, reply("Yes"));
         assert_eq!(neg("ImmediateData", "maybe").0, reply("Reject"));
-        let t = TargetParams { initial_r2t: true, immediate_data: false, ..TargetParams::default() };
+        let t = TargetParams {
+            initial_r2t: true,
+            immediate_data: false,
+            ..TargetParams::default()
+        };
         let mut s = SessionParams::rfc_defaults(&t);
-        assert_eq!(negotiate_key("InitialR2T", "No", &t, SessionType::Normal, &mut s), reply("Yes"));
-        assert_eq!(negotiate_key("ImmediateData", "Yes", &t, SessionType::Normal, &mut s), reply("No"));
+        assert_eq!(
+            negotiate_key("InitialR2T", "No", &t, SessionType::Normal, &mut s),
+            reply("Yes")
+        );
+        assert_eq!(
+            negotiate_key("ImmediateData", "Yes", &t, SessionType::Normal, &mut s),
+            reply("No")
+        );
         assert!(s.initial_r2t && !s.immediate_data);
     }
 
@@ -409,7 +475,13 @@ mod tests {
     fn first_burst_never_exceeds_max_burst() {
         let t = TargetParams::default();
         let mut s = SessionParams::rfc_defaults(&t);
-        negotiate_key("FirstBurstLength", "262144", &t, SessionType::Normal, &mut s);
+        negotiate_key(
+            "FirstBurstLength",
+            "262144",
+            &t,
+            SessionType::Normal,
+            &mut s,
+        );
         negotiate_key("MaxBurstLength", "8192", &t, SessionType::Normal, &mut s);
         assert_eq!(s.first_burst_length, 8192);
     }
@@ -435,7 +507,13 @@ mod tests {
         assert_eq!(neg("CHAP_A", "5").0, KeyAnswer::NotOperational);
         let t = TargetParams::default();
         let mut s = SessionParams::rfc_defaults(&t);
-        assert_eq!(negotiate_key("ImmediateData", "Yes", &t, SessionType::Discovery, &mut s), reply("Irrelevant"));
-        assert_eq!(negotiate_key("HeaderDigest", "None", &t, SessionType::Discovery, &mut s), reply("None"));
+        assert_eq!(
+            negotiate_key("ImmediateData", "Yes", &t, SessionType::Discovery, &mut s),
+            reply("Irrelevant")
+        );
+        assert_eq!(
+            negotiate_key("HeaderDigest", "None", &t, SessionType::Discovery, &mut s),
+            reply("None")
+        );
     }
 }

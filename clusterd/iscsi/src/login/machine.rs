@@ -176,7 +176,11 @@ impl LoginMachine {
                 if matches!(outcome, LoginOutcome::Complete(_)) {
                     self.finished = true;
                 }
-                LoginStep { response, data: Bytes::from(encode_text(&pairs)), outcome }
+                LoginStep {
+                    response,
+                    data: Bytes::from(encode_text(&pairs)),
+                    outcome,
+                }
             }
             Err(Failure((class, detail))) => {
                 self.finished = true;
@@ -185,7 +189,11 @@ impl LoginMachine {
                 response.nsg = 0;
                 response.status_class = class;
                 response.status_detail = detail;
-                LoginStep { response, data: Bytes::new(), outcome: LoginOutcome::Failed }
+                LoginStep {
+                    response,
+                    data: Bytes::new(),
+                    outcome: LoginOutcome::Failed,
+                }
             }
         }
     }
@@ -238,12 +246,18 @@ impl LoginMachine {
             self.establish_identity(req, &pairs, &mut replies)?;
         }
         let auth_required = self.identity.as_ref().is_some_and(|i| i.chap.is_some());
-        if req.csg == STAGE_OPERATIONAL && auth_required && !matches!(self.auth, AuthState::Complete) {
+        if req.csg == STAGE_OPERATIONAL
+            && auth_required
+            && !matches!(self.auth, AuthState::Complete)
+        {
             return Err(Failure(status::AUTH_FAILURE));
         }
         if req.csg == STAGE_SECURITY {
             self.security_keys(&pairs, &mut replies)?;
-        } else if pairs.iter().any(|(k, _)| k == "AuthMethod" || k.starts_with("CHAP_")) {
+        } else if pairs
+            .iter()
+            .any(|(k, _)| k == "AuthMethod" || k.starts_with("CHAP_"))
+        {
             return Err(Failure(status::INITIATOR_ERROR));
         }
         self.operational_keys(&pairs, &mut replies);
@@ -279,7 +293,10 @@ impl LoginMachine {
             return Ok((replies, LoginOutcome::Continue));
         }
         self.declare_limits(&mut replies);
-        let id = self.identity.as_ref().ok_or(Failure(status::TARGET_ERROR))?;
+        let id = self
+            .identity
+            .as_ref()
+            .ok_or(Failure(status::TARGET_ERROR))?;
         let params = self.params.clone().ok_or(Failure(status::TARGET_ERROR))?;
         let result = LoginResult {
             session_type: id.session_type,
@@ -311,9 +328,12 @@ impl LoginMachine {
             Some(_) => return Err(Failure(status::SESSION_TYPE_NOT_SUPPORTED)),
         };
         let (target, chap, mutual_chap, target_params) = match session_type {
-            SessionType::Discovery => {
-                (None, self.directory.discovery_chap(), None, self.directory.discovery_params())
-            }
+            SessionType::Discovery => (
+                None,
+                self.directory.discovery_chap(),
+                None,
+                self.directory.discovery_params(),
+            ),
             SessionType::Normal => {
                 let name = get("TargetName").filter(|n| !n.is_empty());
                 let name = name.ok_or(Failure(status::MISSING_PARAMETER))?;
@@ -354,7 +374,12 @@ impl LoginMachine {
         pairs: &[(String, String)],
         replies: &mut Vec<(String, String)>,
     ) -> Result<(), Failure> {
-        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let get = |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
         let (chap_account, mutual) = match &self.identity {
             Some(i) => (i.chap.clone(), i.mutual_chap.clone()),
             None => (None, None),
@@ -386,8 +411,10 @@ impl LoginMachine {
             if !matches!(self.auth, AuthState::AwaitChapA) {
                 return Err(Failure(status::INITIATOR_ERROR));
             }
-            let alg = chap::select_algorithm(algs, &chap::ALL_ALGORITHMS).ok_or(Failure(status::AUTH_FAILURE))?;
-            let challenge = ChapChallenge::generate(alg).map_err(|_| Failure(status::TARGET_ERROR))?;
+            let alg = chap::select_algorithm(algs, &chap::ALL_ALGORITHMS)
+                .ok_or(Failure(status::AUTH_FAILURE))?;
+            let challenge =
+                ChapChallenge::generate(alg).map_err(|_| Failure(status::TARGET_ERROR))?;
             replies.extend(challenge.keys());
             self.auth = AuthState::AwaitChapResponse(challenge);
         }
@@ -396,15 +423,19 @@ impl LoginMachine {
             let AuthState::AwaitChapResponse(challenge) = &self.auth else {
                 return Err(Failure(status::INITIATOR_ERROR));
             };
-            let (Some(name), Some(resp), Some(account)) = (name, resp, chap_account.as_ref()) else {
+            let (Some(name), Some(resp), Some(account)) = (name, resp, chap_account.as_ref())
+            else {
                 return Err(fail);
             };
-            challenge.verify(account, name, resp).map_err(|_| Failure(status::AUTH_FAILURE))?;
+            challenge
+                .verify(account, name, resp)
+                .map_err(|_| Failure(status::AUTH_FAILURE))?;
             match (get("CHAP_I"), get("CHAP_C")) {
                 (Some(id), Some(c)) => {
                     let mutual = mutual.as_ref().ok_or(Failure(status::AUTH_FAILURE))?;
-                    let (n, r) =
-                        challenge.answer_initiator(mutual, id, c).map_err(|_| Failure(status::AUTH_FAILURE))?;
+                    let (n, r) = challenge
+                        .answer_initiator(mutual, id, c)
+                        .map_err(|_| Failure(status::AUTH_FAILURE))?;
                     replies.push(("CHAP_N".into(), n));
                     replies.push(("CHAP_R".into(), r));
                 }
@@ -418,12 +449,20 @@ impl LoginMachine {
         Ok(())
     }
 
-    fn operational_keys(&mut self, pairs: &[(String, String)], replies: &mut Vec<(String, String)>) {
+    fn operational_keys(
+        &mut self,
+        pairs: &[(String, String)],
+        replies: &mut Vec<(String, String)>,
+    ) {
         let Some(id) = &self.identity else { return };
         let session_type = id.session_type;
-        let Some(params) = self.params.as_mut() else { return };
+        let Some(params) = self.params.as_mut() else {
+            return;
+        };
         for (k, v) in pairs {
-            if let KeyAnswer::Reply(answer) = negotiate_key(k, v, &self.target_params, session_type, params) {
+            if let KeyAnswer::Reply(answer) =
+                negotiate_key(k, v, &self.target_params, session_type, params)
+            {
                 replies.push((k.clone(), answer));
             }
         }
@@ -437,7 +476,10 @@ impl LoginMachine {
         }
         self.declared_limits = true;
         if let Some(p) = &self.params {
-            replies.push(("MaxRecvDataSegmentLength".into(), p.max_recv_data_segment_length.to_string()));
+            replies.push((
+                "MaxRecvDataSegmentLength".into(),
+                p.max_recv_data_segment_length.to_string(),
+            ));
         }
     }
 }

@@ -37,11 +37,21 @@ impl LoginDirectory for Dir {
 }
 
 fn account(user: &str, secret: &str) -> ChapAccount {
-    ChapAccount { user: user.into(), secret: secret.into() }
+    ChapAccount {
+        user: user.into(),
+        secret: secret.into(),
+    }
 }
 
 fn machine(chap: Option<ChapAccount>, mutual: Option<ChapAccount>) -> LoginMachine {
-    LoginMachine::new(Arc::new(Dir { chap, mutual, discovery_chap: None }), "127.0.0.1".parse().unwrap())
+    LoginMachine::new(
+        Arc::new(Dir {
+            chap,
+            mutual,
+            discovery_chap: None,
+        }),
+        "127.0.0.1".parse().unwrap(),
+    )
 }
 
 fn req(csg: u8, nsg: u8, transit: bool) -> LoginRequest {
@@ -66,7 +76,10 @@ fn keys(step: &LoginStep) -> Vec<(String, String)> {
 }
 
 fn get(step: &LoginStep, key: &str) -> Option<String> {
-    keys(step).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    keys(step)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
 }
 
 fn status_of(step: &LoginStep) -> (u8, u8) {
@@ -74,14 +87,22 @@ fn status_of(step: &LoginStep) -> (u8, u8) {
 }
 
 fn first_keys() -> Vec<(&'static str, &'static str)> {
-    vec![("InitiatorName", INITIATOR), ("SessionType", "Normal"), ("TargetName", TARGET)]
+    vec![
+        ("InitiatorName", INITIATOR),
+        ("SessionType", "Normal"),
+        ("TargetName", TARGET),
+    ]
 }
 
 #[test]
 fn operational_only_login_without_auth() {
     let mut m = machine(None, None);
     let mut pairs = first_keys();
-    pairs.extend([("HeaderDigest", "CRC32C,None"), ("MaxRecvDataSegmentLength", "65536"), ("IFMarker", "No")]);
+    pairs.extend([
+        ("HeaderDigest", "CRC32C,None"),
+        ("MaxRecvDataSegmentLength", "65536"),
+        ("IFMarker", "No"),
+    ]);
     let step = m.step(&req(1, 3, true), &text(&pairs));
     assert_eq!(status_of(&step), status::SUCCESS);
     assert!(step.response.transit);
@@ -91,8 +112,13 @@ fn operational_only_login_without_auth() {
     assert_eq!(get(&step, "TargetAlias").as_deref(), Some("disk one"));
     assert_eq!(get(&step, "HeaderDigest").as_deref(), Some("CRC32C"));
     assert_eq!(get(&step, "IFMarker").as_deref(), Some("No"));
-    assert_eq!(get(&step, "MaxRecvDataSegmentLength").as_deref(), Some("262144"));
-    let LoginOutcome::Complete(result) = step.outcome else { panic!("not complete") };
+    assert_eq!(
+        get(&step, "MaxRecvDataSegmentLength").as_deref(),
+        Some("262144")
+    );
+    let LoginOutcome::Complete(result) = step.outcome else {
+        panic!("not complete")
+    };
     assert_eq!(result.initiator_name, INITIATOR);
     assert_eq!(result.session_type, SessionType::Normal);
     assert_eq!(result.params.header_digest, Digest::Crc32c);
@@ -162,9 +188,15 @@ fn chap_mutual_and_reflection() {
     assert_eq!(status_of(&step), status::SUCCESS);
     assert_eq!(get(&step, "CHAP_N").as_deref(), Some("target-user"));
     let expected = ChapAlgorithm::Sha256.response(9, b"targetsecret", &[10, 11, 12, 13]);
-    assert_eq!(decode_binary(&get(&step, "CHAP_R").unwrap()).unwrap(), expected);
+    assert_eq!(
+        decode_binary(&get(&step, "CHAP_R").unwrap()).unwrap(),
+        expected
+    );
 
-    let mut m = machine(Some(account("user1", "secretsecret")), Some(account("t", "targetsecret")));
+    let mut m = machine(
+        Some(account("user1", "secretsecret")),
+        Some(account("t", "targetsecret")),
+    );
     let step = chap_login(&mut m, "secretsecret", Some("reflect"));
     assert_eq!(status_of(&step), status::AUTH_FAILURE);
 
@@ -183,13 +215,19 @@ fn chap_required_but_skipped_or_refused() {
     let mut m = machine(Some(account("user1", "secretsecret")), None);
     let mut pairs = first_keys();
     pairs.push(("AuthMethod", "None"));
-    assert_eq!(status_of(&m.step(&req(0, 1, true), &text(&pairs))), status::AUTH_FAILURE);
+    assert_eq!(
+        status_of(&m.step(&req(0, 1, true), &text(&pairs))),
+        status::AUTH_FAILURE
+    );
 
     let mut m = machine(Some(account("user1", "secretsecret")), None);
     let mut pairs = first_keys();
     pairs.push(("AuthMethod", "CHAP"));
     m.step(&req(0, 1, false), &text(&pairs));
-    assert_eq!(status_of(&m.step(&req(0, 1, false), &text(&[("CHAP_A", "4")]))), status::AUTH_FAILURE);
+    assert_eq!(
+        status_of(&m.step(&req(0, 1, false), &text(&[("CHAP_A", "4")]))),
+        status::AUTH_FAILURE
+    );
 }
 
 #[test]
@@ -199,14 +237,20 @@ fn transit_waits_for_chap_to_finish() {
     pairs.push(("AuthMethod", "CHAP"));
     let step = m.step(&req(0, 1, true), &text(&pairs));
     assert_eq!(status_of(&step), status::SUCCESS);
-    assert!(!step.response.transit, "target must not transit before CHAP completes");
+    assert!(
+        !step.response.transit,
+        "target must not transit before CHAP completes"
+    );
 }
 
 #[test]
 fn lookup_and_parameter_failures() {
     let mut pairs = first_keys();
     pairs[2] = ("TargetName", "iqn.2026-01.test:nothing");
-    assert_eq!(status_of(&machine(None, None).step(&req(1, 3, true), &text(&pairs))), status::NOT_FOUND);
+    assert_eq!(
+        status_of(&machine(None, None).step(&req(1, 3, true), &text(&pairs))),
+        status::NOT_FOUND
+    );
 
     let mut pairs = first_keys();
     pairs[0] = ("InitiatorName", "iqn.2026-01.test:intruder");
@@ -227,11 +271,20 @@ fn lookup_and_parameter_failures() {
 
     let mut r = req(1, 3, true);
     r.version_min = 1;
-    assert_eq!(status_of(&machine(None, None).step(&r, &text(&first_keys()))), status::UNSUPPORTED_VERSION);
+    assert_eq!(
+        status_of(&machine(None, None).step(&r, &text(&first_keys()))),
+        status::UNSUPPORTED_VERSION
+    );
 
     // Operational stage cannot transit to itself; NSG 2 does not exist.
-    assert_eq!(status_of(&machine(None, None).step(&req(1, 1, true), &text(&first_keys()))), status::INITIATOR_ERROR);
-    assert_eq!(status_of(&machine(None, None).step(&req(0, 2, true), &text(&first_keys()))), status::INITIATOR_ERROR);
+    assert_eq!(
+        status_of(&machine(None, None).step(&req(1, 1, true), &text(&first_keys()))),
+        status::INITIATOR_ERROR
+    );
+    assert_eq!(
+        status_of(&machine(None, None).step(&req(0, 2, true), &text(&first_keys()))),
+        status::INITIATOR_ERROR
+    );
     // Duplicate keys and garbage text are initiator errors.
     let s = machine(None, None).step(&req(1, 3, true), b"InitiatorName=a\0InitiatorName=b\0");
     assert_eq!(status_of(&s), status::INITIATOR_ERROR);
@@ -248,14 +301,25 @@ fn stage_and_isid_must_stay_consistent() {
     let mut m = machine(None, None);
     m.step(&req(0, 1, false), &text(&first_keys()));
     // Still in security stage: a PDU claiming CSG=1 is an error.
-    assert_eq!(status_of(&m.step(&req(1, 3, true), &[])), status::INITIATOR_ERROR);
+    assert_eq!(
+        status_of(&m.step(&req(1, 3, true), &[])),
+        status::INITIATOR_ERROR
+    );
 }
 
 #[test]
 fn discovery_session_with_discovery_chap() {
-    let dir = Dir { chap: None, mutual: None, discovery_chap: Some(account("disc", "discsecret12")) };
+    let dir = Dir {
+        chap: None,
+        mutual: None,
+        discovery_chap: Some(account("disc", "discsecret12")),
+    };
     let mut m = LoginMachine::new(Arc::new(dir), "127.0.0.1".parse().unwrap());
-    let pairs = [("InitiatorName", INITIATOR), ("SessionType", "Discovery"), ("AuthMethod", "CHAP")];
+    let pairs = [
+        ("InitiatorName", INITIATOR),
+        ("SessionType", "Discovery"),
+        ("AuthMethod", "CHAP"),
+    ];
     let step = m.step(&req(0, 1, false), &text(&pairs));
     assert_eq!(get(&step, "AuthMethod").as_deref(), Some("CHAP"));
     assert!(get(&step, "TargetPortalGroupTag").is_none());
@@ -263,8 +327,13 @@ fn discovery_session_with_discovery_chap() {
     let id: u8 = get(&step, "CHAP_I").unwrap().parse().unwrap();
     let challenge = decode_binary(&get(&step, "CHAP_C").unwrap()).unwrap();
     let r = encode_hex(&ChapAlgorithm::Md5.response(id, b"discsecret12", &challenge));
-    let step = m.step(&req(0, 3, true), &text(&[("CHAP_N", "disc"), ("CHAP_R", &r)]));
-    let LoginOutcome::Complete(result) = step.outcome else { panic!("discovery login failed") };
+    let step = m.step(
+        &req(0, 3, true),
+        &text(&[("CHAP_N", "disc"), ("CHAP_R", &r)]),
+    );
+    let LoginOutcome::Complete(result) = step.outcome else {
+        panic!("discovery login failed")
+    };
     assert_eq!(result.session_type, SessionType::Discovery);
     assert!(result.target.is_none());
 }
@@ -282,4 +351,34 @@ fn continuation_bit_accumulates_text() {
     let step = m.step(&req(1, 3, true), b);
     assert_eq!(status_of(&step), status::SUCCESS);
     assert!(matches!(step.outcome, LoginOutcome::Complete(_)));
+}
+
+mod fuzzish {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any sequence of login requests with arbitrary text never panics, and once the machine has
+        /// failed or completed it never reports success again.
+        #[test]
+        fn random_login_sequences_never_panic(
+            steps in prop::collection::vec((any::<u8>(), prop::collection::vec(any::<u8>(), 0..200)), 1..6),
+            chap_required in any::<bool>(),
+        ) {
+            let chap = chap_required.then(|| account("user1", "secretsecret"));
+            let mut m = machine(chap, Some(account("t", "targetsecret")));
+            let mut ended = false;
+            for (bits, text) in steps {
+                let mut r = req((bits >> 2) & 3, bits & 3, bits & 0x80 != 0);
+                r.continue_bit = bits & 0x40 != 0;
+                let step = m.step(&r, &text);
+                if ended {
+                    prop_assert!(matches!(step.outcome, LoginOutcome::Failed));
+                }
+                if !matches!(step.outcome, LoginOutcome::Continue) {
+                    ended = true;
+                }
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub mod text;
 pub use chap::{ChapAccount, ChapAlgorithm, ChapError};
 pub use keys::{Digest, SessionParams, SessionType, TargetParams};
 pub use machine::{
-    LoginDirectory, LoginMachine, LoginOutcome, LoginResult, LoginStep, LoginTarget, TargetLookup, status,
+    LoginDirectory, LoginMachine, LoginOutcome, LoginResult, LoginStep, LoginTarget, TargetLookup,
+    status,
 };
 pub use text::{TextError, encode_text, parse_text};

@@ -27,7 +27,11 @@ pub enum TextError {
 }
 
 fn value_limit(key: &str) -> usize {
-    if key.starts_with("CHAP_") || key == "TargetAddress" { MAX_LARGE_VALUE_LEN } else { MAX_VALUE_LEN }
+    if key.starts_with("CHAP_") || key == "TargetAddress" {
+        MAX_LARGE_VALUE_LEN
+    } else {
+        MAX_VALUE_LEN
+    }
 }
 
 fn key_char_ok(c: u8) -> bool {
@@ -45,9 +49,10 @@ pub fn parse_text(data: &[u8]) -> Result<Vec<(String, String)>, TextError> {
         return Err(TextError::Unterminated);
     }
     for item in data[..trimmed_len].split(|b| *b == 0) {
-        let eq = item.iter().position(|b| *b == b'=').ok_or_else(|| {
-            TextError::MissingEquals(String::from_utf8_lossy(item).into_owned())
-        })?;
+        let eq = item
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or_else(|| TextError::MissingEquals(String::from_utf8_lossy(item).into_owned()))?;
         let (k, v) = (&item[..eq], &item[eq + 1..]);
         if k.is_empty() || !k.iter().all(|c| key_char_ok(*c)) {
             return Err(TextError::BadKey);
@@ -55,11 +60,15 @@ pub fn parse_text(data: &[u8]) -> Result<Vec<(String, String)>, TextError> {
         if k.len() > MAX_KEY_LEN {
             return Err(TextError::KeyTooLong);
         }
-        let key = std::str::from_utf8(k).map_err(|_| TextError::BadKey)?.to_owned();
+        let key = std::str::from_utf8(k)
+            .map_err(|_| TextError::BadKey)?
+            .to_owned();
         if v.len() > value_limit(&key) {
             return Err(TextError::ValueTooLong(key));
         }
-        let value = std::str::from_utf8(v).map_err(|_| TextError::NotUtf8)?.to_owned();
+        let value = std::str::from_utf8(v)
+            .map_err(|_| TextError::NotUtf8)?
+            .to_owned();
         if pairs.iter().any(|(existing, _)| *existing == key) {
             return Err(TextError::DuplicateKey(key));
         }
@@ -87,13 +96,25 @@ mod tests {
     #[test]
     fn parses_pairs_in_order() {
         let p = parse_text(b"InitiatorName=iqn.x\0SessionType=Normal\0\0\0").unwrap();
-        assert_eq!(p, vec![("InitiatorName".into(), "iqn.x".into()), ("SessionType".into(), "Normal".into())]);
-        assert_eq!(encode_text(&p), b"InitiatorName=iqn.x\0SessionType=Normal\0".to_vec());
+        assert_eq!(
+            p,
+            vec![
+                ("InitiatorName".into(), "iqn.x".into()),
+                ("SessionType".into(), "Normal".into())
+            ]
+        );
+        assert_eq!(
+            encode_text(&p),
+            b"InitiatorName=iqn.x\0SessionType=Normal\0".to_vec()
+        );
     }
 
     #[test]
     fn empty_value_allowed() {
-        assert_eq!(parse_text(b"SendTargets=\0").unwrap(), vec![("SendTargets".into(), String::new())]);
+        assert_eq!(
+            parse_text(b"SendTargets=\0").unwrap(),
+            vec![("SendTargets".into(), String::new())]
+        );
         assert_eq!(parse_text(b"").unwrap(), vec![]);
         assert_eq!(parse_text(b"\0\0").unwrap(), vec![]);
     }
@@ -101,14 +122,23 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         assert_eq!(parse_text(b"A=b"), Err(TextError::Unterminated));
-        assert!(matches!(parse_text(b"Ab\0"), Err(TextError::MissingEquals(_))));
+        assert!(matches!(
+            parse_text(b"Ab\0"),
+            Err(TextError::MissingEquals(_))
+        ));
         assert_eq!(parse_text(b"=x\0"), Err(TextError::BadKey));
         assert_eq!(parse_text(b"A b=x\0"), Err(TextError::BadKey));
-        assert_eq!(parse_text(b"A=1\0A=2\0"), Err(TextError::DuplicateKey("A".into())));
+        assert_eq!(
+            parse_text(b"A=1\0A=2\0"),
+            Err(TextError::DuplicateKey("A".into()))
+        );
         let long_key = format!("{}=1\0", "K".repeat(64));
         assert_eq!(parse_text(long_key.as_bytes()), Err(TextError::KeyTooLong));
         let long_val = format!("K={}\0", "v".repeat(256));
-        assert_eq!(parse_text(long_val.as_bytes()), Err(TextError::ValueTooLong("K".into())));
+        assert_eq!(
+            parse_text(long_val.as_bytes()),
+            Err(TextError::ValueTooLong("K".into()))
+        );
         let chap = format!("CHAP_C=0x{}\0", "ab".repeat(200));
         assert!(parse_text(chap.as_bytes()).is_ok());
         assert_eq!(parse_text(b"K=\xff\0"), Err(TextError::NotUtf8));

@@ -25,7 +25,9 @@ pub struct Frame {
 }
 
 fn crc(parts: &[&[u8]]) -> u32 {
-    parts.iter().fold(0u32, |acc, p| crc32c::crc32c_append(acc, p))
+    parts
+        .iter()
+        .fold(0u32, |acc, p| crc32c::crc32c_append(acc, p))
 }
 
 const ZERO_PAD: [u8; 3] = [0; 3];
@@ -48,7 +50,10 @@ pub fn decode_frame(
     let lengths = bhs_lengths(&bhs);
     let limit = max_data_len.min(MAX_DATA_SEGMENT_LEN);
     if lengths.data_len > limit {
-        return Err(PduError::DataSegmentTooLong { len: lengths.data_len, limit });
+        return Err(PduError::DataSegmentTooLong {
+            len: lengths.data_len,
+            limit,
+        });
     }
     let data_len = lengths.data_len as usize;
     let header_len = BHS_LEN + lengths.ahs_len + if digests.header { DIGEST_LEN } else { 0 };
@@ -83,7 +88,12 @@ pub fn decode_frame(
             return Err(PduError::DataDigest { got, computed });
         }
     }
-    Ok(Some(Frame { pdu, bhs, ahs, data }))
+    Ok(Some(Frame {
+        pdu,
+        bhs,
+        ahs,
+        data,
+    }))
 }
 
 fn be32_at(b: &[u8], at: usize) -> u32 {
@@ -116,7 +126,11 @@ impl OutgoingPdu {
 
     /// The three parts as I/O slices for `write_vectored`.
     pub fn io_slices(&self) -> [IoSlice<'_>; 3] {
-        [IoSlice::new(&self.header), IoSlice::new(&self.data), IoSlice::new(self.trailer())]
+        [
+            IoSlice::new(&self.header),
+            IoSlice::new(&self.data),
+            IoSlice::new(self.trailer()),
+        ]
     }
 
     /// Concatenates the parts; for tests and for small control PDUs only.
@@ -134,7 +148,10 @@ pub fn encode(pdu: &Pdu, data: Bytes, digests: DigestConfig) -> Result<OutgoingP
     let data_len = u32::try_from(data.len())
         .ok()
         .filter(|l| *l <= MAX_DATA_SEGMENT_LEN)
-        .ok_or(PduError::DataSegmentTooLong { len: u32::MAX, limit: MAX_DATA_SEGMENT_LEN })?;
+        .ok_or(PduError::DataSegmentTooLong {
+            len: u32::MAX,
+            limit: MAX_DATA_SEGMENT_LEN,
+        })?;
     let bhs = pdu.to_bhs(0, data_len);
     let mut header = BytesMut::with_capacity(BHS_LEN + DIGEST_LEN);
     header.extend_from_slice(&bhs);
@@ -152,5 +169,10 @@ pub fn encode(pdu: &Pdu, data: Bytes, digests: DigestConfig) -> Result<OutgoingP
             trailer_len += DIGEST_LEN;
         }
     }
-    Ok(OutgoingPdu { header: header.freeze(), data, trailer, trailer_len })
+    Ok(OutgoingPdu {
+        header: header.freeze(),
+        data,
+        trailer,
+        trailer_len,
+    })
 }

@@ -35,7 +35,10 @@ pub enum PduError {
     #[error("data digest mismatch (got {got:#010x}, computed {computed:#010x})")]
     DataDigest { got: u32, computed: u32 },
     #[error("invalid field in {pdu}: {what}")]
-    InvalidField { pdu: &'static str, what: &'static str },
+    InvalidField {
+        pdu: &'static str,
+        what: &'static str,
+    },
 }
 
 /// Opcodes (RFC 7143 §11.2.1.2). Initiator opcodes are 0x00..0x1f, target opcodes 0x20..0x3f.

@@ -4,7 +4,8 @@ use proptest::prelude::*;
 use super::*;
 
 const ALL_OPCODES: [u8; 18] = [
-    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x31, 0x32, 0x3f,
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x31,
+    0x32, 0x3f,
 ];
 
 fn sample_login() -> Pdu {
@@ -34,7 +35,13 @@ fn login_request_bhs_layout() {
     assert_eq!(&bhs[16..20], &0x1234u32.to_be_bytes());
     assert_eq!(&bhs[20..22], &7u16.to_be_bytes());
     assert_eq!(parse_bhs(&bhs).unwrap(), sample_login());
-    assert_eq!(bhs_lengths(&bhs), BhsLengths { ahs_len: 0, data_len: 5 });
+    assert_eq!(
+        bhs_lengths(&bhs),
+        BhsLengths {
+            ahs_len: 0,
+            data_len: 5
+        }
+    );
 }
 
 #[test]
@@ -71,7 +78,12 @@ fn unknown_opcode_is_an_error() {
 
 #[test]
 fn frame_waits_for_more_bytes_and_is_zero_copy() {
-    let out = encode(&sample_login(), Bytes::from_static(b"abcde"), DigestConfig::default()).unwrap();
+    let out = encode(
+        &sample_login(),
+        Bytes::from_static(b"abcde"),
+        DigestConfig::default(),
+    )
+    .unwrap();
     let wire = out.to_vec();
     assert_eq!(wire.len(), 48 + 8, "5 bytes of data are padded to 8");
     let mut buf = BytesMut::new();
@@ -91,9 +103,16 @@ fn frame_waits_for_more_bytes_and_is_zero_copy() {
 
 #[test]
 fn two_pdus_in_one_buffer() {
-    let d = DigestConfig { header: true, data: true };
+    let d = DigestConfig {
+        header: true,
+        data: true,
+    };
     let mut buf = BytesMut::new();
-    buf.extend_from_slice(&encode(&sample_login(), Bytes::from_static(b"xyz"), d).unwrap().to_vec());
+    buf.extend_from_slice(
+        &encode(&sample_login(), Bytes::from_static(b"xyz"), d)
+            .unwrap()
+            .to_vec(),
+    );
     buf.extend_from_slice(&encode(&sample_login(), Bytes::new(), d).unwrap().to_vec());
     let a = decode_frame(&mut buf, d, 8192).unwrap().unwrap();
     assert_eq!(&a.data[..], b"xyz");
@@ -109,14 +128,22 @@ fn data_segment_limit_checked_before_buffering() {
     let mut buf = BytesMut::from(&bhs[..]);
     assert_eq!(
         decode_frame(&mut buf, DigestConfig::default(), 8192),
-        Err(PduError::DataSegmentTooLong { len: 9000, limit: 8192 })
+        Err(PduError::DataSegmentTooLong {
+            len: 9000,
+            limit: 8192
+        })
     );
 }
 
 #[test]
 fn digest_errors_detected() {
-    let d = DigestConfig { header: true, data: true };
-    let wire = encode(&sample_login(), Bytes::from_static(b"hello"), d).unwrap().to_vec();
+    let d = DigestConfig {
+        header: true,
+        data: true,
+    };
+    let wire = encode(&sample_login(), Bytes::from_static(b"hello"), d)
+        .unwrap()
+        .to_vec();
     let mut bad_header = wire.clone();
     bad_header[20] ^= 1;
     assert!(matches!(

@@ -552,8 +552,14 @@ impl Pdu {
 
     /// Encodes the BHS with the given AHS (bytes) and data segment lengths.
     pub fn to_bhs(&self, ahs_len: usize, data_len: u32) -> Bhs {
-        assert!(ahs_len.is_multiple_of(4) && ahs_len / 4 <= usize::from(u8::MAX), "AHS length invariant");
-        assert!(data_len <= super::MAX_DATA_SEGMENT_LEN, "data segment length invariant");
+        assert!(
+            ahs_len.is_multiple_of(4) && ahs_len / 4 <= usize::from(u8::MAX),
+            "AHS length invariant"
+        );
+        assert!(
+            data_len <= super::MAX_DATA_SEGMENT_LEN,
+            "data segment length invariant"
+        );
         let mut b = [0u8; BHS_LEN];
         b[0] = self.opcode();
         b[4] = (ahs_len / 4) as u8;
@@ -570,7 +576,10 @@ impl Pdu {
             }
             Pdu::ScsiCommand(p) => {
                 b[0] |= bit(p.immediate, 0x40);
-                b[1] = bit(p.final_bit, F) | bit(p.read, 0x40) | bit(p.write, 0x20) | (p.task_attr & 0x07);
+                b[1] = bit(p.final_bit, F)
+                    | bit(p.read, 0x40)
+                    | bit(p.write, 0x20)
+                    | (p.task_attr & 0x07);
                 put64(&mut b, 8, p.lun);
                 put32(&mut b, 16, p.itt);
                 put32(&mut b, 20, p.expected_data_len);
@@ -591,7 +600,8 @@ impl Pdu {
             }
             Pdu::LoginRequest(p) => {
                 b[0] |= 0x40;
-                b[1] = bit(p.transit, F) | bit(p.continue_bit, C) | ((p.csg & 3) << 2) | (p.nsg & 3);
+                b[1] =
+                    bit(p.transit, F) | bit(p.continue_bit, C) | ((p.csg & 3) << 2) | (p.nsg & 3);
                 b[2] = p.version_max;
                 b[3] = p.version_min;
                 b[8..14].copy_from_slice(&p.isid);
@@ -671,7 +681,8 @@ impl Pdu {
                 put32(&mut b, 32, p.max_cmd_sn);
             }
             Pdu::LoginResponse(p) => {
-                b[1] = bit(p.transit, F) | bit(p.continue_bit, C) | ((p.csg & 3) << 2) | (p.nsg & 3);
+                b[1] =
+                    bit(p.transit, F) | bit(p.continue_bit, C) | ((p.csg & 3) << 2) | (p.nsg & 3);
                 b[2] = p.version_max;
                 b[3] = p.version_active;
                 b[8..14].copy_from_slice(&p.isid);

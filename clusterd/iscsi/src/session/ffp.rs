@@ -17,35 +17,31 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::cmdsn::{CmdSequencer, Submitted, WindowCounters, serial_lt};
+use super::cmdsn::{CmdSequencer, Submitted, WindowCounters};
 use super::transfer::{
-    CommandOutcome, TransferError, MAX_WRITE_BYTES, ResponseContext, TransferLimits, WriteCollector, build_response,
+    CommandOutcome, MAX_WRITE_BYTES, ResponseContext, TransferError, TransferLimits,
+    WriteCollector, build_response,
 };
 use super::writer::{Outbound, Stat, run_writer};
 use super::{ConnError, Established, decode_lun, unregister};
-use crate::login::keys::{KeyAnswer, negotiate_key};
-use crate::login::{Digest, SessionParams, SessionType, encode_text, parse_text};
+use crate::login::{Digest, SessionParams, SessionType};
 use crate::pdu::{
-    BHS_LEN, DataOut, DigestConfig, Frame, LogoutResponse, NopIn, Pdu, PduError, R2t, RESERVED_TAG, Reject,
-    ScsiCommandPdu, TaskMgmtRequest, TaskMgmtResponse, TextResponse, decode_frame,
+    BHS_LEN, DataOut, DigestConfig, Frame, NopIn, Pdu, PduError, R2t, RESERVED_TAG, Reject,
+    ScsiCommandPdu, decode_frame,
 };
 use crate::scsi::{ItNexus, ScsiCommand, ScsiTarget};
 use crate::server::TargetServer;
+
+mod control;
+mod job;
+
+use job::CommandJob;
 
 /// Reject reasons (RFC 7143 §11.17.1).
 mod reject_reason {
     pub const PROTOCOL_ERROR: u8 = 0x04;
     pub const COMMAND_NOT_SUPPORTED: u8 = 0x05;
     pub const INVALID_PDU_FIELD: u8 = 0x09;
-}
-
-/// TMF response codes (RFC 7143 §11.6.1).
-mod tmf_response {
-    pub const COMPLETE: u8 = 0;
-    pub const NO_TASK: u8 = 1;
-    pub const NO_LUN: u8 = 2;
-    pub const REASSIGN_NOT_SUPPORTED: u8 = 4;
-    pub const NOT_SUPPORTED: u8 = 5;
 }
 
 enum Flow {
@@ -63,7 +59,10 @@ enum Queued {
 enum TaskState {
     /// Waiting for CmdSN order and/or write data.
     Collecting(Option<WriteCollector>),
-    Running { handle: JoinHandle<()>, aborted: Arc<AtomicBool> },
+    Running {
+        handle: JoinHandle<()>,
+        aborted: Arc<AtomicBool>,
+    },
     /// The data transfer broke the rules: answer CHECK CONDITION (ABORTED COMMAND, asc/ascq) once the
     /// command's CmdSN turn has come.
     Failed { asc: u8, ascq: u8 },
@@ -158,17 +157,21 @@ pub(crate) async fn run(
         digests,
         conn_closed.clone(),
     ));
-    let ctx = login.target.as_ref().and_then(|t| server.target(&t.name)).map(|t| ScsiContext {
-        scsi: t.scsi.clone(),
-        nexus: Arc::new(ItNexus {
-            initiator: login.initiator_name.clone(),
-            isid: login.isid,
-            target: t.iqn.clone(),
-            tpgt: t.tpgt,
-            // The relative target port follows the TPGT so both HA nodes report the same port.
-            relative_port: t.tpgt.max(1),
-        }),
-    });
+    let ctx = login
+        .target
+        .as_ref()
+        .and_then(|t| server.target(&t.name))
+        .map(|t| ScsiContext {
+            scsi: t.scsi.clone(),
+            nexus: Arc::new(ItNexus {
+                initiator: login.initiator_name.clone(),
+                isid: login.isid,
+                target: t.iqn.clone(),
+                tpgt: t.tpgt,
+                // The relative target port follows the TPGT so both HA nodes report the same port.
+                relative_port: t.tpgt.max(1),
+            }),
+        });
     if let Some(c) = &ctx {
         c.scsi.nexus_added(&c.nexus);
     }
@@ -219,7 +222,10 @@ pub(crate) async fn run(
     }
     drop(conn);
     let mut writer = writer;
-    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+        .await
+        .is_err()
+    {
         writer.abort();
     }
 }
@@ -233,7 +239,11 @@ impl Conn {
         shutdown: &CancellationToken,
     ) -> Result<bool, ConnError> {
         let nop_interval = self.server.config.nop_interval;
-        let tick_every = if nop_interval.is_zero() { Duration::from_secs(3600) } else { nop_interval.min(Duration::from_secs(1)) };
+        let tick_every = if nop_interval.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            nop_interval.min(Duration::from_secs(1))
+        };
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -242,7 +252,11 @@ impl Conn {
                 if let Some(h) = buf.get(..BHS_LEN) {
                     header.copy_from_slice(h);
                 }
-                match decode_frame(&mut buf, self.digests, self.params.max_recv_data_segment_length) {
+                match decode_frame(
+                    &mut buf,
+                    self.digests,
+                    self.params.max_recv_data_segment_length,
+                ) {
                     Ok(Some(frame)) => {
                         if let Flow::Stop = self.handle(frame).await? {
                             return Ok(true);
@@ -250,7 +264,10 @@ impl Conn {
                     }
                     Ok(None) => break,
                     // The PDU was consumed whole; the stream is still in sync.
-                    Err(PduError::UnknownOpcode(_)) => self.reject(reject_reason::COMMAND_NOT_SUPPORTED, header).await,
+                    Err(PduError::UnknownOpcode(_)) => {
+                        self.reject(reject_reason::COMMAND_NOT_SUPPORTED, header)
+                            .await
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -290,8 +307,20 @@ impl Conn {
         }
         if self.last_rx.elapsed() >= cfg.nop_interval {
             let ttt = self.alloc_ttt();
-            let ping = NopIn { itt: RESERVED_TAG, ttt, ..NopIn::default() };
-            if self.out.try_send(Outbound::Pdu { pdu: Pdu::NopIn(ping), data: Bytes::new(), stat: Stat::Current }).is_ok() {
+            let ping = NopIn {
+                itt: RESERVED_TAG,
+                ttt,
+                ..NopIn::default()
+            };
+            if self
+                .out
+                .try_send(Outbound::Pdu {
+                    pdu: Pdu::NopIn(ping),
+                    data: Bytes::new(),
+                    stat: Stat::Current,
+                })
+                .is_ok()
+            {
                 self.ping = Some(Instant::now());
             }
         }
@@ -313,8 +342,12 @@ impl Conn {
     }
 
     async fn reject(&self, reason: u8, header: [u8; BHS_LEN]) {
-        let pdu = Pdu::Reject(Reject { reason, ..Reject::default() });
-        self.send(pdu, Bytes::copy_from_slice(&header), Stat::Advance).await;
+        let pdu = Pdu::Reject(Reject {
+            reason,
+            ..Reject::default()
+        });
+        self.send(pdu, Bytes::copy_from_slice(&header), Stat::Advance)
+            .await;
     }
 
     async fn handle(&mut self, frame: Frame) -> Result<Flow, ConnError> {
@@ -351,7 +384,10 @@ impl Conn {
     }
 
     async fn submit_other(&mut self, cmd_sn: u32, frame: Frame) -> Result<Flow, ConnError> {
-        match self.seq.submit(&self.counters, cmd_sn, Queued::Other(frame)) {
+        match self
+            .seq
+            .submit(&self.counters, cmd_sn, Queued::Other(frame), false)
+        {
             Submitted::Deliver(items) => self.deliver(items).await,
             Submitted::Buffered | Submitted::Ignored => Ok(Flow::Continue),
         }
@@ -363,6 +399,9 @@ impl Conn {
                 Queued::Scsi { itt, serial } => {
                     if self.tasks.get(&itt).is_some_and(|t| t.serial == serial) {
                         self.admit(itt).await?;
+                    } else {
+                        // Aborted before its turn: give back the slot delivery just took.
+                        self.counters.task_finished();
                     }
                     Flow::Continue
                 }
@@ -379,14 +418,24 @@ impl Conn {
     async fn ordered(&mut self, frame: Frame) -> Result<Flow, ConnError> {
         match frame.pdu {
             Pdu::NopOut(n) => {
-                let len = frame.data.len().min(self.params.max_xmit_data_segment_length as usize);
-                let reply = NopIn { lun: n.lun, itt: n.itt, ttt: RESERVED_TAG, ..NopIn::default() };
-                self.send(Pdu::NopIn(reply), frame.data.slice(..len), Stat::Advance).await;
+                let len = frame
+                    .data
+                    .len()
+                    .min(self.params.max_xmit_data_segment_length as usize);
+                let reply = NopIn {
+                    lun: n.lun,
+                    itt: n.itt,
+                    ttt: RESERVED_TAG,
+                    ..NopIn::default()
+                };
+                self.send(Pdu::NopIn(reply), frame.data.slice(..len), Stat::Advance)
+                    .await;
                 Ok(Flow::Continue)
             }
             Pdu::TaskMgmtRequest(t) => self.task_management(t).await,
             Pdu::TextRequest(t) => {
-                self.text(t.itt, t.ttt, t.continue_bit, &frame.data, frame.bhs).await;
+                self.text(t.itt, t.ttt, t.continue_bit, &frame.data, frame.bhs)
+                    .await;
                 Ok(Flow::Continue)
             }
             Pdu::LogoutRequest(l) => Ok(self.logout(l.itt, l.reason, l.cid).await),
@@ -411,7 +460,10 @@ impl Conn {
         }
         let collector = if c.write && c.expected_data_len > 0 {
             if c.expected_data_len > MAX_WRITE_BYTES {
-                return Err(ConnError::Protocol(format!("write of {} bytes too large", c.expected_data_len)));
+                return Err(ConnError::Protocol(format!(
+                    "write of {} bytes too large",
+                    c.expected_data_len
+                )));
             }
             match WriteCollector::new(c.expected_data_len, data, c.final_bit, self.limits()) {
                 Ok(col) => TaskState::Collecting(Some(col)),
@@ -440,7 +492,10 @@ impl Conn {
             self.admit(itt).await?;
             return Ok(Flow::Continue);
         }
-        match self.seq.submit(&self.counters, cmd_sn, Queued::Scsi { itt, serial }) {
+        match self
+            .seq
+            .submit(&self.counters, cmd_sn, Queued::Scsi { itt, serial }, true)
+        {
             Submitted::Deliver(items) => self.deliver(items).await,
             Submitted::Buffered => Ok(Flow::Continue),
             Submitted::Ignored => {
@@ -452,23 +507,27 @@ impl Conn {
 
     /// The command's CmdSN turn has come: ask for data or start it.
     async fn admit(&mut self, itt: u32) -> Result<(), ConnError> {
-        let Some(task) = self.tasks.get_mut(&itt) else { return Ok(()) };
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return Ok(());
+        };
+        // Non-immediate commands already took their window slot when the sequencer delivered them.
         task.admitted = true;
-        if task.counted {
-            self.counters.task_started();
-        }
         self.progress(itt).await
     }
 
     /// Sends any R2Ts now allowed and starts the command once all data is in.
     async fn progress(&mut self, itt: u32) -> Result<(), ConnError> {
         let mut next_ttt = self.next_ttt;
-        let Some(task) = self.tasks.get_mut(&itt) else { return Ok(()) };
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return Ok(());
+        };
         if let TaskState::Failed { asc, ascq } = task.state {
             self.fail_task(itt, asc, ascq).await;
             return Ok(());
         }
-        let TaskState::Collecting(col) = &mut task.state else { return Ok(()) };
+        let TaskState::Collecting(col) = &mut task.state else {
+            return Ok(());
+        };
         let mut r2ts = Vec::new();
         let mut complete = true;
         if let Some(col) = col {
@@ -504,9 +563,13 @@ impl Conn {
 
     async fn data_out(&mut self, d: DataOut, data: Bytes) -> Result<(), ConnError> {
         // Data for an aborted or unknown task is dropped silently.
-        let Some(task) = self.tasks.get_mut(&d.itt) else { return Ok(()) };
+        let Some(task) = self.tasks.get_mut(&d.itt) else {
+            return Ok(());
+        };
         // Data for a command that is not collecting (already complete, failed, or a read) is dropped.
-        let TaskState::Collecting(Some(col)) = &mut task.state else { return Ok(()) };
+        let TaskState::Collecting(Some(col)) = &mut task.state else {
+            return Ok(());
+        };
         // A broken transfer fails the command, not the connection: the framing is intact, and keeping
         // the connection means the initiator sees a definite CHECK CONDITION instead of a reconnect
         // that might retry the write differently (libiscsi iSCSIdatasn relies on this).
@@ -523,7 +586,9 @@ impl Conn {
 
     /// Ends a command with CHECK CONDITION / ABORTED COMMAND without executing it.
     async fn fail_task(&mut self, itt: u32, asc: u8, ascq: u8) {
-        let Some(task) = self.tasks.remove(&itt) else { return };
+        let Some(task) = self.tasks.remove(&itt) else {
+            return;
+        };
         if task.admitted && task.counted {
             self.counters.task_finished();
         }
@@ -556,7 +621,9 @@ impl Conn {
     /// Spawns the SCSI execution of a fully received command.
     fn start(&mut self, itt: u32) {
         let Some(ctx) = &self.ctx else { return };
-        let Some(task) = self.tasks.get_mut(&itt) else { return };
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return;
+        };
         let (r2t_count, data_out) = match std::mem::replace(&mut task.state, TaskState::Starting) {
             TaskState::Collecting(Some(col)) => (col.r2t_count(), col.into_data()),
             _ => (0, Bytes::new()),
@@ -589,13 +656,21 @@ impl Conn {
             done: self.done_tx.clone(),
             serial: task.serial,
         };
-        task.state = TaskState::Running { handle: tokio::spawn(job.run()), aborted };
+        task.state = TaskState::Running {
+            handle: tokio::spawn(job.run()),
+            aborted,
+        };
     }
 
     /// Aborts matching tasks: collecting ones are dropped, running ones are waited for (their response is
     /// suppressed) so that nothing aborted can reach the media after this returns.
     async fn abort_tasks(&mut self, matches: impl Fn(&Task) -> bool) -> usize {
-        let itts: Vec<u32> = self.tasks.iter().filter(|(_, t)| matches(t)).map(|(k, _)| *k).collect();
+        let itts: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches(t))
+            .map(|(k, _)| *k)
+            .collect();
         for itt in &itts {
             self.abort_one(*itt).await;
         }
@@ -603,7 +678,9 @@ impl Conn {
     }
 
     async fn abort_one(&mut self, itt: u32) {
-        let Some(task) = self.tasks.remove(&itt) else { return };
+        let Some(task) = self.tasks.remove(&itt) else {
+            return;
+        };
         match task.state {
             TaskState::Running { handle, aborted } => {
                 aborted.store(true, Ordering::Release);
@@ -621,7 +698,9 @@ impl Conn {
     async fn drain(&mut self) {
         let itts: Vec<u32> = self.tasks.keys().copied().collect();
         for itt in itts {
-            let Some(task) = self.tasks.remove(&itt) else { continue };
+            let Some(task) = self.tasks.remove(&itt) else {
+                continue;
+            };
             match task.state {
                 TaskState::Running { handle, .. } => {
                     let _ = handle.await;
@@ -633,186 +712,5 @@ impl Conn {
                 }
             }
         }
-    }
-
-    async fn task_management(&mut self, t: TaskMgmtRequest) -> Result<Flow, ConnError> {
-        let lun = decode_lun(t.lun);
-        let mut close = false;
-        let response = match (t.function, &self.ctx) {
-            (_, None) => tmf_response::NOT_SUPPORTED,
-            (1, Some(_)) => {
-                if self.tasks.contains_key(&t.referenced_task_tag) {
-                    self.abort_one(t.referenced_task_tag).await;
-                    tmf_response::COMPLETE
-                } else if serial_lt(t.ref_cmd_sn, self.counters.exp_cmd_sn()) {
-                    // Already completed and answered: the abort is trivially complete.
-                    tmf_response::COMPLETE
-                } else {
-                    tmf_response::NO_TASK
-                }
-            }
-            (2 | 4, Some(_)) => {
-                self.abort_tasks(|task| task.lun == lun).await;
-                tmf_response::COMPLETE
-            }
-            (5, Some(ctx)) => {
-                let (scsi, nexus) = (ctx.scsi.clone(), ctx.nexus.clone());
-                self.abort_tasks(|task| task.lun == lun).await;
-                if scsi.lun_reset(&nexus, lun) { tmf_response::COMPLETE } else { tmf_response::NO_LUN }
-            }
-            (6 | 7, Some(ctx)) => {
-                let (scsi, nexus) = (ctx.scsi.clone(), ctx.nexus.clone());
-                self.abort_tasks(|_| true).await;
-                scsi.target_reset(&nexus, t.function == 7);
-                // A cold reset also drops the connections (RFC 7143 §11.5.1).
-                close = t.function == 7;
-                tmf_response::COMPLETE
-            }
-            (8, Some(_)) => tmf_response::REASSIGN_NOT_SUPPORTED,
-            _ => tmf_response::NOT_SUPPORTED,
-        };
-        let pdu = TaskMgmtResponse { response, itt: t.itt, ..TaskMgmtResponse::default() };
-        self.send(Pdu::TaskMgmtResponse(pdu), Bytes::new(), Stat::Advance).await;
-        if close {
-            let _ = self.out.send(Outbound::Close).await;
-            return Ok(Flow::Stop);
-        }
-        Ok(Flow::Continue)
-    }
-
-    async fn logout(&mut self, itt: u32, reason: u8, cid: u16) -> Flow {
-        let response = match reason {
-            0 => 0,
-            1 if cid == self.cid => 0,
-            1 => 1,
-            // Removing a connection for recovery needs ERL 2.
-            _ => 2,
-        };
-        if response == 0 {
-            self.drain().await;
-        }
-        let pdu = LogoutResponse {
-            response,
-            itt,
-            time2wait: self.params.default_time2wait.min(u32::from(u16::MAX)) as u16,
-            time2retain: self.params.default_time2retain.min(u32::from(u16::MAX)) as u16,
-            ..LogoutResponse::default()
-        };
-        self.send(Pdu::LogoutResponse(pdu), Bytes::new(), Stat::Advance).await;
-        if response != 0 {
-            return Flow::Continue;
-        }
-        let _ = self.out.send(Outbound::Close).await;
-        Flow::Stop
-    }
-
-    async fn text(&mut self, itt: u32, ttt: u32, continue_bit: bool, data: &[u8], header: [u8; BHS_LEN]) {
-        if ttt != RESERVED_TAG {
-            match self.text_pending.take() {
-                Some((pending_ttt, rest)) if pending_ttt == ttt => self.send_text(itt, rest).await,
-                _ => self.reject(reject_reason::INVALID_PDU_FIELD, header).await,
-            }
-            return;
-        }
-        self.text_pending = None;
-        let pairs = match parse_text(data) {
-            Ok(p) if !continue_bit => p,
-            _ => {
-                self.reject(reject_reason::INVALID_PDU_FIELD, header).await;
-                return;
-            }
-        };
-        let mut reply = Vec::new();
-        for (k, v) in pairs {
-            if k == "SendTargets" {
-                let current = match self.session_type {
-                    SessionType::Normal => self.target_name.as_deref(),
-                    SessionType::Discovery => None,
-                };
-                let peer = self.peer.ip();
-                reply.extend(self.server.send_targets(&v, &self.initiator, peer, self.local, current));
-            } else {
-                // Renegotiation in the full feature phase is not supported: known keys are refused.
-                let mut scratch = self.params.clone();
-                let dummy = crate::login::TargetParams::default();
-                let answer = match negotiate_key(&k, &v, &dummy, self.session_type, &mut scratch) {
-                    KeyAnswer::Reply(a) if a == "NotUnderstood" => a,
-                    _ => "Reject".to_string(),
-                };
-                reply.push((k, answer));
-            }
-        }
-        self.send_text(itt, Bytes::from(encode_text(&reply))).await;
-    }
-
-    /// Sends a text response, split with the C bit when longer than the initiator's receive limit.
-    async fn send_text(&mut self, itt: u32, data: Bytes) {
-        let max = self.params.max_xmit_data_segment_length.max(512) as usize;
-        let (pdu, chunk) = if data.len() <= max {
-            (TextResponse { final_bit: true, itt, ttt: RESERVED_TAG, ..TextResponse::default() }, data)
-        } else {
-            let ttt = self.alloc_ttt();
-            self.text_pending = Some((ttt, data.slice(max..)));
-            (TextResponse { continue_bit: true, itt, ttt, ..TextResponse::default() }, data.slice(..max))
-        };
-        self.send(Pdu::TextResponse(pdu), chunk, Stat::Advance).await;
-    }
-}
-
-/// Everything a spawned command needs.
-struct CommandJob {
-    scsi: Arc<ScsiTarget>,
-    nexus: Arc<ItNexus>,
-    cmd: ScsiCommand,
-    raw_lun: u64,
-    is_read: bool,
-    r2t_count: u32,
-    counted: bool,
-    max_xmit: u32,
-    max_burst: u32,
-    counters: Arc<WindowCounters>,
-    out: mpsc::Sender<Outbound>,
-    closed: CancellationToken,
-    aborted: Arc<AtomicBool>,
-    done: mpsc::UnboundedSender<(u32, u64)>,
-    serial: u64,
-}
-
-impl CommandJob {
-    async fn run(self) {
-        let itt = self.cmd.task_tag;
-        let edtl = self.cmd.expected_len;
-        let resp = self.scsi.execute(&self.nexus, self.cmd).await;
-        let outcome = CommandOutcome {
-            status: resp.status,
-            data_in: resp.data_in,
-            sense: resp.sense,
-            transfer_len: resp.transfer_len,
-        };
-        let ctx = ResponseContext {
-            itt,
-            raw_lun: self.raw_lun,
-            edtl,
-            is_read: self.is_read,
-            max_xmit: self.max_xmit,
-            max_burst: self.max_burst,
-            r2t_count: self.r2t_count,
-        };
-        let pdus = build_response(&ctx, &outcome);
-        // Free the window slot first so the response itself already advertises it.
-        if self.counted {
-            self.counters.task_finished();
-        }
-        if !self.aborted.load(Ordering::Acquire) {
-            for p in pdus {
-                let stat = if p.has_status { Stat::Advance } else { Stat::Current };
-                let msg = Outbound::Pdu { pdu: p.pdu, data: p.data, stat };
-                tokio::select! {
-                    r = self.out.send(msg) => if r.is_err() { break },
-                    _ = self.closed.cancelled() => break,
-                }
-            }
-        }
-        let _ = self.done.send((itt, self.serial));
     }
 }

@@ -129,7 +129,11 @@ pub(crate) async fn run_connection(
     ffp::run(server, stream, buf, peer, local, established, shutdown).await;
 }
 
-async fn send_login_response(stream: &mut TcpStream, pdu: Pdu, data: bytes::Bytes) -> Result<(), ConnError> {
+async fn send_login_response(
+    stream: &mut TcpStream,
+    pdu: Pdu,
+    data: bytes::Bytes,
+) -> Result<(), ConnError> {
     let out = encode(&pdu, data, DigestConfig::default())?;
     stream.write_all(&out.to_vec()).await?;
     Ok(())
@@ -145,7 +149,8 @@ async fn login_phase(
     let directory: Arc<dyn crate::login::LoginDirectory> = server.clone();
     let mut machine = LoginMachine::new(directory, peer.ip());
     loop {
-        let Some(frame) = read_frame(stream, buf, DigestConfig::default(), LOGIN_MAX_DATA).await? else {
+        let Some(frame) = read_frame(stream, buf, DigestConfig::default(), LOGIN_MAX_DATA).await?
+        else {
             return Ok(None);
         };
         let Pdu::LoginRequest(req) = &frame.pdu else {
@@ -171,7 +176,12 @@ async fn login_phase(
                         step.response.nsg = 0;
                         step.response.status_class = code.0;
                         step.response.status_detail = code.1;
-                        send_login_response(stream, Pdu::LoginResponse(step.response), bytes::Bytes::new()).await?;
+                        send_login_response(
+                            stream,
+                            Pdu::LoginResponse(step.response),
+                            bytes::Bytes::new(),
+                        )
+                        .await?;
                         return Ok(None);
                     }
                 };
@@ -179,13 +189,21 @@ async fn login_phase(
                 let counters = Arc::new(WindowCounters::new(result.exp_cmd_sn, depth));
                 step.response.tsih = tsih;
                 step.response.max_cmd_sn = counters.max_cmd_sn();
-                if let Err(e) = send_login_response(stream, Pdu::LoginResponse(step.response), step.data).await {
+                if let Err(e) =
+                    send_login_response(stream, Pdu::LoginResponse(step.response), step.data).await
+                {
                     if let Some((serial, _)) = &registration {
                         unregister(server, tsih, *serial);
                     }
                     return Err(e);
                 }
-                return Ok(Some(Established { login: result, tsih, counters, outbound, registration }));
+                return Ok(Some(Established {
+                    login: result,
+                    tsih,
+                    counters,
+                    outbound,
+                    registration,
+                }));
             }
         }
     }
@@ -206,7 +224,9 @@ async fn admit_session(
     }
     let target = result.target.as_ref().ok_or(status::TARGET_ERROR)?;
     let same_port = |e: &SessionEntry| {
-        e.info.initiator.eq_ignore_ascii_case(&result.initiator_name)
+        e.info
+            .initiator
+            .eq_ignore_ascii_case(&result.initiator_name)
             && e.info.isid == result.isid
             && e.info.target.eq_ignore_ascii_case(&target.name)
             && e.info.tpgt == target.tpgt
@@ -219,7 +239,12 @@ async fn admit_session(
                 _ => return Err(status::SESSION_DOES_NOT_EXIST),
             }
         }
-        let keys: Vec<u16> = reg.sessions.iter().filter(|(_, e)| same_port(e)).map(|(k, _)| *k).collect();
+        let keys: Vec<u16> = reg
+            .sessions
+            .iter()
+            .filter(|(_, e)| same_port(e))
+            .map(|(k, _)| *k)
+            .collect();
         keys.iter()
             .filter_map(|k| reg.sessions.remove(k))
             .map(|e| (e.cancel, e.finished))
@@ -236,7 +261,11 @@ async fn admit_session(
     let serial = SESSION_SERIAL.fetch_add(1, Ordering::Relaxed);
     let (fin_tx, fin_rx) = watch::channel(false);
     let mut reg = server.registry();
-    let tsih = if result.requested_tsih != 0 { result.requested_tsih } else { reg.allocate_tsih() };
+    let tsih = if result.requested_tsih != 0 {
+        result.requested_tsih
+    } else {
+        reg.allocate_tsih()
+    };
     let info = SessionInfo {
         initiator: result.initiator_name.clone(),
         initiator_alias: result.initiator_alias.clone(),
@@ -249,7 +278,13 @@ async fn admit_session(
     };
     reg.sessions.insert(
         tsih,
-        SessionEntry { info, cancel: shutdown.clone(), finished: fin_rx, outbound: outbound.clone(), serial },
+        SessionEntry {
+            info,
+            cancel: shutdown.clone(),
+            finished: fin_rx,
+            outbound: outbound.clone(),
+            serial,
+        },
     );
     Ok((tsih, Some((serial, fin_tx))))
 }
@@ -272,7 +307,11 @@ mod tests {
         assert_eq!(decode_lun(0), 0);
         assert_eq!(decode_lun(0x0005_0000_0000_0000), 5);
         assert_eq!(decode_lun(0x4101_0000_0000_0000), 0x101);
-        assert_eq!(decode_lun(0x0105_0000_0000_0000), u64::MAX, "bus 1 unsupported");
+        assert_eq!(
+            decode_lun(0x0105_0000_0000_0000),
+            u64::MAX,
+            "bus 1 unsupported"
+        );
         assert_eq!(decode_lun(0x0005_0000_0000_0001), u64::MAX);
         assert_eq!(decode_lun(0xc000_0000_0000_0000), u64::MAX);
         for lun in [0u64, 1, 255, 256, 0x3fff] {

@@ -84,26 +84,45 @@ impl WriteCollector {
     ) -> Result<Self, TransferError> {
         let imm_len = u32::try_from(immediate.len()).unwrap_or(u32::MAX);
         let unsolicited_limit = edtl.min(limits.first_burst);
-        let allowed = if limits.immediate_data { unsolicited_limit } else { 0 };
+        let allowed = if limits.immediate_data {
+            unsolicited_limit
+        } else {
+            0
+        };
         if imm_len > allowed {
-            return Err(TransferError::TooMuchImmediateData { got: imm_len, allowed });
+            return Err(TransferError::TooMuchImmediateData {
+                got: imm_len,
+                allowed,
+            });
         }
         let unsolicited = if !final_bit && imm_len < unsolicited_limit {
             if limits.initial_r2t {
                 return Err(TransferError::UnsolicitedNotAllowed);
             }
-            Some(Sequence { ttt: RESERVED_TAG, end: unsolicited_limit, next_data_sn: 0 })
+            Some(Sequence {
+                ttt: RESERVED_TAG,
+                end: unsolicited_limit,
+                next_data_sn: 0,
+            })
         } else {
             None
         };
-        let chunks = if immediate.is_empty() { Vec::new() } else { vec![immediate] };
+        let chunks = if immediate.is_empty() {
+            Vec::new()
+        } else {
+            vec![immediate]
+        };
         Ok(WriteCollector {
             edtl,
             chunks,
             received: imm_len,
             unsolicited,
             solicited: VecDeque::new(),
-            next_r2t_offset: if final_bit { imm_len } else { imm_len.max(unsolicited_limit) },
+            next_r2t_offset: if final_bit {
+                imm_len
+            } else {
+                imm_len.max(unsolicited_limit)
+            },
             next_r2t_sn: 0,
             limits,
         })
@@ -113,7 +132,9 @@ impl WriteCollector {
     pub fn on_data_out(&mut self, hdr: &DataOut, data: Bytes) -> Result<(), TransferError> {
         let len = u32::try_from(data.len()).map_err(|_| TransferError::Overrun)?;
         let seq = if hdr.ttt == RESERVED_TAG {
-            self.unsolicited.as_mut().ok_or(TransferError::UnexpectedTtt { ttt: hdr.ttt })?
+            self.unsolicited
+                .as_mut()
+                .ok_or(TransferError::UnexpectedTtt { ttt: hdr.ttt })?
         } else {
             // In-order sequences: only the oldest outstanding R2T may receive data.
             match self.solicited.front_mut() {
@@ -122,12 +143,21 @@ impl WriteCollector {
             }
         };
         if hdr.data_sn != seq.next_data_sn {
-            return Err(TransferError::DataSn { got: hdr.data_sn, expected: seq.next_data_sn });
+            return Err(TransferError::DataSn {
+                got: hdr.data_sn,
+                expected: seq.next_data_sn,
+            });
         }
         if hdr.buffer_offset != self.received {
-            return Err(TransferError::Offset { got: hdr.buffer_offset, expected: self.received });
+            return Err(TransferError::Offset {
+                got: hdr.buffer_offset,
+                expected: self.received,
+            });
         }
-        let new_received = self.received.checked_add(len).ok_or(TransferError::Overrun)?;
+        let new_received = self
+            .received
+            .checked_add(len)
+            .ok_or(TransferError::Overrun)?;
         if new_received > seq.end {
             return Err(TransferError::Overrun);
         }
@@ -161,10 +191,19 @@ impl WriteCollector {
             && (self.solicited.len() as u64) < u64::from(self.limits.max_outstanding_r2t.max(1))
         {
             let len = (self.edtl - self.next_r2t_offset).min(self.limits.max_burst.max(512));
-            let req = R2tRequest { ttt: alloc_ttt(), r2t_sn: self.next_r2t_sn, offset: self.next_r2t_offset, len };
+            let req = R2tRequest {
+                ttt: alloc_ttt(),
+                r2t_sn: self.next_r2t_sn,
+                offset: self.next_r2t_offset,
+                len,
+            };
             self.next_r2t_sn = self.next_r2t_sn.wrapping_add(1);
             self.next_r2t_offset += len;
-            self.solicited.push_back(Sequence { ttt: req.ttt, end: self.next_r2t_offset, next_data_sn: 0 });
+            self.solicited.push_back(Sequence {
+                ttt: req.ttt,
+                end: self.next_r2t_offset,
+                next_data_sn: 0,
+            });
             out.push(req);
         }
         out
@@ -244,19 +283,39 @@ pub struct ResponseContext {
 /// Builds Data-In PDUs (split by `max_xmit`, sequences bounded by `max_burst`) and the SCSI Response.
 /// GOOD status without sense rides on the last Data-In (S bit), saving one PDU per read.
 pub fn build_response(ctx: &ResponseContext, outcome: &CommandOutcome) -> Vec<ResponsePdu> {
-    let ResponseContext { itt, raw_lun, edtl, is_read, .. } = *ctx;
+    let ResponseContext {
+        itt,
+        raw_lun,
+        edtl,
+        is_read,
+        ..
+    } = *ctx;
     let exp_data_sn_base = ctx.r2t_count;
     let max_xmit = ctx.max_xmit.max(512) as usize;
     let max_burst = ctx.max_burst.max(512) as usize;
-    let send_len = if is_read { outcome.data_in.len().min(edtl as usize) } else { 0 };
-    let (overflow, underflow, residual_count) = residual(edtl, outcome.transfer_len);
+    let send_len = if is_read {
+        outcome.data_in.len().min(edtl as usize)
+    } else {
+        0
+    };
+    // For a successful read the device's data (already cut to the CDB allocation length) is what it
+    // wanted to transfer: MODE SENSE returning 36 of 255 allocated bytes is an underflow (libiscsi
+    // ModeSense6.Residuals). Otherwise the CDB's transfer length counts.
+    let wanted = if is_read && outcome.status == 0 {
+        u32::try_from(outcome.data_in.len()).unwrap_or(u32::MAX)
+    } else {
+        outcome.transfer_len
+    };
+    let (overflow, underflow, residual_count) = residual(edtl, wanted);
     let piggyback = send_len > 0 && outcome.status == 0 && outcome.sense.is_none();
     let mut out = Vec::new();
     let mut offset = 0usize;
     let mut data_sn = 0u32;
     let mut burst_used = 0usize;
     while offset < send_len {
-        let len = (send_len - offset).min(max_xmit).min(max_burst - burst_used);
+        let len = (send_len - offset)
+            .min(max_xmit)
+            .min(max_burst - burst_used);
         let last = offset + len == send_len;
         burst_used += len;
         let end_of_burst = burst_used == max_burst;
@@ -306,7 +365,11 @@ pub fn build_response(ctx: &ResponseContext, outcome: &CommandOutcome) -> Vec<Re
             exp_data_sn: exp_data_sn_base.wrapping_add(data_sn),
             ..ScsiResponsePdu::default()
         };
-        out.push(ResponsePdu { pdu: Pdu::ScsiResponse(pdu), data, has_status: true });
+        out.push(ResponsePdu {
+            pdu: Pdu::ScsiResponse(pdu),
+            data,
+            has_status: true,
+        });
     }
     out
 }

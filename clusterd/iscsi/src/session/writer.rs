@@ -24,7 +24,11 @@ pub enum Stat {
 /// A message to the writer task.
 #[derive(Debug)]
 pub enum Outbound {
-    Pdu { pdu: Pdu, data: bytes::Bytes, stat: Stat },
+    Pdu {
+        pdu: Pdu,
+        data: bytes::Bytes,
+        stat: Stat,
+    },
     /// Flush everything queued before, then close the connection's write side.
     Close,
 }
@@ -55,7 +59,10 @@ pub fn stamp(pdu: &mut Pdu, stat_sn: u32, exp: u32, max: u32) {
 }
 
 /// Writes all slices, handling short writes.
-pub async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut slices: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
     while !slices.is_empty() {
         let n = w.write_vectored(slices).await?;
         if n == 0 {
@@ -90,8 +97,13 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                     close = true;
                     break;
                 }
-                Outbound::Pdu { mut pdu, data, stat } => {
-                    stamp(&mut pdu, stat_sn, counters.exp_cmd_sn(), counters.max_cmd_sn());
+                Outbound::Pdu {
+                    mut pdu,
+                    data,
+                    stat,
+                } => {
+                    let (exp, max) = counters.snapshot();
+                    stamp(&mut pdu, stat_sn, exp, max);
                     if stat == Stat::Advance {
                         stat_sn = stat_sn.wrapping_add(1);
                     }
@@ -105,7 +117,11 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                 next = rx.try_recv().ok();
             }
         }
-        let mut slices: Vec<IoSlice<'_>> = batch.iter().flat_map(|p| p.io_slices()).filter(|s| !s.is_empty()).collect();
+        let mut slices: Vec<IoSlice<'_>> = batch
+            .iter()
+            .flat_map(|p| p.io_slices())
+            .filter(|s| !s.is_empty())
+            .collect();
         let result = write_all_vectored(&mut w, &mut slices).await;
         drop(slices);
         batch.clear();

@@ -43,8 +43,13 @@ fn scsi_target(name: &str) -> Arc<ScsiTarget> {
         write_cache: false,
         thin: false,
     };
-    let lu = LogicalUnit::new(identity, Arc::new(MemBackend::new(LUN_BYTES)), 512, Arc::new(MemPrStore::new()))
-        .expect("logical unit");
+    let lu = LogicalUnit::new(
+        identity,
+        Arc::new(MemBackend::new(LUN_BYTES)),
+        512,
+        Arc::new(MemPrStore::new()),
+    )
+    .expect("logical unit");
     let mut luns = BTreeMap::new();
     luns.insert(0, Arc::new(lu));
     Arc::new(ScsiTarget::new(name.into(), luns))
@@ -69,7 +74,10 @@ pub async fn start(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
         alias: None,
         tpgt: 1,
         scsi: scsi_target(HIDDEN),
-        acl: Acl { initiators: vec!["iqn.2026-01.test.ha:someone-else".into()], networks: vec![] },
+        acl: Acl {
+            initiators: vec!["iqn.2026-01.test.ha:someone-else".into()],
+            networks: vec![],
+        },
         chap: None,
         mutual_chap: None,
         params: TargetParams::default(),
@@ -79,7 +87,12 @@ pub async fn start(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
     let server = Arc::new(TargetServer::new(config));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.clone().serve(listener, shutdown.clone()));
-    TestServer { server, addr, shutdown, task }
+    TestServer {
+        server,
+        addr,
+        shutdown,
+        task,
+    }
 }
 
 pub struct Initiator {
@@ -142,7 +155,9 @@ impl Initiator {
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Frame> {
         let fut = async {
             loop {
-                if let Some(f) = decode_frame(&mut self.buf, self.digests, 16 << 20).expect("decode") {
+                if let Some(f) =
+                    decode_frame(&mut self.buf, self.digests, 16 << 20).expect("decode")
+                {
                     return Some(f);
                 }
                 match self.stream.read_buf(&mut self.buf).await {
@@ -155,14 +170,23 @@ impl Initiator {
     }
 
     pub async fn recv(&mut self) -> Frame {
-        let f = self.try_recv(Duration::from_secs(5)).await.expect("expected a PDU");
+        let f = self
+            .try_recv(Duration::from_secs(5))
+            .await
+            .expect("expected a PDU");
         if let Some(sn) = stat_sn_of(&f.pdu) {
             self.exp_stat_sn = sn.wrapping_add(1);
         }
         f
     }
 
-    pub async fn login_step(&mut self, csg: u8, nsg: u8, transit: bool, keys: &[(&str, &str)]) -> (LoginResponse, Keys) {
+    pub async fn login_step(
+        &mut self,
+        csg: u8,
+        nsg: u8,
+        transit: bool,
+        keys: &[(&str, &str)],
+    ) -> (LoginResponse, Keys) {
         let itt = self.itt;
         let req = LoginRequest {
             transit,
@@ -175,9 +199,12 @@ impl Initiator {
             exp_stat_sn: self.exp_stat_sn,
             ..LoginRequest::default()
         };
-        self.send(&Pdu::LoginRequest(req), Bytes::from(encode_text(keys))).await;
+        self.send(&Pdu::LoginRequest(req), Bytes::from(encode_text(keys)))
+            .await;
         let f = self.recv().await;
-        let Pdu::LoginResponse(r) = f.pdu else { panic!("expected login response, got {:?}", f.pdu) };
+        let Pdu::LoginResponse(r) = f.pdu else {
+            panic!("expected login response, got {:?}", f.pdu)
+        };
         if r.transit && r.nsg == 3 && r.status_class == 0 {
             self.tsih = r.tsih;
         }
@@ -186,12 +213,19 @@ impl Initiator {
 
     /// Operational-stage-only login to TARGET with extra keys.
     pub async fn login_normal(&mut self, extra: &[(&str, &str)]) -> (LoginResponse, Keys) {
-        let mut keys = vec![("InitiatorName", INITIATOR), ("SessionType", "Normal"), ("TargetName", TARGET)];
+        let mut keys = vec![
+            ("InitiatorName", INITIATOR),
+            ("SessionType", "Normal"),
+            ("TargetName", TARGET),
+        ];
         keys.extend_from_slice(extra);
         let (r, k) = self.login_step(1, 3, true, &keys).await;
         if r.status_class == 0 {
             let on = |name: &str| key(&k, name).as_deref() == Some("CRC32C");
-            self.digests = DigestConfig { header: on("HeaderDigest"), data: on("DataDigest") };
+            self.digests = DigestConfig {
+                header: on("HeaderDigest"),
+                data: on("DataDigest"),
+            };
         }
         (r, k)
     }
@@ -205,7 +239,11 @@ impl Initiator {
         account: &ChapAccount,
         mutual: Option<&[u8]>,
     ) -> (LoginResponse, Keys) {
-        let mut keys = vec![("InitiatorName", INITIATOR), ("SessionType", session_type), ("AuthMethod", "CHAP,None")];
+        let mut keys = vec![
+            ("InitiatorName", INITIATOR),
+            ("SessionType", session_type),
+            ("AuthMethod", "CHAP,None"),
+        ];
         if session_type == "Normal" {
             keys.push(("TargetName", target));
         }
@@ -218,7 +256,8 @@ impl Initiator {
         assert_eq!(r.status_class, 0);
         let id: u8 = key(&k, "CHAP_I").expect("CHAP_I").parse().expect("id");
         let challenge = decode_binary(&key(&k, "CHAP_C").expect("CHAP_C")).expect("challenge");
-        let resp = encode_hex(&ChapAlgorithm::Md5.response(id, account.secret.as_bytes(), &challenge));
+        let resp =
+            encode_hex(&ChapAlgorithm::Md5.response(id, account.secret.as_bytes(), &challenge));
         let mut keys = vec![("CHAP_N", account.user.as_str()), ("CHAP_R", resp.as_str())];
         let mutual_c = mutual.map(encode_hex);
         if let Some(c) = &mutual_c {
@@ -236,7 +275,14 @@ impl Initiator {
 
     /// Runs one SCSI command to completion, answering R2Ts with Data-Out. `immediate` bytes of
     /// `data_out` go as immediate data; `unsolicited` more as unsolicited Data-Out.
-    pub async fn scsi(&mut self, cdb: &[u8], edtl: u32, data_out: &[u8], immediate: usize, unsolicited: usize) -> ScsiResult {
+    pub async fn scsi(
+        &mut self,
+        cdb: &[u8],
+        edtl: u32,
+        data_out: &[u8],
+        immediate: usize,
+        unsolicited: usize,
+    ) -> ScsiResult {
         let itt = self.next_itt();
         let mut c = [0u8; 16];
         c[..cdb.len()].copy_from_slice(cdb);
@@ -255,9 +301,14 @@ impl Initiator {
             ..ScsiCommandPdu::default()
         };
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
-        self.send(&Pdu::ScsiCommand(cmd), Bytes::copy_from_slice(&data_out[..immediate])).await;
+        self.send(
+            &Pdu::ScsiCommand(cmd),
+            Bytes::copy_from_slice(&data_out[..immediate]),
+        )
+        .await;
         if unsolicited > 0 {
-            self.data_out(itt, RESERVED_TAG, data_out, immediate, unsolicited, 8192).await;
+            self.data_out(itt, RESERVED_TAG, data_out, immediate, unsolicited, 8192)
+                .await;
         }
         let mut data = vec![0u8; 0];
         loop {
@@ -265,7 +316,15 @@ impl Initiator {
             match f.pdu {
                 Pdu::R2t(r) => {
                     assert_eq!(r.itt, itt);
-                    self.data_out(itt, r.ttt, data_out, r.buffer_offset as usize, r.desired_len as usize, 8192).await;
+                    self.data_out(
+                        itt,
+                        r.ttt,
+                        data_out,
+                        r.buffer_offset as usize,
+                        r.desired_len as usize,
+                        8192,
+                    )
+                    .await;
                 }
                 Pdu::DataIn(d) => {
                     assert_eq!(d.itt, itt);
@@ -275,13 +334,27 @@ impl Initiator {
                     }
                     data[off..off + f.data.len()].copy_from_slice(&f.data);
                     if d.status_present {
-                        return ScsiResult { status: d.status, data, sense: vec![], residual: (d.overflow, d.underflow, d.residual) };
+                        return ScsiResult {
+                            status: d.status,
+                            data,
+                            sense: vec![],
+                            residual: (d.overflow, d.underflow, d.residual),
+                        };
                     }
                 }
                 Pdu::ScsiResponse(r) => {
                     assert_eq!(r.itt, itt);
-                    let sense = if f.data.len() > 2 { f.data[2..].to_vec() } else { vec![] };
-                    return ScsiResult { status: r.status, data, sense, residual: (r.overflow, r.underflow, r.residual) };
+                    let sense = if f.data.len() > 2 {
+                        f.data[2..].to_vec()
+                    } else {
+                        vec![]
+                    };
+                    return ScsiResult {
+                        status: r.status,
+                        data,
+                        sense,
+                        residual: (r.overflow, r.underflow, r.residual),
+                    };
                 }
                 Pdu::NopIn(_) | Pdu::AsyncMessage(_) => {}
                 other => panic!("unexpected {other:?}"),
@@ -289,7 +362,15 @@ impl Initiator {
         }
     }
 
-    pub async fn data_out(&mut self, itt: u32, ttt: u32, data: &[u8], offset: usize, len: usize, chunk: usize) {
+    pub async fn data_out(
+        &mut self,
+        itt: u32,
+        ttt: u32,
+        data: &[u8],
+        offset: usize,
+        len: usize,
+        chunk: usize,
+    ) {
         let mut sent = 0;
         let mut data_sn = 0;
         while sent < len {
@@ -304,7 +385,11 @@ impl Initiator {
                 ..DataOut::default()
             };
             let start = offset + sent;
-            self.send(&Pdu::DataOut(d), Bytes::copy_from_slice(&data[start..start + n])).await;
+            self.send(
+                &Pdu::DataOut(d),
+                Bytes::copy_from_slice(&data[start..start + n]),
+            )
+            .await;
             sent += n;
             data_sn += 1;
         }
@@ -332,11 +417,14 @@ impl Initiator {
             ..TextRequest::default()
         };
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
-        self.send(&Pdu::TextRequest(req), Bytes::from(encode_text(keys))).await;
+        self.send(&Pdu::TextRequest(req), Bytes::from(encode_text(keys)))
+            .await;
         let mut all = Vec::new();
         loop {
             let f = self.recv().await;
-            let Pdu::TextResponse(r) = f.pdu else { panic!("expected text response: {:?}", f.pdu) };
+            let Pdu::TextResponse(r) = f.pdu else {
+                panic!("expected text response: {:?}", f.pdu)
+            };
             all.extend_from_slice(&f.data);
             if r.final_bit {
                 break;
@@ -421,5 +509,7 @@ pub fn write10(lba: u32, blocks: u16) -> [u8; 10] {
 }
 
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
