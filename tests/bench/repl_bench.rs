@@ -22,10 +22,11 @@ struct Opts {
     resync_mib: u64,
     cap_mib: u64,
     port: u16,
+    seq_qd: u64,
 }
 
 fn opts() -> Result<Opts> {
-    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788 };
+    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8 };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -37,6 +38,7 @@ fn opts() -> Result<Opts> {
             "--resync-mib" => o.resync_mib = v.parse()?,
             "--cap-mib" => o.cap_mib = v.parse()?,
             "--port" => o.port = v.parse()?,
+            "--seq-qd" => o.seq_qd = v.parse()?,
             _ => bail!("unknown option {a}"),
         }
     }
@@ -116,14 +118,14 @@ async fn rand_4k(v: &Volume, secs: u64) -> Result<f64> {
     Ok(done.load(Ordering::Relaxed) as f64 / secs as f64)
 }
 
-/// Sequential 1 MiB writes (queue depth 4) over `bytes` from `start`; returns MiB/s.
-async fn seq_1m(v: &Volume, start: u64, bytes: u64) -> Result<f64> {
+/// Sequential 1 MiB writes at queue depth `qd` over `bytes` from `start`; returns MiB/s.
+async fn seq_1m(v: &Volume, start: u64, bytes: u64, qd: u64) -> Result<f64> {
     let buf = Bytes::from(vec![0xA5u8; 1 << 20]);
     let t0 = Instant::now();
     let n = bytes >> 20;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..qd {
         let (v, buf, next) = (v.clone(), buf.clone(), Arc::clone(&next));
         tasks.push(tokio::spawn(async move {
             loop {
@@ -169,12 +171,12 @@ async fn main() -> Result<()> {
 
     // Replicated.
     let rep_4k = rand_4k(&a, o.seconds).await?;
-    let rep_1m = seq_1m(&a, 0, seq_bytes).await?;
+    let rep_1m = seq_1m(&a, 0, seq_bytes, o.seq_qd).await?;
     // Disconnected (the same engine, no peer): its writes become the dirty blocks of the resync test.
     a.verb(Verb::Disconnect).await.map_err(anyhow::Error::msg)?;
     b.verb(Verb::Disconnect).await.map_err(anyhow::Error::msg)?;
     let solo_4k = rand_4k(&a, o.seconds).await?;
-    let solo_1m = seq_1m(&a, 0, seq_bytes).await?;
+    let solo_1m = seq_1m(&a, 0, seq_bytes, o.seq_qd).await?;
     // Resync, unlimited: mark exactly resync_mib of blocks dirty on top (sequential region).
     let dirty_before = a.snapshot().out_of_sync_blocks;
     a.verb(Verb::Connect { discard_my_data: false }).await.map_err(anyhow::Error::msg)?;
@@ -195,7 +197,7 @@ async fn main() -> Result<()> {
     b.verb(Verb::Disconnect).await.map_err(anyhow::Error::msg)?;
     wait_for(&a, "disconnect", Duration::from_secs(10), |s| s.conn != ConnState::Connected).await?;
     let cap_bytes = (o.cap_mib * 4) << 20; // about 4 s of resync at the cap
-    seq_1m(&a, 0, cap_bytes.min(a.size() / 2)).await?;
+    seq_1m(&a, 0, cap_bytes.min(a.size() / 2), o.seq_qd).await?;
     let dirty = a.snapshot().out_of_sync_blocks as f64 * 4096.0 / (1 << 20) as f64;
     b.verb(Verb::Connect { discard_my_data: false }).await.map_err(anyhow::Error::msg)?;
     wait_for(&a, "SyncSource", Duration::from_secs(30), |s| s.repl == ReplState::SyncSource).await?;
@@ -209,7 +211,7 @@ async fn main() -> Result<()> {
     println!("| workload (engine API, {} MiB volume) | replicated (loopback TCP) | disconnected | ratio |", o.size >> 20);
     println!("|---|---|---|---|");
     println!("| 4 KiB random write, QD32 | {rep_4k:.0} IOPS | {solo_4k:.0} IOPS | {:.2} |", rep_4k / solo_4k);
-    println!("| 1 MiB sequential write, QD4 | {rep_1m:.0} MiB/s | {solo_1m:.0} MiB/s | {:.2} |", rep_1m / solo_1m);
+    println!("| 1 MiB sequential write, QD{} | {rep_1m:.0} MiB/s | {solo_1m:.0} MiB/s | {:.2} |", o.seq_qd, rep_1m / solo_1m);
     println!();
     println!("| resync | dirty | achieved | reference | ratio |");
     println!("|---|---|---|---|---|");

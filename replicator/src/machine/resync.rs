@@ -19,7 +19,7 @@ use crate::wire::frame::Frame;
 use bytes::Bytes;
 
 /// Requests in flight when the application is idle / busy.
-const WINDOW_IDLE: usize = 8;
+const WINDOW_IDLE: usize = 16;
 const WINDOW_BUSY: usize = 2;
 /// The application counts as busy for this long after its last write.
 const BUSY_MS: u64 = 100;
@@ -40,8 +40,9 @@ impl Node {
         }
         if let Some(r) = rate {
             let elapsed = now.saturating_sub(rs.last_refill_ms) as f64 / 1000.0;
-            // At most a tenth of a second of burst (and at least one chunk, so slow caps still move).
-            let cap = (r as f64 / 10.0).max(RESYNC_CHUNK as f64);
+            // Up to half a second of unused budget carries over (at least two requests, so slow caps
+            // still move): a late tick must not cost the resync its share of the rate.
+            let cap = (r as f64 / 2.0).max(2.0 * RESYNC_CHUNK as f64);
             rs.budget_bytes = (rs.budget_bytes + r as f64 * elapsed).min(cap);
             rs.last_refill_ms = now;
         }
