@@ -18,9 +18,15 @@ pub(super) const MAX_TRANSFER_BYTES: u32 = 8 << 20;
 pub(super) const MAX_CAW_BLOCKS: u32 = 255;
 /// UNMAP limits (VPD 0xB0).
 pub(super) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
-pub(super) const MAX_UNMAP_BYTES: u64 = 1 << 30;
+/// 256 MiB keeps MAXIMUM UNMAP LBA COUNT at or below 2^20 blocks for every supported block size,
+/// the bound libiscsi's `Inquiry.BlockLimits` treats as sane for an explicit limit.
+pub(super) const MAX_UNMAP_BYTES: u64 = 256 << 20;
 /// WRITE SAME limit (VPD 0xB0 MAXIMUM WRITE SAME LENGTH).
-pub(super) const MAX_WRITE_SAME_BYTES: u64 = 1 << 30;
+/// In blocks, like LIO's default: WRITE SAME is expanded in chunks, so the bound only caps the work
+/// one command can cause. Staying below 2^16 also means initiators (and libiscsi's
+/// `WriteSame16.Unmap`) never need a single plain WRITE larger than MAX_TRANSFER_BYTES to set up a
+/// range of the largest advertised WRITE SAME length.
+pub(super) const MAX_WRITE_SAME_BLOCKS: u64 = 0xFFFF;
 
 /// VPD pages served, ascending (page 0x00 lists exactly these).
 const VPD_PAGES: [u8; 6] = [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2];
@@ -39,7 +45,7 @@ impl LogicalUnit {
         (MAX_UNMAP_BYTES / u64::from(self.block_size)) as u32
     }
     pub(super) fn max_write_same_blocks(&self) -> u64 {
-        MAX_WRITE_SAME_BYTES / u64::from(self.block_size)
+        MAX_WRITE_SAME_BLOCKS
     }
 }
 
@@ -226,8 +232,12 @@ pub(super) fn read_capacity_16(lu: &LogicalUnit, c: &[u8; 16]) -> CmdResult {
     let mut d = vec![0u8; 32];
     d[0..8].copy_from_slice(&lu.capacity_blocks().saturating_sub(1).to_be_bytes());
     d[8..12].copy_from_slice(&lu.block_size.to_be_bytes());
-    // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: report 4 KiB physical blocks.
-    d[13] = (4096 / lu.block_size).trailing_zeros() as u8;
+    // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT stays 0 (physical == logical): the backend's real
+    // physical geometry is unknown here, and every block is individually addressable for UNMAP and
+    // GET LBA STATUS. The 4 KiB alignment hint is carried by VPD 0xB0 OPTIMAL TRANSFER LENGTH
+    // GRANULARITY instead (Linux turns it into io_min). libiscsi's GetLBAStatus.UnmapSingle also
+    // assumes one logical block per physical block when it checks descriptor LBAs.
+    d[13] = 0;
     if lu.thin() {
         d[14] = 0x80 | 0x40; // LBPME, LBPRZ
     }

@@ -223,6 +223,11 @@ pub(super) async fn write_same(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> 
     if pattern.len() < bs {
         return Err(param_list_length_error());
     }
+    if !ndob && data.len() > bs {
+        // Data-Out is exactly one block: more means the initiator and the CDB disagree about what is
+        // being written, so nothing is written.
+        return Err(invalid_cdb_field(length_field(c), None));
+    }
     let offset = lu.byte_offset(r.lba)?;
     let total = u64::from(r.blocks) * bs as u64;
     let _gate = lu.write_gate.read().await;
@@ -310,10 +315,16 @@ pub(super) async fn compare_and_write(lu: &LogicalUnit, c: &[u8; 16], data: &Byt
         return Err(invalid_cdb_field(13, None));
     }
     lu.check_range(r.lba, u64::from(r.blocks))?;
+    let len = lu.len_bytes(r.blocks)? as usize;
+    // The Data-Out buffer must be exactly the verify half plus the write half. Extra data means the
+    // CDB and the transfer disagree (e.g. a block count that wrapped in the one-byte field), and
+    // acting on only part of it would compare or write the wrong blocks.
+    if data.len() > 2 * len {
+        return Err(invalid_cdb_field(13, None));
+    }
     if r.blocks == 0 {
         return Ok(Bytes::new());
     }
-    let len = lu.len_bytes(r.blocks)? as usize;
     if data.len() < 2 * len {
         return Err(param_list_length_error());
     }

@@ -431,3 +431,72 @@ async fn read_capacity() {
         &[0, 0, 0, 0, 0, 0, 0x07, 0xFF, 0, 0, 0x10, 0]
     );
 }
+
+/// Data-Out that is longer than the CDB implies is refused before anything is compared or written:
+/// a wrapped one-byte CAW block count or an oversized WRITE SAME buffer means initiator and CDB
+/// disagree about the blocks involved.
+#[tokio::test]
+async fn oversized_data_out_is_rejected() {
+    let h = harness(true);
+    let old = pattern(2, 1);
+    assert_good(&run(&h, &h.a, &write10(40, 2), &old).await);
+    let caw = |blocks: u8| {
+        let mut c = vec![op::COMPARE_AND_WRITE, 0];
+        c.extend_from_slice(&40u64.to_be_bytes());
+        c.extend_from_slice(&[0, 0, 0, blocks, 0, 0]);
+        c
+    };
+    // Verify + write halves for two blocks, but the CDB says one block.
+    let mut buf = old.clone();
+    buf.extend_from_slice(&pattern(2, 9));
+    assert_sense(&run(&h, &h.a, &caw(1), &buf).await, 5, 0x24, 0);
+    // Zero blocks with data (e.g. 256 truncated to the one-byte field).
+    assert_sense(&run(&h, &h.a, &caw(0), &buf).await, 5, 0x24, 0);
+    // Zero blocks and no data is a no-op.
+    assert_good(&run(&h, &h.a, &caw(0), &[]).await);
+    // Too little data is still a parameter list length error.
+    assert_sense(&run(&h, &h.a, &caw(2), &buf[..1024]).await, 5, 0x1A, 0);
+    assert_eq!(
+        &run(&h, &h.a, &read10(40, 2), &[]).await.data_in[..],
+        &old[..]
+    );
+
+    // WRITE SAME takes exactly one block of Data-Out (with or without UNMAP).
+    for unmap in [0u8, 0x08] {
+        let mut ws16 = cdb16(op::WRITE_SAME_16, 40, 1);
+        ws16[1] = unmap;
+        assert_sense(&run(&h, &h.a, &ws16, &[0u8; 1024]).await, 5, 0x24, 0);
+        let ws10 = [op::WRITE_SAME_10, unmap, 0, 0, 0, 40, 0, 0, 1, 0];
+        assert_sense(&run(&h, &h.a, &ws10, &[0u8; 1024]).await, 5, 0x24, 0);
+        assert_sense(&run(&h, &h.a, &ws10, &[0u8; 256]).await, 5, 0x1A, 0);
+    }
+    assert_eq!(
+        &run(&h, &h.a, &read10(40, 2), &[]).await.data_in[..],
+        &old[..]
+    );
+}
+
+/// Advertised limits stay within what initiators (and libiscsi's checks) treat as sane, and READ
+/// CAPACITY(16) reports one logical block per physical block.
+#[tokio::test]
+async fn advertised_limits() {
+    for bs in [512u32, 4096] {
+        let h = harness_with(bs, true, Arc::new(MemPrStore::new()));
+        let b0 = run(&h, &h.a, &[op::INQUIRY, 1, 0xB0, 0, 255, 0], &[])
+            .await
+            .data_in;
+        let max_unmap = u32::from_be_bytes(b0[20..24].try_into().unwrap());
+        assert!(max_unmap > 0 && max_unmap <= 1 << 20, "bs {bs}: {max_unmap}");
+        let max_ws = u64::from_be_bytes(b0[36..44].try_into().unwrap());
+        assert_eq!(max_ws, 0xFFFF, "bs {bs}");
+        let gran = u16::from_be_bytes(b0[6..8].try_into().unwrap());
+        assert_eq!(u32::from(gran) * bs, 4096.max(bs), "bs {bs}");
+        let mut rc16 = vec![op::SERVICE_ACTION_IN_16, 0x10];
+        rc16.extend_from_slice(&[0; 8]);
+        rc16.extend_from_slice(&32u32.to_be_bytes());
+        rc16.extend_from_slice(&[0, 0]);
+        let rc = run(&h, &h.a, &rc16, &[]).await;
+        assert_good(&rc);
+        assert_eq!(rc.data_in[13] & 0x0F, 0, "LBPPBE, bs {bs}");
+    }
+}
