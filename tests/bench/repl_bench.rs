@@ -158,6 +158,8 @@ async fn run_pair(o: &Opts, rate: Option<u64>) -> Result<(Volume, Volume)> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let o = opts()?;
+    // The engine's own log (resync start/finish with its measured rate) goes to stderr.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,replicator=info".into())).with_writer(std::io::stderr).init();
     std::fs::create_dir_all(&o.dir)?;
     for n in ["bench-a", "bench-b"] {
         make_disk(&o.dir.join(format!("{n}.img")), o.size)?;
@@ -178,12 +180,14 @@ async fn main() -> Result<()> {
     let solo_4k = rand_4k(&a, o.seconds).await?;
     let solo_1m = seq_1m(&a, 0, seq_bytes, o.seq_qd).await?;
     // Resync, unlimited: mark exactly resync_mib of blocks dirty on top (sequential region).
-    let dirty_before = a.snapshot().out_of_sync_blocks;
+    // Amounts come from the engine's own counter of blocks the resync moved (the published status
+    // snapshot is refreshed every 20 ms and would miss the last writes).
+    let sent_before = a.snapshot().stats.resync_blocks_sent;
     a.verb(Verb::Connect { discard_my_data: false }).await.map_err(anyhow::Error::msg)?;
     b.verb(Verb::Connect { discard_my_data: false }).await.map_err(anyhow::Error::msg)?;
     wait_for(&a, "SyncSource", Duration::from_secs(30), |s| s.repl == ReplState::SyncSource || s.repl == ReplState::Established).await?;
     let t = connected(&a).await?;
-    let resync_mib = dirty_before as f64 * 4096.0 / (1 << 20) as f64;
+    let resync_mib = (a.snapshot().stats.resync_blocks_sent - sent_before) as f64 * 4096.0 / (1 << 20) as f64;
     let resync_unl = resync_mib / t.as_secs_f64();
     a.verb(Verb::Secondary).await.map_err(anyhow::Error::msg)?;
     a.down().await;
@@ -198,10 +202,11 @@ async fn main() -> Result<()> {
     wait_for(&a, "disconnect", Duration::from_secs(10), |s| s.conn != ConnState::Connected).await?;
     let cap_bytes = (o.cap_mib * 4) << 20; // about 4 s of resync at the cap
     seq_1m(&a, 0, cap_bytes.min(a.size() / 2), o.seq_qd).await?;
-    let dirty = a.snapshot().out_of_sync_blocks as f64 * 4096.0 / (1 << 20) as f64;
+    let sent_before = a.snapshot().stats.resync_blocks_sent;
     b.verb(Verb::Connect { discard_my_data: false }).await.map_err(anyhow::Error::msg)?;
     wait_for(&a, "SyncSource", Duration::from_secs(30), |s| s.repl == ReplState::SyncSource).await?;
     let t = connected(&a).await?;
+    let dirty = (a.snapshot().stats.resync_blocks_sent - sent_before) as f64 * 4096.0 / (1 << 20) as f64;
     let capped = dirty / t.as_secs_f64();
     a.verb(Verb::Secondary).await.map_err(anyhow::Error::msg)?;
     a.down().await;

@@ -51,7 +51,8 @@ impl Node {
         // Bounded: every iteration either issues a request, skips past a busy block, or stops.
         for _ in 0..4096 {
             let Some(rs) = self.resync.as_ref() else { return };
-            if rs.inflight.len() + issued.len() >= window {
+            // `inflight` already holds what this call issued.
+            if rs.inflight.len() >= window {
                 break;
             }
             let Some(b) = self.bitmap.next_set(rs.cursor) else {
