@@ -380,7 +380,7 @@ fn report(seed: u64, e: &str, trace: &[String]) -> String {
 
 #[test]
 fn many_seeds_no_acked_write_lost_replicas_identical_split_brain_never_silent() {
-    let n: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(500);
+    let n: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
     let base: u64 = std::env::var("SIM_BASE").ok().and_then(|s| s.parse().ok()).unwrap_or(0xC0FFEE);
     let started = std::time::Instant::now();
     let mut total = Stats::default();
