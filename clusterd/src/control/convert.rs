@@ -1,5 +1,6 @@
 //! Engine snapshots → proto messages, and the resync speed/ETA estimate.
 
+use crate::daemon::resources::SlotStatus;
 use proto::control::*;
 use replicator::machine::Snapshot;
 use std::collections::{HashMap, VecDeque};
@@ -42,19 +43,11 @@ impl Speedometer {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn resource_status(
-    name: &str,
-    snap: Option<&(Snapshot, u64)>,
-    error: Option<String>,
-    local: Option<SocketAddr>,
-    peer: Option<SocketAddr>,
-    peer_name: Option<String>,
-    rate: Option<u64>,
-    speedo: &Speedometer,
-) -> ResourceStatus {
+pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) -> ResourceStatus {
+    let SlotStatus { name, running, error, local, peer, peer_name } = st;
+    let name = name.as_str();
     let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
-    let Some((s, size)) = snap else {
+    let Some((s, size)) = running.as_ref() else {
         speedo.observe(name, None);
         return ResourceStatus {
             name: name.into(),

@@ -60,12 +60,12 @@ impl Control for ControlService {
         let which = req.into_inner().resource;
         let names = self.resources.select(&which).await.map_err(Status::not_found)?;
         let mut resources = Vec::new();
-        for (name, snap, err, local, peer, peer_name) in self.resources.status().await {
-            if !names.contains(&name) {
+        for st in self.resources.status().await {
+            if !names.contains(&st.name) {
                 continue;
             }
-            let rate = self.resources.config.resources.get(&name).and_then(|r| r.syncer.rate.0);
-            resources.push(convert::resource_status(&name, snap.as_ref(), err, local, peer, peer_name, rate, &self.speedo));
+            let rate = self.resources.config.resources.get(&st.name).and_then(|r| r.syncer.rate.0);
+            resources.push(convert::resource_status(st, rate, &self.speedo));
         }
         Ok(Response::new(StatusReply { node: self.resources.node.clone(), resources, cluster: None, sessions: Vec::new() }))
     }

@@ -42,9 +42,9 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                for (name, snap, _, _, _, _) in resources.status().await {
-                    let rem = snap.and_then(|(s, _)| s.sync.map(|p| p.remaining_blocks * 4096));
-                    speedo.observe(&name, rem);
+                for st in resources.status().await {
+                    let rem = st.running.and_then(|(s, _)| s.sync.map(|p| p.remaining_blocks * 4096));
+                    speedo.observe(&st.name, rem);
                 }
             }
         })

@@ -20,6 +20,16 @@ pub struct Slot {
     pub peer_name: Option<String>,
 }
 
+/// A resource as status reports it: its engine snapshot and size when up, why not otherwise.
+pub struct SlotStatus {
+    pub name: String,
+    pub running: Option<(Snapshot, u64)>,
+    pub error: Option<String>,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    pub peer_name: Option<String>,
+}
+
 /// All resources of this node.
 pub struct Resources {
     pub config: Arc<HaConfig>,
@@ -118,22 +128,34 @@ impl Resources {
         })
     }
 
-    /// Status of every resource: (name, snapshot if up, error, addresses, peer name).
-    pub async fn status(&self) -> Vec<(String, Option<(Snapshot, u64)>, Option<String>, Option<SocketAddr>, Option<SocketAddr>, Option<String>)> {
-        let slots = self.slots.lock().await;
-        slots
-            .values()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    s.volume.as_ref().map(|v| (v.snapshot(), v.size())),
-                    s.error.clone(),
-                    s.local,
-                    s.peer,
-                    s.peer_name.clone(),
-                )
-            })
-            .collect()
+    /// Status of every resource.
+    pub async fn status(&self) -> Vec<SlotStatus> {
+        // Copy out under the lock, ask the engines afterwards: no lock is held while waiting on one.
+        let listed: Vec<(SlotStatus, Option<Volume>)> = {
+            let slots = self.slots.lock().await;
+            slots
+                .values()
+                .map(|s| {
+                    let st = SlotStatus {
+                        name: s.name.clone(),
+                        running: None,
+                        error: s.error.clone(),
+                        local: s.local,
+                        peer: s.peer,
+                        peer_name: s.peer_name.clone(),
+                    };
+                    (st, s.volume.clone())
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(listed.len());
+        for (mut st, vol) in listed {
+            if let Some(v) = vol {
+                st.running = Some((v.current().await, v.size()));
+            }
+            out.push(st);
+        }
+        out
     }
 
     /// Stop everything (daemon shutdown): demote idle Primaries and write clean metadata.

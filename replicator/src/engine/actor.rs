@@ -218,6 +218,10 @@ impl Actor {
                 let _ = reply.send(res);
                 return;
             }
+            Msg::Snapshot { reply } => {
+                let _ = reply.send(self.node.snapshot());
+                return;
+            }
             Msg::Down { .. } => Vec::new(),
         };
         self.execute(actions);

@@ -64,6 +64,7 @@ pub(crate) enum Msg {
     Flush { reply: oneshot::Sender<Result<(), IoFailure>> },
     Read { offset: u64, len: u64, reply: oneshot::Sender<Result<Bytes, IoFailure>> },
     Verb { verb: Verb, reply: oneshot::Sender<Result<String, String>> },
+    Snapshot { reply: oneshot::Sender<Snapshot> },
     Down { reply: oneshot::Sender<()> },
 }
 
@@ -138,8 +139,21 @@ impl Volume {
         rx.await.map_err(|_| "the resource's engine has stopped".to_string())?
     }
 
+    /// The last published state (refreshed on state changes and every 20 ms): cheap, for polling.
     pub fn snapshot(&self) -> Snapshot {
         self.shared.snapshot.borrow().clone()
+    }
+
+    /// The state as of now, taken by the actor after everything queued before this call (exact
+    /// counters for `status`); the published snapshot if the engine has stopped.
+    pub async fn current(&self) -> Snapshot {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Msg::Snapshot { reply }).is_ok() {
+            if let Ok(s) = rx.await {
+                return s;
+            }
+        }
+        self.snapshot()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {

@@ -59,7 +59,7 @@ impl Node {
 
     /// Does [offset, +len) touch an in-flight write, an in-flight resync range, or one of the first
     /// `waiting_before` queued writes (which must go first to keep their order)?
-    fn conflicts(&self, offset: u64, len: u64, waiting_before: usize) -> bool {
+    pub(crate) fn conflicts(&self, offset: u64, len: u64, waiting_before: usize) -> bool {
         let span = block_span(offset, len);
         self.writes.values().any(|w| spans_overlap(span, block_span(w.offset, w.len)))
             || self.resync.as_ref().is_some_and(|r| {

@@ -320,21 +320,14 @@ impl Node {
                 return;
             }
             Decision::NoSync => ReplState::Established,
-            Decision::Source { full } => {
+            Decision::Source { full } | Decision::Target { full } => {
+                // Both sides' recorded changes must move; a full sync moves everything.
                 let mut peer_map = crate::meta::bitmap::Bitmap::from_words(self.p.data_size, &peer_words);
                 if *full {
                     peer_map.set_all();
                 }
                 self.bitmap.merge_or(&peer_map);
-                ReplState::SyncSource
-            }
-            Decision::Target { full } => {
-                let mut peer_map = crate::meta::bitmap::Bitmap::from_words(self.p.data_size, &peer_words);
-                if *full {
-                    peer_map.set_all();
-                }
-                self.bitmap.merge_or(&peer_map);
-                ReplState::SyncTarget
+                if matches!(decision, Decision::Source { .. }) { ReplState::SyncSource } else { ReplState::SyncTarget }
             }
         };
         // In sync on the same generation: our bitmap UUID (if any) is history now, so that a later write

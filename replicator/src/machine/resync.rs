@@ -72,15 +72,8 @@ impl Node {
             }
             let (offset, mut len) = (b * BLOCK, n * BLOCK);
             len = len.min(self.p.data_size.saturating_sub(offset));
-            let span = block_span(offset, len);
-            let blocked = self.writes.values().any(|w| {
-                let ws = block_span(w.offset, w.len);
-                ws.0 <= span.1 && span.0 <= ws.1
-            }) || rs.inflight.iter().any(|(&o, &l)| {
-                let s = block_span(o, l);
-                s.0 <= span.1 && span.0 <= s.1
-            });
-            if blocked {
+            // Blocks under an application write or already being resynced wait for a later pass.
+            if self.conflicts(offset, len, 0) {
                 if let Some(rs) = self.resync.as_mut() {
                     rs.cursor = b + n;
                 }

@@ -218,6 +218,7 @@ fn payload_errors() {
     let mut reply = vec![0u8; 9];
     reply.extend_from_slice(&[0; 512]);
     assert!(matches!(parse(&raw(kind::READ_REPLY, &reply)), Err(WireError::BadLength { .. })));
+}
 
 #[test]
 fn split_encoding_equals_plain_encoding() {
@@ -236,5 +237,4 @@ fn split_encoding_equals_plain_encoding() {
         }
         assert_eq!(head, whole);
     }
-}
 }
