@@ -1,5 +1,9 @@
 //! clusterd: configuration, the per-node daemon and the control API server.
 pub mod config;
 pub mod haadm;
+pub mod heartbeat;
 pub mod control;
 pub mod daemon;
+pub mod failover;
+pub mod target;
+pub mod netops;

@@ -199,12 +199,33 @@ fn cluster_summary_when_present() {
             NodeStatus { name: "node1".into(), online: true, standby: false },
             NodeStatus { name: "node2".into(), online: true, standby: true },
         ],
-        links: vec![LinkStatus { name: "bond1".into(), up: true, last_heard_ms_ago: 120, largest_gap_ms: 900 }],
+        links: vec![
+            LinkStatus {
+                name: "bond1".into(),
+                up: true,
+                last_heard_ms_ago: 120,
+                largest_gap_ms: 900,
+                heard: true,
+                packets_ok: 42,
+                ..Default::default()
+            },
+            LinkStatus {
+                name: "bond0".into(),
+                up: false,
+                dropped: 3,
+                dropped_detail: "bad_mac=3".into(),
+                ..Default::default()
+            },
+        ],
+        epoch: 4,
+        phase: "holding".into(),
+        split_brain_warning: "both may hold".into(),
+        ..Default::default()
     });
     let text = render_status(&r, false);
     assert!(
         text.starts_with(
-            "cluster generation:7 group-holder:node1\n  online: [ node1 ]\n  standby: [ node2 ]\n  link bond1 up last-heard:120ms largest-gap:900ms\n\niscsi.config role:Primary\n"
+            "cluster generation:7 group-holder:node1 epoch:4 phase:holding\n  WARNING split brain: both may hold\n  online: [ node1 ]\n  standby: [ node2 ]\n  link bond1 up last-heard:120ms largest-gap:900ms ok:42 dropped:0\n  link bond0 down last-heard:never largest-gap:0ms ok:0 dropped:3 (bad_mac=3)\n\niscsi.config role:Primary\n"
         ),
         "{text}"
     );

@@ -7,6 +7,12 @@ pub mod control {
     tonic::include_proto!("ha.control.v1");
 }
 
+/// Heartbeat packet body (`proto/heartbeat.proto`); the envelope and MAC are built by
+/// `clusterd::heartbeat::packet`.
+pub mod heartbeat {
+    tonic::include_proto!("ha.heartbeat.v1");
+}
+
 /// Encoded `FileDescriptorSet` of `control.proto` (with source info), e.g. for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/control_descriptor.bin"));
 

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/../.."
 cargo build --release -q -p ha-tests --bin repl-bench
 dir=$(mktemp -d /var/tmp/repl-bench.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-./target/release/repl-bench --dir "$dir" "$@"
+"${CARGO_TARGET_DIR:-target}/release/repl-bench" --dir "$dir" "$@"

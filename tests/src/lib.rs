@@ -2,6 +2,9 @@
 //! (127.0.0.1 and 127.0.0.2), with its files in a temporary directory, driven through the real `haadm`.
 //! Every process started here is killed when the [`Cluster`] is dropped, even when a test fails.
 
+pub mod netlab;
+pub mod standalone;
+
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -227,7 +230,7 @@ pub fn field<'a>(r: &'a serde_json::Value, key: &str) -> &'a str {
     r.get(key).and_then(|v| v.as_str()).unwrap_or("")
 }
 
-fn write_secret(path: &Path, secret: &str) -> Result<()> {
+pub fn write_secret(path: &Path, secret: &str) -> Result<()> {
     let mut f = std::fs::File::create(path)?;
     f.write_all(secret.as_bytes())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;

@@ -34,7 +34,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         naa: 0x6001_4050_0000_0001,
         naa_ext: 0x0000_0000_0000_0001,
         target_port_group: 1,
-        write_cache: false,
+        // WRITE_CACHE=1 runs with a write-back cache (WCE=1, like tgt's default): writes complete
+        // before they are durable and SYNCHRONIZE CACHE / FUA make them so.
+        write_cache: std::env::var_os("WRITE_CACHE").is_some_and(|v| v == "1"),
         thin: true,
     };
     let lu = LogicalUnit::new(identity, backend, 512, Arc::new(MemPrStore::new()))?;

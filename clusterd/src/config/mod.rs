@@ -8,11 +8,28 @@
 //! Secrets are not read at load time (the file is world-readable config, the secret is not); see
 //! [`read_secret_file`].
 
+mod cluster;
+mod fields;
+mod group;
 mod policy;
 mod raw;
+mod raw_sections;
 mod resource;
 mod secret;
+mod target_params;
+mod targets;
 mod units;
+
+pub use cluster::{
+    ClusterConfig, GuardConfig, HeartbeatLink, LinkEndpoint, LinkMode, MAX_LINK_NAME_LEN,
+    cluster_defaults,
+};
+pub use group::{GroupConfig, MAX_GARP_COUNT, VipConfig, group_defaults};
+pub use target_params::{DATA_LENGTH_RANGE, DIGESTS, TargetParamOverrides};
+pub use targets::{
+    ChapUser, IscsiConfig, LunDef, LunSource, MAX_ISCSI_NAME_LEN, MAX_LUN, TargetDef,
+    check_iscsi_name, target_defaults,
+};
 
 pub use policy::{
     AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, CramHmacAlg, Fencing, OnIoError, PolicyError, Protocol,
@@ -132,6 +149,13 @@ pub struct HaConfig {
     /// One or two nodes, in file order.
     pub nodes: Vec<NodeConfig>,
     pub resources: BTreeMap<String, ResourceConfig>,
+    /// Heartbeat settings; required with two nodes and a group, absent otherwise.
+    pub cluster: Option<ClusterConfig>,
+    /// The failover group; `None` when nothing fails over (e.g. a standalone target).
+    pub group: Option<GroupConfig>,
+    pub iscsi: IscsiConfig,
+    /// In file order.
+    pub targets: Vec<TargetDef>,
 }
 
 impl HaConfig {
@@ -172,11 +196,45 @@ impl HaConfig {
             resources.insert(name.clone(), resource);
         }
         check_resources_do_not_collide(&src, &nodes, &resources)?;
-        Ok(HaConfig {
+        let cluster = raw
+            .cluster
+            .as_ref()
+            .map(|c| cluster::build_cluster(&src, c, &nodes))
+            .transpose()?;
+        let group = raw
+            .group
+            .as_ref()
+            .map(|g| group::build_group(&src, g, &nodes, &resources))
+            .transpose()?;
+        check_cluster_and_group_go_together(&src, &nodes, cluster.is_some(), group.is_some())?;
+        let iscsi = targets::build_iscsi(&src, &raw.iscsi)?;
+        let ctx = targets::TargetContext {
+            resources: &resources,
+            group: group.as_ref(),
+        };
+        let targets = targets::build_targets(&src, &raw.targets, &ctx)?;
+        let config = HaConfig {
             path: path.to_path_buf(),
             nodes,
             resources,
-        })
+            cluster,
+            group,
+            iscsi,
+            targets,
+        };
+        // Warnings are returned by `warnings()`; clusterd and haadm print them once.
+        Ok(config)
+    }
+
+    /// This node: `name` when given (it must be a node), else the only node of a one-node config,
+    /// so a standalone target runs without `--node`. `Ok(None)` when no name is given and there
+    /// are two nodes: the caller falls back to the host name.
+    pub fn local_node(&self, name: Option<&str>) -> Result<Option<&NodeConfig>, ConfigError> {
+        match (name, self.nodes.as_slice()) {
+            (Some(name), _) => self.node(name).map(Some),
+            (None, [only]) => Ok(Some(only)),
+            (None, _) => Ok(None),
+        }
     }
 
     /// The node called `name`.
@@ -212,7 +270,38 @@ impl HaConfig {
                 ));
             }
         }
+        if let Some(c) = &self.cluster {
+            out.extend(c.warnings(&self.path));
+        }
+        if let Some(g) = &self.group {
+            self.group_warnings(g, &mut out);
+        }
+        if self.nodes.len() == 2 {
+            for t in &self.targets {
+                for (n, lun) in &t.luns {
+                    if let LunSource::Path(p) = &lun.source {
+                        out.push(format!(
+                            "{}: targets.{}.luns.{n}.path: {} is a local file, not replicated; after a \
+                             failover initiators would see the other node's copy",
+                            self.path.display(),
+                            t.iqn,
+                            p.display()
+                        ));
+                    }
+                }
+            }
+        }
         out
+    }
+
+    fn group_warnings(&self, g: &GroupConfig, out: &mut Vec<String>) {
+        let file = self.path.display();
+        if g.allow_unguarded_split && self.nodes.len() == 2 {
+            out.push(format!(
+                "{file}: group.unsafe-promote-without-guard: on: a node that loses sight of its peer may \
+                 promote the group while the peer still runs it (split brain, diverged data)"
+            ));
+        }
     }
 }
 
@@ -342,6 +431,30 @@ fn build_nodes(src: &Source<'_>, raw: &[raw::RawNode]) -> Result<Vec<NodeConfig>
     Ok(nodes)
 }
 
+/// With two nodes, a group needs heartbeats to decide where it runs, and heartbeats without a group
+/// have nothing to decide. One node may have either or neither.
+fn check_cluster_and_group_go_together(
+    src: &Source<'_>,
+    nodes: &[NodeConfig],
+    has_cluster: bool,
+    has_group: bool,
+) -> Result<(), ConfigError> {
+    if nodes.len() < 2 {
+        return Ok(());
+    }
+    match (has_cluster, has_group) {
+        (false, true) => Err(src.invalid(
+            "cluster",
+            "required: with two nodes and a `group`, the nodes need heartbeat links to decide where the group runs",
+        )),
+        (true, false) => Err(src.invalid(
+            "group",
+            "required: with two nodes, a `cluster` section needs a `group` to fail over (or remove `cluster`)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Rules across resources: on one node, two resources must not share a listening address, a data
 /// disk or a metadata slot, and two resources must not export the same device.
 fn check_resources_do_not_collide(
@@ -433,3 +546,5 @@ fn check_meta_slot<'a>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sections;

@@ -9,7 +9,12 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Top level. Later sections (`cluster:`, `group:`/`vip:`, `targets:`) become one more field each.
+pub(crate) use super::raw_sections::{
+    RawChapUser, RawCluster, RawGroup, RawGuard, RawIscsi, RawLink, RawLun, RawTarget,
+    RawTargetParams, RawVip,
+};
+
+/// Top level. The sections after `resources` are in `raw_sections.rs`.
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -19,6 +24,12 @@ pub(crate) struct RawHaConfig {
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub resources: UniqueMap<RawResource>,
+    pub cluster: Option<RawCluster>,
+    pub group: Option<RawGroup>,
+    #[serde(default)]
+    pub iscsi: RawIscsi,
+    #[serde(default)]
+    pub targets: OrderedUniqueMap<RawTarget>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +284,55 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
                     map.insert(key, value);
                 }
                 Ok(UniqueMap(map))
+            }
+        }
+
+        deserializer.deserialize_any(MapVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A mapping that keeps the file's order and refuses duplicate keys. Keys are [`Scalar`]s so that
+/// `0:` (a YAML number, as LUN numbers are written) is accepted as well as a string.
+#[derive(Debug)]
+pub(crate) struct OrderedUniqueMap<V>(pub Vec<(Scalar, V)>);
+
+impl<V> Default for OrderedUniqueMap<V> {
+    fn default() -> Self {
+        OrderedUniqueMap(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedUniqueMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<OrderedUniqueMap<V>, D::Error> {
+        struct MapVisitor<V>(std::marker::PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = OrderedUniqueMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<OrderedUniqueMap<V>, E> {
+                Ok(OrderedUniqueMap::default())
+            }
+
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<OrderedUniqueMap<V>, A::Error> {
+                let mut entries: Vec<(Scalar, V)> = Vec::new();
+                while let Some(key) = access.next_key::<Scalar>()? {
+                    if entries.iter().any(|(k, _)| k.text == key.text) {
+                        return Err(de::Error::custom(format_args!(
+                            "`{}` appears twice",
+                            key.text
+                        )));
+                    }
+                    let value = access.next_value::<V>()?;
+                    entries.push((key, value));
+                }
+                Ok(OrderedUniqueMap(entries))
             }
         }
 

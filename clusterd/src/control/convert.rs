@@ -142,3 +142,54 @@ pub fn event(kind: &str, name: &str, s: &Snapshot) -> Event {
     let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     Event { seq: 0, unix_ms, kind: kind.into(), object: "resource".into(), name: name.into(), fields }
 }
+
+/// The cluster part of `status`: membership per link and the sequencer's view of the group.
+pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> ClusterStatus {
+    let mut out = ClusterStatus { generation: view.generation, configured: true, ..Default::default() };
+    if let Some(s) = &view.sequencer {
+        out.phase = s.phase.name().to_string();
+        out.epoch = s.epoch;
+        out.group_holder = s.holder.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
+        out.split_brain_warning = s.split_brain_warning.clone().unwrap_or_default();
+        out.waiting = s.waiting.clone().unwrap_or_default();
+        out.last_failure = s.last_failure.clone().unwrap_or_default();
+        out.handoff = format!("{:?}", s.handoff);
+        if out.handoff == "None" {
+            out.handoff.clear();
+        }
+    }
+    out.nodes.push(NodeStatus { name: me.to_string(), online: true, standby: false });
+    if let Some(m) = &view.membership {
+        out.peer_generation = m.generation.unwrap_or(0);
+        out.nodes.push(NodeStatus { name: m.peer.clone(), online: m.peer_alive(), standby: false });
+        for l in &m.links {
+            let d = &l.dropped;
+            let detail: Vec<String> = [
+                ("bad_mac", d.bad_mac),
+                ("unknown_key", d.unknown_key),
+                ("unsupported_version", d.unsupported_version),
+                ("malformed", d.malformed),
+                ("replay", d.replay),
+                ("stale_generation", d.stale_generation),
+                ("wrong_cluster", d.wrong_cluster),
+                ("from_self", d.from_self),
+                ("unknown_node", d.unknown_node),
+            ]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+            out.links.push(LinkStatus {
+                name: l.name.clone(),
+                up: l.up,
+                last_heard_ms_ago: l.last_heard_ago.map_or(0, |d| d.as_millis() as u64),
+                heard: l.last_heard_ago.is_some(),
+                largest_gap_ms: l.largest_gap.as_millis() as u64,
+                packets_ok: l.packets_ok,
+                dropped: d.total(),
+                dropped_detail: detail.join(" "),
+            });
+        }
+    }
+    out
+}

@@ -5,6 +5,9 @@
 mod convert;
 
 use crate::daemon::resources::Resources;
+use crate::daemon::targets::TargetHost;
+use crate::daemon::cluster::ClusterHandle;
+use crate::failover::AdminCmd;
 use proto::control::control_server::Control;
 use proto::control::*;
 use replicator::engine::Verb;
@@ -18,6 +21,9 @@ pub use convert::Speedometer;
 pub struct ControlService {
     pub resources: Arc<Resources>,
     pub speedo: Arc<Speedometer>,
+    pub targets: Arc<TargetHost>,
+    /// The HA group's loop; `None` without a `group` section.
+    pub cluster: Option<Arc<ClusterHandle>>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
@@ -49,6 +55,23 @@ impl ControlService {
         Ok(reply(out))
     }
 
+    async fn admin(&self, cmd: AdminCmd) -> Result<Response<VerbReply>, Status> {
+        let what = match cmd { AdminCmd::Standby => "standby", AdminCmd::Takeover => "takeover" };
+        let Some(c) = &self.cluster else {
+            return Err(Status::failed_precondition(format!(
+                "`{what}` needs a `cluster` and a `group` section in {}",
+                self.resources.config.path.display()
+            )));
+        };
+        let r = c.admin(cmd, std::time::Duration::from_secs(90)).await;
+        match &r {
+            Ok(()) => tracing::info!("{what}: done"),
+            Err(e) => tracing::warn!("{what} refused: {e}"),
+        }
+        let (ok, message) = match r { Ok(()) => (true, format!("{what}: done")), Err(e) => (false, format!("{what} refused: {e}")) };
+        Ok(Response::new(VerbReply { ok, message, warnings: Vec::new() }))
+    }
+
     fn not_in_this_release(what: &str) -> Status {
         Status::unimplemented(format!("`{what}` is not available in this release of clusterd"))
     }
@@ -67,7 +90,9 @@ impl Control for ControlService {
             let rate = self.resources.config.resources.get(&st.name).and_then(|r| r.syncer.rate.0);
             resources.push(convert::resource_status(st, rate, &self.speedo));
         }
-        Ok(Response::new(StatusReply { node: self.resources.node.clone(), resources, cluster: None, sessions: Vec::new() }))
+        let cluster = self.cluster.as_ref().map(|c| convert::cluster_status(&c.view(), &self.resources.node));
+        let sessions = self.targets.sessions().await;
+        Ok(Response::new(StatusReply { node: self.resources.node.clone(), resources, cluster, sessions }))
     }
 
     type EventsStream = EventStream;
@@ -133,13 +158,14 @@ impl Control for ControlService {
         Err(Self::not_in_this_release("resume-sync"))
     }
     async fn standby(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        Err(Self::not_in_this_release("standby (needs the heartbeat/failover layer)"))
+        self.admin(AdminCmd::Standby).await
     }
     async fn takeover(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        Err(Self::not_in_this_release("takeover (needs the heartbeat/failover layer)"))
+        self.admin(AdminCmd::Takeover).await
     }
-    async fn target_show(&self, _: Request<TargetShowRequest>) -> Result<Response<TargetShowReply>, Status> {
-        Err(Self::not_in_this_release("target show (the iSCSI target is not configured in this release)"))
+    async fn target_show(&self, req: Request<TargetShowRequest>) -> Result<Response<TargetShowReply>, Status> {
+        let (text, json) = self.targets.show(req.into_inner().json).await;
+        Ok(Response::new(TargetShowReply { text, json }))
     }
 
     async fn io_write(&self, req: Request<IoWriteRequest>) -> Result<Response<VerbReply>, Status> {

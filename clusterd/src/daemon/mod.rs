@@ -3,12 +3,16 @@
 //! marked clean, socket removed).
 
 pub mod resources;
+pub mod targets;
+pub mod group_steps;
+pub mod cluster;
 
 use crate::config::HaConfig;
 use crate::control::{ControlService, Speedometer};
 use anyhow::{bail, Context, Result};
 use proto::control::control_server::ControlServer;
 use resources::Resources;
+use targets::TargetHost;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +26,9 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    std::fs::create_dir_all(&me.state_dir).with_context(|| format!("create state-dir {}", me.state_dir.display()))?;
+    std::fs::set_permissions(&me.state_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", me.state_dir.display()))?;
     let socket = me.control_socket.clone();
     let listener = bind_control_socket(&socket)?;
     tracing::info!(node = %me.name, config = %config_path.display(), socket = %socket.display(), "clusterd starting");
@@ -33,8 +40,23 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
             Err(e) => tracing::error!("{e}"),
         }
     }
+    let targets = Arc::new(TargetHost::new(Arc::clone(&resources.config), me.clone()));
+    // Without an HA group the node serves its targets from the start (the standalone target); with
+    // one, the failover sequence starts them when this node takes the group.
+    if resources.config.group.is_none() && targets.configured() {
+        targets.start(&resources).await.context("start the iSCSI target")?;
+    }
+    let cluster = cluster::start(Arc::clone(&resources.config), &me, Arc::clone(&resources), Arc::clone(&targets))
+        .await
+        .context("start the cluster layer (heartbeats, failover)")?
+        .map(Arc::new);
     let speedo = Arc::new(Speedometer::default());
-    let service = ControlService { resources: Arc::clone(&resources), speedo: Arc::clone(&speedo) };
+    let service = ControlService {
+        resources: Arc::clone(&resources),
+        speedo: Arc::clone(&speedo),
+        targets: Arc::clone(&targets),
+        cluster: cluster.clone(),
+    };
     // Sample resync progress every second so `status` reports a speed even when polled rarely.
     let sampler = {
         let (resources, speedo) = (Arc::clone(&resources), Arc::clone(&speedo));
@@ -62,6 +84,10 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     sampler.abort();
+    if let Some(c) = &cluster {
+        c.shutdown().await;
+    }
+    targets.stop().await;
     resources.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     served.context("control API server")?;

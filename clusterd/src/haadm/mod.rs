@@ -79,6 +79,10 @@ pub fn find_node<'a>(config: &'a HaConfig, cli_node: Option<&str>) -> Result<&'a
     if let Some(name) = cli_node {
         return Ok(config.node(name)?);
     }
+    // A one-node config (a standalone target) needs no --node.
+    if let Some(only) = config.local_node(None)? {
+        return Ok(only);
+    }
     let host = hostname()?;
     match config.node(&host) {
         Ok(node) => Ok(node),

@@ -232,7 +232,19 @@ fn render_cluster(cluster: &ClusterStatus) -> String {
     }
     let mut out = String::new();
     let holder = if cluster.group_holder.is_empty() { "nobody" } else { cluster.group_holder.as_str() };
-    let _ = writeln!(out, "cluster generation:{} group-holder:{holder}", cluster.generation);
+    let _ = writeln!(
+        out,
+        "cluster generation:{} group-holder:{holder} epoch:{} phase:{}",
+        cluster.generation, cluster.epoch, if cluster.phase.is_empty() { "-" } else { cluster.phase.as_str() }
+    );
+    if !cluster.split_brain_warning.is_empty() {
+        let _ = writeln!(out, "  WARNING split brain: {}", cluster.split_brain_warning);
+    }
+    for (label, v) in [("waiting", &cluster.waiting), ("handoff", &cluster.handoff), ("last-failure", &cluster.last_failure)] {
+        if !v.is_empty() {
+            let _ = writeln!(out, "  {label}: {v}");
+        }
+    }
     let names = |pred: &dyn Fn(&proto::control::NodeStatus) -> bool| -> String {
         cluster.nodes.iter().filter(|n| pred(n)).map(|n| n.name.as_str()).collect::<Vec<_>>().join(" ")
     };
@@ -246,13 +258,16 @@ fn render_cluster(cluster: &ClusterStatus) -> String {
         let _ = writeln!(out, "  offline: [ {offline} ]");
     }
     for link in &cluster.links {
+        let heard = if link.heard || link.last_heard_ms_ago > 0 { format!("{}ms", link.last_heard_ms_ago) } else { "never".into() };
         let _ = writeln!(
             out,
-            "  link {} {} last-heard:{}ms largest-gap:{}ms",
+            "  link {} {} last-heard:{heard} largest-gap:{}ms ok:{} dropped:{}{}",
             link.name,
             if link.up { "up" } else { "down" },
-            link.last_heard_ms_ago,
-            link.largest_gap_ms
+            link.largest_gap_ms,
+            link.packets_ok,
+            link.dropped,
+            if link.dropped_detail.is_empty() { String::new() } else { format!(" ({})", link.dropped_detail) }
         );
     }
     out.push('\n');
@@ -282,14 +297,23 @@ pub fn status_json(reply: &StatusReply) -> Value {
         "node": reply.node,
         "resources": resources,
         "cluster": {
+            "configured": cluster.configured,
             "generation": cluster.generation,
             "group_holder": cluster.group_holder,
+            "epoch": cluster.epoch,
+            "phase": cluster.phase,
+            "split_brain_warning": cluster.split_brain_warning,
+            "waiting": cluster.waiting,
+            "last_failure": cluster.last_failure,
+            "handoff": cluster.handoff,
+            "peer_generation": cluster.peer_generation,
             "nodes": cluster.nodes.iter().map(|n| json!({
                 "name": n.name, "online": n.online, "standby": n.standby,
             })).collect::<Vec<_>>(),
             "links": cluster.links.iter().map(|l| json!({
                 "name": l.name, "up": l.up,
                 "last_heard_ms_ago": l.last_heard_ms_ago, "largest_gap_ms": l.largest_gap_ms,
+                "heard": l.heard, "packets_ok": l.packets_ok, "dropped": l.dropped, "dropped_detail": l.dropped_detail,
             })).collect::<Vec<_>>(),
         },
         "sessions": reply.sessions.iter().map(|s| json!({

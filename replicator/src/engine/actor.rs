@@ -3,6 +3,7 @@
 //! machine and carries out its actions in order. Metadata writes happen inline on this thread, which
 //! is what guarantees they are durable before any later action (a data write, an ack) is issued.
 
+use super::bufpool::BufPool;
 use super::disk::{DiskJob, DiskPool};
 use super::transport::{self, TransportCmd, TransportSpec};
 use super::{EngineError, Msg, Shared, Verb, VolumeSpec};
@@ -88,7 +89,8 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
     });
     let done_tx = tx.clone();
     let file = data.try_clone().map_err(io("dup data fd".into()))?;
-    let disk = DiskPool::start(file, spec.disk_threads.max(1), move |i| {
+    let bufs = BufPool::new();
+    let disk = DiskPool::start(file, spec.disk_threads.max(1), bufs.clone(), move |i| {
         let _ = done_tx.send(Msg::Input(i));
     })
     .map_err(io("start disk threads".into()))?;
@@ -104,6 +106,7 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
                 peer,
                 connector: params.node.as_str() < peer_name,
                 connect_int: Duration::from_millis(params.timing.connect_int_ms.max(100)),
+                bufs,
             };
             Some(
                 transport::start(spec_t, to_actor, shutdown.clone())

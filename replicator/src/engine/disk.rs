@@ -1,6 +1,7 @@
 //! Positional I/O on the data device from a small pool of blocking threads. Completions go back to the
 //! state machine's actor as `Input::DiskDone`. A bounded job queue gives back-pressure.
 
+use super::bufpool::BufPool;
 use crate::machine::Input;
 use bytes::{Bytes, BytesMut};
 use rustix::io::ReadWriteFlags;
@@ -30,7 +31,8 @@ const QUEUE: usize = 1024;
 
 impl DiskPool {
     /// Start `threads` workers on `file`; completions are sent with `done`.
-    pub fn start(file: File, threads: usize, done: impl Fn(Input) + Send + Sync + 'static) -> io::Result<DiskPool> {
+    /// Reads of up to a block take their buffer from `bufs`.
+    pub fn start(file: File, threads: usize, bufs: BufPool, done: impl Fn(Input) + Send + Sync + 'static) -> io::Result<DiskPool> {
         let (tx, rx) = sync_channel::<DiskJob>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let file = Arc::new(file);
@@ -40,10 +42,11 @@ impl DiskPool {
             let rx = Arc::clone(&rx);
             let file = Arc::clone(&file);
             let done = Arc::clone(&done);
+            let bufs = bufs.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("disk-io-{i}"))
-                    .spawn(move || worker(&rx, &file, &*done))?,
+                    .spawn(move || worker(&rx, &file, &bufs, &*done))?,
             );
         }
         Ok(DiskPool { tx: Some(tx), workers })
@@ -71,7 +74,7 @@ impl Drop for DiskPool {
     }
 }
 
-fn worker(rx: &Mutex<Receiver<DiskJob>>, file: &File, done: &(dyn Fn(Input) + Send + Sync)) {
+fn worker(rx: &Mutex<Receiver<DiskJob>>, file: &File, bufs: &BufPool, done: &(dyn Fn(Input) + Send + Sync)) {
     loop {
         let job = {
             let Ok(guard) = rx.lock() else { return };
@@ -82,7 +85,7 @@ fn worker(rx: &Mutex<Receiver<DiskJob>>, file: &File, done: &(dyn Fn(Input) + Se
         };
         let (token, result) = match job {
             DiskJob::Write { token, offset, data, fua } => (token, write(file, offset, &data, fua).map(|()| None)),
-            DiskJob::Read { token, offset, len } => (token, read(file, offset, len).map(Some)),
+            DiskJob::Read { token, offset, len } => (token, pooled_read(file, bufs, offset, len).map(Some)),
             DiskJob::Flush { token } => (token, rustix::fs::fdatasync(file).map_err(io::Error::from).map(|()| None)),
         };
         done(Input::DiskDone { token, result: result.map_err(|e| e.to_string()) });
@@ -110,6 +113,15 @@ fn read(file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
     let len = usize::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "read too large"))?;
     let mut buf = BytesMut::zeroed(len);
     file.read_exact_at(&mut buf, offset)?;
+    Ok(buf.freeze())
+}
+
+/// A read into a pooled buffer (no allocation, no zeroing) when it fits one.
+fn pooled_read(file: &File, bufs: &BufPool, offset: u64, len: u64) -> io::Result<Bytes> {
+    let Some(mut buf) = usize::try_from(len).ok().and_then(|n| bufs.take(n)) else {
+        return read(file, offset, len);
+    };
+    file.read_exact_at(buf.as_mut_slice(), offset)?;
     Ok(buf.freeze())
 }
 

@@ -4,6 +4,7 @@
 //! ([`transport`]). The API the iSCSI target calls — `read`, `write`, `flush`, `size` — is async.
 
 pub mod actor;
+pub mod bufpool;
 pub mod disk;
 pub mod transport;
 

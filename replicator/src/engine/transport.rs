@@ -4,19 +4,17 @@
 //! state machine) and a writer task (batches queued frames into few writes). The state machine decides
 //! what a connection means; this module only moves bytes.
 
+use super::bufpool::BufPool;
 use crate::machine::Input;
-use crate::wire::codec::FrameCodec;
-use crate::wire::frame::{encode_split, Frame};
+use crate::wire::frame::{decode, decode_payload, encode_split, peek_header, Frame, WireError, HEADER_LEN};
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 /// Commands from the state machine's actor.
@@ -33,6 +31,8 @@ pub struct TransportSpec {
     /// This node initiates connections (the other accepts).
     pub connector: bool,
     pub connect_int: Duration,
+    /// Buffers for received block data.
+    pub bufs: BufPool,
 }
 
 type ToActor = Arc<dyn Fn(Input) + Send + Sync>;
@@ -139,8 +139,11 @@ pub async fn start(
                     let cancel = shutdown.child_token();
                     let (tx, rx) = unbounded_channel::<Frame>();
                     conns.insert(conn, (tx, cancel.clone()));
-                    run_connection(conn, s, rx, cancel, Arc::clone(&to_actor), ev_tx.clone());
+                    // Announce the connection before its reader can deliver a frame: the reader task may
+                    // run on another worker at once, and a Hello that reached the actor before
+                    // TransportUp would be dropped (the handshake then fails on the next frame).
                     to_actor(Input::TransportUp { conn });
+                    run_connection(conn, s, rx, cancel, Arc::clone(&to_actor), ev_tx.clone(), spec.bufs.clone());
                 }
             }
         }
@@ -164,6 +167,7 @@ fn run_connection(
     cancel: CancellationToken,
     to_actor: ToActor,
     ev: UnboundedSender<Event>,
+    bufs: BufPool,
 ) {
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
@@ -202,22 +206,81 @@ fn run_connection(
         let _ = wr.shutdown().await;
     });
     tokio::spawn(async move {
-        let mut frames = FramedRead::with_capacity(rd, FrameCodec, 256 * 1024);
-        let reason = loop {
-            let next = tokio::select! {
-                _ = cancel.cancelled() => break "closed".to_string(),
-                n = frames.next() => n,
-            };
-            match next {
-                Some(Ok(frame)) => to_actor(Input::Frame { conn, frame }),
-                Some(Err(e)) => break format!("protocol error from peer: {e}"),
-                None => break "peer closed the connection".to_string(),
-            }
+        let reason = tokio::select! {
+            _ = cancel.cancelled() => "closed".to_string(),
+            r = read_frames(rd, &bufs, |frame| to_actor(Input::Frame { conn, frame })) => r,
         };
         cancel.cancel();
         to_actor(Input::TransportDown { conn, reason });
         let _ = ev.send(Event::Gone(conn));
     });
+}
+
+/// Payloads at least this large (block data) are read straight into a pooled buffer.
+const POOLED_PAYLOAD: usize = 64 * 1024;
+
+/// Why reading frames stopped.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("protocol error from peer: {0}")]
+    Protocol(#[from] WireError),
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("peer closed the connection in the middle of a frame")]
+    Truncated,
+    #[error("read from peer failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Read frames until the stream ends or breaks; returns the reason. Small frames are decoded from a
+/// stream buffer; a block-data payload is read straight into a pooled buffer, so receiving a 1 MiB write
+/// neither allocates nor copies it more than once (kernel → pooled buffer).
+async fn read_frames<R: tokio::io::AsyncRead + Unpin>(mut rd: R, bufs: &BufPool, mut deliver: impl FnMut(Frame)) -> String {
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let res: Result<(), ReadError> = async {
+        loop {
+            let Some((code, len)) = peek_header(&buf)? else {
+                fill(&mut rd, &mut buf).await?;
+                continue;
+            };
+            if len >= POOLED_PAYLOAD {
+                if let Some(mut payload) = bufs.take(len) {
+                    buf.advance(HEADER_LEN);
+                    let have = buf.len().min(len);
+                    let dst = payload.as_mut_slice();
+                    let (head, rest) = dst.split_at_mut(have);
+                    head.copy_from_slice(&buf[..have]);
+                    buf.advance(have);
+                    rd.read_exact(rest).await.map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => ReadError::Truncated,
+                        _ => ReadError::Io(e),
+                    })?;
+                    deliver(decode_payload(code, payload.freeze())?);
+                    continue;
+                }
+            }
+            match decode(&mut buf)? {
+                Some(frame) => deliver(frame),
+                None => fill(&mut rd, &mut buf).await?,
+            }
+        }
+    }
+    .await;
+    match res {
+        Ok(()) => "closed".to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Read more bytes into `buf`; the end of the stream is an error (clean between frames, else not).
+async fn fill<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<(), ReadError> {
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve(256 * 1024);
+    }
+    if rd.read_buf(buf).await? == 0 {
+        return Err(if buf.is_empty() { ReadError::Closed } else { ReadError::Truncated });
+    }
+    Ok(())
 }
 
 /// Write every chunk, in order, with as few system calls as the kernel allows.

@@ -668,6 +668,19 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
     Ok(Some((frame, frame_len)))
 }
 
+/// The kind code and payload length of the frame whose header starts `buf` (`Ok(None)`: fewer than 12
+/// bytes). A stream reader uses this to read a large payload straight into a buffer of its choosing
+/// (see [`decode_payload`]) instead of growing its stream buffer for every block of data.
+pub fn peek_header(buf: &[u8]) -> Result<Option<(u16, usize)>, WireError> {
+    parse_header(buf)
+}
+
+/// Decode a payload whose header [`peek_header`] already checked; data fields share `payload`'s
+/// memory. Applies every rule [`decode`] applies.
+pub fn decode_payload(code: u16, payload: Bytes) -> Result<Frame, WireError> {
+    parse_payload(code, payload)
+}
+
 /// Zero-copy decode from a stream buffer: if a whole frame is at the front of `buf`, removes it and returns
 /// it, with its data fields sharing `buf`'s memory. `Ok(None)` = need more bytes; `buf` is then untouched
 /// except that capacity for the rest of the announced frame is reserved.

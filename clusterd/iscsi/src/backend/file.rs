@@ -9,6 +9,7 @@ use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use rustix::fs::{FallocateFlags, FileType, Mode, OFlags, SeekFrom};
@@ -18,6 +19,8 @@ use super::{BackendError, BlockBackend, BoxFut, Extent, check_range};
 
 /// Alignment O_DIRECT needs on every filesystem we care about.
 const DIRECT_ALIGN: usize = 4096;
+/// Largest buffered write done inline on the runtime thread when RWF_NOWAIT is unavailable.
+const INLINE_WRITE_MAX: usize = 64 << 10;
 /// Chunk used when a device cannot punch holes and zeroes must be written instead.
 const ZERO_CHUNK: u64 = 1 << 20;
 
@@ -27,6 +30,9 @@ struct FileInner {
     direct: Option<OwnedFd>,
     size: u64,
     is_block_device: bool,
+    /// Cleared once the kernel answers EOPNOTSUPP to an RWF_NOWAIT read / write on this file.
+    nowait_read: AtomicBool,
+    nowait_write: AtomicBool,
 }
 
 /// File or block-device backend.
@@ -76,6 +82,8 @@ impl FileBackend {
                 direct: direct_fd,
                 size,
                 is_block_device,
+                nowait_read: AtomicBool::new(true),
+                nowait_write: AtomicBool::new(true),
             }),
         })
     }
@@ -101,7 +109,71 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// Outcome of a non-blocking attempt.
+enum NoWait<T> {
+    Done(T),
+    /// Would block (or only partly done); `usize` bytes were transferred before that.
+    WouldBlock(usize),
+}
+
 impl FileInner {
+    /// Reads from the page cache without blocking (RWF_NOWAIT): the common case of a warm cache then
+    /// costs no hop to the blocking pool, whose thread wake-ups dominate small-I/O latency.
+    fn read_nowait(&self, offset: u64, len: usize) -> NoWait<Bytes> {
+        if !self.nowait_read.load(Ordering::Relaxed)
+            || self.direct.is_some() && aligned(offset, len)
+        {
+            return NoWait::WouldBlock(0);
+        }
+        let mut buf = vec![0u8; len];
+        match rustix::io::preadv2(
+            &self.buffered,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            offset,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(n) if n == len => NoWait::Done(Bytes::from(buf)),
+            Ok(n) => NoWait::WouldBlock(n),
+            Err(Errno::OPNOTSUPP) | Err(Errno::INVAL) => {
+                self.nowait_read.store(false, Ordering::Relaxed);
+                NoWait::WouldBlock(0)
+            }
+            Err(_) => NoWait::WouldBlock(0),
+        }
+    }
+
+    /// Writes into the page cache without a hop to the blocking pool; only for writes that need no
+    /// durability (FUA writes go through the pool with RWF_DSYNC).
+    ///
+    /// Where the filesystem supports RWF_NOWAIT for buffered writes the kernel guarantees we do not
+    /// block. Where it does not (ext4 answers EOPNOTSUPP), small writes are still done inline: a
+    /// buffered write of at most [`INLINE_WRITE_MAX`] bytes is a page-cache copy that only sleeps
+    /// under dirty-page throttling, and that brief stall of one runtime worker costs less than the
+    /// thread wake-up every pooled write pays (measured: ~25% of 4 KiB write IOPS).
+    fn write_nowait(&self, offset: u64, data: &[u8], fua: bool) -> NoWait<()> {
+        if fua || self.direct.is_some() && aligned(offset, data.len()) {
+            return NoWait::WouldBlock(0);
+        }
+        let nowait = self.nowait_write.load(Ordering::Relaxed);
+        if !nowait && data.len() > INLINE_WRITE_MAX {
+            return NoWait::WouldBlock(0);
+        }
+        let flags = if nowait {
+            ReadWriteFlags::NOWAIT
+        } else {
+            ReadWriteFlags::empty()
+        };
+        match rustix::io::pwritev2(&self.buffered, &[IoSlice::new(data)], offset, flags) {
+            Ok(n) if n == data.len() => NoWait::Done(()),
+            Ok(n) => NoWait::WouldBlock(n),
+            Err(Errno::OPNOTSUPP) | Err(Errno::INVAL) if nowait => {
+                self.nowait_write.store(false, Ordering::Relaxed);
+                self.write_nowait(offset, data, fua)
+            }
+            Err(_) => NoWait::WouldBlock(0),
+        }
+    }
+
     fn read_at(&self, offset: u64, len: usize) -> Result<Bytes, BackendError> {
         let use_direct = self.direct.as_ref().filter(|_| aligned(offset, len));
         // Over-allocate so an aligned window exists; the unused head and tail are the only waste.
@@ -252,7 +324,11 @@ impl BlockBackend for FileBackend {
         Box::pin(async move {
             check_range(offset, u64::from(len), inner.size)?;
             let len = usize::try_from(len).map_err(|_| BackendError::OutOfRange)?;
-            blocking(move || inner.read_at(offset, len)).await
+            match inner.read_nowait(offset, len) {
+                NoWait::Done(data) => Ok(data),
+                // A partial non-blocking read is simply redone in full.
+                NoWait::WouldBlock(_) => blocking(move || inner.read_at(offset, len)).await,
+            }
         })
     }
 
@@ -260,7 +336,14 @@ impl BlockBackend for FileBackend {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             check_range(offset, data.len() as u64, inner.size)?;
-            blocking(move || inner.write_at(offset, &data, fua)).await
+            match inner.write_nowait(offset, &data, fua) {
+                NoWait::Done(()) => Ok(()),
+                NoWait::WouldBlock(done) => {
+                    let rest = data.slice(done.min(data.len())..);
+                    let at = offset + done as u64;
+                    blocking(move || inner.write_at(at, &rest, fua)).await
+                }
+            }
         })
     }
 

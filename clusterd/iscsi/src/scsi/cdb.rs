@@ -82,7 +82,8 @@ pub fn block_range(cdb: &[u8; 16]) -> Option<BlockRange> {
         | op::WRITE_VERIFY_16
         | op::VERIFY_16
         | op::WRITE_SAME_16
-        | op::PRE_FETCH_16 => BlockRange {
+        | op::PRE_FETCH_16
+        | op::ORWRITE_16 => BlockRange {
             lba: be64(cdb, 2),
             blocks: be32(cdb, 10),
         },
@@ -109,6 +110,7 @@ fn param_list_len(c: &[u8; 16]) -> Option<u32> {
         op::MODE_SELECT_6 => Some(u32::from(c[4])),
         op::MODE_SELECT_10 | op::UNMAP => Some(u32::from(be16(c, 7))),
         op::PERSISTENT_RESERVE_OUT => Some(be32(c, 5)),
+        op::EXTENDED_COPY => Some(be32(c, 10)),
         _ => None,
     }
 }
@@ -130,7 +132,8 @@ pub fn data_out_len_with_block_size(cdb: &[u8], block_size: u32) -> Option<u32> 
         | op::WRITE_16
         | op::WRITE_VERIFY_10
         | op::WRITE_VERIFY_12
-        | op::WRITE_VERIFY_16 => r.blocks.checked_mul(block_size),
+        | op::WRITE_VERIFY_16
+        | op::ORWRITE_16 => r.blocks.checked_mul(block_size),
         op::VERIFY_10 | op::VERIFY_12 | op::VERIFY_16 => {
             // BYTCHK 01b sends the blocks, 11b sends one block; 00b sends nothing.
             match (c[1] >> 1) & 0x03 {
@@ -231,5 +234,16 @@ mod tests {
             None
         );
         assert_eq!(data_out_len(&[]), None);
+        assert_eq!(
+            data_out_len_with_block_size(&cdb16_len(op::ORWRITE_16, 3), 512),
+            Some(1536)
+        );
+    }
+
+    fn cdb16_len(opcode: u8, blocks: u32) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[0] = opcode;
+        c[10..14].copy_from_slice(&blocks.to_be_bytes());
+        c
     }
 }

@@ -111,7 +111,8 @@ fn standard_inquiry(lu: &LogicalUnit) -> Vec<u8> {
     d.push(0x06); // SPC-4
     d.push(0x12); // HISUP, response data format 2
     d.push(0); // additional length, patched below
-    d.push(0x10); // TPGS = 01b: implicit ALUA (REPORT TARGET PORT GROUPS)
+    // TPGS = 01b: implicit ALUA (REPORT TARGET PORT GROUPS); 3PC: EXTENDED COPY copy manager.
+    d.push(0x10 | 0x08);
     d.push(0x00);
     d.push(0x02); // CMDQUE
     padded_ascii(&mut d, &lu.identity.vendor, 8);
@@ -144,14 +145,20 @@ fn name_string(s: &str) -> Vec<u8> {
     v
 }
 
+/// The NAA IEEE Registered Extended designator of a LU (VPD 0x83, and what EXTENDED COPY target
+/// descriptors name the LU by).
+pub(super) fn naa_designator(id: &super::LunIdentity) -> [u8; 16] {
+    let mut naa = [0u8; 16];
+    naa[..8].copy_from_slice(&((id.naa & 0x0FFF_FFFF_FFFF_FFFF) | (0x6 << 60)).to_be_bytes());
+    naa[8..].copy_from_slice(&id.naa_ext.to_be_bytes());
+    naa
+}
+
 fn device_identification(lu: &LogicalUnit, nexus: &ItNexus) -> Vec<u8> {
     let id = &lu.identity;
     let mut out = Vec::new();
     // NAA IEEE Registered Extended: binary, LU association. First on purpose: udev/multipath prefer it.
-    let mut naa = Vec::with_capacity(16);
-    naa.extend_from_slice(&((id.naa & 0x0FFF_FFFF_FFFF_FFFF) | (0x6 << 60)).to_be_bytes());
-    naa.extend_from_slice(&id.naa_ext.to_be_bytes());
-    designator(&mut out, 0x01, 0x03, &naa);
+    designator(&mut out, 0x01, 0x03, &naa_designator(id));
     // T10 vendor ID: ASCII, vendor padded to 8 then the serial.
     let mut t10 = Vec::new();
     padded_ascii(&mut t10, &id.vendor, 8);
@@ -186,7 +193,8 @@ fn device_identification(lu: &LogicalUnit, nexus: &ItNexus) -> Vec<u8> {
 fn block_limits(lu: &LogicalUnit) -> Vec<u8> {
     let mut p = vec![0u8; 0x3C];
     let bs = lu.block_size;
-    p[0] = 0x01; // WSNZ: WRITE SAME with zero blocks is rejected (it would mean "whole medium")
+    // WSNZ stays 0: WRITE SAME with zero blocks means "to the last LBA", bounded by MAXIMUM WRITE
+    // SAME LENGTH like any other WRITE SAME.
     p[1] = MAX_CAW_BLOCKS as u8;
     let gran = (4096 / bs).max(1) as u16;
     p[2..4].copy_from_slice(&gran.to_be_bytes());

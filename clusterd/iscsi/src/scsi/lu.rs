@@ -11,7 +11,10 @@ use super::opcodes::{self, Access, CommandInfo, Handler as H, Lookup, UaPolicy, 
 use super::pr_state::{PrState, PrStore, decode_pr_state};
 use super::sense::{self, CmdResult, Failure, Sense, asc, check, invalid_cdb_field, key};
 use super::unit_attention::UnitAttentions;
-use super::{ItNexus, ScsiCommand, ScsiError, ScsiResponse, cdb, inquiry, mode, reservation, rw};
+use super::xcopy::HeldCopyResults;
+use super::{
+    ItNexus, ScsiCommand, ScsiError, ScsiResponse, cdb, inquiry, mode, reservation, rw, xcopy,
+};
 use crate::backend::{BackendError, BlockBackend};
 
 /// What makes a LU "the same device" to initiators. Must come from cluster-wide configuration so
@@ -57,6 +60,8 @@ pub struct LogicalUnit {
     pub(super) write_gate: tokio::sync::RwLock<()>,
     /// Nexuses with PREVENT MEDIUM REMOVAL in effect.
     pub(super) prevent: Mutex<HashSet<ItNexus>>,
+    /// EXTENDED COPY results held for RECEIVE COPY RESULTS.
+    pub(super) copy_results: Mutex<HeldCopyResults>,
 }
 
 fn printable_ascii(s: &str, max: usize, what: &str) -> Result<(), ScsiError> {
@@ -108,6 +113,7 @@ impl LogicalUnit {
             pr_store,
             write_gate: tokio::sync::RwLock::new(()),
             prevent: Mutex::new(HashSet::new()),
+            copy_results: Mutex::new(HeldCopyResults::default()),
         })
     }
 
@@ -244,6 +250,11 @@ impl LogicalUnit {
                 })
             }
             H::ModeSense | H::PrIn => Some(u32::from(cdb::be16(c, 7))),
+            H::ReadDefectData if c[0] == op::READ_DEFECT_DATA_10 => {
+                Some(u32::from(cdb::be16(c, 7)))
+            }
+            H::ReadDefectData => Some(cdb::be32(c, 6)),
+            H::ReceiveCopyResults => Some(cdb::be32(c, 10)),
             H::RequestSense => Some(u32::from(c[4])),
             H::ReadCapacity10 => Some(8),
             H::ReadCapacity16 | H::GetLbaStatus => Some(cdb::be32(c, 10)),
@@ -322,6 +333,10 @@ impl LogicalUnit {
             H::WriteSame => rw::write_same(self, c, &cmd.data_out).await,
             H::Unmap => rw::unmap(self, c, &cmd.data_out).await,
             H::CompareAndWrite => rw::compare_and_write(self, c, &cmd.data_out).await,
+            H::OrWrite => rw::or_write(self, c, &cmd.data_out).await,
+            H::ReadDefectData => rw::read_defect_data(c),
+            H::ExtendedCopy => xcopy::extended_copy(self, nexus, c, &cmd.data_out).await,
+            H::ReceiveCopyResults => xcopy::receive_copy_results(self, nexus, c),
             H::GetLbaStatus => rw::get_lba_status(self, c).await,
             H::Reserve => reservation::reserve_legacy(self, nexus, c),
             H::Release => reservation::release_legacy(self, nexus, c),

@@ -16,6 +16,7 @@ mod rw;
 pub mod sense;
 mod target;
 pub mod unit_attention;
+mod xcopy;
 
 use bytes::Bytes;
 
@@ -131,3 +132,5 @@ mod tests;
 mod tests_pr;
 #[cfg(test)]
 mod tests_rw;
+#[cfg(test)]
+mod tests_xcopy;

@@ -20,6 +20,7 @@ pub mod op {
     pub const START_STOP_UNIT: u8 = 0x1B;
     pub const PREVENT_ALLOW: u8 = 0x1E;
     pub const READ_CAPACITY_10: u8 = 0x25;
+    pub const READ_DEFECT_DATA_10: u8 = 0x37;
     pub const READ_10: u8 = 0x28;
     pub const WRITE_10: u8 = 0x2A;
     pub const WRITE_VERIFY_10: u8 = 0x2E;
@@ -34,8 +35,11 @@ pub mod op {
     pub const MODE_SENSE_10: u8 = 0x5A;
     pub const PERSISTENT_RESERVE_IN: u8 = 0x5E;
     pub const PERSISTENT_RESERVE_OUT: u8 = 0x5F;
+    pub const EXTENDED_COPY: u8 = 0x83;
+    pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
     pub const READ_16: u8 = 0x88;
     pub const COMPARE_AND_WRITE: u8 = 0x89;
+    pub const ORWRITE_16: u8 = 0x8B;
     pub const WRITE_16: u8 = 0x8A;
     pub const WRITE_VERIFY_16: u8 = 0x8E;
     pub const VERIFY_16: u8 = 0x8F;
@@ -49,12 +53,16 @@ pub mod op {
     pub const WRITE_12: u8 = 0xAA;
     pub const WRITE_VERIFY_12: u8 = 0xAE;
     pub const VERIFY_12: u8 = 0xAF;
+    pub const READ_DEFECT_DATA_12: u8 = 0xB7;
 
     /// Service actions.
     pub const SAI_READ_CAPACITY_16: u16 = 0x10;
     pub const SAI_GET_LBA_STATUS: u16 = 0x12;
     pub const MI_REPORT_TARGET_PORT_GROUPS: u16 = 0x0A;
     pub const MI_REPORT_SUPPORTED_OPCODES: u16 = 0x0C;
+    pub const XCOPY_LID1: u16 = 0x00;
+    pub const RCR_COPY_STATUS: u16 = 0x00;
+    pub const RCR_OPERATING_PARAMETERS: u16 = 0x03;
 }
 
 /// Which handler runs a command.
@@ -78,6 +86,10 @@ pub enum Handler {
     WriteSame,
     Unmap,
     CompareAndWrite,
+    OrWrite,
+    ReadDefectData,
+    ExtendedCopy,
+    ReceiveCopyResults,
     GetLbaStatus,
     Reserve,
     Release,
@@ -369,6 +381,33 @@ pub static COMMANDS: &[CommandInfo] = &[
         Always,
         &[0, 0x07, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0],
     ),
+    sa(
+        op::EXTENDED_COPY,
+        op::XCOPY_LID1,
+        H::ExtendedCopy,
+        Write,
+        &[
+            0, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0,
+        ],
+    ),
+    sa(
+        op::RECEIVE_COPY_RESULTS,
+        op::RCR_COPY_STATUS,
+        H::ReceiveCopyResults,
+        Read,
+        &[
+            0, 0x00, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0,
+        ],
+    ),
+    sa(
+        op::RECEIVE_COPY_RESULTS,
+        op::RCR_OPERATING_PARAMETERS,
+        H::ReceiveCopyResults,
+        Read,
+        &[
+            0, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0,
+        ],
+    ),
     c(op::READ_16, H::Read, Read, RW16),
     c(
         op::COMPARE_AND_WRITE,
@@ -376,6 +415,15 @@ pub static COMMANDS: &[CommandInfo] = &[
         Write,
         &[
             0, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0x1F, 0,
+        ],
+    ),
+    c(
+        op::ORWRITE_16,
+        H::OrWrite,
+        Write,
+        &[
+            0, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F,
+            0,
         ],
     ),
     c(op::WRITE_16, H::Write, Write, RW16),
@@ -452,6 +500,18 @@ pub static COMMANDS: &[CommandInfo] = &[
     c(op::WRITE_12, H::Write, Write, RW12),
     c(op::WRITE_VERIFY_12, H::WriteAndVerify, Write, VER12),
     c(op::VERIFY_12, H::Verify, Read, VER12),
+    c(
+        op::READ_DEFECT_DATA_10,
+        H::ReadDefectData,
+        Read,
+        &[0, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0],
+    ),
+    c(
+        op::READ_DEFECT_DATA_12,
+        H::ReadDefectData,
+        Read,
+        &[0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0],
+    ),
 ];
 
 /// Whether any table entry uses `opcode` with service actions.

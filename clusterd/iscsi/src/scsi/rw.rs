@@ -210,8 +210,17 @@ pub(super) async fn write_same(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> 
     let r = range(c)?;
     lu.check_writable()?;
     lu.check_range(r.lba, u64::from(r.blocks))?;
-    if r.blocks == 0 || u64::from(r.blocks) > lu.max_write_same_blocks() {
-        // WSNZ=1: zero blocks is rejected rather than meaning "to the end of the medium".
+    let capacity = lu.capacity_blocks();
+    // WSNZ=0 (VPD 0xB0): zero blocks means every block from LBA to the end of the medium.
+    let blocks = if r.blocks == 0 {
+        if r.lba >= capacity {
+            return Err(super::sense::lba_out_of_range());
+        }
+        capacity - r.lba
+    } else {
+        u64::from(r.blocks)
+    };
+    if blocks > lu.max_write_same_blocks() {
         return Err(invalid_cdb_field(length_field(c), None));
     }
     let bs = lu.block_size as usize;
@@ -229,9 +238,11 @@ pub(super) async fn write_same(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> 
         return Err(invalid_cdb_field(length_field(c), None));
     }
     let offset = lu.byte_offset(r.lba)?;
-    let total = u64::from(r.blocks) * bs as u64;
+    let total = blocks * bs as u64;
     let _gate = lu.write_gate.read().await;
-    if unmap && lu.thin() && pattern.iter().all(|&b| b == 0) {
+    // UNMAP=1 on a thin LU deallocates whatever the pattern is (as LIO and tgt do): LBPRZ=1 then
+    // defines the blocks to read back as zeroes, which is what initiators asking to unmap expect.
+    if unmap && lu.thin() {
         return lu
             .backend
             .unmap(offset, total)
@@ -240,8 +251,9 @@ pub(super) async fn write_same(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> 
             .map_err(|e| lu.backend_failure(e, true));
     }
     let per_chunk = (WRITE_SAME_CHUNK / bs).max(1);
-    let mut buf = BytesMut::with_capacity(per_chunk.min(r.blocks as usize) * bs);
-    for _ in 0..per_chunk.min(r.blocks as usize) {
+    let chunk_blocks = per_chunk.min(usize::try_from(blocks).unwrap_or(usize::MAX));
+    let mut buf = BytesMut::with_capacity(chunk_blocks * bs);
+    for _ in 0..chunk_blocks {
         buf.extend_from_slice(&pattern);
     }
     let buf = buf.freeze();
@@ -345,6 +357,67 @@ pub(super) async fn compare_and_write(lu: &LogicalUnit, c: &[u8; 16], data: &Byt
         .await
         .map_err(|e| lu.backend_failure(e, true))?;
     Ok(Bytes::new())
+}
+
+/// ORWRITE(16): each written block becomes the bitwise OR of the Data-Out and the medium. The
+/// read-modify-write runs under the exclusive write gate, so no other write can land in between.
+pub(super) async fn or_write(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> CmdResult {
+    check_protect(c)?;
+    let r = range(c)?;
+    lu.check_transfer(r, length_field(c))?;
+    lu.check_writable()?;
+    let bs = lu.block_size as usize;
+    let have = u32::try_from(data.len() / bs).unwrap_or(u32::MAX);
+    let n = r.blocks.min(have);
+    if n == 0 {
+        return Ok(Bytes::new());
+    }
+    let offset = lu.byte_offset(r.lba)?;
+    let len = lu.len_bytes(n)?;
+    let _gate = lu.write_gate.write().await;
+    let current = lu
+        .backend
+        .read(offset, len)
+        .await
+        .map_err(|e| lu.backend_failure(e, false))?;
+    let mut merged = BytesMut::from(&current[..]);
+    for (m, d) in merged.iter_mut().zip(data.iter()) {
+        *m |= *d;
+    }
+    lu.backend
+        .write(offset, merged.freeze(), lu.effective_fua(fua_bit(c)))
+        .await
+        .map_err(|e| lu.backend_failure(e, true))?;
+    Ok(Bytes::new())
+}
+
+/// READ DEFECT DATA(10)/(12): a virtual medium has no primary or grown defects, so both lists are
+/// valid and empty in whichever address format the initiator asks for.
+pub(super) fn read_defect_data(c: &[u8; 16]) -> CmdResult {
+    let (flags, alloc) = if c[0] == op::READ_DEFECT_DATA_10 {
+        (c[2], usize::from(be16(c, 7)))
+    } else {
+        (c[1], be32(c, 6) as usize)
+    };
+    let format = flags & 0x07;
+    // 000b short block, 011b long block, 100b bytes from index, 101b physical sector, 110b vendor
+    // specific; 001b/010b/111b are reserved.
+    if matches!(format, 1 | 2 | 7) {
+        let byte = if c[0] == op::READ_DEFECT_DATA_10 {
+            2
+        } else {
+            1
+        };
+        return Err(invalid_cdb_field(byte, Some(0)));
+    }
+    let valid = flags & 0x18; // PLISTV / GLISTV mirror REQ_PLIST / REQ_GLIST
+    let mut d = if c[0] == op::READ_DEFECT_DATA_10 {
+        vec![0, valid | format, 0, 0]
+    } else {
+        vec![0, valid | format, 0, 0, 0, 0, 0, 0]
+    };
+    d.truncate(alloc);
+    Ok(Bytes::from(d))
 }
 
 pub(super) async fn get_lba_status(lu: &LogicalUnit, c: &[u8; 16]) -> CmdResult {

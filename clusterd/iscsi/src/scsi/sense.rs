@@ -16,6 +16,7 @@ pub mod key {
     pub const ILLEGAL_REQUEST: u8 = 0x05;
     pub const UNIT_ATTENTION: u8 = 0x06;
     pub const DATA_PROTECT: u8 = 0x07;
+    pub const COPY_ABORTED: u8 = 0x0A;
     pub const ABORTED_COMMAND: u8 = 0x0B;
     pub const MISCOMPARE: u8 = 0x0E;
 }
@@ -36,6 +37,11 @@ pub mod asc {
     pub const LUN_NOT_SUPPORTED: Code = (0x25, 0x00);
     pub const INVALID_FIELD_IN_PARAMETER_LIST: Code = (0x26, 0x00);
     pub const INVALID_RELEASE_OF_PR: Code = (0x26, 0x04);
+    pub const TOO_MANY_TARGET_DESCRIPTORS: Code = (0x26, 0x06);
+    pub const UNSUPPORTED_TARGET_DESCRIPTOR_TYPE: Code = (0x26, 0x07);
+    pub const TOO_MANY_SEGMENT_DESCRIPTORS: Code = (0x26, 0x08);
+    pub const UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE: Code = (0x26, 0x09);
+    pub const UNREACHABLE_COPY_TARGET: Code = (0x08, 0x04);
     pub const WRITE_PROTECTED: Code = (0x27, 0x00);
     pub const SOFTWARE_WRITE_PROTECTED: Code = (0x27, 0x02);
     pub const SPACE_ALLOCATION_FAILED_WRITE_PROTECT: Code = (0x27, 0x07);

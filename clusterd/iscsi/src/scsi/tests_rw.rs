@@ -176,6 +176,16 @@ async fn write_same_and_unmap() {
     );
     let st = h.backend.lba_status(64 * 512, 8 * 512).await.unwrap();
     assert_eq!(st, vec![(64 * 512, 8 * 512, false)]);
+    // UNMAP with a non-zero pattern still deallocates (LBPRZ: reads back as zeroes).
+    assert_good(&run(&h, &h.a, &cdb16(op::WRITE_SAME_16, 64, 8), &pat).await);
+    assert_good(&run(&h, &h.a, &ws, &pat).await);
+    assert!(
+        run(&h, &h.a, &read10(64, 8), &[])
+            .await
+            .data_in
+            .iter()
+            .all(|&b| b == 0)
+    );
     // NDOB writes zeroes without a data buffer; NDOB is invalid for WRITE SAME(10).
     assert_good(&run(&h, &h.a, &cdb16(op::WRITE_SAME_16, 64, 1), &pat).await);
     let mut nd = cdb16(op::WRITE_SAME_16, 64, 1);
@@ -200,11 +210,14 @@ async fn write_same_and_unmap() {
         0x24,
         0,
     );
-    // WSNZ: zero blocks rejected, but out of range is reported first.
+    // WSNZ=0: zero blocks writes from the LBA to the end of the medium; out of range still first.
+    assert_good(&run(&h, &h.a, &cdb16(op::WRITE_SAME_16, BLOCKS - 3, 0), &pat).await);
+    let tail = run(&h, &h.a, &read10((BLOCKS - 3) as u32, 3), &[]).await;
+    assert!(tail.data_in.iter().all(|&b| b == 0xC3));
     assert_sense(
-        &run(&h, &h.a, &cdb16(op::WRITE_SAME_16, 0, 0), &pat).await,
+        &run(&h, &h.a, &cdb16(op::WRITE_SAME_16, BLOCKS, 0), &pat).await,
         5,
-        0x24,
+        0x21,
         0,
     );
     assert_sense(
@@ -486,7 +499,10 @@ async fn advertised_limits() {
             .await
             .data_in;
         let max_unmap = u32::from_be_bytes(b0[20..24].try_into().unwrap());
-        assert!(max_unmap > 0 && max_unmap <= 1 << 20, "bs {bs}: {max_unmap}");
+        assert!(
+            max_unmap > 0 && max_unmap <= 1 << 20,
+            "bs {bs}: {max_unmap}"
+        );
         let max_ws = u64::from_be_bytes(b0[36..44].try_into().unwrap());
         assert_eq!(max_ws, 0xFFFF, "bs {bs}");
         let gran = u16::from_be_bytes(b0[6..8].try_into().unwrap());
@@ -499,4 +515,57 @@ async fn advertised_limits() {
         assert_good(&rc);
         assert_eq!(rc.data_in[13] & 0x0F, 0, "LBPPBE, bs {bs}");
     }
+}
+
+#[tokio::test]
+async fn orwrite_merges_with_medium() {
+    let h = harness(false);
+    assert_good(&run(&h, &h.a, &write10(10, 2), &vec![0x0F; 1024]).await);
+    let resp = run(&h, &h.a, &cdb16(op::ORWRITE_16, 10, 2), &vec![0xA0; 1024]).await;
+    assert_good(&resp);
+    assert_eq!(resp.transfer_len, 1024);
+    let back = run(&h, &h.a, &read10(10, 2), &[]).await;
+    assert!(back.data_in.iter().all(|&b| b == 0xAF));
+    // Zero blocks is a no-op; beyond the end and ORPROTECT are rejected.
+    assert_good(&run(&h, &h.a, &cdb16(op::ORWRITE_16, BLOCKS, 0), &[]).await);
+    assert_sense(
+        &run(&h, &h.a, &cdb16(op::ORWRITE_16, BLOCKS, 1), &[0; 512]).await,
+        5,
+        0x21,
+        0,
+    );
+    let mut prot = cdb16(op::ORWRITE_16, 0, 1);
+    prot[1] = 0x20;
+    assert_sense(&run(&h, &h.a, &prot, &[0; 512]).await, 5, 0x24, 0);
+}
+
+#[tokio::test]
+async fn read_defect_data_lists_are_empty() {
+    let h = harness(false);
+    let r = run(
+        &h,
+        &h.a,
+        &[op::READ_DEFECT_DATA_10, 0, 0x18, 0, 0, 0, 0, 0, 32, 0],
+        &[],
+    )
+    .await;
+    assert_good(&r);
+    assert_eq!(&r.data_in[..], &[0, 0x18, 0, 0]);
+    let r = run(
+        &h,
+        &h.a,
+        &[op::READ_DEFECT_DATA_12, 0x05, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+        &[],
+    )
+    .await;
+    assert_good(&r);
+    assert_eq!(&r.data_in[..], &[0, 0x05, 0, 0, 0, 0, 0, 0]);
+    let bad = run(
+        &h,
+        &h.a,
+        &[op::READ_DEFECT_DATA_10, 0, 0x01, 0, 0, 0, 0, 0, 32, 0],
+        &[],
+    )
+    .await;
+    assert_sense(&bad, 5, 0x24, 0);
 }

@@ -1,0 +1,437 @@
+//! The HA group on this node: heartbeats in, the failover sequencer deciding, the group steps doing.
+//!
+//! The sequencer (`crate::failover`) and the membership core (`crate::heartbeat`) hold every decision;
+//! this loop only feeds them events (heartbeat membership, the peer's published group state, volume
+//! states, step results, admin commands, a timer) and carries out the actions they return. Steps run
+//! as their own tasks, so a slow step never stalls heartbeats or the control API.
+
+use super::group_steps::GroupSteps;
+use super::resources::Resources;
+use super::targets::TargetHost;
+use crate::config::{ClusterConfig, GroupConfig, HaConfig, LinkMode as CfgLinkMode, NodeConfig};
+use crate::failover::{
+    Action, AdminCmd, DiskView, GuardKind, Input, Level, LocalVolumes, Sequencer, SequencerParams, SequencerStatus, Step,
+};
+use crate::heartbeat::{
+    AuthKeys, Generation, HeartbeatHandle, HeartbeatRuntimeConfig, HeartbeatService, LinkMode, LinkRuntime,
+    MembershipEvent, MembershipParams, MembershipStatus,
+};
+use crate::netops;
+use anyhow::{Context, Result, anyhow};
+use replicator::machine::state::{ConnState, DiskState, Role};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Sequencer tick and volume/peer-state poll period.
+const TICK: Duration = Duration::from_millis(50);
+/// How often ping nodes are probed for our own uplink state.
+const UPLINK_EVERY: Duration = Duration::from_secs(1);
+
+type AdminRequest = (AdminCmd, oneshot::Sender<Result<(), String>>);
+
+/// What `haadm status` shows about the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub generation: u64,
+    pub sequencer: Option<SequencerStatus>,
+    pub membership: Option<MembershipStatus>,
+}
+
+/// Handle held by the daemon and the control API.
+pub struct ClusterHandle {
+    admin: mpsc::Sender<AdminRequest>,
+    view: watch::Receiver<ClusterView>,
+    cancel: CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ClusterHandle {
+    /// `standby` / `takeover`: the sequencer answers once the hand-over finished or was refused.
+    pub async fn admin(&self, cmd: AdminCmd, limit: Duration) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.admin.send((cmd, tx)).await.map_err(|_| "the cluster loop is not running".to_string())?;
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the cluster loop stopped before answering".into()),
+            Err(_) => Err(format!("no answer within {limit:?} (the hand-over may still complete; see `haadm status`)")),
+        }
+    }
+
+    pub fn view(&self) -> ClusterView {
+        self.view.borrow().clone()
+    }
+
+    /// Stops the loop: a group held here is stopped in reverse order first (the peer takes over).
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+fn sequencer_params(cfg: &HaConfig, c: &ClusterConfig, g: &GroupConfig, me: &str, peer: Option<&str>, generation: u64) -> SequencerParams {
+    let mut p = SequencerParams::new(me, peer);
+    p.auto_failback = c.auto_failback;
+    p.preferred = g.preferred.clone();
+    p.initdead = c.initdead;
+    p.degr_wfc_timeout = g
+        .resources
+        .iter()
+        .filter_map(|r| cfg.resources.get(r))
+        .map(|r| r.startup.degr_wfc_timeout)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    p.start_timeout = g.start_timeout;
+    p.stop_timeout = g.stop_timeout;
+    p.guard = match (!c.guard.ping_nodes.is_empty(), c.guard.fence_command.is_some()) {
+        (false, false) => GuardKind::None,
+        (true, false) => GuardKind::PingNodes,
+        (false, true) => GuardKind::FenceCommand,
+        (true, true) => GuardKind::Both,
+    };
+    p.allow_unguarded_split = g.allow_unguarded_split;
+    p.garp_repeat_after = g.vip.as_ref().map_or(Duration::from_secs(3), |v| v.garp_repeat_after);
+    p.portblock = g.portblock;
+    p.generation = generation;
+    p
+}
+
+fn heartbeat_config(cfg: &HaConfig, c: &ClusterConfig, me: &str, peer: &str) -> Result<HeartbeatRuntimeConfig> {
+    let mut links = Vec::new();
+    for l in &c.links {
+        let mine = l.on.get(me).ok_or_else(|| anyhow!("cluster.links.{}.on: no entry for {me}", l.name))?;
+        let theirs = l.on.get(peer).ok_or_else(|| anyhow!("cluster.links.{}.on: no entry for {peer}", l.name))?;
+        let (mode, bind, send_to) = match l.mode {
+            CfgLinkMode::Unicast => (LinkMode::Unicast, SocketAddr::new(mine.address, l.port), SocketAddr::new(theirs.address, l.port)),
+            CfgLinkMode::Broadcast => {
+                let bcast = mine.broadcast.ok_or_else(|| anyhow!("cluster.links.{}.on.{me}.broadcast: required for bcast", l.name))?;
+                let any: std::net::IpAddr = if bcast.is_ipv4() { [0, 0, 0, 0].into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+                (LinkMode::Broadcast, SocketAddr::new(any, l.port), SocketAddr::new(bcast, l.port))
+            }
+        };
+        links.push(LinkRuntime { name: l.name.clone(), mode, bind, send_to, interface: mine.interface.clone() });
+    }
+    let mut names: Vec<&str> = cfg.nodes.iter().map(|n| n.name.as_str()).collect();
+    names.sort();
+    Ok(HeartbeatRuntimeConfig {
+        cluster: names.join("+"),
+        me: me.to_string(),
+        peer: peer.to_string(),
+        params: MembershipParams {
+            keepalive: c.keepalive,
+            warntime: c.warntime,
+            deadtime: c.deadtime,
+            initdead: c.initdead,
+            links: c.links.iter().map(|l| l.name.clone()).collect(),
+        },
+        links,
+    })
+}
+
+fn disk_view(d: DiskState) -> DiskView {
+    match d {
+        DiskState::UpToDate => DiskView::UpToDate,
+        DiskState::Consistent => DiskView::Consistent,
+        DiskState::Outdated => DiskView::Outdated,
+        DiskState::Diskless | DiskState::Attaching | DiskState::Failed => DiskView::Diskless,
+        DiskState::Inconsistent | DiskState::DUnknown => DiskView::Inconsistent,
+    }
+}
+
+/// The group's volumes summarised for the sequencer: the worst local disk, connected only if every
+/// resource is, the worst peer disk known.
+async fn local_volumes(resources: &Resources, names: &[String]) -> LocalVolumes {
+    let mut out = LocalVolumes { disk: DiskView::UpToDate, connected: true, peer_disk: Some(DiskView::UpToDate), peer_primary: false };
+    for n in names {
+        let Ok(v) = resources.volume(n).await else {
+            out.disk = DiskView::Diskless;
+            out.connected = false;
+            out.peer_disk = None;
+            continue;
+        };
+        let s = v.snapshot();
+        let d = disk_view(s.disk);
+        if (d as u8) > (out.disk as u8) {
+            out.disk = d;
+        }
+        if s.conn != ConnState::Connected {
+            out.connected = false;
+        }
+        if s.peer_role == Role::Primary {
+            out.peer_primary = true;
+        }
+        match (s.peer_disk, out.peer_disk) {
+            (DiskState::DUnknown, _) => out.peer_disk = None,
+            (pd, Some(cur)) if (disk_view(pd) as u8) > (cur as u8) => out.peer_disk = Some(disk_view(pd)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Everything the loop needs to carry out actions.
+struct Driver {
+    config: Arc<HaConfig>,
+    cluster: ClusterConfig,
+    steps: Arc<GroupSteps>,
+    group_resources: Vec<String>,
+    seq: Sequencer,
+    publish: watch::Sender<Vec<u8>>,
+    step_tx: mpsc::Sender<Input>,
+    pending: Vec<AdminRequest>,
+}
+
+impl Driver {
+    fn feed(&mut self, input: Input) {
+        let actions = self.seq.step(Instant::now(), input);
+        self.apply(actions);
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Run(step) => self.run_step(step),
+                Action::RunGuard => self.run_guard(),
+                Action::Escalate(why) => self.escalate(why),
+                Action::Publish(bytes) => {
+                    self.publish.send_replace(bytes);
+                }
+                Action::Reply { cmd, result } => {
+                    let mut keep = Vec::new();
+                    for (c, tx) in self.pending.drain(..) {
+                        if c == cmd {
+                            let _ = tx.send(result.clone());
+                        } else {
+                            keep.push((c, tx));
+                        }
+                    }
+                    self.pending = keep;
+                }
+                Action::Log(level, msg) => match level {
+                    Level::Debug => tracing::debug!(target: "failover", "{msg}"),
+                    Level::Info => tracing::info!(target: "failover", "{msg}"),
+                    Level::Warn => tracing::warn!(target: "failover", "{msg}"),
+                    Level::Error => tracing::error!(target: "failover", "{msg}"),
+                },
+            }
+        }
+    }
+
+    fn run_step(&self, step: Step) {
+        let steps = Arc::clone(&self.steps);
+        let tx = self.step_tx.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = match step {
+                Step::PromoteVolumes => steps.promote().await,
+                Step::BlockPort => steps.block_port().await,
+                Step::AddVip => steps.add_vip().await,
+                Step::SendGarp => steps.garp().await,
+                Step::StartTarget => steps.start_target().await,
+                Step::UnblockPort => steps.unblock_port().await,
+                Step::QuiesceTarget => steps.quiesce_target().await,
+                Step::StopTarget => steps.stop_target().await,
+                Step::RemoveVip => steps.remove_vip().await,
+                Step::DemoteVolumes => steps.demote().await,
+            };
+            tracing::info!(target: "failover", "step {step:?}: {} in {:?}", if r.is_ok() { "done" } else { "FAILED" }, started.elapsed());
+            let input = match r {
+                Ok(()) => Input::StepDone(step),
+                Err(e) => Input::StepFailed(step, e),
+            };
+            let _ = tx.send(input).await;
+        });
+    }
+
+    /// Ping nodes (any answering = our uplink works) and/or the fence command (exit 0 = peer confirmed down).
+    fn run_guard(&self) {
+        let guard = self.cluster.guard.clone();
+        let tx = self.step_tx.clone();
+        let (me, peer) = (self.steps.node.clone(), self.seq.params().peer.clone().unwrap_or_default());
+        tokio::spawn(async move {
+            let mut detail = Vec::new();
+            let mut ok = true;
+            if !guard.ping_nodes.is_empty() {
+                let up = uplink(&guard.ping_nodes, guard.ping_timeout).await;
+                detail.push(format!("ping nodes {}", if up { "reachable" } else { "unreachable" }));
+                ok &= up;
+            }
+            if ok {
+                if let Some(cmd) = &guard.fence_command {
+                    // Like DRBD's fence-peer handler: the command learns whom to fence from the environment.
+                    let st = tokio::process::Command::new("/bin/sh")
+                        .arg("-c")
+                        .arg(cmd)
+                        .env("HA_NODE", &me)
+                        .env("HA_PEER", &peer)
+                        .status()
+                        .await;
+                    let fenced = matches!(&st, Ok(s) if s.success());
+                    detail.push(format!("fence command `{cmd}`: {}", match st {
+                        Ok(s) => s.to_string(),
+                        Err(e) => e.to_string(),
+                    }));
+                    ok &= fenced;
+                }
+            }
+            let _ = tx.send(Input::GuardResult { ok, detail: detail.join("; ") }).await;
+        });
+    }
+
+    fn escalate(&self, why: String) {
+        match &self.cluster.escalation_command {
+            Some(cmd) => {
+                tracing::error!(target: "failover", "stopping the group failed ({why}); running the escalation command `{cmd}`");
+                let cmd = cmd.clone();
+                tokio::spawn(async move {
+                    let st = tokio::process::Command::new("/bin/sh").arg("-c").arg(&cmd).status().await;
+                    tracing::error!(target: "failover", "escalation command `{cmd}` finished: {st:?}");
+                });
+            }
+            None => tracing::error!(
+                target: "failover",
+                "stopping the group failed ({why}) and no cluster.escalation-command is configured: \
+                 this node may still hold resources; intervene by hand"
+            ),
+        }
+    }
+}
+
+async fn uplink(nodes: &[std::net::IpAddr], timeout: Duration) -> bool {
+    for n in nodes {
+        if matches!(netops::ping(*n, timeout).await, Ok(true)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Starts heartbeats and the sequencer for this node's group. `None` when the config has no group.
+pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resources>, targets: Arc<TargetHost>) -> Result<Option<ClusterHandle>> {
+    let (Some(cluster), Some(group)) = (config.cluster.clone(), config.group.clone()) else { return Ok(None) };
+    let peer = config.peer_of(&me.name).map(|p| p.name.clone());
+    let generation = Generation::bump(&me.state_dir).with_context(|| format!("heartbeat generation in {}", me.state_dir.display()))?;
+    let params = sequencer_params(&config, &cluster, &group, &me.name, peer.as_deref(), generation);
+    // Leftover blocks from a crashed run would make the port unreachable forever.
+    if group.portblock {
+        if let Err(e) = tokio::task::spawn_blocking(netops::clear_all_blocks).await.map_err(|e| anyhow!(e))? {
+            tracing::warn!("clearing stale iSCSI port blocks: {e}");
+        }
+    }
+    // A VIP left behind by a crashed run would answer ARP next to the node that holds the group now.
+    if let Some(vip) = &group.vip
+        && let Some(ifname) = vip.interfaces.get(&me.name)
+        && matches!(netops::vip_present(ifname, vip.address).await, Ok(true))
+    {
+        tracing::warn!("removing the VIP {} left on {ifname} by an earlier run", vip.address);
+        if let Err(e) = netops::vip_remove(ifname, vip.address, vip.prefix_len).await {
+            tracing::error!("cannot remove the stale VIP {}: {e}", vip.address);
+        }
+    }
+    let (publish, publish_rx) = watch::channel(Vec::new());
+    let hb: Option<(HeartbeatHandle, mpsc::Receiver<MembershipEvent>)> = match &peer {
+        Some(p) => {
+            let keys = AuthKeys::load(&cluster.authkeys_file).map_err(|e| anyhow!("{e}"))?;
+            let hb_cfg = heartbeat_config(&config, &cluster, &me.name, p)?;
+            Some(HeartbeatService::start(hb_cfg, keys, generation, publish_rx).await.map_err(|e| anyhow!("{e}"))?)
+        }
+        None => None,
+    };
+    let (step_tx, mut step_rx) = mpsc::channel::<Input>(64);
+    let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(8);
+    let (view_tx, view) = watch::channel(ClusterView { generation, sequencer: None, membership: None });
+    let cancel = CancellationToken::new();
+    let steps = Arc::new(GroupSteps { config: Arc::clone(&config), node: me.name.clone(), resources: Arc::clone(&resources), targets });
+    let mut d = Driver {
+        config: Arc::clone(&config),
+        cluster: cluster.clone(),
+        steps,
+        group_resources: group.resources.clone(),
+        seq: Sequencer::new(params, Instant::now()),
+        publish,
+        step_tx,
+        pending: Vec::new(),
+    };
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
+        let (hb_handle, mut hb_events) = match hb {
+            Some((h, e)) => (Some(h), Some(e)),
+            None => (None, None),
+        };
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_volumes: Option<LocalVolumes> = None;
+        let mut last_peer_state: Option<Vec<u8>> = None;
+        let mut last_uplink = Instant::now() - UPLINK_EVERY;
+        let uses_ping = !d.cluster.guard.ping_nodes.is_empty();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                ev = async { match hb_events.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    let Some(ev) = ev else { break };
+                    let input = match ev {
+                        MembershipEvent::PeerAlive { generation } => Some(Input::PeerAlive { generation }),
+                        MembershipEvent::PeerDead | MembershipEvent::InitDeadExpired => Some(Input::PeerDead),
+                        MembershipEvent::PeerRestarted { new, .. } => Some(Input::PeerRestarted { generation: new }),
+                        MembershipEvent::LinkUp(l) => { tracing::info!("heartbeat link {l} up"); None }
+                        MembershipEvent::LinkDown(l) => { tracing::warn!("heartbeat link {l} down"); None }
+                        MembershipEvent::LateHeartbeat { link, gap } => {
+                            tracing::warn!("late heartbeat on link {link}: {gap:?} since the previous one");
+                            None
+                        }
+                    };
+                    if let Some(i) = input { d.feed(i); }
+                }
+                Some(input) = step_rx.recv() => d.feed(input),
+                Some((cmd, reply)) = admin_rx.recv() => {
+                    d.pending.push((cmd, reply));
+                    d.feed(match cmd { AdminCmd::Standby => Input::Standby, AdminCmd::Takeover => Input::Takeover });
+                }
+                _ = tick.tick() => {
+                    let vols = local_volumes(&resources, &d.group_resources).await;
+                    if last_volumes != Some(vols) {
+                        last_volumes = Some(vols);
+                        d.feed(Input::Volumes(vols));
+                    }
+                    if let Some(h) = &hb_handle {
+                        let ps = h.peer_group_state();
+                        if ps.is_some() && ps != last_peer_state {
+                            last_peer_state = ps.clone();
+                            if let Some(bytes) = ps { d.feed(Input::PeerState(bytes)); }
+                        }
+                    }
+                    if uses_ping && last_uplink.elapsed() >= UPLINK_EVERY {
+                        last_uplink = Instant::now();
+                        let (nodes, t, tx) = (d.cluster.guard.ping_nodes.clone(), d.cluster.guard.ping_timeout, d.step_tx.clone());
+                        tokio::spawn(async move { let _ = tx.send(Input::Uplink(uplink(&nodes, t).await)).await; });
+                    }
+                    let actions = d.seq.tick(Instant::now());
+                    d.apply(actions);
+                    view_tx.send_replace(ClusterView {
+                        generation,
+                        sequencer: Some(d.seq.status()),
+                        membership: hb_handle.as_ref().map(|h| h.status()),
+                    });
+                }
+            }
+        }
+        // Shutdown: release the group here (reverse order), then stop heartbeats so the peer takes over.
+        let s = &d.steps;
+        let _ = s.quiesce_target().await;
+        let _ = s.remove_vip().await;
+        if let Err(e) = s.demote().await {
+            tracing::error!("demote at shutdown: {e}");
+        }
+        let _ = s.unblock_port().await;
+        if let Some(h) = hb_handle {
+            h.stop().await;
+        }
+        let _ = &d.config;
+    });
+    Ok(Some(ClusterHandle { admin, view, cancel, task: std::sync::Mutex::new(Some(task)) }))
+}

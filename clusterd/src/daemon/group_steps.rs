@@ -1,0 +1,172 @@
+//! The I/O behind each step of the failover sequence: promoting and demoting the group's volumes,
+//! blocking the iSCSI port, the virtual IP and its gratuitous ARP, the target. The sequencer decides
+//! which step runs when; this file only does it and reports success or the reason it failed.
+
+use super::resources::Resources;
+use super::targets::TargetHost;
+use crate::config::{GroupConfig, HaConfig, VipConfig};
+use crate::netops;
+use replicator::engine::Verb;
+use replicator::machine::state::Role;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a graceful hand-over waits for initiators to log out after the Async Message.
+const LOGOUT_WAIT: Duration = Duration::from_secs(3);
+/// Time2Wait we ask initiators to respect before reconnecting (seconds): the peer needs a moment.
+const LOGOUT_TIME2WAIT: u16 = 1;
+
+pub struct GroupSteps {
+    pub config: Arc<HaConfig>,
+    pub node: String,
+    pub resources: Arc<Resources>,
+    pub targets: Arc<TargetHost>,
+}
+
+impl GroupSteps {
+    fn group(&self) -> Result<&GroupConfig, String> {
+        self.config.group.as_ref().ok_or_else(|| "no group configured".to_string())
+    }
+
+    fn vip(&self) -> Result<Option<(&VipConfig, String)>, String> {
+        let Some(vip) = self.group()?.vip.as_ref() else { return Ok(None) };
+        let ifname = vip
+            .interfaces
+            .get(&self.node)
+            .cloned()
+            .ok_or_else(|| format!("group.vip: no interface for node {}", self.node))?;
+        Ok(Some((vip, ifname)))
+    }
+
+    /// The portals on the VIP: the only ones a failover moves (and so the only ones to block).
+    fn vip_portals(&self) -> Vec<SocketAddr> {
+        let vip = self.config.group.as_ref().and_then(|g| g.vip.as_ref()).map(|v| v.address);
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for t in &self.config.targets {
+            for p in &t.portals {
+                if Some(p.ip()) == vip && !out.contains(p) {
+                    out.push(*p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every group volume Primary, in the configured order. A failure demotes what this call promoted.
+    pub async fn promote(&self) -> Result<(), String> {
+        let names = self.group()?.resources.clone();
+        let mut done = Vec::new();
+        for n in &names {
+            match self.resources.verb(n, Verb::Primary { force: false }).await {
+                Ok(_) => done.push(n.clone()),
+                Err(e) => {
+                    for d in done.iter().rev() {
+                        let _ = self.resources.verb(d, Verb::Secondary).await;
+                    }
+                    return Err(format!("promote {n}: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every group volume Secondary, in reverse order (after the target stopped, so nothing writes).
+    pub async fn demote(&self) -> Result<(), String> {
+        let names = self.group()?.resources.clone();
+        let mut errors = Vec::new();
+        for n in names.iter().rev() {
+            let v = match self.resources.volume(n).await {
+                Ok(v) => v,
+                Err(_) => continue, // not up: nothing to demote
+            };
+            if v.snapshot().role != Role::Primary {
+                continue;
+            }
+            if let Err(e) = v.verb(Verb::Secondary).await {
+                errors.push(format!("demote {n}: {e}"));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    pub async fn block_port(&self) -> Result<(), String> {
+        for p in self.vip_portals() {
+            let (ip, port) = (p.ip(), p.port());
+            tokio::task::spawn_blocking(move || netops::block(ip, port))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("block {p}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn unblock_port(&self) -> Result<(), String> {
+        for p in self.vip_portals() {
+            let (ip, port) = (p.ip(), p.port());
+            tokio::task::spawn_blocking(move || netops::unblock(ip, port))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("unblock {p}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn add_vip(&self) -> Result<(), String> {
+        let Some((vip, ifname)) = self.vip()? else { return Ok(()) };
+        netops::vip_add(&ifname, vip.address, vip.prefix_len)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("add VIP {}/{} on {ifname}: {e}", vip.address, vip.prefix_len))
+    }
+
+    pub async fn remove_vip(&self) -> Result<(), String> {
+        let Some((vip, ifname)) = self.vip()? else { return Ok(()) };
+        netops::vip_remove(&ifname, vip.address, vip.prefix_len)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("remove VIP {}/{} from {ifname}: {e}", vip.address, vip.prefix_len))
+    }
+
+    /// One burst of gratuitous ARP for the VIP (the sequencer asks again a few seconds later).
+    pub async fn garp(&self) -> Result<(), String> {
+        let Some((vip, ifname)) = self.vip()? else { return Ok(()) };
+        let IpAddr::V4(v4) = vip.address else { return Ok(()) }; // IPv6 uses unsolicited NA; not sent yet
+        let (count, interval) = (vip.garp_count, vip.garp_interval);
+        tokio::task::spawn_blocking(move || netops::send_garp(&ifname, v4, count, interval))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("gratuitous ARP for {v4}: {e}"))
+    }
+
+    pub async fn start_target(&self) -> Result<(), String> {
+        self.targets.start(&self.resources).await.map_err(|e| format!("start iSCSI target: {e:#}"))
+    }
+
+    /// Graceful: sessions asked to log out (Async Message), a bounded wait for them to go, then the
+    /// target stops (in-flight commands complete first) and the volumes are flushed on both disks.
+    pub async fn quiesce_target(&self) -> Result<(), String> {
+        let asked = self.targets.request_logout(LOGOUT_TIME2WAIT).await;
+        if asked > 0 {
+            tracing::info!("asked {asked} iSCSI session(s) to log out");
+            let deadline = Instant::now() + LOGOUT_WAIT;
+            while Instant::now() < deadline && self.targets.session_count().await > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.stop_target().await?;
+        for n in &self.group()?.resources {
+            if let Ok(v) = self.resources.volume(n).await {
+                if v.snapshot().role == Role::Primary {
+                    v.flush().await.map_err(|e| format!("flush {n}: {e}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn stop_target(&self) -> Result<(), String> {
+        self.targets.stop().await;
+        Ok(())
+    }
+}

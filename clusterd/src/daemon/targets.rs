@@ -1,0 +1,95 @@
+//! The embedded target of this node: started and stopped as a whole (the standalone target at start-up;
+//! the HA group's target by the failover sequence), and described for `haadm target show`.
+
+use super::resources::Resources;
+use crate::config::{HaConfig, LunSource, NodeConfig};
+use crate::target::{TargetRuntime, assemble, render_json, render_text};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// How long a stop waits for sessions to finish their in-flight commands.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+pub struct TargetHost {
+    config: Arc<HaConfig>,
+    node: NodeConfig,
+    running: Mutex<Option<TargetRuntime>>,
+}
+
+impl TargetHost {
+    pub fn new(config: Arc<HaConfig>, node: NodeConfig) -> TargetHost {
+        TargetHost { config, node, running: Mutex::new(None) }
+    }
+
+    pub fn configured(&self) -> bool {
+        !self.config.targets.is_empty()
+    }
+
+    /// Assembles the LUNs (replicated ones from the running volumes) and binds the portals.
+    pub async fn start(&self, resources: &Resources) -> Result<()> {
+        let mut running = self.running.lock().await;
+        if running.is_some() || !self.configured() {
+            return Ok(());
+        }
+        let mut volumes = BTreeMap::new();
+        for t in &self.config.targets {
+            for lun in t.luns.values() {
+                if let LunSource::Resource(name) = &lun.source {
+                    let v = resources.volume(name).await.map_err(anyhow::Error::msg)?;
+                    volumes.insert(name.clone(), v);
+                }
+            }
+        }
+        let assembled = assemble(&self.config, &self.node, &volumes)?;
+        *running = Some(TargetRuntime::start(assembled)?);
+        Ok(())
+    }
+
+    /// Asks every session to log out (Async Message) and returns how many were asked.
+    pub async fn request_logout(&self, time2wait: u16) -> usize {
+        self.running.lock().await.as_ref().map_or(0, |r| r.request_logout_all(time2wait))
+    }
+
+    pub async fn stop(&self) {
+        let taken = self.running.lock().await.take();
+        if let Some(r) = taken {
+            r.stop(DRAIN_LIMIT).await;
+        }
+    }
+
+    pub async fn is_running(&self) -> bool {
+        self.running.lock().await.is_some()
+    }
+
+    pub async fn session_count(&self) -> usize {
+        self.running.lock().await.as_ref().map_or(0, |r| r.sessions().len())
+    }
+
+    /// Sessions for `haadm status`.
+    pub async fn sessions(&self) -> Vec<proto::control::TargetSessionStatus> {
+        let running = self.running.lock().await;
+        running
+            .as_ref()
+            .map(|r| r.sessions())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| proto::control::TargetSessionStatus {
+                initiator: s.initiator,
+                target: s.target,
+                peer_address: s.peer.to_string(),
+                connections: 1,
+            })
+            .collect()
+    }
+
+    pub async fn show(&self, json: bool) -> (String, String) {
+        let running = self.running.lock().await;
+        let state = if running.is_some() { "ready" } else { "stopped (not served on this node)" };
+        let text = render_text(&self.config, running.as_ref(), state);
+        let json = if json { render_json(&self.config, running.as_ref(), state) } else { String::new() };
+        (text, json)
+    }
+}

@@ -1,0 +1,414 @@
+//! The heartbeat I/O: one UDP socket per link, a sender/timer task and one receiver task per link,
+//! all driving one shared [`Membership`].
+//!
+//! Every keepalive the same sequence number is sent on every link (per-link replay windows at the
+//! receiver make that safe), carrying the latest `group_state` published by the failover
+//! sequencer. Receivers decode and authenticate each datagram and feed the core; a timer ticks the
+//! core often enough that dead detection lags deadtime by at most a small fraction of it.
+//! Events go to a bounded channel; if the consumer has gone away the service keeps running so its
+//! status stays queryable.
+
+use super::authkeys::AuthKeys;
+use super::membership::{
+    Membership, MembershipEvent, MembershipInput, MembershipParams, MembershipParamsError, MembershipStatus,
+    RejectReason,
+};
+use super::packet::{Heartbeat, decode_packet, encode_packet};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Capacity of the event channel; events are rare (state changes), this only absorbs bursts.
+const EVENT_CHANNEL_CAPACITY: usize = 256;
+/// Largest UDP payload; bigger datagrams cannot exist.
+const RECV_BUFFER_LEN: usize = 65_536;
+/// Bounds for the core's tick period (see [`tick_period`]).
+const MIN_TICK: Duration = Duration::from_millis(5);
+const MAX_TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Bind our own address, send to the peer's address.
+    Unicast,
+    /// SO_BROADCAST; bind 0.0.0.0:port (optionally on one interface), send to the broadcast address.
+    Broadcast,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRuntime {
+    pub name: String,
+    pub mode: LinkMode,
+    pub bind: SocketAddr,
+    pub send_to: SocketAddr,
+    /// Interface to bind the socket to (SO_BINDTODEVICE; needs CAP_NET_RAW).
+    pub interface: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatRuntimeConfig {
+    pub cluster: String,
+    pub me: String,
+    pub peer: String,
+    pub links: Vec<LinkRuntime>,
+    /// `params.links` must name the same links as `links`, in any order.
+    pub params: MembershipParams,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("invalid heartbeat timers or links: {0}")]
+    Params(#[from] MembershipParamsError),
+    #[error("heartbeat link {0:?} has a socket configuration but is not among the membership links (or vice versa)")]
+    LinkMismatch(String),
+    #[error("heartbeat link {link}: cannot bind {addr}: {source}")]
+    Bind {
+        link: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("heartbeat link {link}: cannot enable broadcast: {source}")]
+    Broadcast { link: String, source: std::io::Error },
+    #[error("heartbeat link {link}: cannot bind to interface {interface}: {source}")]
+    BindDevice {
+        link: String,
+        interface: String,
+        source: std::io::Error,
+    },
+}
+
+/// Control of a running service. Stop it gracefully with [`stop`](Self::stop) or by cancelling the
+/// token from [`cancel_token`](Self::cancel_token); dropping the handle aborts the tasks (a
+/// heartbeat must never outlive the daemon part that owns it).
+#[derive(Debug)]
+pub struct HeartbeatHandle {
+    core: Arc<Mutex<Membership>>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    local_addrs: Vec<(String, SocketAddr)>,
+}
+
+impl HeartbeatHandle {
+    pub fn status(&self) -> MembershipStatus {
+        lock(&self.core).status(Instant::now())
+    }
+
+    /// The peer's latest `group_state`, if heard.
+    pub fn peer_group_state(&self) -> Option<Vec<u8>> {
+        lock(&self.core).peer_group_state().map(<[u8]>::to_vec)
+    }
+
+    /// Cancelling this token stops every task of the service (e.g. tie it to daemon shutdown).
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The bound address of each link's socket (useful when binding port 0).
+    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.local_addrs
+    }
+
+    /// Stops sending and receiving and waits for the tasks to finish.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(e) = joined
+                && e.is_panic()
+            {
+                tracing::error!("heartbeat task panicked: {e}");
+            }
+        }
+    }
+}
+
+pub struct HeartbeatService;
+
+impl HeartbeatService {
+    /// Binds every link's socket, then spawns the sender/timer and receiver tasks on the current
+    /// tokio runtime. `generation` is this node's boot generation (from
+    /// [`Generation::bump`](super::generation::Generation::bump)).
+    pub async fn start(
+        cfg: HeartbeatRuntimeConfig,
+        keys: AuthKeys,
+        generation: u64,
+        group_state: watch::Receiver<Vec<u8>>,
+    ) -> Result<(HeartbeatHandle, mpsc::Receiver<MembershipEvent>), HeartbeatError> {
+        cfg.params.validate()?;
+        for link in &cfg.links {
+            if !cfg.params.links.contains(&link.name) {
+                return Err(HeartbeatError::LinkMismatch(link.name.clone()));
+            }
+        }
+        for name in &cfg.params.links {
+            if !cfg.links.iter().any(|l| &l.name == name) {
+                return Err(HeartbeatError::LinkMismatch(name.clone()));
+            }
+        }
+        let mut sockets = Vec::with_capacity(cfg.links.len());
+        for link in &cfg.links {
+            sockets.push((link.clone(), Arc::new(open_socket(link).await?)));
+        }
+        let local_addrs = sockets
+            .iter()
+            .filter_map(|(link, s)| s.local_addr().ok().map(|a| (link.name.clone(), a)))
+            .collect();
+
+        let core = Arc::new(Mutex::new(Membership::new(
+            cfg.params.clone(),
+            &cfg.cluster,
+            &cfg.me,
+            &cfg.peer,
+            Instant::now(),
+        )));
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let cancel = CancellationToken::new();
+        let keys = Arc::new(keys);
+        let mut tasks = JoinSet::new();
+        for (link, socket) in &sockets {
+            tasks.spawn(receive_loop(
+                link.name.clone(),
+                Arc::clone(socket),
+                Arc::clone(&keys),
+                Arc::clone(&core),
+                events_tx.clone(),
+                cancel.clone(),
+            ));
+        }
+        let sender = PacketSender {
+            cfg,
+            keys,
+            generation,
+            group_state,
+            sockets,
+            seq: 0,
+        };
+        tasks.spawn(send_and_tick_loop(sender, core.clone(), events_tx, cancel.clone()));
+        tracing::info!(generation, "heartbeat service started");
+        Ok((
+            HeartbeatHandle {
+                core,
+                cancel,
+                tasks,
+                local_addrs,
+            },
+            events_rx,
+        ))
+    }
+}
+
+async fn open_socket(link: &LinkRuntime) -> Result<UdpSocket, HeartbeatError> {
+    let socket = UdpSocket::bind(link.bind)
+        .await
+        .map_err(|source| HeartbeatError::Bind {
+            link: link.name.clone(),
+            addr: link.bind,
+            source,
+        })?;
+    if link.mode == LinkMode::Broadcast {
+        socket.set_broadcast(true).map_err(|source| HeartbeatError::Broadcast {
+            link: link.name.clone(),
+            source,
+        })?;
+    }
+    if let Some(interface) = &link.interface {
+        socket
+            .bind_device(Some(interface.as_bytes()))
+            .map_err(|source| HeartbeatError::BindDevice {
+                link: link.name.clone(),
+                interface: interface.clone(),
+                source,
+            })?;
+    }
+    Ok(socket)
+}
+
+/// A poisoned lock only means another heartbeat task panicked mid-update; the counters and
+/// timestamps are still usable, and liveness must keep being reported.
+fn lock(core: &Mutex<Membership>) -> MutexGuard<'_, Membership> {
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Dead detection lags by at most one tick: a tenth of deadtime, within [5 ms, 250 ms].
+fn tick_period(params: &MembershipParams) -> Duration {
+    (params.deadtime / 10).clamp(MIN_TICK, MAX_TICK)
+}
+
+async fn publish(events: Vec<MembershipEvent>, tx: &mpsc::Sender<MembershipEvent>, cancel: &CancellationToken) {
+    for event in events {
+        log_event(&event);
+        tokio::select! {
+            // An Err means the consumer is gone; keep running for status queries.
+            _ = tx.send(event) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+fn log_event(event: &MembershipEvent) {
+    match event {
+        MembershipEvent::PeerAlive { generation } => tracing::info!(generation, "heartbeat: peer is alive"),
+        MembershipEvent::PeerDead => tracing::warn!("heartbeat: peer is dead (every link silent for deadtime)"),
+        MembershipEvent::PeerRestarted { old, new } => {
+            tracing::warn!(old, new, "heartbeat: peer restarted (new generation)")
+        }
+        MembershipEvent::LinkUp(link) => tracing::info!(link, "heartbeat: link up"),
+        MembershipEvent::LinkDown(link) => tracing::warn!(link, "heartbeat: link down"),
+        MembershipEvent::LateHeartbeat { link, gap } => {
+            tracing::warn!(link, gap_ms = gap.as_millis() as u64, "heartbeat: late heartbeat")
+        }
+        MembershipEvent::InitDeadExpired => tracing::warn!("heartbeat: peer not heard within initdead"),
+    }
+}
+
+async fn receive_loop(
+    link: String,
+    socket: Arc<UdpSocket>,
+    keys: Arc<AuthKeys>,
+    core: Arc<Mutex<Membership>>,
+    events_tx: mpsc::Sender<MembershipEvent>,
+    cancel: CancellationToken,
+) {
+    let mut buf = vec![0u8; RECV_BUFFER_LEN];
+    // Refusals are counted in the status; the log gets the first of each kind per link only, so a
+    // misconfigured neighbour cannot flood it.
+    let mut logged = HashSet::new();
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = cancel.cancelled() => return,
+        };
+        let at = Instant::now();
+        let (len, from_addr) = match received {
+            Ok(ok) => ok,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here (ECONNREFUSED); not fatal.
+                tracing::debug!(link, "heartbeat receive error: {e}");
+                continue;
+            }
+        };
+        let datagram = buf.get(..len).unwrap_or_default();
+        let input = match decode_packet(datagram, &keys) {
+            Ok(hb) => MembershipInput::Packet {
+                link: link.clone(),
+                from: hb,
+                at,
+            },
+            Err(err) => {
+                let reason = RejectReason::from_packet_error(&err);
+                if logged.insert(reason) {
+                    tracing::warn!(link, %from_addr, "heartbeat packet refused: {err}");
+                }
+                MembershipInput::Rejected {
+                    link: link.clone(),
+                    reason,
+                    at,
+                }
+            }
+        };
+        let events = lock(&core).step(input);
+        publish(events, &events_tx, &cancel).await;
+    }
+}
+
+struct PacketSender {
+    cfg: HeartbeatRuntimeConfig,
+    keys: Arc<AuthKeys>,
+    generation: u64,
+    group_state: watch::Receiver<Vec<u8>>,
+    sockets: Vec<(LinkRuntime, Arc<UdpSocket>)>,
+    seq: u64,
+}
+
+impl PacketSender {
+    async fn send_round(&mut self, failing: &mut HashSet<String>) {
+        self.seq = self.seq.saturating_add(1);
+        let group_state = self.group_state.borrow().clone();
+        let sent_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let (key_id, key) = self.keys.send_key();
+        for (link, socket) in &self.sockets {
+            let hb = Heartbeat {
+                cluster: self.cfg.cluster.clone(),
+                node: self.cfg.me.clone(),
+                generation: self.generation,
+                seq: self.seq,
+                link: link.name.clone(),
+                sent_unix_ms,
+                group_state: group_state.clone(),
+            };
+            let wire = match encode_packet(&hb, key_id, key) {
+                Ok(wire) => wire,
+                Err(e) => {
+                    if failing.insert(link.name.clone()) {
+                        tracing::error!(link = link.name, "cannot encode heartbeat: {e}");
+                    }
+                    continue;
+                }
+            };
+            match socket.send_to(&wire, link.send_to).await {
+                Ok(_) => {
+                    if failing.remove(&link.name) {
+                        tracing::info!(link = link.name, "heartbeat sending works again");
+                    }
+                }
+                Err(e) => {
+                    if failing.insert(link.name.clone()) {
+                        tracing::warn!(link = link.name, to = %link.send_to, "cannot send heartbeat: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send_and_tick_loop(
+    mut sender: PacketSender,
+    core: Arc<Mutex<Membership>>,
+    events_tx: mpsc::Sender<MembershipEvent>,
+    cancel: CancellationToken,
+) {
+    let params = sender.cfg.params.clone();
+    let mut keepalive = tokio::time::interval(params.keepalive);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = tokio::time::interval(tick_period(&params));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failing = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = keepalive.tick() => sender.send_round(&mut failing).await,
+            _ = ticker.tick() => {
+                let events = lock(&core).tick(Instant::now());
+                publish(events, &events_tx, &cancel).await;
+            }
+        }
+    }
+    tracing::info!("heartbeat service stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_period_is_a_tenth_of_deadtime_within_bounds() {
+        let mut params = MembershipParams {
+            keepalive: Duration::from_secs(1),
+            warntime: Duration::from_secs(10),
+            deadtime: Duration::from_secs(30),
+            initdead: Duration::from_secs(60),
+            links: vec!["ring0".into()],
+        };
+        assert_eq!(tick_period(&params), MAX_TICK);
+        params.deadtime = Duration::from_millis(300);
+        assert_eq!(tick_period(&params), Duration::from_millis(30));
+        params.deadtime = Duration::from_millis(20);
+        assert_eq!(tick_period(&params), MIN_TICK);
+    }
+}

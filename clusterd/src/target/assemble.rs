@@ -1,0 +1,179 @@
+//! Turning the `targets:` section of ha.yaml into the embedded target's configuration.
+//!
+//! Everything that identifies a LUN to an initiator (IQN, TPGT, LUN number, unit serial, NAA id,
+//! vendor/product) is derived from the configuration file alone, never from the host, so both nodes
+//! present the same device and multipath/filesystems on the initiator survive a failover.
+
+use crate::config::{ChapUser, HaConfig, LunDef, LunSource, NodeConfig, TargetDef, TargetParamOverrides};
+use anyhow::{Context, Result, anyhow, bail};
+use iscsi_target::backend::{BlockBackend, FileBackend};
+use iscsi_target::login::{ChapAccount, Digest, TargetParams};
+use iscsi_target::scsi::{FilePrStore, LogicalUnit, LunIdentity, ScsiTarget};
+use iscsi_target::server::{Acl, ServerConfig, TargetConfig};
+use replicator::engine::Volume;
+use sha1::{Digest as _, Sha1};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::volume_backend::VolumeBackend;
+
+/// One LUN as `haadm target show` describes it.
+#[derive(Debug, Clone)]
+pub struct LunSummary {
+    pub target: String,
+    pub lun: u64,
+    pub size: u64,
+    pub block_size: u32,
+    pub serial: String,
+    pub naa: String,
+    pub backing: String,
+}
+
+/// The target configuration plus what `target show` needs to describe it.
+pub struct Assembled {
+    pub server: ServerConfig,
+    pub luns: Vec<LunSummary>,
+}
+
+/// Builds the server configuration for `node`. Replicated LUNs are looked up in `volumes` (the running
+/// volumes of this node, by resource name); the caller only assembles once those are Primary.
+pub fn assemble(cfg: &HaConfig, node: &NodeConfig, volumes: &BTreeMap<String, Volume>) -> Result<Assembled> {
+    let mut targets = Vec::new();
+    let mut luns_out = Vec::new();
+    let mut portals: Vec<SocketAddr> = Vec::new();
+    let pr_dir = node.state_dir.join("pr");
+    for t in &cfg.targets {
+        let mut luns = BTreeMap::new();
+        for (&number, lun) in &t.luns {
+            let (lu, summary) = logical_unit(t, number, lun, volumes, &pr_dir)
+                .with_context(|| format!("{}: targets.{}.luns.{number}", cfg.path.display(), t.iqn))?;
+            luns.insert(number, Arc::new(lu));
+            luns_out.push(summary);
+        }
+        for p in &t.portals {
+            if !portals.contains(p) {
+                portals.push(*p);
+            }
+        }
+        targets.push(TargetConfig {
+            iqn: t.iqn.clone(),
+            alias: t.alias.clone(),
+            tpgt: t.tpgt,
+            scsi: Arc::new(ScsiTarget::new(t.iqn.clone(), luns)),
+            acl: Acl { initiators: t.initiators.clone(), networks: t.networks.clone() },
+            chap: chap_account(t.incoming_user.as_ref())?,
+            mutual_chap: chap_account(t.outgoing_user.as_ref())?,
+            params: target_params(&t.params).with_context(|| format!("targets.{}.params", t.iqn))?,
+        });
+    }
+    let mut server = ServerConfig::new(portals, targets);
+    server.discovery_chap = chap_account(cfg.iscsi.discovery_user.as_ref())?;
+    server.nop_interval = cfg.iscsi.nop_interval;
+    server.nop_timeout = cfg.iscsi.nop_timeout;
+    Ok(Assembled { server, luns: luns_out })
+}
+
+fn logical_unit(
+    t: &TargetDef,
+    number: u64,
+    lun: &LunDef,
+    volumes: &BTreeMap<String, Volume>,
+    pr_dir: &Path,
+) -> Result<(LogicalUnit, LunSummary)> {
+    let backend: Arc<dyn BlockBackend> = match &lun.source {
+        LunSource::Path(path) => Arc::new(
+            FileBackend::open(path, true).map_err(|e| anyhow!("cannot open {}: {e}", path.display()))?,
+        ),
+        LunSource::Resource(name) => {
+            let v = volumes.get(name).ok_or_else(|| anyhow!("resource `{name}` is not up on this node"))?;
+            Arc::new(VolumeBackend::new(v.clone()))
+        }
+    };
+    // One hash of the stable names gives the serial and the NAA designator.
+    let digest = Sha1::digest(format!("{}/lun/{number}", t.iqn).as_bytes());
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&digest[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    let serial = lun.serial.clone().unwrap_or_else(|| hex::encode(&digest[..8]));
+    let identity = LunIdentity {
+        vendor: t.vendor.clone(),
+        product: t.product.clone(),
+        revision: "0001".into(),
+        serial: serial.clone(),
+        naa: word(0),
+        naa_ext: word(8),
+        target_port_group: 1,
+        write_cache: lun.write_cache,
+        thin: backend.supports_unmap(),
+    };
+    std::fs::create_dir_all(pr_dir).with_context(|| format!("create {}", pr_dir.display()))?;
+    let store = Arc::new(FilePrStore::new(pr_dir.join(format!("{serial}.pr"))));
+    let backing = backend.describe();
+    let size = backend.size();
+    let lu = LogicalUnit::new(identity, backend, lun.block_size, store).map_err(|e| anyhow!("{e}"))?;
+    let naa = format!("6{:015x}{:016x}", word(0) & 0x0fff_ffff_ffff_ffff, word(8));
+    let summary =
+        LunSummary { target: t.iqn.clone(), lun: number, size, block_size: lun.block_size, serial, naa, backing };
+    Ok((lu, summary))
+}
+
+fn chap_account(user: Option<&ChapUser>) -> Result<Option<ChapAccount>> {
+    let Some(u) = user else { return Ok(None) };
+    let bytes = crate::config::read_secret_file(&u.secret_file).map_err(|e| anyhow!("{e}"))?;
+    let secret = String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{}: the CHAP secret must be text", u.secret_file.display()))?;
+    Ok(Some(ChapAccount { user: u.name.clone(), secret }))
+}
+
+fn digests(names: &[String]) -> Result<Vec<Digest>> {
+    names
+        .iter()
+        .map(|n| match n.to_ascii_lowercase().as_str() {
+            "crc32c" => Ok(Digest::Crc32c),
+            "none" => Ok(Digest::None),
+            other => bail!("unknown digest `{other}` (CRC32C or None)"),
+        })
+        .collect()
+}
+
+/// ietd-style per-target overrides on top of our defaults.
+pub fn target_params(o: &TargetParamOverrides) -> Result<TargetParams> {
+    let mut p = TargetParams::default();
+    let set = |dst: &mut u32, v: Option<u32>| {
+        if let Some(v) = v {
+            *dst = v;
+        }
+    };
+    set(&mut p.max_connections, o.max_connections);
+    set(&mut p.max_recv_data_segment_length, o.max_recv_data_segment_length);
+    set(&mut p.max_xmit_data_segment_length, o.max_xmit_data_segment_length);
+    set(&mut p.max_burst_length, o.max_burst_length);
+    set(&mut p.first_burst_length, o.first_burst_length);
+    set(&mut p.default_time2wait, o.default_time2wait);
+    set(&mut p.default_time2retain, o.default_time2retain);
+    set(&mut p.max_outstanding_r2t, o.max_outstanding_r2t);
+    set(&mut p.error_recovery_level, o.error_recovery_level);
+    if let Some(v) = o.initial_r2t {
+        p.initial_r2t = v;
+    }
+    if let Some(v) = o.immediate_data {
+        p.immediate_data = v;
+    }
+    if let Some(v) = o.data_pdu_in_order {
+        p.data_pdu_in_order = v;
+    }
+    if let Some(v) = o.data_sequence_in_order {
+        p.data_sequence_in_order = v;
+    }
+    if let Some(d) = &o.header_digest {
+        p.header_digest = digests(d)?;
+    }
+    if let Some(d) = &o.data_digest {
+        p.data_digest = digests(d)?;
+    }
+    Ok(p)
+}

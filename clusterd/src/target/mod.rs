@@ -1,0 +1,12 @@
+//! The embedded iSCSI target inside clusterd: LUNs from ha.yaml (plain files for a standalone target,
+//! replicated volumes for the HA group), started when this node serves and stopped when it hands over.
+
+mod assemble;
+mod runtime;
+mod show;
+mod volume_backend;
+
+pub use assemble::{Assembled, LunSummary, assemble, target_params};
+pub use runtime::TargetRuntime;
+pub use show::{render_json, render_text};
+pub use volume_backend::VolumeBackend;

@@ -1,0 +1,136 @@
+//! The embedded iSCSI target served by a real one-node clusterd from ha.yaml, driven by libiscsi's
+//! command-line initiators: plain login, one-way and mutual CHAP, a wrong secret, ACLs by initiator name
+//! and by source network (refused at login and hidden from discovery), and `haadm target show`.
+
+use anyhow::Result;
+use ha_tests::standalone::{Standalone, run_tool};
+
+const OPEN: &str = "iqn.2026-11.org.example:open";
+const CHAP: &str = "iqn.2026-11.org.example:chap";
+const BY_NAME: &str = "iqn.2026-11.org.example:by-name";
+const BY_NET: &str = "iqn.2026-11.org.example:by-net";
+const ALLOWED: &str = "iqn.2026-11.org.example:allowed-initiator";
+const STRANGER: &str = "iqn.2026-11.org.example:stranger";
+const ALICE_SECRET: &str = "alice-secret-0123";
+const TARGET_SECRET: &str = "target-secret-4567";
+
+fn targets_yaml() -> String {
+    format!(
+        r#"  {OPEN}:
+    portals: ["127.0.0.1:PORT"]
+    luns:
+      0: {{ path: open.img }}
+  {CHAP}:
+    portals: ["127.0.0.1:PORT"]
+    luns:
+      0: {{ path: chap.img }}
+    incoming-user: {{ name: alice, secret-file: alice.secret }}
+    outgoing-user: {{ name: target1, secret-file: target.secret }}
+  {BY_NAME}:
+    portals: ["127.0.0.1:PORT"]
+    luns:
+      0: {{ path: name.img }}
+    initiators: [{ALLOWED}]
+  {BY_NET}:
+    portals: ["127.0.0.1:PORT"]
+    luns:
+      0: {{ path: net.img }}
+    networks: ["10.0.0.0/8"]
+"#
+    )
+}
+
+fn cluster() -> Result<Standalone> {
+    let mut s = Standalone::new(
+        &targets_yaml(),
+        &[("open.img", 64 << 20), ("chap.img", 64 << 20), ("name.img", 64 << 20), ("net.img", 64 << 20)],
+        &[("alice.secret", ALICE_SECRET), ("target.secret", TARGET_SECRET)],
+    )?;
+    s.start()?;
+    Ok(s)
+}
+
+fn ok(out: &std::process::Output) -> bool {
+    out.status.success()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn inquiry_discovery_and_target_show() -> Result<()> {
+    let s = cluster()?;
+    let inq = run_tool("iscsi-inq", &[&s.url(OPEN, 0, None)], &[])?;
+    assert!(ok(&inq), "iscsi-inq on the open target failed: {}\n{}", text(&inq), s.log());
+    assert!(text(&inq).contains("CLUSTERD"), "vendor missing from INQUIRY: {}", text(&inq));
+
+    let ls = run_tool("iscsi-ls", &[&format!("iscsi://127.0.0.1:{}", s.port)], &[])?;
+    assert!(ok(&ls), "iscsi-ls failed: {}", text(&ls));
+    let listing = text(&ls);
+    assert!(listing.contains(OPEN), "discovery does not list {OPEN}: {listing}");
+
+    let show = s.haadm(&["target", "show"])?;
+    assert!(ok(&show), "haadm target show failed: {}", text(&show));
+    let shown = text(&show);
+    for needle in [OPEN, CHAP, BY_NAME, "LUN: 0", "SCSI SN:", "alice", "target1 (outgoing)", "10.0.0.0/8", ALLOWED] {
+        assert!(shown.contains(needle), "`{needle}` missing from target show:\n{shown}");
+    }
+    for secret in [ALICE_SECRET, TARGET_SECRET] {
+        assert!(!shown.contains(secret), "target show printed a secret:\n{shown}");
+        assert!(!s.log().contains(secret), "the daemon logged a secret");
+    }
+    let json = s.haadm(&["target", "show", "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    assert_eq!(v["targets"].as_array().map(|a| a.len()), Some(4), "{v}");
+    Ok(())
+}
+
+#[test]
+fn chap_one_way_mutual_and_wrong_secret() -> Result<()> {
+    let s = cluster()?;
+    let none = run_tool("iscsi-inq", &[&s.url(CHAP, 0, None)], &[])?;
+    assert!(!ok(&none), "login without CHAP credentials was accepted: {}", text(&none));
+
+    let one_way = run_tool("iscsi-inq", &[&s.url(CHAP, 0, Some(("alice", ALICE_SECRET)))], &[])?;
+    assert!(ok(&one_way), "one-way CHAP failed: {}\n{}", text(&one_way), s.log());
+
+    let wrong = run_tool("iscsi-inq", &[&s.url(CHAP, 0, Some(("alice", "not-the-secret-99")))], &[])?;
+    assert!(!ok(&wrong), "a wrong CHAP secret was accepted: {}", text(&wrong));
+
+    let mutual_env =
+        [("LIBISCSI_CHAP_TARGET_USERNAME", "target1"), ("LIBISCSI_CHAP_TARGET_PASSWORD", TARGET_SECRET)];
+    let mutual = run_tool("iscsi-inq", &[&s.url(CHAP, 0, Some(("alice", ALICE_SECRET)))], &mutual_env)?;
+    assert!(ok(&mutual), "mutual CHAP failed: {}\n{}", text(&mutual), s.log());
+
+    // The initiator must refuse a target that cannot prove it knows the initiator's idea of its secret.
+    let bad_env =
+        [("LIBISCSI_CHAP_TARGET_USERNAME", "target1"), ("LIBISCSI_CHAP_TARGET_PASSWORD", "someone-else-1234")];
+    let bad = run_tool("iscsi-inq", &[&s.url(CHAP, 0, Some(("alice", ALICE_SECRET)))], &bad_env)?;
+    assert!(!ok(&bad), "mutual CHAP with the wrong target secret succeeded: {}", text(&bad));
+    Ok(())
+}
+
+#[test]
+fn acl_refuses_login_and_hides_target() -> Result<()> {
+    let s = cluster()?;
+    let portal = format!("iscsi://127.0.0.1:{}", s.port);
+
+    let allowed_ls = run_tool("iscsi-ls", &["-i", ALLOWED, &portal], &[])?;
+    assert!(ok(&allowed_ls), "iscsi-ls as the allowed initiator failed: {}", text(&allowed_ls));
+    assert!(text(&allowed_ls).contains(BY_NAME), "allowed initiator does not see {BY_NAME}: {}", text(&allowed_ls));
+
+    let stranger_ls = run_tool("iscsi-ls", &["-i", STRANGER, &portal], &[])?;
+    let listing = text(&stranger_ls);
+    assert!(listing.contains(OPEN), "the stranger should still see the open target: {listing}");
+    assert!(!listing.contains(BY_NAME), "discovery shows {BY_NAME} to an initiator outside its ACL: {listing}");
+    assert!(!listing.contains(BY_NET), "discovery shows {BY_NET} to an address outside its ACL: {listing}");
+
+    let allowed = run_tool("iscsi-inq", &["-i", ALLOWED, &s.url(BY_NAME, 0, None)], &[])?;
+    assert!(ok(&allowed), "the allowed initiator cannot log in: {}\n{}", text(&allowed), s.log());
+    let refused = run_tool("iscsi-inq", &["-i", STRANGER, &s.url(BY_NAME, 0, None)], &[])?;
+    assert!(!ok(&refused), "an initiator outside the ACL logged in: {}", text(&refused));
+    let by_net = run_tool("iscsi-inq", &["-i", ALLOWED, &s.url(BY_NET, 0, None)], &[])?;
+    assert!(!ok(&by_net), "127.0.0.1 logged in to a target limited to 10.0.0.0/8: {}", text(&by_net));
+    Ok(())
+}
