@@ -193,3 +193,26 @@ pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> C
     }
     out
 }
+
+/// One `group` event line from the cluster view: who holds the group, the phase, the peer and the links.
+/// Only the fields that describe state (not timings) are included, so identical lines can be dropped.
+pub fn cluster_event(kind: &str, view: &crate::daemon::cluster::ClusterView) -> Event {
+    let kv = |k: &str, v: String| KeyValue { key: k.into(), value: v };
+    let mut fields = Vec::new();
+    if let Some(s) = &view.sequencer {
+        fields.push(kv("holder", s.holder.as_ref().map(|(n, _)| n.clone()).unwrap_or_else(|| "-".into())));
+        fields.push(kv("phase", s.phase.name().into()));
+        fields.push(kv("epoch", s.epoch.to_string()));
+        if let Some(w) = &s.split_brain_warning {
+            fields.push(kv("split-brain", w.clone()));
+        }
+    }
+    if let Some(m) = &view.membership {
+        fields.push(kv("peer", format!("{}:{}", m.peer, if m.peer_alive() { "online" } else { "offline" })));
+        for l in &m.links {
+            fields.push(kv(&format!("link-{}", l.name), if l.up { "up".into() } else { "down".into() }));
+        }
+    }
+    let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Event { seq: 0, unix_ms, kind: kind.into(), object: "group".into(), name: "group".into(), fields }
+}

@@ -109,6 +109,10 @@ impl Control for ControlService {
                 map.insert(n.clone(), tokio_stream::wrappers::WatchStream::from_changes(rx));
             }
         }
+        let cluster_rx = self.cluster.as_ref().map(|c| c.subscribe());
+        if let Some(rx) = &cluster_rx {
+            initial.push(convert::cluster_event("exists", &rx.borrow()));
+        }
         initial.push(Event { kind: "exists".into(), object: "-".into(), ..Default::default() });
         let now_only = r.now;
         let head = tokio_stream::iter(initial.into_iter().map(Ok));
@@ -116,7 +120,20 @@ impl Control for ControlService {
             return Ok(Response::new(Box::pin(head)));
         }
         let changes = map.map(|(name, snap)| Ok(convert::event("change", &name, &snap)));
-        Ok(Response::new(Box::pin(head.chain(changes))))
+        let Some(rx) = cluster_rx else {
+            return Ok(Response::new(Box::pin(head.chain(changes))));
+        };
+        // The view is republished every tick; only a changed state is an event.
+        let mut last = convert::cluster_event("exists", &rx.borrow()).fields;
+        let group = tokio_stream::wrappers::WatchStream::from_changes(rx).filter_map(move |view| {
+            let ev = convert::cluster_event("change", &view);
+            if ev.fields == last {
+                return None;
+            }
+            last = ev.fields.clone();
+            Some(Ok(ev))
+        });
+        Ok(Response::new(Box::pin(head.chain(changes.merge(group)))))
     }
 
     async fn up(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {

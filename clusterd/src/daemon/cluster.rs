@@ -64,6 +64,11 @@ impl ClusterHandle {
         self.view.borrow().clone()
     }
 
+    /// Every update of the view (about every 50 ms); consumers drop the ones that change nothing.
+    pub fn subscribe(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
     /// Stops the loop: a group held here is stopped in reverse order first (the peer takes over).
     pub async fn shutdown(&self) {
         self.cancel.cancel();

@@ -416,7 +416,7 @@ impl Sequencer {
         if ps.phase == Phase::Holding {
             let mine = (self.held_epoch, self.p.me.as_str());
             let theirs = (ps.epoch, peer_name.as_str());
-            if false && mine < theirs {
+            if mine < theirs {
                 let msg = format!(
                     "SPLIT BRAIN: both nodes hold the group ({} at epoch {}, {} at epoch {}); the lower \
                      (epoch, node) releases: releasing here. Writes made here since the split may be lost.",
