@@ -140,7 +140,6 @@ async fn seq_1m(v: &Volume, start: u64, bytes: u64, qd: u64) -> Result<f64> {
     let buf = Bytes::from(vec![0xA5u8; 1 << 20]);
     // Start clean: the final flush below must not also pay for the preceding phase's dirty pages.
     v.flush().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let st0 = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let t0 = Instant::now();
     let n = bytes >> 20;
     let next = Arc::new(AtomicU64::new(0));
@@ -161,10 +160,6 @@ async fn seq_1m(v: &Volume, start: u64, bytes: u64, qd: u64) -> Result<f64> {
     for t in tasks {
         t.await??;
     }
-    let tw = t0.elapsed();
-    v.flush().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let st1 = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    eprintln!("TEMP writes {:?} flush {:?}\n{}\n{}", tw, t0.elapsed() - tw, st0.lines().next().unwrap_or(""), st1.lines().next().unwrap_or(""));
     v.flush().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }

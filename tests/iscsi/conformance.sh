@@ -5,13 +5,17 @@
 # A test counts as passed only if it ran without printing [SKIPPED]; CUnit counts skips as passes.
 # Prints passed / skipped / failed counts, the failed and skipped test names, and exits non-zero on
 # any failure or when fewer than MIN_PASSED (default 200) tests really passed.
-# Env: MIN_PASSED, TIMEOUT (seconds, default 900), EXTRA_ARGS (e.g. "-S"), LOG (full output file).
-# The MultipathIO suite only runs when a second URL is given (it may be the same URL again: two
-# sessions to the same LU are what a multipath initiator uses).
+# Env: MIN_PASSED, TIMEOUT (seconds, default 900), EXTRA_ARGS (e.g. "-S"), LOG (full output file),
+# MULTIPATH (default 1). The MultipathIO suite needs a second URL; without one, MULTIPATH=1 passes
+# the same URL again: two sessions (I_T nexuses) to the same LU are exactly what a multipath
+# initiator uses, and what those tests check. MULTIPATH=0 runs the plain single-URL suite.
 set -uo pipefail
 
 URL=${1:?usage: conformance.sh iscsi://host:port/iqn/lun [multipath-url]}
 MPATH=${2:-}
+if [[ -z $MPATH && ${MULTIPATH:-1} == 1 ]]; then
+    MPATH=$URL
+fi
 MIN_PASSED=${MIN_PASSED:-200}
 TIMEOUT=${TIMEOUT:-900}
 LOG=${LOG:-$(mktemp /tmp/iscsi-conformance.XXXXXX)}

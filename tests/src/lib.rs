@@ -2,8 +2,10 @@
 //! (127.0.0.1 and 127.0.0.2), with its files in a temporary directory, driven through the real `haadm`.
 //! Every process started here is killed when the [`Cluster`] is dropped, even when a test fails.
 
+pub mod initiator;
 pub mod netlab;
 pub mod standalone;
+pub mod writer;
 
 use anyhow::{bail, Context, Result};
 use std::io::Write;

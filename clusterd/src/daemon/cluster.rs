@@ -192,6 +192,10 @@ struct Driver {
 }
 
 impl Driver {
+    fn cluster_portblock(&self) -> bool {
+        self.config.group.as_ref().is_some_and(|g| g.portblock)
+    }
+
     fn feed(&mut self, input: Input) {
         let actions = self.seq.step(Instant::now(), input);
         self.apply(actions);
@@ -425,18 +429,28 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
                 }
             }
         }
-        // Shutdown: release the group here (reverse order), then stop heartbeats so the peer takes over.
-        let s = &d.steps;
-        let _ = s.quiesce_target().await;
-        let _ = s.remove_vip().await;
-        if let Err(e) = s.demote().await {
-            tracing::error!("demote at shutdown: {e}");
+        // Shutdown: release the group here in stop order, then stop heartbeats so the peer takes over.
+        if d.seq.phase().active() {
+            let s = &d.steps;
+            tracing::info!("shutting down while holding the group: stopping it in reverse order");
+            let _ = s.quiesce_target().await;
+            if d.cluster_portblock() {
+                let _ = s.block_port().await;
+            }
+            if let Err(e) = s.stop_target().await {
+                tracing::error!("stop target at shutdown: {e}");
+            }
+            if let Err(e) = s.remove_vip().await {
+                tracing::error!("remove VIP at shutdown: {e}");
+            }
+            let _ = s.unblock_port().await;
+            if let Err(e) = s.demote().await {
+                tracing::error!("demote at shutdown: {e}");
+            }
         }
-        let _ = s.unblock_port().await;
         if let Some(h) = hb_handle {
             h.stop().await;
         }
-        let _ = &d.config;
     });
     Ok(Some(ClusterHandle { admin, view, cancel, task: std::sync::Mutex::new(Some(task)) }))
 }

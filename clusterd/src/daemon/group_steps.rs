@@ -143,30 +143,36 @@ impl GroupSteps {
         self.targets.start(&self.resources).await.map_err(|e| format!("start iSCSI target: {e:#}"))
     }
 
-    /// Graceful: sessions asked to log out (Async Message), a bounded wait for them to go, then the
-    /// target stops (in-flight commands complete first) and the volumes are flushed on both disks.
+    /// Graceful hand-over, first half: every session is asked to log out (Async Message) and we wait
+    /// (bounded) for them to go. The target keeps serving meanwhile, so nothing in flight fails; the port
+    /// block that follows makes the initiators' reconnects wait (dropped SYNs) until the peer serves.
     pub async fn quiesce_target(&self) -> Result<(), String> {
         let asked = self.targets.request_logout(LOGOUT_TIME2WAIT).await;
         if asked > 0 {
             tracing::info!("asked {asked} iSCSI session(s) to log out");
             let deadline = Instant::now() + LOGOUT_WAIT;
             while Instant::now() < deadline && self.targets.session_count().await > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-        }
-        self.stop_target().await?;
-        for n in &self.group()?.resources {
-            if let Ok(v) = self.resources.volume(n).await {
-                if v.snapshot().role == Role::Primary {
-                    v.flush().await.map_err(|e| format!("flush {n}: {e}"))?;
-                }
+            let left = self.targets.session_count().await;
+            if left > 0 {
+                tracing::warn!("{left} iSCSI session(s) did not log out within {LOGOUT_WAIT:?}; they are closed with the target");
             }
         }
         Ok(())
     }
 
+    /// Stops the target (sessions end after their in-flight commands) and flushes the volumes on both
+    /// disks, so nothing acknowledged is only in a cache when the volumes are demoted.
     pub async fn stop_target(&self) -> Result<(), String> {
         self.targets.stop().await;
+        for n in &self.group()?.resources {
+            if let Ok(v) = self.resources.volume(n).await
+                && v.snapshot().role == Role::Primary
+            {
+                v.flush().await.map_err(|e| format!("flush {n}: {e}"))?;
+            }
+        }
         Ok(())
     }
 }

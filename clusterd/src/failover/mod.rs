@@ -18,6 +18,16 @@
 //! - Each acquisition bumps the group epoch. If both nodes end up holding (a healed split), the holder
 //!   with the lower `(epoch, node name)` pair releases; this is logged as an error.
 //!
+//! - Ping nodes are not proof that a silent peer is down (a heartbeat-only partition leaves both sides
+//!   reaching them); they keep an isolated node from taking over and move the group away from a holder
+//!   that lost its uplink while the peer still has one (heartbeat's ipfail). Crash coverage needs a fence.
+//!
+//! Contract for the daemon: carry out `Run` actions one at a time in order (report each before starting
+//! the next); send the latest `Publish` bytes in every heartbeat (nothing is published before the first
+//! `step`/`tick`); call `tick` periodically (e.g. every 100 ms-1 s) for timeouts; answer `RunGuard` with
+//! exactly one `GuardResult`; treat `Escalate` as "self-fence now"; on daemon start make sure no group
+//! resource is active (a new `Sequencer` assumes nothing runs) and pass the persisted epoch.
+//!
 //! Handoff (standby/takeover/auto-failback) is a small protocol over the published state:
 //! the holder stops fully (quiesce, block, stop target, remove VIP, unblock, demote), then publishes
 //! `ReleasedTo { to, epoch }`; only then does the receiver start, at `epoch + 1`.

@@ -73,6 +73,8 @@ pub enum Command {
     CreateMd(CreateMdArgs),
     /// Print the on-disk metadata (offline: clusterd must be stopped).
     DumpMd(ResourceArg),
+    /// Print a shell completion script (bash by default).
+    Completion(CompletionArgs),
 }
 
 /// A resource name or `all`.
@@ -144,6 +146,15 @@ pub struct CreateMdArgs {
     /// Resource name, or `all`.
     #[arg(value_name = "RES|all")]
     pub resource: String,
+}
+
+/// `haadm completion SHELL`. Generated from this very clap definition, so the script cannot fall
+/// behind the verbs.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// Shell to generate the script for.
+    #[arg(value_enum, default_value_t = clap_complete::Shell::Bash)]
+    pub shell: clap_complete::Shell,
 }
 
 impl Cli {
@@ -264,6 +275,23 @@ mod tests {
         assert!(matches!(cli.command, Command::Target { command: TargetCommand::Show { json: false } }));
         let cli = parse(&["haadm", "events", "--now"]);
         assert!(matches!(cli.command, Command::Events(EventsArgs { now: true, resource: None })));
+        let cli = parse(&["haadm", "completion", "bash"]);
+        assert!(matches!(cli.command, Command::Completion(CompletionArgs { shell: clap_complete::Shell::Bash })));
+        let cli = parse(&["haadm", "completion"]);
+        assert!(matches!(cli.command, Command::Completion(CompletionArgs { shell: clap_complete::Shell::Bash })));
+        assert!(Cli::try_parse_from(os(&["haadm", "completion", "cmd.exe"])).is_err());
+    }
+
+    #[test]
+    fn bash_completion_lists_every_verb() {
+        let mut script = Vec::new();
+        super::super::write_completion(clap_complete::Shell::Bash, &mut script).unwrap();
+        let script = String::from_utf8(script).unwrap();
+        assert!(script.contains("complete -F _haadm"), "{script}");
+        for verb in Cli::command().get_subcommands().map(|c| c.get_name().to_string()) {
+            assert!(script.contains(&format!("haadm,{verb})")), "verb {verb} missing from the bash completion");
+        }
+        assert!(script.contains("--overwrite-data-of-peer"));
     }
 
     #[test]

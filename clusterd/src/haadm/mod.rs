@@ -162,6 +162,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
     match &cli.command {
         Command::CreateMd(args) => return run_offline(cli, "create-md", &args.resource, Some(args.force), out),
         Command::DumpMd(args) => return run_offline(cli, "dump-md", &args.resource, None, out),
+        Command::Completion(args) => return write_completion(args.shell, out),
         _ => {}
     }
     let target = resolve_target(cli)?;
@@ -223,9 +224,21 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
         }
         Command::Standby => with_timeout(&target, "standby", VERB_TIMEOUT, client.standby(verb("all"))).await?,
         Command::Takeover => with_timeout(&target, "takeover", VERB_TIMEOUT, client.takeover(verb("all"))).await?,
-        Command::CreateMd(_) | Command::DumpMd(_) => unreachable!("offline verbs returned above"),
+        Command::CreateMd(_) | Command::DumpMd(_) | Command::Completion(_) => {
+            unreachable!("offline verbs returned above")
+        }
     };
     finish_verb(reply, out)
+}
+
+/// `haadm completion SHELL`: needs neither the configuration nor clusterd, so it works on a
+/// freshly installed node (install.sh runs it before ha.yaml is edited).
+pub(crate) fn write_completion(shell: clap_complete::Shell, out: &mut dyn Write) -> Result<(), HaadmError> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "haadm", &mut script);
+    out.write_all(&script).map_err(HaadmError::Output)
 }
 
 /// Success: warnings and message on stdout. Failure: warnings on stdout, the message becomes the

@@ -329,11 +329,11 @@ impl World {
         self.run_guards();
         self.membership_timeouts();
         self.replication();
-        if self.now % 100 == 0 {
+        if self.now.is_multiple_of(100) {
             self.writes();
         }
         self.feed_local_state();
-        if self.now % SEQ_TICK_MS == 0 {
+        if self.now.is_multiple_of(SEQ_TICK_MS) {
             for i in 0..2 {
                 let at = self.at();
                 if let Some(seq) = self.nodes[i].seq.as_mut() {
@@ -343,7 +343,7 @@ impl World {
             }
         }
         for i in 0..2 {
-            if self.nodes[i].up && (self.now + 250 * i as u64) % KEEPALIVE_MS == 0 {
+            if self.nodes[i].up && (self.now + 250 * i as u64).is_multiple_of(KEEPALIVE_MS) {
                 self.send_heartbeat(i);
             }
         }
@@ -415,16 +415,17 @@ impl World {
                 self.nodes[i].busy = None;
                 self.finish_step(i, step, fails);
             }
-            if self.nodes[i].up && self.nodes[i].busy.is_none() {
-                if let Some(step) = self.nodes[i].queue.pop_front() {
-                    let slow = self.rng.chance(0.01);
-                    if slow {
-                        self.disturbances += 1; // may exceed the step timeouts
-                    }
-                    let d = if slow { self.rng.range(2000, 8000) } else { self.rng.range(20, 400) };
-                    let fails = self.faults_on && self.rng.chance(self.cfg.step_fail);
-                    self.nodes[i].busy = Some((step, self.now + d, fails));
+            if self.nodes[i].up
+                && self.nodes[i].busy.is_none()
+                && let Some(step) = self.nodes[i].queue.pop_front()
+            {
+                let slow = self.rng.chance(0.01);
+                if slow {
+                    self.disturbances += 1; // may exceed the step timeouts
                 }
+                let d = if slow { self.rng.range(2000, 8000) } else { self.rng.range(20, 400) };
+                let fails = self.faults_on && self.rng.chance(self.cfg.step_fail);
+                self.nodes[i].busy = Some((step, self.now + d, fails));
             }
         }
     }
@@ -453,7 +454,7 @@ impl World {
 
     fn run_guards(&mut self) {
         for i in 0..2 {
-            if !self.nodes[i].guard_due.is_some_and(|t| t <= self.now) || !self.nodes[i].up {
+            if self.nodes[i].guard_due.is_none_or(|t| t > self.now) || !self.nodes[i].up {
                 continue;
             }
             self.nodes[i].guard_due = None;

@@ -53,7 +53,12 @@ pub async fn start(
     let (cmd_tx, mut cmd_rx) = unbounded_channel::<TransportCmd>();
     let (ev_tx, mut ev_rx) = unbounded_channel::<Event>();
     if !spec.connector {
-        let listener = TcpListener::bind(spec.local).await?;
+        // Accepted sockets inherit the listener's buffer sizes (set before listen, so the window scale
+        // is negotiated for them).
+        let sock = new_socket(spec.local)?;
+        sock.set_reuseaddr(true)?;
+        sock.bind(spec.local)?;
+        let listener: TcpListener = sock.listen(128)?;
         let ev = ev_tx.clone();
         let peer_ip = spec.peer.ip();
         let stop = shutdown.clone();
@@ -154,8 +159,21 @@ pub async fn start(
     Ok(cmd_tx)
 }
 
+/// Socket buffer size for both directions. WHY: with autotuning the buffers start small and every 1 MiB
+/// write or resync block takes several send/receive rounds (each a wake-up on both sides) until the
+/// window grows; a fixed size of a few in-flight blocks keeps the pipe full from the first write.
+const SOCKET_BUF: u32 = 4 * 1024 * 1024;
+
+fn new_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // Best effort: a kernel that caps the sizes lower still works, just with a smaller window.
+    let _ = sock.set_send_buffer_size(SOCKET_BUF);
+    let _ = sock.set_recv_buffer_size(SOCKET_BUF);
+    Ok(sock)
+}
+
 async fn dial(local: SocketAddr, peer: SocketAddr) -> std::io::Result<TcpStream> {
-    let sock = if peer.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let sock = new_socket(peer)?;
     sock.bind(SocketAddr::new(local.ip(), 0))?;
     sock.connect(peer).await
 }
