@@ -7,7 +7,7 @@
 #
 # Env: BENCH_DIR (scratch, default /var/tmp/iscsi-bench), COUNT_4K / COUNT_1M (requests per line),
 #      OURS_CMD (command that serves $BENCH_FILE as LUN 0 of $OURS_IQN on 127.0.0.1:$OURS_PORT;
-#      default: the serve_file example built --release), CARGO_TARGET_DIR.
+#      default: clusterd --release with a one-node config), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -71,11 +71,21 @@ tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op bind --tid 1 --initiator-add
 if [[ -n ${OURS_CMD:-} ]]; then
     timeout 300 bash -c "$OURS_CMD" >"$BENCH_DIR/ours.log" 2>&1 &
 else
+    # The product: clusterd serving the file as a standalone target from a one-node ha.yaml. The LUN
+    # reports a write-back cache (WCE=1; SYNCHRONIZE CACHE and FUA honoured), as tgt does by default,
+    # so both targets give the same durability guarantees.
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-    (cd "$ROOT" && cargo build --quiet --release -p iscsi-target --example serve_file)
-    # WRITE_CACHE=1: write-back cache (WCE=1, SYNCHRONIZE CACHE and FUA honoured), which is what tgt
-    # runs with by default, so both targets give the same durability guarantees.
-    WRITE_CACHE=${WRITE_CACHE:-1} timeout 300 "$CARGO_TARGET_DIR/release/examples/serve_file" "$BENCH_FILE" "$OURS_PORT" "$OURS_IQN" \
+    (cd "$ROOT" && cargo build --quiet --release -p clusterd --bin clusterd)
+    cat >"$BENCH_DIR/bench.yaml" <<YAML
+nodes:
+  - { name: bench, control-socket: $BENCH_DIR/clusterd.sock, state-dir: $BENCH_DIR/state }
+targets:
+  $OURS_IQN:
+    portals: ["127.0.0.1:$OURS_PORT"]
+    luns:
+      0: { path: $BENCH_FILE, write-cache: ${WRITE_CACHE_YAML:-true} }
+YAML
+    RUST_LOG=warn timeout 300 "$CARGO_TARGET_DIR/release/clusterd" --config "$BENCH_DIR/bench.yaml" \
         >"$BENCH_DIR/ours.log" 2>&1 &
 fi
 pids+=($!)

@@ -46,8 +46,8 @@ pub enum InitiatorError {
     Pdu(#[from] PduError),
     #[error("login rejected: status class {class:#04x} detail {detail:#04x}")]
     LoginRejected { class: u8, detail: u8 },
-    #[error("the target asked for logout (Async Message event 1)")]
-    LogoutRequested,
+    #[error("the target asked for logout (Async Message event 1, Time2Wait {time2wait} s)")]
+    LogoutRequested { time2wait: u16 },
     #[error("the target is dropping the connection (Async Message event {0})")]
     TargetDropping(u8),
     #[error("CHECK CONDITION: sense key {key:#x}, ASC/ASCQ {asc:#04x}/{ascq:#04x}")]
@@ -114,7 +114,8 @@ pub struct Initiator {
     cmd_sn: u32,
     exp_stat_sn: u32,
     next_itt: u32,
-    logout_requested: bool,
+    /// Time2Wait of the target's logout request, once one has arrived.
+    logout_requested: Option<u16>,
 }
 
 /// Reads SenseKey/ASC/ASCQ from a sense buffer in fixed (0x70/0x71) or descriptor (0x72/0x73) format.
@@ -163,7 +164,7 @@ impl Initiator {
             cmd_sn: 1,
             exp_stat_sn: 0,
             next_itt: 1,
-            logout_requested: false,
+            logout_requested: None,
         };
         ini.login().await?;
         Ok(ini)
@@ -171,7 +172,7 @@ impl Initiator {
 
     /// Whether the target has asked this session to log out (seen while waiting for a response).
     pub fn logout_requested(&self) -> bool {
-        self.logout_requested
+        self.logout_requested.is_some()
     }
 
     async fn login(&mut self) -> Result<(), InitiatorError> {
@@ -308,7 +309,7 @@ impl Initiator {
             Pdu::AsyncMessage(a) => {
                 self.exp_stat_sn = a.stat_sn.wrapping_add(1);
                 if a.event == ASYNC_LOGOUT_REQUESTED {
-                    self.logout_requested = true;
+                    self.logout_requested = Some(a.param3);
                 } else if ASYNC_DROPPING.contains(&a.event) {
                     return Err(InitiatorError::TargetDropping(a.event));
                 }
@@ -322,8 +323,8 @@ impl Initiator {
     /// Runs one SCSI command to completion: sends the command with immediate data (and unsolicited
     /// Data-Out up to FirstBurstLength when InitialR2T=No), answers R2Ts, gathers Data-In.
     async fn command(&mut self, cdb: [u8; 16], write_data: Option<Bytes>, read_len: u32) -> Result<Completed, InitiatorError> {
-        if self.logout_requested {
-            return Err(InitiatorError::LogoutRequested);
+        if let Some(time2wait) = self.logout_requested {
+            return Err(InitiatorError::LogoutRequested { time2wait });
         }
         let deadline = tokio::time::Instant::now() + self.cfg.io_timeout;
         match tokio::time::timeout_at(deadline, self.command_inner(cdb, write_data, read_len)).await {

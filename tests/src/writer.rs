@@ -121,6 +121,9 @@ pub struct WriterConfig {
     /// Safety limit: the writer stops on its own after this long.
     pub time_limit: Duration,
     pub seed: u64,
+    /// Wait the Time2Wait of a logout request before reconnecting, as RFC 7143 asks of initiators. Off by
+    /// default: the drills reconnect at once to measure the hand-over itself, not the wait.
+    pub honour_time2wait: bool,
 }
 
 impl WriterConfig {
@@ -133,6 +136,7 @@ impl WriterConfig {
             backoff: Duration::from_millis(100),
             time_limit: Duration::from_secs(120),
             seed: 0x5eed_1234_abcd_0001,
+            honour_time2wait: false,
         }
     }
 }
@@ -334,7 +338,7 @@ async fn open_session(cfg: &InitiatorConfig) -> Result<Session, InitiatorError> 
         }
     }
     let (_, block_size) = ini.read_capacity10().await?;
-    if block_size == 0 || block_size as usize > BLOCK || BLOCK % block_size as usize != 0 {
+    if block_size == 0 || block_size as usize > BLOCK || !BLOCK.is_multiple_of(block_size as usize) {
         return Err(InitiatorError::Protocol(format!("block size {block_size} does not divide {BLOCK}")));
     }
     Ok(Session { ini, block_size })
@@ -389,10 +393,13 @@ async fn write_loop(cfg: WriterConfig, stop: Arc<AtomicBool>, log: Arc<Mutex<Wri
             record(&log, &e);
             match e {
                 InitiatorError::CheckCondition { .. } if e.is_unit_attention() => {}
-                InitiatorError::LogoutRequested => {
-                    // Graceful hand-over: log out now (the old node waits for it), reconnect at once.
+                InitiatorError::LogoutRequested { time2wait } => {
+                    // Graceful hand-over: log out now (the old node waits for it), then reconnect.
                     if let Some(mut old) = session.take() {
                         let _ = old.ini.logout().await;
+                    }
+                    if cfg.honour_time2wait {
+                        tokio::time::sleep(Duration::from_secs(u64::from(time2wait))).await;
                     }
                 }
                 _ => {
@@ -418,7 +425,7 @@ fn record(log: &Mutex<WriterLog>, e: &InitiatorError) {
         message: e.to_string(),
         unit_attention,
         scsi_failure,
-        logout_requested: matches!(e, InitiatorError::LogoutRequested),
+        logout_requested: matches!(e, InitiatorError::LogoutRequested { .. }),
     });
 }
 
