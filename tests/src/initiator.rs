@@ -10,8 +10,8 @@
 use bytes::{Bytes, BytesMut};
 use iscsi_target::login::text::{encode_text, parse_text};
 use iscsi_target::pdu::{
-    DataOut, DigestConfig, Frame, LoginRequest, LogoutRequest, NopOut, Pdu, PduError, RESERVED_TAG, ScsiCommandPdu,
-    decode_frame, encode,
+    DataOut, DigestConfig, Frame, LoginRequest, LogoutRequest, NopOut, Pdu, PduError, RESERVED_TAG,
+    ScsiCommandPdu, decode_frame, encode,
 };
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,7 +35,10 @@ const ASYNC_DROPPING: [u8; 3] = [2, 3, 4];
 #[derive(Debug, thiserror::Error)]
 pub enum InitiatorError {
     #[error("connect to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("timed out ({0})")]
     Timeout(&'static str),
     #[error("i/o: {0}")]
@@ -144,11 +147,17 @@ struct Completed {
 impl Initiator {
     /// Connects and logs in (operational stage directly, no authentication), with every step bounded.
     pub async fn connect(cfg: &InitiatorConfig) -> Result<Initiator, InitiatorError> {
-        let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&cfg.addr)).await {
-            Err(_) => return Err(InitiatorError::Timeout("connect")),
-            Ok(Err(source)) => return Err(InitiatorError::Connect { addr: cfg.addr.clone(), source }),
-            Ok(Ok(s)) => s,
-        };
+        let stream =
+            match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&cfg.addr)).await {
+                Err(_) => return Err(InitiatorError::Timeout("connect")),
+                Ok(Err(source)) => {
+                    return Err(InitiatorError::Connect {
+                        addr: cfg.addr.clone(),
+                        source,
+                    });
+                }
+                Ok(Ok(s)) => s,
+            };
         stream.set_nodelay(true)?;
         let mut ini = Initiator {
             stream,
@@ -207,16 +216,24 @@ impl Initiator {
         let mut text = Bytes::from(encode_text(&keys));
         // The target may answer with T=0 (more negotiation); repeat the exchange with no new keys then.
         for _ in 0..4 {
-            self.send(&Pdu::LoginRequest(req.clone()), text.clone()).await?;
+            self.send(&Pdu::LoginRequest(req.clone()), text.clone())
+                .await?;
             let frame = self.recv().await?;
             let Pdu::LoginResponse(resp) = frame.pdu else {
-                return Err(InitiatorError::Protocol(format!("expected a Login Response, got opcode {:#x}", frame.pdu.opcode())));
+                return Err(InitiatorError::Protocol(format!(
+                    "expected a Login Response, got opcode {:#x}",
+                    frame.pdu.opcode()
+                )));
             };
             if resp.status_class != 0 {
-                return Err(InitiatorError::LoginRejected { class: resp.status_class, detail: resp.status_detail });
+                return Err(InitiatorError::LoginRejected {
+                    class: resp.status_class,
+                    detail: resp.status_detail,
+                });
             }
             self.exp_stat_sn = resp.stat_sn.wrapping_add(1);
-            let pairs = parse_text(&frame.data).map_err(|e| InitiatorError::Protocol(format!("login text: {e}")))?;
+            let pairs = parse_text(&frame.data)
+                .map_err(|e| InitiatorError::Protocol(format!("login text: {e}")))?;
             self.apply_keys(&pairs);
             if resp.transit && resp.nsg == 3 {
                 self.cmd_sn = resp.exp_cmd_sn;
@@ -226,7 +243,9 @@ impl Initiator {
             req.tsih = resp.tsih;
             text = Bytes::new();
         }
-        Err(InitiatorError::Protocol("login did not reach the full feature phase".into()))
+        Err(InitiatorError::Protocol(
+            "login did not reach the full feature phase".into(),
+        ))
     }
 
     fn apply_keys(&mut self, pairs: &[(String, String)]) {
@@ -275,10 +294,14 @@ impl Initiator {
 
     async fn recv(&mut self) -> Result<Frame, InitiatorError> {
         loop {
-            if let Some(frame) = decode_frame(&mut self.rbuf, DigestConfig::default(), OUR_MAX_RECV)? {
+            if let Some(frame) =
+                decode_frame(&mut self.rbuf, DigestConfig::default(), OUR_MAX_RECV)?
+            {
                 return Ok(frame);
             }
-            match tokio::time::timeout(self.cfg.io_timeout, self.stream.read_buf(&mut self.rbuf)).await {
+            match tokio::time::timeout(self.cfg.io_timeout, self.stream.read_buf(&mut self.rbuf))
+                .await
+            {
                 Err(_) => return Err(InitiatorError::Timeout("receive")),
                 Ok(Ok(0)) => return Err(InitiatorError::Closed),
                 Ok(Ok(_)) => {}
@@ -322,25 +345,41 @@ impl Initiator {
 
     /// Runs one SCSI command to completion: sends the command with immediate data (and unsolicited
     /// Data-Out up to FirstBurstLength when InitialR2T=No), answers R2Ts, gathers Data-In.
-    async fn command(&mut self, cdb: [u8; 16], write_data: Option<Bytes>, read_len: u32) -> Result<Completed, InitiatorError> {
+    async fn command(
+        &mut self,
+        cdb: [u8; 16],
+        write_data: Option<Bytes>,
+        read_len: u32,
+    ) -> Result<Completed, InitiatorError> {
         if let Some(time2wait) = self.logout_requested {
             return Err(InitiatorError::LogoutRequested { time2wait });
         }
         let deadline = tokio::time::Instant::now() + self.cfg.io_timeout;
-        match tokio::time::timeout_at(deadline, self.command_inner(cdb, write_data, read_len)).await {
+        match tokio::time::timeout_at(deadline, self.command_inner(cdb, write_data, read_len)).await
+        {
             Err(_) => Err(InitiatorError::Timeout("command")),
             Ok(r) => r,
         }
     }
 
-    async fn command_inner(&mut self, cdb: [u8; 16], write_data: Option<Bytes>, read_len: u32) -> Result<Completed, InitiatorError> {
+    async fn command_inner(
+        &mut self,
+        cdb: [u8; 16],
+        write_data: Option<Bytes>,
+        read_len: u32,
+    ) -> Result<Completed, InitiatorError> {
         let itt = self.take_itt();
         let wdata = write_data.unwrap_or_default();
-        let wlen = u32::try_from(wdata.len()).map_err(|_| InitiatorError::Protocol("write too large".into()))?;
+        let wlen = u32::try_from(wdata.len())
+            .map_err(|_| InitiatorError::Protocol("write too large".into()))?;
         let n = self.negotiated;
         let seg = n.max_xmit_data_segment_length as usize;
         let first_burst = (n.first_burst_length as usize).min(wdata.len());
-        let immediate_len = if n.immediate_data { first_burst.min(seg) } else { 0 };
+        let immediate_len = if n.immediate_data {
+            first_burst.min(seg)
+        } else {
+            0
+        };
         let cmd = Pdu::ScsiCommand(ScsiCommandPdu {
             immediate: false,
             final_bit: n.initial_r2t || immediate_len >= first_burst,
@@ -357,19 +396,26 @@ impl Initiator {
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
         self.send(&cmd, wdata.slice(..immediate_len)).await?;
         if !n.initial_r2t && immediate_len < first_burst {
-            self.send_data_out(itt, RESERVED_TAG, &wdata, immediate_len, first_burst).await?;
+            self.send_data_out(itt, RESERVED_TAG, &wdata, immediate_len, first_burst)
+                .await?;
         }
         let mut read_buf = vec![0u8; read_len as usize];
         loop {
             let frame = self.recv().await?;
-            let Some(frame) = self.housekeeping(frame).await? else { continue };
+            let Some(frame) = self.housekeeping(frame).await? else {
+                continue;
+            };
             match frame.pdu {
                 Pdu::R2t(r) if r.itt == itt => {
                     let start = r.buffer_offset as usize;
                     let end = start
                         .checked_add(r.desired_len as usize)
                         .filter(|e| *e <= wdata.len())
-                        .ok_or_else(|| InitiatorError::Protocol(format!("R2T for bytes beyond the write ({r:?})")))?;
+                        .ok_or_else(|| {
+                            InitiatorError::Protocol(format!(
+                                "R2T for bytes beyond the write ({r:?})"
+                            ))
+                        })?;
                     self.send_data_out(itt, r.ttt, &wdata, start, end).await?;
                 }
                 Pdu::DataIn(d) if d.itt == itt => {
@@ -377,7 +423,9 @@ impl Initiator {
                     let end = start
                         .checked_add(frame.data.len())
                         .filter(|e| *e <= read_buf.len())
-                        .ok_or_else(|| InitiatorError::Protocol("Data-In beyond the read buffer".into()))?;
+                        .ok_or_else(|| {
+                            InitiatorError::Protocol("Data-In beyond the read buffer".into())
+                        })?;
                     read_buf
                         .get_mut(start..end)
                         .ok_or_else(|| InitiatorError::Protocol("Data-In range".into()))?
@@ -395,13 +443,23 @@ impl Initiator {
                     return finish(r.status, &frame.data, read_buf);
                 }
                 other => {
-                    return Err(InitiatorError::Protocol(format!("unexpected PDU (opcode {:#x}) during a command", other.opcode())));
+                    return Err(InitiatorError::Protocol(format!(
+                        "unexpected PDU (opcode {:#x}) during a command",
+                        other.opcode()
+                    )));
                 }
             }
         }
     }
 
-    async fn send_data_out(&mut self, itt: u32, ttt: u32, data: &Bytes, start: usize, end: usize) -> Result<(), InitiatorError> {
+    async fn send_data_out(
+        &mut self,
+        itt: u32,
+        ttt: u32,
+        data: &Bytes,
+        start: usize,
+        end: usize,
+    ) -> Result<(), InitiatorError> {
         let seg = (self.negotiated.max_xmit_data_segment_length as usize).max(512);
         let mut off = start;
         let mut data_sn = 0u32;
@@ -414,7 +472,8 @@ impl Initiator {
                 ttt,
                 exp_stat_sn: self.exp_stat_sn,
                 data_sn,
-                buffer_offset: u32::try_from(off).map_err(|_| InitiatorError::Protocol("offset".into()))?,
+                buffer_offset: u32::try_from(off)
+                    .map_err(|_| InitiatorError::Protocol("offset".into()))?,
             });
             self.send(&pdu, data.slice(off..off + len)).await?;
             off += len;
@@ -424,15 +483,31 @@ impl Initiator {
     }
 
     /// WRITE(10) of `data` (a whole number of blocks) at `lba`.
-    pub async fn write10(&mut self, lba: u32, block_size: u32, data: Bytes) -> Result<(), InitiatorError> {
+    pub async fn write10(
+        &mut self,
+        lba: u32,
+        block_size: u32,
+        data: Bytes,
+    ) -> Result<(), InitiatorError> {
         let blocks = blocks_of(data.len(), block_size)?;
-        self.command(cdb10(0x2a, lba, blocks), Some(data), 0).await.map(|_| ())
+        self.command(cdb10(0x2a, lba, blocks), Some(data), 0)
+            .await
+            .map(|_| ())
     }
 
     /// READ(10) of `blocks` blocks at `lba`.
-    pub async fn read10(&mut self, lba: u32, block_size: u32, blocks: u16) -> Result<Vec<u8>, InitiatorError> {
-        let len = u32::from(blocks).checked_mul(block_size).ok_or_else(|| InitiatorError::Protocol("read length".into()))?;
-        self.command(cdb10(0x28, lba, blocks), None, len).await.map(|c| c.data)
+    pub async fn read10(
+        &mut self,
+        lba: u32,
+        block_size: u32,
+        blocks: u16,
+    ) -> Result<Vec<u8>, InitiatorError> {
+        let len = u32::from(blocks)
+            .checked_mul(block_size)
+            .ok_or_else(|| InitiatorError::Protocol("read length".into()))?;
+        self.command(cdb10(0x28, lba, blocks), None, len)
+            .await
+            .map(|c| c.data)
     }
 
     /// SYNCHRONIZE CACHE(10) of the whole LU.
@@ -450,7 +525,10 @@ impl Initiator {
         let mut cdb = [0u8; 16];
         cdb[0] = 0x25;
         let c = self.command(cdb, None, 8).await?;
-        let b = c.data.get(..8).ok_or_else(|| InitiatorError::Protocol("short READ CAPACITY data".into()))?;
+        let b = c
+            .data
+            .get(..8)
+            .ok_or_else(|| InitiatorError::Protocol("short READ CAPACITY data".into()))?;
         let last = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         let bs = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
         Ok((u64::from(last) + 1, bs))
@@ -470,9 +548,15 @@ impl Initiator {
         self.send(&req, Bytes::new()).await?;
         loop {
             let frame = self.recv().await?;
-            let Some(frame) = self.housekeeping(frame).await? else { continue };
+            let Some(frame) = self.housekeeping(frame).await? else {
+                continue;
+            };
             if let Pdu::LogoutResponse(r) = frame.pdu {
-                return if r.response == 0 { Ok(()) } else { Err(InitiatorError::Response(r.response)) };
+                return if r.response == 0 {
+                    Ok(())
+                } else {
+                    Err(InitiatorError::Response(r.response))
+                };
             }
         }
     }
@@ -481,9 +565,12 @@ impl Initiator {
 fn blocks_of(len: usize, block_size: u32) -> Result<u16, InitiatorError> {
     let bs = block_size as usize;
     if bs == 0 || !len.is_multiple_of(bs) {
-        return Err(InitiatorError::Protocol(format!("{len} bytes is not a whole number of {bs}-byte blocks")));
+        return Err(InitiatorError::Protocol(format!(
+            "{len} bytes is not a whole number of {bs}-byte blocks"
+        )));
     }
-    u16::try_from(len / bs).map_err(|_| InitiatorError::Protocol("too many blocks for a 10-byte CDB".into()))
+    u16::try_from(len / bs)
+        .map_err(|_| InitiatorError::Protocol("too many blocks for a 10-byte CDB".into()))
 }
 
 fn finish(status: u8, resp_data: &[u8], read_buf: Vec<u8>) -> Result<Completed, InitiatorError> {
@@ -491,7 +578,10 @@ fn finish(status: u8, resp_data: &[u8], read_buf: Vec<u8>) -> Result<Completed, 
         STATUS_GOOD => Ok(Completed { data: read_buf }),
         STATUS_CHECK_CONDITION => {
             // The data segment of a SCSI Response is SenseLength (2 bytes) followed by the sense data.
-            let sense_len = resp_data.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))).unwrap_or(0);
+            let sense_len = resp_data
+                .get(..2)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                .unwrap_or(0);
             let sense = resp_data.get(2..2 + sense_len).unwrap_or(&[]);
             let (key, asc, ascq) = parse_sense(sense).unwrap_or((0, 0, 0));
             Err(InitiatorError::CheckCondition { key, asc, ascq })
@@ -513,7 +603,11 @@ mod tests {
         fixed[13] = 0x00;
         assert_eq!(parse_sense(&fixed), Some((6, 0x29, 0)));
         assert_eq!(parse_sense(&[0x72, 0x05, 0x24, 0x01]), Some((5, 0x24, 1)));
-        assert_eq!(parse_sense(&[0x70, 0, 6]), None, "short fixed sense must not be read past its end");
+        assert_eq!(
+            parse_sense(&[0x70, 0, 6]),
+            None,
+            "short fixed sense must not be read past its end"
+        );
         assert_eq!(parse_sense(&[]), None);
     }
 
@@ -526,9 +620,22 @@ mod tests {
         sense[12] = 0x29;
         data.extend_from_slice(&sense);
         let e = finish(STATUS_CHECK_CONDITION, &data, Vec::new()).err();
-        assert!(matches!(e, Some(InitiatorError::CheckCondition { key: 6, asc: 0x29, ascq: 0 })), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Some(InitiatorError::CheckCondition {
+                    key: 6,
+                    asc: 0x29,
+                    ascq: 0
+                })
+            ),
+            "{e:?}"
+        );
         assert!(e.is_some_and(|e| e.is_unit_attention()));
-        assert!(matches!(finish(0x08, &[], Vec::new()), Err(InitiatorError::ScsiStatus(0x08))));
+        assert!(matches!(
+            finish(0x08, &[], Vec::new()),
+            Err(InitiatorError::ScsiStatus(0x08))
+        ));
     }
 
     #[test]

@@ -30,7 +30,12 @@ fn must(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// One lab at a time per test process: the drills measure pauses and failover times, and several
+/// two-node labs on two cores at once would measure the scheduler instead.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub struct NetLab {
+    _serial: std::sync::MutexGuard<'static, ()>,
     pub prefix: String,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -46,9 +51,10 @@ impl NetLab {
 
     /// Creates the namespaces and links, the config, secrets and backing files (`size` bytes each).
     pub fn new(tag: &str, size: u64, extra_cluster_yaml: &str) -> Result<NetLab> {
+        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let prefix = format!("hat{}{}", std::process::id() % 100_000, tag);
         let dir = tempfile::Builder::new().prefix("ha-netns-").tempdir()?;
-        let lab = NetLab { prefix, config: dir.path().join("ha.yaml"), node2_config: None, dir, children: [None, None] };
+        let lab = NetLab { _serial: serial, prefix, config: dir.path().join("ha.yaml"), node2_config: None, dir, children: [None, None] };
         lab.build_network()?;
         lab.write_files(size, extra_cluster_yaml)?;
         Ok(lab)

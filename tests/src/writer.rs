@@ -75,9 +75,15 @@ pub fn check_block(b: &[u8], index: u64) -> Result<u64, BlockError> {
     }
     let found = be64(b, 8);
     if found != index {
-        return Err(BlockError::WrongIndex { found, expected: index });
+        return Err(BlockError::WrongIndex {
+            found,
+            expected: index,
+        });
     }
-    let stored = b.get(24..28).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]])).unwrap_or(0);
+    let stored = b
+        .get(24..28)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        .unwrap_or(0);
     if crc32c::crc32c(b.get(HEADER..).unwrap_or(&[])) != stored {
         return Err(BlockError::Crc);
     }
@@ -86,7 +92,10 @@ pub fn check_block(b: &[u8], index: u64) -> Result<u64, BlockError> {
 
 /// Runs `f` on a fresh thread that has joined network namespace `/var/run/netns/<ns>` first (when given),
 /// so that sockets it opens live in that namespace; the test thread itself never changes namespace.
-pub fn spawn_in_netns<T: Send + 'static>(ns: Option<&str>, f: impl FnOnce() -> T + Send + 'static) -> Result<JoinHandle<Result<T>>> {
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: Option<&str>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<Result<T>>> {
     let ns = ns.map(str::to_string);
     std::thread::Builder::new()
         .name("netns-worker".into())
@@ -94,8 +103,11 @@ pub fn spawn_in_netns<T: Send + 'static>(ns: Option<&str>, f: impl FnOnce() -> T
             if let Some(ns) = ns {
                 let path = format!("/var/run/netns/{ns}");
                 let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-                rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-                    .with_context(|| format!("setns into {path}"))?;
+                rustix::thread::move_into_link_name_space(
+                    file.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .with_context(|| format!("setns into {path}"))?;
             }
             Ok(f())
         })
@@ -103,7 +115,10 @@ pub fn spawn_in_netns<T: Send + 'static>(ns: Option<&str>, f: impl FnOnce() -> T
 }
 
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")
 }
 
 /// How the writer runs.
@@ -208,7 +223,12 @@ impl WriterLog {
 
     /// Distinct blocks of the writes issued with `lo <= seq < hi` (acknowledged or not).
     pub fn distinct_blocks_issued(&self, lo: u64, hi: u64) -> usize {
-        self.issued.iter().filter(|(s, _)| *s >= lo && *s < hi).map(|(_, b)| *b).collect::<HashSet<_>>().len()
+        self.issued
+            .iter()
+            .filter(|(s, _)| *s >= lo && *s < hi)
+            .map(|(_, b)| *b)
+            .collect::<HashSet<_>>()
+            .len()
     }
 
     pub fn errors_since(&self, t: Instant) -> impl Iterator<Item = &WriterErrorEvent> {
@@ -238,7 +258,11 @@ impl WriterHandle {
             Ok(rt) => rt.block_on(write_loop(cfg, stop2, log2)),
             Err(e) => lock(&log2).fatal = Some(format!("{e:#}")),
         })?;
-        Ok(WriterHandle { stop, log, thread: Some(thread) })
+        Ok(WriterHandle {
+            stop,
+            log,
+            thread: Some(thread),
+        })
     }
 
     /// A copy of the log so far.
@@ -268,7 +292,11 @@ impl WriterHandle {
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
-                    bail!("writer: only {} of {n} writes acknowledged in {limit:?}; last errors: {:?}", l.acked.len(), last_errors(&l));
+                    bail!(
+                        "writer: only {} of {n} writes acknowledged in {limit:?}; last errors: {:?}",
+                        l.acked.len(),
+                        last_errors(&l)
+                    );
                 }
             }
             if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
@@ -287,7 +315,10 @@ impl WriterHandle {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        bail!("no write acknowledged within {limit:?}; last errors: {:?}", last_errors(&lock(&self.log)))
+        bail!(
+            "no write acknowledged within {limit:?}; last errors: {:?}",
+            last_errors(&lock(&self.log))
+        )
     }
 
     /// Stops the writer (after a final SYNCHRONIZE CACHE and logout when connected) and returns its log.
@@ -308,7 +339,12 @@ impl WriterHandle {
 }
 
 fn last_errors(l: &WriterLog) -> Vec<String> {
-    l.errors.iter().rev().take(3).map(|e| e.message.clone()).collect()
+    l.errors
+        .iter()
+        .rev()
+        .take(3)
+        .map(|e| e.message.clone())
+        .collect()
 }
 
 impl Drop for WriterHandle {
@@ -338,8 +374,11 @@ async fn open_session(cfg: &InitiatorConfig) -> Result<Session, InitiatorError> 
         }
     }
     let (_, block_size) = ini.read_capacity10().await?;
-    if block_size == 0 || block_size as usize > BLOCK || !BLOCK.is_multiple_of(block_size as usize) {
-        return Err(InitiatorError::Protocol(format!("block size {block_size} does not divide {BLOCK}")));
+    if block_size == 0 || block_size as usize > BLOCK || !BLOCK.is_multiple_of(block_size as usize)
+    {
+        return Err(InitiatorError::Protocol(format!(
+            "block size {block_size} does not divide {BLOCK}"
+        )));
     }
     Ok(Session { ini, block_size })
 }
@@ -382,9 +421,16 @@ async fn write_loop(cfg: WriterConfig, stop: Arc<AtomicBool>, log: Arc<Mutex<Wri
             lock(&log).issued.push((seq, block));
             let per_block = (BLOCK as u32) / s.block_size;
             let lba = u32::try_from(block * u64::from(per_block)).unwrap_or(u32::MAX);
-            let r = s.ini.write10(lba, s.block_size, Bytes::from(make_block(block, seq))).await;
+            let r = s
+                .ini
+                .write10(lba, s.block_size, Bytes::from(make_block(block, seq)))
+                .await;
             if r.is_ok() {
-                lock(&log).acked.push(AckedWrite { seq, block, at: Instant::now() });
+                lock(&log).acked.push(AckedWrite {
+                    seq,
+                    block,
+                    at: Instant::now(),
+                });
                 since_sync += 1;
             }
             r
@@ -419,7 +465,11 @@ async fn write_loop(cfg: WriterConfig, stop: Arc<AtomicBool>, log: Arc<Mutex<Wri
 
 fn record(log: &Mutex<WriterLog>, e: &InitiatorError) {
     let unit_attention = e.is_unit_attention();
-    let scsi_failure = !unit_attention && matches!(e, InitiatorError::CheckCondition { .. } | InitiatorError::ScsiStatus(_));
+    let scsi_failure = !unit_attention
+        && matches!(
+            e,
+            InitiatorError::CheckCondition { .. } | InitiatorError::ScsiStatus(_)
+        );
     lock(log).errors.push(WriterErrorEvent {
         at: Instant::now(),
         message: e.to_string(),
@@ -443,8 +493,12 @@ fn judge(report: &mut VerifyReport, block: u64, want: u64, content: &[u8]) {
     match check_block(content, block) {
         Ok(got) if got == want => {}
         Ok(got) if got > want => report.newer += 1,
-        Ok(got) => report.bad.push(format!("block {block}: seq {got} < acknowledged {want} (lost write)")),
-        Err(e) => report.bad.push(format!("block {block} (acknowledged seq {want}): {e}")),
+        Ok(got) => report.bad.push(format!(
+            "block {block}: seq {got} < acknowledged {want} (lost write)"
+        )),
+        Err(e) => report
+            .bad
+            .push(format!("block {block} (acknowledged seq {want}): {e}")),
     }
 }
 
@@ -458,14 +512,19 @@ pub fn verify_file(path: &Path, expected: &HashMap<u64, u64>) -> Result<VerifyRe
     blocks.sort();
     for (&block, &want) in blocks {
         let off = block.checked_mul(BLOCK as u64).context("offset overflow")?;
-        f.read_exact_at(&mut buf, off).with_context(|| format!("read block {block} of {}", path.display()))?;
+        f.read_exact_at(&mut buf, off)
+            .with_context(|| format!("read block {block} of {}", path.display()))?;
         judge(&mut report, block, want, &buf);
     }
     Ok(report)
 }
 
 /// Checks every acknowledged write by reading it back through the target (from namespace `ns`).
-pub fn verify_through_target(ns: Option<&str>, cfg: &InitiatorConfig, expected: &HashMap<u64, u64>) -> Result<VerifyReport> {
+pub fn verify_through_target(
+    ns: Option<&str>,
+    cfg: &InitiatorConfig,
+    expected: &HashMap<u64, u64>,
+) -> Result<VerifyReport> {
     let cfg = cfg.clone();
     let mut blocks: Vec<(u64, u64)> = expected.iter().map(|(b, s)| (*b, *s)).collect();
     blocks.sort();
@@ -498,13 +557,23 @@ mod tests {
     fn blocks_round_trip_and_damage_is_detected() {
         let b = make_block(42, 7);
         assert_eq!(check_block(&b, 42), Ok(7));
-        assert_eq!(check_block(&b, 41), Err(BlockError::WrongIndex { found: 42, expected: 41 }));
+        assert_eq!(
+            check_block(&b, 41),
+            Err(BlockError::WrongIndex {
+                found: 42,
+                expected: 41
+            })
+        );
         let mut torn = b.clone();
         torn[3000] ^= 1;
         assert_eq!(check_block(&torn, 42), Err(BlockError::Crc));
         assert_eq!(check_block(&vec![0u8; BLOCK], 0), Err(BlockError::NoMagic));
         assert_eq!(check_block(&b[..100], 42), Err(BlockError::Size(100)));
-        assert_ne!(make_block(42, 8)[HEADER..], b[HEADER..], "versions must differ in the filler");
+        assert_ne!(
+            make_block(42, 8)[HEADER..],
+            b[HEADER..],
+            "versions must differ in the filler"
+        );
     }
 
     #[test]
@@ -514,16 +583,41 @@ mod tests {
         let log = WriterLog {
             issued: vec![(1, 5), (2, 6), (3, 5), (4, 9)],
             acked: vec![
-                AckedWrite { seq: 1, block: 5, at: at(10) },
-                AckedWrite { seq: 2, block: 6, at: at(20) },
-                AckedWrite { seq: 3, block: 5, at: at(520) },
-                AckedWrite { seq: 4, block: 9, at: at(530) },
+                AckedWrite {
+                    seq: 1,
+                    block: 5,
+                    at: at(10),
+                },
+                AckedWrite {
+                    seq: 2,
+                    block: 6,
+                    at: at(20),
+                },
+                AckedWrite {
+                    seq: 3,
+                    block: 5,
+                    at: at(520),
+                },
+                AckedWrite {
+                    seq: 4,
+                    block: 9,
+                    at: at(530),
+                },
             ],
             ..WriterLog::default()
         };
-        assert_eq!(log.longest_gap(t0, at(1000)), Some((Duration::from_millis(500), at(520))));
-        assert_eq!(log.longest_gap(t0, at(100)), Some((Duration::from_millis(10), at(20))));
-        assert_eq!(log.first_ack_after(at(100)), Some(Duration::from_millis(420)));
+        assert_eq!(
+            log.longest_gap(t0, at(1000)),
+            Some((Duration::from_millis(500), at(520)))
+        );
+        assert_eq!(
+            log.longest_gap(t0, at(100)),
+            Some((Duration::from_millis(10), at(20)))
+        );
+        assert_eq!(
+            log.first_ack_after(at(100)),
+            Some(Duration::from_millis(420))
+        );
         assert_eq!(log.latest_acked().get(&5), Some(&3));
         assert_eq!(log.distinct_blocks_issued(1, 4), 2);
     }

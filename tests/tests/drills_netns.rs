@@ -7,7 +7,9 @@
 use anyhow::{Result, ensure};
 use ha_tests::initiator::InitiatorConfig;
 use ha_tests::netlab::{IQN, NetLab, VIP, holder, phase};
-use ha_tests::writer::{VerifyReport, WriterConfig, WriterHandle, WriterLog, verify_file, verify_through_target};
+use ha_tests::writer::{
+    VerifyReport, WriterConfig, WriterHandle, WriterLog, verify_file, verify_through_target,
+};
 use ha_tests::{field, resource};
 use std::time::{Duration, Instant};
 
@@ -40,10 +42,16 @@ fn lab_with_group(tag: &str) -> Result<NetLab> {
     }
     lab.start(0)?;
     lab.start(1)?;
-    lab.wait_status(0, "r0 connected", Duration::from_secs(20), |s| field(&r0(s), "connection") == "Connected")?;
+    lab.wait_status(0, "r0 connected", Duration::from_secs(20), |s| {
+        field(&r0(s), "connection") == "Connected"
+    })?;
     lab.haadm_ok(0, &["primary", "--overwrite-data-of-peer", "r0"])?;
-    lab.wait_status(1, "initial sync done", Duration::from_secs(60), |s| field(&r0(s), "disk") == "UpToDate")?;
-    lab.wait_status(0, "node1 holding the group", Duration::from_secs(20), |s| holding(s, "node1"))?;
+    lab.wait_status(1, "initial sync done", Duration::from_secs(60), |s| {
+        field(&r0(s), "disk") == "UpToDate"
+    })?;
+    lab.wait_status(0, "node1 holding the group", Duration::from_secs(20), |s| {
+        holding(s, "node1")
+    })?;
     Ok(lab)
 }
 
@@ -73,7 +81,10 @@ fn start_writer_with(lab: &NetLab, honour_time2wait: bool) -> Result<WriterHandl
 }
 
 fn summary(drill: &str, rows: &[(&str, String)]) {
-    eprintln!("+-- drill {drill} {}", "-".repeat(50usize.saturating_sub(drill.len())));
+    eprintln!(
+        "+-- drill {drill} {}",
+        "-".repeat(50usize.saturating_sub(drill.len()))
+    );
     for (k, v) in rows {
         eprintln!("| {k:<38} | {v}");
     }
@@ -113,7 +124,13 @@ fn error_timeline(log: &WriterLog, t0: Instant) {
 }
 
 fn verify_ok(what: &str, r: &VerifyReport) -> Result<()> {
-    ensure!(r.bad.is_empty(), "{what}: {} of {} acknowledged blocks wrong, e.g. {:?}", r.bad.len(), r.checked, &r.bad[..r.bad.len().min(5)]);
+    ensure!(
+        r.bad.is_empty(),
+        "{what}: {} of {} acknowledged blocks wrong, e.g. {:?}",
+        r.bad.len(),
+        r.checked,
+        &r.bad[..r.bad.len().min(5)]
+    );
     Ok(())
 }
 
@@ -128,7 +145,12 @@ fn drill_a_kill9_active_while_writing() -> Result<()> {
 
     let killed = Instant::now();
     lab.kill9(0);
-    lab.wait_status(1, "node2 holding after the kill", Duration::from_secs(10), |s| holding(s, "node2"))?;
+    lab.wait_status(
+        1,
+        "node2 holding after the kill",
+        Duration::from_secs(10),
+        |s| holding(s, "node2"),
+    )?;
     writer.wait_ack_after(Instant::now(), Duration::from_secs(15))?;
     writer.wait_acked(writer.acked_count() + 200, Duration::from_secs(15))?;
     let log = writer.stop()?;
@@ -136,32 +158,78 @@ fn drill_a_kill9_active_while_writing() -> Result<()> {
     // A write may complete just after the kill instant on the dying connection: the outage starts with
     // the writer's first error after the kill, and ends with the first write acknowledged after that.
     let outage_start = log.errors_since(killed).next().map_or(killed, |e| e.at);
-    let first = log.first_ack_after(outage_start).map_or(Duration::MAX, |d| d + (outage_start - killed));
+    let first = log
+        .first_ack_after(outage_start)
+        .map_or(Duration::MAX, |d| d + (outage_start - killed));
 
     let expected = log.latest_acked();
     let on_file = verify_file(&lab.path("node2-data.img"), &expected)?;
     let via_vip = verify_through_target(Some(&lab.ns("client")), &initiator_cfg(), &expected)?;
     let (errors, ua, scsi, _) = error_counts(&log, killed);
-    let gap = log.longest_gap(killed - Duration::from_secs(1), end).map(|(g, _)| g).unwrap_or_default();
+    let gap = log
+        .longest_gap(killed - Duration::from_secs(1), end)
+        .map(|(g, _)| g)
+        .unwrap_or_default();
     summary(
         "a: kill -9 of the active clusterd",
         &[
-            ("kill -> first acknowledged write", format!("{first:?}{}", if first > Duration::from_millis(1500) { "  GOAL MISSED (1.5 s)" } else { "" })),
+            (
+                "kill -> first acknowledged write",
+                format!(
+                    "{first:?}{}",
+                    if first > Duration::from_millis(1500) {
+                        "  GOAL MISSED (1.5 s)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
             ("longest pause between writes", format!("{gap:?}")),
             ("writes acknowledged (total)", log.acked.len().to_string()),
-            ("writer errors after the kill", format!("{errors} ({ua} unit attention, {scsi} SCSI failures)")),
+            (
+                "writer errors after the kill",
+                format!("{errors} ({ua} unit attention, {scsi} SCSI failures)"),
+            ),
             ("logins", log.logins.to_string()),
-            ("blocks checked on node2's file", format!("{} ({} newer than acked, {} bad)", on_file.checked, on_file.newer, on_file.bad.len())),
-            ("blocks checked through the VIP", format!("{} ({} bad)", via_vip.checked, via_vip.bad.len())),
-            ("independent reader (iscsi-dd)", "not installed: skipped".into()),
-            ("writer connect timeout / backoff", format!("{CONNECT_TIMEOUT:?} / {BACKOFF:?}")),
+            (
+                "blocks checked on node2's file",
+                format!(
+                    "{} ({} newer than acked, {} bad)",
+                    on_file.checked,
+                    on_file.newer,
+                    on_file.bad.len()
+                ),
+            ),
+            (
+                "blocks checked through the VIP",
+                format!("{} ({} bad)", via_vip.checked, via_vip.bad.len()),
+            ),
+            (
+                "independent reader (iscsi-dd)",
+                "not installed: skipped".into(),
+            ),
+            (
+                "writer connect timeout / backoff",
+                format!("{CONNECT_TIMEOUT:?} / {BACKOFF:?}"),
+            ),
         ],
     );
     error_timeline(&log, killed);
     verify_ok("node2's backing file", &on_file)?;
     verify_ok("read through the VIP", &via_vip)?;
-    ensure!(first <= Duration::from_secs(5), "writes resumed only {first:?} after the kill\n{}", lab.logs());
-    ensure!(scsi == 0, "writes failed with SCSI errors: {:?}", log.errors.iter().filter(|e| e.scsi_failure).collect::<Vec<_>>());
+    ensure!(
+        first <= Duration::from_secs(5),
+        "writes resumed only {first:?} after the kill\n{}",
+        lab.logs()
+    );
+    ensure!(
+        scsi == 0,
+        "writes failed with SCSI errors: {:?}",
+        log.errors
+            .iter()
+            .filter(|e| e.scsi_failure)
+            .collect::<Vec<_>>()
+    );
     Ok(())
 }
 
@@ -188,20 +256,36 @@ fn standby_then_takeover(tag: &str, honour_time2wait: bool) -> Result<()> {
 
     let standby_at = Instant::now();
     lab.haadm_ok(0, &["standby"])?;
-    lab.wait_status(1, "node2 holding after standby", Duration::from_secs(30), |s| holding(s, "node2"))?;
+    lab.wait_status(
+        1,
+        "node2 holding after standby",
+        Duration::from_secs(30),
+        |s| holding(s, "node2"),
+    )?;
     writer.wait_ack_after(Instant::now(), Duration::from_secs(15))?;
     writer.wait_acked(writer.acked_count() + 200, Duration::from_secs(15))?;
 
     let takeover_at = Instant::now();
     lab.haadm_ok(0, &["takeover"])?;
-    lab.wait_status(0, "node1 holding after takeover", Duration::from_secs(30), |s| holding(s, "node1"))?;
+    lab.wait_status(
+        0,
+        "node1 holding after takeover",
+        Duration::from_secs(30),
+        |s| holding(s, "node1"),
+    )?;
     writer.wait_ack_after(Instant::now(), Duration::from_secs(15))?;
     writer.wait_acked(writer.acked_count() + 200, Duration::from_secs(15))?;
     let log = writer.stop()?;
     let end = Instant::now();
 
-    let gap_standby = log.longest_gap(standby_at, takeover_at).map(|(g, _)| g).unwrap_or_default();
-    let gap_takeover = log.longest_gap(takeover_at, end).map(|(g, _)| g).unwrap_or_default();
+    let gap_standby = log
+        .longest_gap(standby_at, takeover_at)
+        .map(|(g, _)| g)
+        .unwrap_or_default();
+    let gap_takeover = log
+        .longest_gap(takeover_at, end)
+        .map(|(g, _)| g)
+        .unwrap_or_default();
     let (errors, ua, scsi, logouts) = error_counts(&log, standby_at);
     let expected = log.latest_acked();
     let on_file = verify_file(&lab.path("node1-data.img"), &expected)?;
@@ -209,33 +293,86 @@ fn standby_then_takeover(tag: &str, honour_time2wait: bool) -> Result<()> {
     let via_vip = verify_through_target(Some(&lab.ns("client")), &initiator_cfg(), &expected)?;
     // Sessions the old node had to close after waiting for their logout (see the report: an initiator
     // that reconnects at once logs in to the old node again before its port is blocked).
-    let forced = (0..2).map(|i| lab.log(i).matches("did not log out within").count()).sum::<usize>();
-    let goal = |g: Duration| if g > Duration::from_millis(500) { "  GOAL MISSED (0.5 s)" } else { "" };
+    let forced = (0..2)
+        .map(|i| lab.log(i).matches("did not log out within").count())
+        .sum::<usize>();
+    let goal = |g: Duration| {
+        if g > Duration::from_millis(500) {
+            "  GOAL MISSED (0.5 s)"
+        } else {
+            ""
+        }
+    };
     summary(
-        if honour_time2wait { "b2: standby, then takeover (Time2Wait honoured)" } else { "b: standby, then takeover" },
+        if honour_time2wait {
+            "b2: standby, then takeover (Time2Wait honoured)"
+        } else {
+            "b: standby, then takeover"
+        },
         &[
-            ("longest pause around standby", format!("{gap_standby:?}{}", goal(gap_standby))),
-            ("longest pause around takeover", format!("{gap_takeover:?}{}", goal(gap_takeover))),
+            (
+                "longest pause around standby",
+                format!("{gap_standby:?}{}", goal(gap_standby)),
+            ),
+            (
+                "longest pause around takeover",
+                format!("{gap_takeover:?}{}", goal(gap_takeover)),
+            ),
             ("writes acknowledged (total)", log.acked.len().to_string()),
-            ("writer errors", format!("{errors} ({logouts} logout requests, {ua} unit attention, {scsi} SCSI failures)")),
+            (
+                "writer errors",
+                format!(
+                    "{errors} ({logouts} logout requests, {ua} unit attention, {scsi} SCSI failures)"
+                ),
+            ),
             ("logins", log.logins.to_string()),
             ("sessions closed by force (LOGOUT_WAIT)", forced.to_string()),
-            ("writer connect timeout / backoff", format!("{CONNECT_TIMEOUT:?} / {BACKOFF:?}")),
-            ("blocks checked on node1's file", format!("{} ({} bad)", on_file.checked, on_file.bad.len())),
-            ("blocks checked on node2's file", format!("{} ({} bad)", on_peer.checked, on_peer.bad.len())),
-            ("blocks checked through the VIP", format!("{} ({} bad)", via_vip.checked, via_vip.bad.len())),
+            (
+                "writer connect timeout / backoff",
+                format!("{CONNECT_TIMEOUT:?} / {BACKOFF:?}"),
+            ),
+            (
+                "blocks checked on node1's file",
+                format!("{} ({} bad)", on_file.checked, on_file.bad.len()),
+            ),
+            (
+                "blocks checked on node2's file",
+                format!("{} ({} bad)", on_peer.checked, on_peer.bad.len()),
+            ),
+            (
+                "blocks checked through the VIP",
+                format!("{} ({} bad)", via_vip.checked, via_vip.bad.len()),
+            ),
         ],
     );
     eprintln!("| errors after standby:");
     error_timeline(&log, standby_at);
-    eprintln!("| takeover issued at +{} ms", (takeover_at - standby_at).as_millis());
+    eprintln!(
+        "| takeover issued at +{} ms",
+        (takeover_at - standby_at).as_millis()
+    );
     verify_ok("node1's backing file", &on_file)?;
     verify_ok("node2's backing file", &on_peer)?;
     verify_ok("read through the VIP", &via_vip)?;
-    ensure!(scsi == 0, "writes failed with SCSI errors: {:?}", log.errors.iter().filter(|e| e.scsi_failure).collect::<Vec<_>>());
-    ensure!(!honour_time2wait || forced == 0, "sessions that logged out as asked were still closed by force\n{}", lab.logs());
+    ensure!(
+        scsi == 0,
+        "writes failed with SCSI errors: {:?}",
+        log.errors
+            .iter()
+            .filter(|e| e.scsi_failure)
+            .collect::<Vec<_>>()
+    );
+    ensure!(
+        !honour_time2wait || forced == 0,
+        "sessions that logged out as asked were still closed by force\n{}",
+        lab.logs()
+    );
     for (what, g) in [("standby", gap_standby), ("takeover", gap_takeover)] {
-        ensure!(g <= Duration::from_secs(5), "writes paused {g:?} around {what}\n{}", lab.logs());
+        ensure!(
+            g <= Duration::from_secs(5),
+            "writes paused {g:?} around {what}\n{}",
+            lab.logs()
+        );
     }
     Ok(())
 }
@@ -250,16 +387,28 @@ struct OutageNumbers {
 
 /// Breaks replication with `cut` while the writer runs, stops the writer, heals with `heal`, waits for
 /// the resync and checks that only the blocks written meanwhile moved and both disks end identical.
-fn outage_drill(lab: &mut NetLab, cut: &dyn Fn(&mut NetLab) -> Result<()>, heal: &dyn Fn(&mut NetLab) -> Result<()>) -> Result<OutageNumbers> {
+fn outage_drill(
+    lab: &mut NetLab,
+    cut: &dyn Fn(&mut NetLab) -> Result<()>,
+    heal: &dyn Fn(&mut NetLab) -> Result<()>,
+) -> Result<OutageNumbers> {
     let writer = start_writer(lab)?;
     let sent_before = u64_at(&r0(&lab.status(0)?), &["stats", "resync_blocks_sent"]);
     let from_seq = writer.next_seq().saturating_sub(1); // the write in flight at the cut counts too
     let acked_before = writer.acked_count();
     cut(lab)?;
-    lab.wait_status(0, "node1 sees r0 disconnected", Duration::from_secs(10), |s| field(&r0(s), "connection") != "Connected")?;
+    lab.wait_status(
+        0,
+        "node1 sees r0 disconnected",
+        Duration::from_secs(10),
+        |s| field(&r0(s), "connection") != "Connected",
+    )?;
     writer.wait_acked(writer.acked_count() + 300, Duration::from_secs(15))?;
     let s1 = lab.status(0)?;
-    ensure!(holding(&s1, "node1") && field(&r0(&s1), "role") == "Primary", "node1 stopped serving during the outage: {s1:#}");
+    ensure!(
+        holding(&s1, "node1") && field(&r0(&s1), "role") == "Primary",
+        "node1 stopped serving during the outage: {s1:#}"
+    );
     let log = writer.stop()?;
     let to_seq = log.issued.last().map_or(0, |(s, _)| s + 1);
     let distinct_written = log.distinct_blocks_issued(from_seq, to_seq);
@@ -268,15 +417,32 @@ fn outage_drill(lab: &mut NetLab, cut: &dyn Fn(&mut NetLab) -> Result<()>, heal:
     heal(lab)?;
     lab.wait_status(0, "resync finished", Duration::from_secs(40), |s| {
         let r = r0(s);
-        field(&r, "connection") == "Connected" && field(&r, "peer_disk") == "UpToDate" && u64_at(&r, &["out_of_sync_bytes"]) == 0
+        field(&r, "connection") == "Connected"
+            && field(&r, "peer_disk") == "UpToDate"
+            && u64_at(&r, &["out_of_sync_bytes"]) == 0
     })?;
-    lab.wait_status(1, "node2 UpToDate", Duration::from_secs(20), |s| field(&r0(s), "disk") == "UpToDate")?;
-    let resynced = u64_at(&r0(&lab.status(0)?), &["stats", "resync_blocks_sent"]).saturating_sub(sent_before);
-    let (h1, h2) = (ha_tests::sha1_file(&lab.path("node1-data.img"))?, ha_tests::sha1_file(&lab.path("node2-data.img"))?);
-    ensure!(h1 == h2, "backing files differ after the resync ({h1} vs {h2})\n{}", lab.logs());
+    lab.wait_status(1, "node2 UpToDate", Duration::from_secs(20), |s| {
+        field(&r0(s), "disk") == "UpToDate"
+    })?;
+    let resynced =
+        u64_at(&r0(&lab.status(0)?), &["stats", "resync_blocks_sent"]).saturating_sub(sent_before);
+    let (h1, h2) = (
+        ha_tests::sha1_file(&lab.path("node1-data.img"))?,
+        ha_tests::sha1_file(&lab.path("node2-data.img"))?,
+    );
+    ensure!(
+        h1 == h2,
+        "backing files differ after the resync ({h1} vs {h2})\n{}",
+        lab.logs()
+    );
     let on_peer = verify_file(&lab.path("node2-data.img"), &log.latest_acked())?;
     verify_ok("node2's backing file after resync", &on_peer)?;
-    Ok(OutageNumbers { out_of_sync_blocks, distinct_written, resynced, acked_during: log.acked.len() - acked_before })
+    Ok(OutageNumbers {
+        out_of_sync_blocks,
+        distinct_written,
+        resynced,
+        acked_during: log.acked.len() - acked_before,
+    })
 }
 
 /// Only dirty blocks move: the out-of-sync count matches the distinct blocks written during the outage
@@ -288,7 +454,12 @@ fn check_dirty_only(n: &OutageNumbers) -> Result<()> {
         "out-of-sync blocks ({}) do not match the distinct blocks written during the outage ({d})",
         n.out_of_sync_blocks
     );
-    ensure!(n.resynced <= n.out_of_sync_blocks + 2, "resync moved {} blocks for {} out of sync", n.resynced, n.out_of_sync_blocks);
+    ensure!(
+        n.resynced <= n.out_of_sync_blocks + 2,
+        "resync moved {} blocks for {} out of sync",
+        n.resynced,
+        n.out_of_sync_blocks
+    );
     Ok(())
 }
 
@@ -302,9 +473,20 @@ fn drill_c_replication_link_cut_while_writing() -> Result<()> {
     let link = |up: bool| {
         move |lab: &mut NetLab| -> Result<()> {
             let out = std::process::Command::new("ip")
-                .args(["-n", &lab.ns("node1"), "link", "set", "repl0", if up { "up" } else { "down" }])
+                .args([
+                    "-n",
+                    &lab.ns("node1"),
+                    "link",
+                    "set",
+                    "repl0",
+                    if up { "up" } else { "down" },
+                ])
                 .output()?;
-            ensure!(out.status.success(), "ip link set repl0: {}", String::from_utf8_lossy(&out.stderr));
+            ensure!(
+                out.status.success(),
+                "ip link set repl0: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             Ok(())
         }
     };
@@ -314,15 +496,27 @@ fn drill_c_replication_link_cut_while_writing() -> Result<()> {
     summary(
         "c: replication link cut",
         &[
-            ("writes acknowledged during the cut", n.acked_during.to_string()),
-            ("distinct 4 KiB blocks written", n.distinct_written.to_string()),
-            ("out-of-sync blocks before heal", n.out_of_sync_blocks.to_string()),
+            (
+                "writes acknowledged during the cut",
+                n.acked_during.to_string(),
+            ),
+            (
+                "distinct 4 KiB blocks written",
+                n.distinct_written.to_string(),
+            ),
+            (
+                "out-of-sync blocks before heal",
+                n.out_of_sync_blocks.to_string(),
+            ),
             ("blocks resynced after heal", n.resynced.to_string()),
             ("group holder afterwards", holder(&s2)),
             ("drill time", format!("{:?}", t0.elapsed())),
         ],
     );
-    ensure!(holder(&s2) == "node1", "the link cut caused a failover: {s2:#}");
+    ensure!(
+        holder(&s2) == "node1",
+        "the link cut caused a failover: {s2:#}"
+    );
     check_dirty_only(&n)
 }
 
@@ -343,9 +537,18 @@ fn drill_d_secondary_killed_while_writing() -> Result<()> {
     summary(
         "d: Secondary killed and restarted",
         &[
-            ("writes acknowledged while it was down", n.acked_during.to_string()),
-            ("distinct 4 KiB blocks written", n.distinct_written.to_string()),
-            ("out-of-sync blocks before restart", n.out_of_sync_blocks.to_string()),
+            (
+                "writes acknowledged while it was down",
+                n.acked_during.to_string(),
+            ),
+            (
+                "distinct 4 KiB blocks written",
+                n.distinct_written.to_string(),
+            ),
+            (
+                "out-of-sync blocks before restart",
+                n.out_of_sync_blocks.to_string(),
+            ),
             ("blocks resynced after restart", n.resynced.to_string()),
             ("drill time", format!("{:?}", t0.elapsed())),
         ],

@@ -311,6 +311,29 @@ impl Driver {
     }
 }
 
+/// The highest group epoch this node used or saw, persisted in the state directory (missing = 0).
+fn read_epoch(path: &std::path::Path) -> Result<u64> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => t.trim().parse().with_context(|| format!("{}: not an epoch number (remove it only if you know why)", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// Temp file, fsync, rename, fsync the directory: a crash leaves the old or the new number.
+fn write_epoch(path: &std::path::Path, epoch: u64) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    writeln!(f, "{epoch}").with_context(|| format!("write {}", tmp.display()))?;
+    f.sync_all().with_context(|| format!("fsync {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("fsync {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 async fn uplink(nodes: &[std::net::IpAddr], timeout: Duration) -> bool {
     for n in nodes {
         if matches!(netops::ping(*n, timeout).await, Ok(true)) {
@@ -325,7 +348,9 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
     let (Some(cluster), Some(group)) = (config.cluster.clone(), config.group.clone()) else { return Ok(None) };
     let peer = config.peer_of(&me.name).map(|p| p.name.clone());
     let generation = Generation::bump(&me.state_dir).with_context(|| format!("heartbeat generation in {}", me.state_dir.display()))?;
-    let params = sequencer_params(&config, &cluster, &group, &me.name, peer.as_deref(), generation);
+    let mut params = sequencer_params(&config, &cluster, &group, &me.name, peer.as_deref(), generation);
+    let epoch_file = me.state_dir.join("group-epoch");
+    params.known_epoch = read_epoch(&epoch_file)?;
     // Leftover blocks from a crashed run would make the port unreachable forever.
     if group.portblock {
         if let Err(e) = tokio::task::spawn_blocking(netops::clear_all_blocks).await.map_err(|e| anyhow!(e))? {
@@ -378,6 +403,7 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
         let mut last_peer_state: Option<Vec<u8>> = None;
         let mut last_uplink = Instant::now() - UPLINK_EVERY;
         let uses_ping = !d.cluster.guard.ping_nodes.is_empty();
+        let mut persisted_epoch = d.seq.params().known_epoch;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -421,6 +447,15 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
                     }
                     let actions = d.seq.tick(Instant::now());
                     d.apply(actions);
+                    let epoch = d.seq.status().epoch;
+                    if epoch > persisted_epoch {
+                        // Epochs only grow, across restarts too: a restarted node must never claim an epoch
+                        // it (or its peer) already used.
+                        match write_epoch(&epoch_file, epoch) {
+                            Ok(()) => persisted_epoch = epoch,
+                            Err(e) => tracing::error!("cannot persist the group epoch {epoch}: {e:#}"),
+                        }
+                    }
                     view_tx.send_replace(ClusterView {
                         generation,
                         sequencer: Some(d.seq.status()),

@@ -148,13 +148,15 @@ impl GroupSteps {
     /// block that follows makes the initiators' reconnects wait (dropped SYNs) until the peer serves.
     pub async fn quiesce_target(&self) -> Result<(), String> {
         let asked = self.targets.request_logout(LOGOUT_TIME2WAIT).await;
-        if asked > 0 {
-            tracing::info!("asked {asked} iSCSI session(s) to log out");
+        if !asked.is_empty() {
+            tracing::info!("asked {} iSCSI session(s) to log out", asked.len());
+            // Only the sessions asked count: an initiator that logs in again at once (before the port is
+            // blocked) is closed with the target a moment later, and must not hold the hand-over up.
             let deadline = Instant::now() + LOGOUT_WAIT;
-            while Instant::now() < deadline && self.targets.session_count().await > 0 {
+            while Instant::now() < deadline && self.targets.remaining(&asked).await > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let left = self.targets.session_count().await;
+            let left = self.targets.remaining(&asked).await;
             if left > 0 {
                 tracing::warn!("{left} iSCSI session(s) did not log out within {LOGOUT_WAIT:?}; they are closed with the target");
             }

@@ -48,9 +48,19 @@ impl TargetHost {
         Ok(())
     }
 
-    /// Asks every session to log out (Async Message) and returns how many were asked.
-    pub async fn request_logout(&self, time2wait: u16) -> usize {
-        self.running.lock().await.as_ref().map_or(0, |r| r.request_logout_all(time2wait))
+    /// Asks every session to log out (Async Message) and returns the TSIHs of the sessions asked.
+    pub async fn request_logout(&self, time2wait: u16) -> Vec<u16> {
+        let running = self.running.lock().await;
+        let Some(r) = running.as_ref() else { return Vec::new() };
+        let asked: Vec<u16> = r.sessions().iter().map(|s| s.tsih).collect();
+        r.request_logout_all(time2wait);
+        asked
+    }
+
+    /// How many of `tsihs` are still logged in.
+    pub async fn remaining(&self, tsihs: &[u16]) -> usize {
+        let running = self.running.lock().await;
+        running.as_ref().map_or(0, |r| r.sessions().iter().filter(|s| tsihs.contains(&s.tsih)).count())
     }
 
     pub async fn stop(&self) {
