@@ -116,5 +116,6 @@ fn wrong_heartbeat_key_is_not_accepted() -> Result<()> {
     let peer_online = s["cluster"]["nodes"].as_array().and_then(|n| n.iter().find(|n| n["name"] == "node2").cloned()).unwrap_or_default();
     ensure!(peer_online["online"] == false, "node2 with the wrong key is shown online: {s:#}");
     ensure!(s["cluster"]["peer_generation"].as_u64() == Some(0), "a generation was accepted from node2: {s:#}");
+    ensure!(lab.log(0).contains("heartbeat packet refused"), "the refused packets are not logged:\n{}", lab.logs());
     Ok(())
 }
