@@ -286,10 +286,10 @@ impl Actor {
                     }
                 }
                 Action::PersistBitmap(pages) => {
-                    if !pages.is_empty() {
-                        if let Err(e) = self.store.write_bitmap_pages(self.node.bitmap(), &pages) {
-                            tracing::error!(resource = %self.shared.name, "writing the bitmap failed: {e}");
-                        }
+                    if !pages.is_empty()
+                        && let Err(e) = self.store.write_bitmap_pages(self.node.bitmap(), &pages)
+                    {
+                        tracing::error!(resource = %self.shared.name, "writing the bitmap failed: {e}");
                     }
                 }
                 Action::PersistAl(tx) => {

@@ -50,10 +50,10 @@ impl BufPool {
         if buf.len() != POOL_BUF {
             return;
         }
-        if let Ok(mut f) = self.free.lock() {
-            if f.len() < MAX_FREE {
-                f.push(buf);
-            }
+        if let Ok(mut f) = self.free.lock()
+            && f.len() < MAX_FREE
+        {
+            f.push(buf);
         }
     }
 

@@ -149,10 +149,10 @@ impl Volume {
     /// counters for `status`); the published snapshot if the engine has stopped.
     pub async fn current(&self) -> Snapshot {
         let (reply, rx) = oneshot::channel();
-        if self.send(Msg::Snapshot { reply }).is_ok() {
-            if let Ok(s) = rx.await {
-                return s;
-            }
+        if self.send(Msg::Snapshot { reply }).is_ok()
+            && let Ok(s) = rx.await
+        {
+            return s;
         }
         self.snapshot()
     }

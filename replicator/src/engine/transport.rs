@@ -261,21 +261,21 @@ async fn read_frames<R: tokio::io::AsyncRead + Unpin>(mut rd: R, bufs: &BufPool,
                 fill(&mut rd, &mut buf).await?;
                 continue;
             };
-            if len >= POOLED_PAYLOAD {
-                if let Some(mut payload) = bufs.take(len) {
-                    buf.advance(HEADER_LEN);
-                    let have = buf.len().min(len);
-                    let dst = payload.as_mut_slice();
-                    let (head, rest) = dst.split_at_mut(have);
-                    head.copy_from_slice(&buf[..have]);
-                    buf.advance(have);
-                    rd.read_exact(rest).await.map_err(|e| match e.kind() {
-                        std::io::ErrorKind::UnexpectedEof => ReadError::Truncated,
-                        _ => ReadError::Io(e),
-                    })?;
-                    deliver(decode_payload(code, payload.freeze())?);
-                    continue;
-                }
+            if len >= POOLED_PAYLOAD
+                && let Some(mut payload) = bufs.take(len)
+            {
+                buf.advance(HEADER_LEN);
+                let have = buf.len().min(len);
+                let dst = payload.as_mut_slice();
+                let (head, rest) = dst.split_at_mut(have);
+                head.copy_from_slice(&buf[..have]);
+                buf.advance(have);
+                rd.read_exact(rest).await.map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => ReadError::Truncated,
+                    _ => ReadError::Io(e),
+                })?;
+                deliver(decode_payload(code, payload.freeze())?);
+                continue;
             }
             match decode(&mut buf)? {
                 Some(frame) => deliver(frame),
@@ -321,4 +321,70 @@ async fn write_all_vectored(wr: &mut tokio::net::tcp::OwnedWriteHalf, chunks: &m
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::encode;
+
+    fn wire(frames: &[Frame]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for f in frames {
+            encode(f, &mut out);
+        }
+        out.to_vec()
+    }
+
+    async fn read_all(bytes: Vec<u8>, bufs: &BufPool) -> (Vec<Frame>, String) {
+        let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+        // Feed in odd-sized pieces so headers and payloads straddle reads.
+        let feeder = tokio::spawn(async move {
+            for piece in bytes.chunks(7777) {
+                if tx.write_all(piece).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut got = Vec::new();
+        let reason = read_frames(rx, bufs, |f| got.push(f)).await;
+        let _ = feeder.await;
+        (got, reason)
+    }
+
+    #[tokio::test]
+    async fn small_and_pooled_block_frames_arrive_in_order_and_intact() {
+        let block: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let big = 4 * 1024 * 1024 + 512; // larger than a pooled buffer: the stream-buffer path
+        let frames = vec![
+            Frame::Ping { nonce: 1 },
+            Frame::Data { seq: 2, offset: 4096, flags: 0, data: Bytes::from(block.clone()) },
+            Frame::WriteAck { seq: 3 },
+            Frame::RsData { offset: 0, data: Bytes::from(vec![9u8; 128 * 1024]) },
+            Frame::Data { seq: 4, offset: 0, flags: 0, data: Bytes::from(vec![7u8; big - 4096 - 512]) },
+            Frame::Ping { nonce: 5 },
+        ];
+        let bufs = BufPool::new();
+        let (got, reason) = read_all(wire(&frames), &bufs).await;
+        assert_eq!(got, frames);
+        assert_eq!(reason, "peer closed the connection");
+        drop(got);
+        assert!(bufs.take(1).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_inside_a_block_frame_is_reported_as_truncated() {
+        let mut bytes = wire(&[Frame::Data { seq: 1, offset: 0, flags: 0, data: Bytes::from(vec![1u8; 256 * 1024]) }]);
+        bytes.truncate(bytes.len() - 100);
+        let (got, reason) = read_all(bytes, &BufPool::new()).await;
+        assert!(got.is_empty());
+        assert_eq!(reason, "peer closed the connection in the middle of a frame");
+    }
+
+    #[tokio::test]
+    async fn a_bad_header_is_a_protocol_error() {
+        let (got, reason) = read_all(vec![0xAB; 64], &BufPool::new()).await;
+        assert!(got.is_empty());
+        assert!(reason.starts_with("protocol error from peer"), "{reason}");
+    }
 }
