@@ -83,8 +83,11 @@ fn logical_unit(
     pr_dir: &Path,
 ) -> Result<(LogicalUnit, LunSummary)> {
     let backend: Arc<dyn BlockBackend> = match &lun.source {
+        // With a write-back cache reported to the initiator the page cache IS that cache (flushed on
+        // SYNCHRONIZE CACHE / FUA); write-through LUNs bypass it with O_DIRECT where the backing allows.
         LunSource::Path(path) => Arc::new(
-            FileBackend::open(path, true).map_err(|e| anyhow!("cannot open {}: {e}", path.display()))?,
+            FileBackend::open(path, !lun.write_cache)
+                .map_err(|e| anyhow!("cannot open {}: {e}", path.display()))?,
         ),
         LunSource::Resource(name) => {
             let v = volumes.get(name).ok_or_else(|| anyhow!("resource `{name}` is not up on this node"))?;
