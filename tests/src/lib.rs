@@ -198,20 +198,16 @@ impl Cluster {
 
     /// Poll node i's status of r0 until `pred` holds.
     pub fn wait_r0(&self, i: usize, what: &str, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
-        let deadline = Instant::now() + limit;
         let mut last = serde_json::Value::Null;
-        while Instant::now() < deadline {
-            if let Ok(s) = self.status(i) {
-                if let Some(r) = resource(&s, "r0") {
-                    if pred(&r) {
-                        return Ok(r);
-                    }
-                    last = r;
-                }
+        let found = poll_until(limit, || {
+            let r = self.status(i).ok().and_then(|s| resource(&s, "r0"))?;
+            if pred(&r) {
+                return Some(r);
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("{}: timed out waiting for {what}; last status: {last:#}\n--- log ---\n{}", NODES[i], self.log(i))
+            last = r;
+            None
+        });
+        found.ok_or_else(|| anyhow::anyhow!("{}: timed out waiting for {what}; last status: {last:#}\n--- log ---\n{}", NODES[i], self.log(i)))
     }
 }
 
@@ -221,6 +217,18 @@ impl Drop for Cluster {
             self.kill9(i);
         }
     }
+}
+
+/// Calls `probe` every 50 ms until it returns a value or `limit` has passed.
+pub fn poll_until<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 /// The entry for resource `name` in a `haadm status --json` document.

@@ -7,7 +7,7 @@
 //!                               └─ br0 in P-client ────┘   client 10.66.1.10/24, VIP 10.66.1.100
 //!   P-node1 repl0 10.66.2.1/24 ─────── veth ─────────────── P-node2 repl0 10.66.2.2/24
 
-use crate::{bin, write_secret};
+use crate::{bin, poll_until, write_secret};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -238,18 +238,16 @@ targets:
 
     /// Polls node i's status until `pred` holds (bounded).
     pub fn wait_status(&self, i: usize, what: &str, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
-        let deadline = Instant::now() + limit;
         let mut last = serde_json::Value::Null;
-        while Instant::now() < deadline {
-            if let Ok(s) = self.status(i) {
-                if pred(&s) {
-                    return Ok(s);
-                }
-                last = s;
+        let found = poll_until(limit, || {
+            let s = self.status(i).ok()?;
+            if pred(&s) {
+                return Some(s);
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("{}: timed out waiting for {what}; last status: {last:#}\n{}", NODES[i], self.logs())
+            last = s;
+            None
+        });
+        found.ok_or_else(|| anyhow::anyhow!("{}: timed out waiting for {what}; last status: {last:#}\n{}", NODES[i], self.logs()))
     }
 
     /// Runs a command inside a namespace.

@@ -7,6 +7,7 @@ use super::policy::{
 };
 use super::raw::{RawNet, RawResource, RawResourceNode, RawStartup, RawSyncer, Scalar};
 use super::units::{self, MetaDisk, Rate};
+use super::fields::Fields;
 use super::{ConfigError, NodeConfig, Source, check_name, format_duration};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -136,21 +137,8 @@ impl ResourceConfig {
     }
 }
 
-/// Field-path helper for one resource: `resources.NAME.` + suffix.
-struct ResourceFields<'a> {
-    src: &'a Source<'a>,
-    prefix: String,
-}
-
-impl ResourceFields<'_> {
-    fn path(&self, suffix: &str) -> String {
-        format!("{}.{suffix}", self.prefix)
-    }
-
-    fn invalid(&self, suffix: &str, problem: impl std::fmt::Display) -> ConfigError {
-        self.src.invalid(self.path(suffix), problem)
-    }
-
+/// Value converters only resources use; the shared ones are in `fields.rs`.
+impl Fields<'_> {
     fn policy<T>(
         &self,
         suffix: &str,
@@ -162,35 +150,6 @@ impl ResourceFields<'_> {
             None => Ok(default),
             Some(s) => parse(&s.text, &s.shown()).map_err(|e| self.invalid(suffix, e)),
         }
-    }
-
-    fn duration(
-        &self,
-        suffix: &str,
-        value: Option<&Scalar>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(s) => {
-                units::parse_duration(&s.text, &s.shown()).map_err(|e| self.invalid(suffix, e))
-            }
-        }
-    }
-
-    /// A duration that must be positive (a zero timer would spin or fire at once).
-    fn positive_duration(
-        &self,
-        suffix: &str,
-        value: Option<&Scalar>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        let d = self.duration(suffix, value, default)?;
-        if d.is_zero() {
-            let shown = value.map(Scalar::shown).unwrap_or_else(|| "0".to_string());
-            return Err(self.invalid(suffix, format_args!("{shown} must be greater than zero")));
-        }
-        Ok(d)
     }
 
     fn rate(
@@ -248,10 +207,7 @@ pub(super) fn build_resource(
     raw: &RawResource,
     nodes: &[NodeConfig],
 ) -> Result<ResourceConfig, ConfigError> {
-    let fields = ResourceFields {
-        src,
-        prefix: format!("resources.{name}"),
-    };
+    let fields = Fields::new(src, format!("resources.{name}"));
     check_name(name, MAX_RESOURCE_NAME_LEN)
         .map_err(|p| src.invalid(format!("resources.{name}"), p))?;
     let protocol = fields.policy(
@@ -305,7 +261,7 @@ pub(super) fn build_resource(
 }
 
 fn build_startup(
-    fields: &ResourceFields<'_>,
+    fields: &Fields<'_>,
     raw: &RawStartup,
 ) -> Result<StartupConfig, ConfigError> {
     Ok(StartupConfig {
@@ -328,7 +284,7 @@ fn build_startup(
 }
 
 fn build_net(
-    fields: &ResourceFields<'_>,
+    fields: &Fields<'_>,
     raw: &RawNet,
     nodes: &[NodeConfig],
 ) -> Result<NetConfig, ConfigError> {
@@ -431,7 +387,7 @@ fn build_net(
     })
 }
 
-fn build_syncer(fields: &ResourceFields<'_>, raw: &RawSyncer) -> Result<SyncerConfig, ConfigError> {
+fn build_syncer(fields: &Fields<'_>, raw: &RawSyncer) -> Result<SyncerConfig, ConfigError> {
     Ok(SyncerConfig {
         rate: fields.rate("syncer.rate", raw.rate.as_ref(), defaults::RATE)?,
         verify_alg: fields.policy(
@@ -455,7 +411,7 @@ fn build_syncer(fields: &ResourceFields<'_>, raw: &RawSyncer) -> Result<SyncerCo
 }
 
 fn build_on(
-    fields: &ResourceFields<'_>,
+    fields: &Fields<'_>,
     raw: &BTreeMap<String, RawResourceNode>,
     nodes: &[NodeConfig],
 ) -> Result<BTreeMap<String, ResourceNodeConfig>, ConfigError> {

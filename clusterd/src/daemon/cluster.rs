@@ -11,6 +11,7 @@ use super::targets::TargetHost;
 use crate::config::{ClusterConfig, GroupConfig, HaConfig, LinkMode as CfgLinkMode, NodeConfig};
 use crate::failover::{
     Action, AdminCmd, DiskView, GuardKind, Input, Level, LocalVolumes, Sequencer, SequencerParams, SequencerStatus, Step,
+    start_plan, stop_plan,
 };
 use crate::heartbeat::{
     AuthKeys, Generation, HeartbeatHandle, HeartbeatRuntimeConfig, HeartbeatService, LinkMode, LinkRuntime,
@@ -236,18 +237,7 @@ impl Driver {
         let tx = self.step_tx.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let r = match step {
-                Step::PromoteVolumes => steps.promote().await,
-                Step::BlockPort => steps.block_port().await,
-                Step::AddVip => steps.add_vip().await,
-                Step::SendGarp => steps.garp().await,
-                Step::StartTarget => steps.start_target().await,
-                Step::UnblockPort => steps.unblock_port().await,
-                Step::QuiesceTarget => steps.quiesce_target().await,
-                Step::StopTarget => steps.stop_target().await,
-                Step::RemoveVip => steps.remove_vip().await,
-                Step::DemoteVolumes => steps.demote().await,
-            };
+            let r = steps.run(step).await;
             tracing::info!(target: "failover", "step {step:?}: {} in {:?}", if r.is_ok() { "done" } else { "FAILED" }, started.elapsed());
             let input = match r {
                 Ok(()) => Input::StepDone(step),
@@ -466,21 +456,12 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
         }
         // Shutdown: release the group here in stop order, then stop heartbeats so the peer takes over.
         if d.seq.phase().active() {
-            let s = &d.steps;
             tracing::info!("shutting down while holding the group: stopping it in reverse order");
-            let _ = s.quiesce_target().await;
-            if d.cluster_portblock() {
-                let _ = s.block_port().await;
-            }
-            if let Err(e) = s.stop_target().await {
-                tracing::error!("stop target at shutdown: {e}");
-            }
-            if let Err(e) = s.remove_vip().await {
-                tracing::error!("remove VIP at shutdown: {e}");
-            }
-            let _ = s.unblock_port().await;
-            if let Err(e) = s.demote().await {
-                tracing::error!("demote at shutdown: {e}");
+            let portblock = d.cluster_portblock();
+            for step in stop_plan(portblock, &start_plan(portblock)) {
+                if let Err(e) = d.steps.run(step).await {
+                    tracing::error!("{step:?} at shutdown: {e}");
+                }
             }
         }
         if let Some(h) = hb_handle {

@@ -5,6 +5,7 @@
 use super::resources::Resources;
 use super::targets::TargetHost;
 use crate::config::{GroupConfig, HaConfig, VipConfig};
+use crate::failover::Step;
 use crate::netops;
 use replicator::engine::Verb;
 use replicator::machine::state::Role;
@@ -51,6 +52,22 @@ impl GroupSteps {
             }
         }
         out
+    }
+
+    /// Carries out one step of the sequence.
+    pub async fn run(&self, step: Step) -> Result<(), String> {
+        match step {
+            Step::PromoteVolumes => self.promote().await,
+            Step::BlockPort => self.block_port().await,
+            Step::AddVip => self.add_vip().await,
+            Step::SendGarp => self.garp().await,
+            Step::StartTarget => self.start_target().await,
+            Step::UnblockPort => self.unblock_port().await,
+            Step::QuiesceTarget => self.quiesce_target().await,
+            Step::StopTarget => self.stop_target().await,
+            Step::RemoveVip => self.remove_vip().await,
+            Step::DemoteVolumes => self.demote().await,
+        }
     }
 
     /// Every group volume Primary, in the configured order. A failure demotes what this call promoted.

@@ -70,14 +70,6 @@ impl TargetHost {
         }
     }
 
-    pub async fn is_running(&self) -> bool {
-        self.running.lock().await.is_some()
-    }
-
-    pub async fn session_count(&self) -> usize {
-        self.running.lock().await.as_ref().map_or(0, |r| r.sessions().len())
-    }
-
     /// Sessions for `haadm status`.
     pub async fn sessions(&self) -> Vec<proto::control::TargetSessionStatus> {
         let running = self.running.lock().await;
