@@ -380,7 +380,15 @@ fn ping_tells_a_live_peer_from_an_unused_address() {
 
     let (b_up, b6_up, unused_up, unused_took) = in_netns(&topo.a, move || async move {
         let b_up = netops::ping(peer_b, Duration::from_secs(2)).await.unwrap();
-        let b6_up = netops::ping(peer_b6, Duration::from_secs(2)).await.unwrap();
+        // IPv6 neighbour discovery may still be settling right after the veth came up (the link-local
+        // address is tentative for a moment): allow a few probes, each with its own timeout.
+        let mut b6_up = false;
+        for _ in 0..5 {
+            b6_up = netops::ping(peer_b6, Duration::from_secs(1)).await.unwrap();
+            if b6_up {
+                break;
+            }
+        }
         let started = Instant::now();
         let unused_up = netops::ping(unused, Duration::from_millis(500))
             .await
