@@ -351,6 +351,9 @@ fn standby_then_takeover(tag: &str, honour_time2wait: bool) -> Result<()> {
         "| takeover issued at +{} ms",
         (takeover_at - standby_at).as_millis()
     );
+    if std::env::var_os("DRILL_LOGS").is_some() {
+        eprintln!("{}", lab.logs());
+    }
     verify_ok("node1's backing file", &on_file)?;
     verify_ok("node2's backing file", &on_peer)?;
     verify_ok("read through the VIP", &via_vip)?;

@@ -180,6 +180,17 @@ async fn local_volumes(resources: &Resources, names: &[String]) -> LocalVolumes 
     out
 }
 
+/// Feeds the peer's published group state to the sequencer when it changed since the last call.
+fn feed_peer_state(d: &mut Driver, h: &HeartbeatHandle, last: &mut Option<Vec<u8>>) {
+    let ps = h.peer_group_state();
+    if ps.is_some() && ps != *last {
+        last.clone_from(&ps);
+        if let Some(bytes) = ps {
+            d.feed(Input::PeerState(bytes));
+        }
+    }
+}
+
 /// Everything the loop needs to carry out actions.
 struct Driver {
     config: Arc<HaConfig>,
@@ -370,7 +381,7 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
     let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(8);
     let (view_tx, view) = watch::channel(ClusterView { generation, sequencer: None, membership: None });
     let cancel = CancellationToken::new();
-    let steps = Arc::new(GroupSteps { config: Arc::clone(&config), node: me.name.clone(), resources: Arc::clone(&resources), targets });
+    let steps = Arc::new(GroupSteps { config: Arc::clone(&config), node: me.name.clone(), resources: Arc::clone(&resources), targets, garp_burst: Default::default() });
     let mut d = Driver {
         config: Arc::clone(&config),
         cluster: cluster.clone(),
@@ -412,6 +423,11 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
                     };
                     if let Some(i) = input { d.feed(i); }
                 }
+                _ = async { match hb_handle.as_ref() { Some(h) => h.peer_state_changed().await, None => std::future::pending().await } } => {
+                    if let Some(h) = &hb_handle {
+                        feed_peer_state(&mut d, h, &mut last_peer_state);
+                    }
+                }
                 Some(input) = step_rx.recv() => d.feed(input),
                 Some((cmd, reply)) = admin_rx.recv() => {
                     d.pending.push((cmd, reply));
@@ -424,11 +440,7 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
                         d.feed(Input::Volumes(vols));
                     }
                     if let Some(h) = &hb_handle {
-                        let ps = h.peer_group_state();
-                        if ps.is_some() && ps != last_peer_state {
-                            last_peer_state = ps.clone();
-                            if let Some(bytes) = ps { d.feed(Input::PeerState(bytes)); }
-                        }
+                        feed_peer_state(&mut d, h, &mut last_peer_state);
                     }
                     if uses_ping && last_uplink.elapsed() >= UPLINK_EVERY {
                         last_uplink = Instant::now();

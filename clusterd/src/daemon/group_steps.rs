@@ -12,9 +12,12 @@ use replicator::machine::state::Role;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// How long a graceful hand-over waits for initiators to log out after the Async Message.
 const LOGOUT_WAIT: Duration = Duration::from_secs(3);
+/// How long a promotion waits for the replication link to report the peer's demotion.
+const PEER_DEMOTE_WAIT: Duration = Duration::from_secs(2);
 /// Time2Wait we ask initiators to respect before reconnecting (seconds): the peer needs a moment.
 const LOGOUT_TIME2WAIT: u16 = 1;
 
@@ -23,6 +26,9 @@ pub struct GroupSteps {
     pub node: String,
     pub resources: Arc<Resources>,
     pub targets: Arc<TargetHost>,
+    /// The rest of the current gratuitous-ARP burst, sent in the background; cancelled when the VIP is
+    /// removed so that we never announce an address we no longer hold.
+    pub garp_burst: std::sync::Mutex<Option<CancellationToken>>,
 }
 
 impl GroupSteps {
@@ -75,6 +81,7 @@ impl GroupSteps {
         let names = self.group()?.resources.clone();
         let mut done = Vec::new();
         for n in &names {
+            self.wait_peer_demoted(n).await;
             match self.resources.verb(n, Verb::Primary { force: false }).await {
                 Ok(_) => done.push(n.clone()),
                 Err(e) => {
@@ -86,6 +93,19 @@ impl GroupSteps {
             }
         }
         Ok(())
+    }
+
+    /// A hand-over reaches us over the heartbeat while the peer's demotion travels on the replication
+    /// link; the two race. Wait (bounded) until the replication link no longer reports the peer
+    /// Primary, so a graceful hand-over never fails on stale news. A peer that really stays Primary
+    /// makes the promotion fail afterwards, as it must.
+    async fn wait_peer_demoted(&self, name: &str) {
+        let Ok(v) = self.resources.volume(name).await else { return };
+        let mut rx = v.subscribe();
+        let demoted = tokio::time::timeout(PEER_DEMOTE_WAIT, rx.wait_for(|s| s.peer_role != Role::Primary)).await;
+        if demoted.is_err() {
+            tracing::warn!("{name}: the peer still reports Primary after {PEER_DEMOTE_WAIT:?}");
+        }
     }
 
     /// Every group volume Secondary, in reverse order (after the target stopped, so nothing writes).
@@ -138,6 +158,9 @@ impl GroupSteps {
     }
 
     pub async fn remove_vip(&self) -> Result<(), String> {
+        if let Some(burst) = self.garp_slot().take() {
+            burst.cancel();
+        }
         let Some((vip, ifname)) = self.vip()? else { return Ok(()) };
         netops::vip_remove(&ifname, vip.address, vip.prefix_len)
             .await
@@ -145,15 +168,44 @@ impl GroupSteps {
             .map_err(|e| format!("remove VIP {}/{} from {ifname}: {e}", vip.address, vip.prefix_len))
     }
 
-    /// One burst of gratuitous ARP for the VIP (the sequencer asks again a few seconds later).
+    /// One burst of gratuitous ARP for the VIP (the sequencer asks again a few seconds later). The
+    /// step waits only for the first announcement: that one moves the neighbours' ARP entries, and the
+    /// target must not wait `garp-count × garp-interval` to serve. The rest of the burst (for neighbours
+    /// that lost the first frame) goes out in the background until the VIP is removed.
     pub async fn garp(&self) -> Result<(), String> {
         let Some((vip, ifname)) = self.vip()? else { return Ok(()) };
         let IpAddr::V4(v4) = vip.address else { return Ok(()) }; // IPv6 uses unsolicited NA; not sent yet
         let (count, interval) = (vip.garp_count, vip.garp_interval);
-        tokio::task::spawn_blocking(move || netops::send_garp(&ifname, v4, count, interval))
+        let token = CancellationToken::new();
+        if let Some(old) = self.garp_slot().replace(token.clone()) {
+            old.cancel();
+        }
+        let first_if = ifname.clone();
+        tokio::task::spawn_blocking(move || netops::send_garp(&first_if, v4, 1, Duration::ZERO))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("gratuitous ARP for {v4}: {e}"))
+            .map_err(|e| format!("gratuitous ARP for {v4}: {e}"))?;
+        if count > 1 {
+            tokio::spawn(async move {
+                for _ in 1..count {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                    let ifname = ifname.clone();
+                    let sent = tokio::task::spawn_blocking(move || netops::send_garp(&ifname, v4, 1, Duration::ZERO)).await;
+                    if let Ok(Err(e)) = sent {
+                        tracing::warn!("gratuitous ARP for {v4} (rest of the burst): {e}");
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn garp_slot(&self) -> std::sync::MutexGuard<'_, Option<CancellationToken>> {
+        self.garp_burst.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub async fn start_target(&self) -> Result<(), String> {

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +87,9 @@ pub enum HeartbeatError {
 #[derive(Debug)]
 pub struct HeartbeatHandle {
     core: Arc<Mutex<Membership>>,
+    /// Signalled when the peer's `group_state` changes, so a hand-over is acted on at once rather
+    /// than at the next poll.
+    peer_state_changed: Arc<Notify>,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     local_addrs: Vec<(String, SocketAddr)>,
@@ -100,6 +103,12 @@ impl HeartbeatHandle {
     /// The peer's latest `group_state`, if heard.
     pub fn peer_group_state(&self) -> Option<Vec<u8>> {
         lock(&self.core).peer_group_state().map(<[u8]>::to_vec)
+    }
+
+    /// Resolves when the peer's `group_state` may have changed since the last call (a stored permit
+    /// makes a change between two calls count).
+    pub async fn peer_state_changed(&self) {
+        self.peer_state_changed.notified().await;
     }
 
     /// Cancelling this token stops every task of the service (e.g. tie it to daemon shutdown).
@@ -168,12 +177,14 @@ impl HeartbeatService {
         let cancel = CancellationToken::new();
         let keys = Arc::new(keys);
         let mut tasks = JoinSet::new();
+        let peer_state_changed = Arc::new(Notify::new());
         for (link, socket) in &sockets {
             tasks.spawn(receive_loop(
                 link.name.clone(),
                 Arc::clone(socket),
                 Arc::clone(&keys),
                 Arc::clone(&core),
+                Arc::clone(&peer_state_changed),
                 events_tx.clone(),
                 cancel.clone(),
             ));
@@ -191,6 +202,7 @@ impl HeartbeatService {
         Ok((
             HeartbeatHandle {
                 core,
+                peer_state_changed,
                 cancel,
                 tasks,
                 local_addrs,
@@ -269,6 +281,7 @@ async fn receive_loop(
     socket: Arc<UdpSocket>,
     keys: Arc<AuthKeys>,
     core: Arc<Mutex<Membership>>,
+    peer_state_changed: Arc<Notify>,
     events_tx: mpsc::Sender<MembershipEvent>,
     cancel: CancellationToken,
 ) {
@@ -309,7 +322,15 @@ async fn receive_loop(
                 }
             }
         };
-        let events = lock(&core).step(input);
+        let (events, changed) = {
+            let mut m = lock(&core);
+            let before = m.peer_group_state().map(<[u8]>::to_vec);
+            let events = m.step(input);
+            (events, m.peer_group_state() != before.as_deref())
+        };
+        if changed {
+            peer_state_changed.notify_one();
+        }
         publish(events, &events_tx, &cancel).await;
     }
 }
@@ -379,10 +400,22 @@ async fn send_and_tick_loop(
     let mut ticker = tokio::time::interval(tick_period(&params));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut failing = HashSet::new();
+    let mut state_open = true;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = keepalive.tick() => sender.send_round(&mut failing).await,
+            // A changed group state (claim, release, hand-over) goes out at once: waiting for the next
+            // keepalive would add up to a whole interval to every transition.
+            changed = sender.group_state.changed(), if state_open => {
+                // An error means the publisher is gone (daemon shutting down): keep beating on the
+                // last state.
+                state_open = changed.is_ok();
+                if state_open {
+                    sender.send_round(&mut failing).await;
+                    keepalive.reset();
+                }
+            }
             _ = ticker.tick() => {
                 let events = lock(&core).tick(Instant::now());
                 publish(events, &events_tx, &cancel).await;
