@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use replicator::engine::{Verb, Volume, VolumeSpec};
+use replicator::engine::{IoErrorPolicy, Verb, Volume, VolumeSpec};
 use replicator::machine::state::{ConnState, ReplState};
 use replicator::machine::{NodeParams, Timing};
 use replicator::meta::layout::MetaLocation;
@@ -68,6 +68,7 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
         handlers: Default::default(),
         disk_threads: 4,
         connect: true,
+        on_io_error: IoErrorPolicy::PassOn,
     }
 }
 

@@ -270,6 +270,13 @@ impl HaConfig {
                 ));
             }
         }
+        for r in self.resources.values().filter(|r| r.disk.on_io_error == OnIoError::Detach) {
+            out.push(format!(
+                "{}: resources.{}.disk.on-io-error: `detach` is not implemented in this release and is                  handled as `pass_on` (a failed request fails, its blocks are marked for resync from the                  peer; the disk stays attached)",
+                self.path.display(),
+                r.name
+            ));
+        }
         if let Some(c) = &self.cluster {
             out.extend(c.warnings(&self.path));
         }

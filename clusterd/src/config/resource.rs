@@ -223,7 +223,7 @@ pub(super) fn build_resource(
         on_io_error: fields.policy(
             "disk.on-io-error",
             raw.disk.on_io_error.as_ref(),
-            OnIoError::Detach,
+            OnIoError::PassOn,
             OnIoError::parse,
         )?,
         fencing: fields.policy(

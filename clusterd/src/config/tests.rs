@@ -157,7 +157,7 @@ resources:
     assert_eq!(
         r.disk,
         DiskConfig {
-            on_io_error: OnIoError::Detach,
+            on_io_error: OnIoError::PassOn,
             fencing: Fencing::DontCare
         }
     );
@@ -224,6 +224,25 @@ resources:
         "{warnings:?}"
     );
     assert!(load(TWO_NODES).warnings().is_empty());
+}
+
+#[test]
+fn on_io_error_detach_is_warned_about_and_pass_on_is_the_default() {
+    let cfg = load(
+        r#"
+nodes: [{ name: solo }]
+resources:
+  r0: { device: ha0, disk: { on-io-error: detach }, on: { solo: { disk: d, address: "10.0.0.1:7789" } } }
+  r1: { device: ha1, on: { solo: { disk: e, address: "10.0.0.1:7790" } } }
+"#,
+    );
+    assert_eq!(cfg.resources["r1"].disk.on_io_error, OnIoError::PassOn);
+    let warnings = cfg.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("resources.r0.disk.on-io-error") && warnings[0].contains("handled as `pass_on`"),
+        "{warnings:?}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The resources of this node: turning ha.yaml into running replicated volumes, and the verbs on them.
 
 use crate::config::{HaConfig, MetaDisk, ResourceConfig};
-use replicator::engine::{Verb, Volume, VolumeSpec};
+use replicator::engine::{IoErrorPolicy, Verb, Volume, VolumeSpec};
 use replicator::machine::policy::{AfterSb0, AfterSb1, AfterSb2, Policies, RrConflict};
 use replicator::machine::{NodeParams, Snapshot, Timing};
 use replicator::meta::layout::MetaLocation;
@@ -218,6 +218,11 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
         handlers: r.handlers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         disk_threads: 4,
         connect: peer_on.is_some(),
+        on_io_error: match r.disk.on_io_error {
+            crate::config::OnIoError::CallLocalIoError => IoErrorPolicy::CallLocalIoErrorHandler,
+            // `detach` is refused with a warning at load (config warnings) and handled as pass_on.
+            crate::config::OnIoError::PassOn | crate::config::OnIoError::Detach => IoErrorPolicy::PassOn,
+        },
     })
 }
 

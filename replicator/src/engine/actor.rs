@@ -6,7 +6,7 @@
 use super::bufpool::BufPool;
 use super::disk::{DiskJob, DiskPool};
 use super::transport::{self, TransportCmd, TransportSpec};
-use super::{EngineError, Msg, Shared, Verb, VolumeSpec};
+use super::{EngineError, IoErrorPolicy, Msg, Shared, Verb, VolumeSpec, IO_ERROR_HANDLER_EVERY};
 use crate::machine::{Action, Input, IoFailure, Node, Persisted, Snapshot};
 use crate::meta::store::{FileDevice, MetaStore};
 use crate::meta::layout::MetaLocation;
@@ -35,6 +35,10 @@ struct Actor {
     reads: HashMap<u64, oneshot::Sender<Result<Bytes, IoFailure>>>,
     next_id: u64,
     start: Instant,
+    on_io_error: IoErrorPolicy,
+    /// Last local disk error seen (logged once per burst) and the last handler run.
+    last_io_error: Option<Instant>,
+    last_io_handler: Option<Instant>,
 }
 
 pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> {
@@ -129,6 +133,9 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         reads: HashMap::new(),
         next_id: 1,
         start: Instant::now(),
+        on_io_error: spec.on_io_error,
+        last_io_error: None,
+        last_io_handler: None,
     };
     actor.execute(first);
     if spec.connect && spec.peer_addr.is_some() {
@@ -198,7 +205,12 @@ impl Actor {
 
     fn handle(&mut self, m: Msg) {
         let actions = match m {
-            Msg::Input(i) => self.node.step(i),
+            Msg::Input(i) => {
+                if let Input::DiskDone { result: Err(e), .. } = &i {
+                    self.local_io_error(e);
+                }
+                self.node.step(i)
+            }
             Msg::Write { offset, data, fua, reply } => {
                 let id = self.id();
                 self.writes.insert(id, reply);
@@ -228,6 +240,24 @@ impl Actor {
             Msg::Down { .. } => Vec::new(),
         };
         self.execute(actions);
+    }
+
+    /// A local disk request failed. The state machine fails the request and marks its blocks out of
+    /// sync; here the operator is told (once per burst, not once per request) and the policy's handler
+    /// runs.
+    fn local_io_error(&mut self, error: &str) {
+        let now = Instant::now();
+        let quiet = self.last_io_error.is_none_or(|t| now.duration_since(t) >= IO_ERROR_HANDLER_EVERY);
+        self.last_io_error = Some(now);
+        if quiet {
+            tracing::error!(resource = %self.shared.name, "local disk I/O error: {error} (on-io-error {:?}; the request fails and its blocks are marked for resync)", self.on_io_error);
+        }
+        if self.on_io_error == IoErrorPolicy::CallLocalIoErrorHandler
+            && self.last_io_handler.is_none_or(|t| now.duration_since(t) >= IO_ERROR_HANDLER_EVERY)
+        {
+            self.last_io_handler = Some(now);
+            self.run_handler("local-io-error");
+        }
     }
 
     fn verb(&mut self, verb: Verb) -> (Result<String, String>, Vec<Action>) {

@@ -34,7 +34,25 @@ pub struct VolumeSpec {
     pub disk_threads: usize,
     /// Connect to the peer right away (`up` does; tests may not).
     pub connect: bool,
+    /// What a failed local disk request does besides failing (see [`IoErrorPolicy`]).
+    pub on_io_error: IoErrorPolicy,
 }
+
+/// DRBD's `on-io-error`, as far as this engine implements it. In every case the failed request is
+/// reported to its caller and the blocks it touched are marked out of sync (so a resync repairs them
+/// from the peer); nothing acknowledged is lost. `detach` (serving on from the peer's disk alone) is
+/// not implemented: the configuration layer says so when it is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoErrorPolicy {
+    /// Report the error upward only.
+    #[default]
+    PassOn,
+    /// Also run the `local-io-error` handler (at most once per [`IO_ERROR_HANDLER_EVERY`]).
+    CallLocalIoErrorHandler,
+}
+
+/// A failing disk fails every request: the handler runs once, then again only after this long.
+pub const IO_ERROR_HANDLER_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Errors of bringing a volume up or driving it.
 #[derive(Debug, thiserror::Error)]
