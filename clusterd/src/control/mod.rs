@@ -168,11 +168,11 @@ impl Control for ControlService {
     async fn verify(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         Err(Self::not_in_this_release("verify"))
     }
-    async fn pause_sync(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        Err(Self::not_in_this_release("pause-sync"))
+    async fn pause_sync(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::PauseSync), "pause-sync").await
     }
-    async fn resume_sync(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        Err(Self::not_in_this_release("resume-sync"))
+    async fn resume_sync(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::ResumeSync), "resume-sync").await
     }
     async fn standby(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.admin(AdminCmd::Standby).await

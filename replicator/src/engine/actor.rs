@@ -284,6 +284,19 @@ impl Actor {
                 (Ok(format!("{name}: connecting")), self.node.step(Input::Connect { discard_my_data }))
             }
             Verb::Disconnect => (Ok(format!("{name}: StandAlone")), self.node.step(Input::Disconnect)),
+            Verb::PauseSync | Verb::ResumeSync => {
+                let pause = matches!(verb, Verb::PauseSync);
+                let a = self.node.step(if pause { Input::PauseSync } else { Input::ResumeSync });
+                let s = self.node.snapshot();
+                let now = if s.sync.is_some() {
+                    format!("replication {}", s.repl)
+                } else if pause {
+                    "no resync is running; the next one waits for resume-sync".to_string()
+                } else {
+                    "no resync is running".to_string()
+                };
+                (Ok(format!("{name}: resync {} ({now})", if pause { "paused" } else { "resumed" })), a)
+            }
             Verb::Outdate => {
                 let a = self.node.step(Input::Outdate);
                 let s = self.node.snapshot();

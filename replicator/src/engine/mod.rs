@@ -75,6 +75,9 @@ pub enum Verb {
     Connect { discard_my_data: bool },
     Disconnect,
     Outdate,
+    /// `pause-sync` / `resume-sync`.
+    PauseSync,
+    ResumeSync,
 }
 
 pub(crate) enum Msg {

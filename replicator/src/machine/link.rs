@@ -380,7 +380,8 @@ impl Node {
                 r => r,
             });
         }
-        self.send(conn, Frame::State { role: self.role.code(), disk: self.disk.code(), flags: repl.code() as u32 });
+        let flags = u32::from(repl.code()) | if self.user_paused { super::node::STATE_SYNC_PAUSED } else { 0 };
+        self.send(conn, Frame::State { role: self.role.code(), disk: self.disk.code(), flags });
         self.log(false, format!("{}: handshake done, replication {repl}", self.p.resource));
     }
 
@@ -396,6 +397,7 @@ impl Node {
         link.stage = Stage::Up;
         self.peer_role = Role::from_code(role).unwrap_or(Role::Unknown);
         self.peer_disk = DiskState::from_code(disk).unwrap_or(DiskState::DUnknown);
+        self.peer_paused = fl & super::node::STATE_SYNC_PAUSED != 0;
         self.set_conn(ConnState::Connected);
         if self.repl == ReplState::SyncSource {
             self.resync = Some(Resync {
@@ -419,10 +421,11 @@ impl Node {
     /// Frames once the link is up: data path, resync, state updates.
     fn on_up_frame(&mut self, conn: u64, f: Frame) {
         match f {
-            Frame::State { role, disk, .. } => {
+            Frame::State { role, disk, flags } => {
                 self.peer_role = Role::from_code(role).unwrap_or(Role::Unknown);
                 self.peer_disk = DiskState::from_code(disk).unwrap_or(DiskState::DUnknown);
                 self.changed();
+                self.set_peer_paused(flags & super::node::STATE_SYNC_PAUSED != 0);
             }
             Frame::Data { seq, offset, flags, data } => self.on_peer_data(conn, seq, offset, flags, data),
             Frame::WriteAck { seq } => self.on_write_ack(seq, true),
@@ -517,6 +520,7 @@ impl Node {
     /// bitmap and complete locally; a resync stops (it resumes from the bitmap after reconnecting).
     pub(crate) fn drop_link(&mut self, reason: &str, retry: bool) {
         let Some(link) = self.link.take() else { return };
+        self.peer_paused = false;
         self.out.push(Action::Close { conn: link.conn });
         self.log(link.stage == Stage::Up, format!("{}: disconnected: {reason}", self.p.resource));
         self.peer_role = Role::Unknown;

@@ -27,6 +27,9 @@ pub const BLOCK: u64 = 4096;
 pub const SECTOR: u64 = 512;
 /// Largest resync request (one RsData frame).
 pub const RESYNC_CHUNK: u64 = 1024 * 1024;
+/// State-frame flag: the sender's user paused the resync (`pause-sync`). Older peers ignore it.
+pub const STATE_SYNC_PAUSED: u32 = 1 << 8;
+
 /// Largest slice of an application write sent in one Data frame.
 pub const MAX_DATA_FRAME: u64 = 1024 * 1024;
 
@@ -94,6 +97,9 @@ pub enum Input {
     Primary { force: bool },
     Secondary,
     Outdate,
+    /// `pause-sync` / `resume-sync`: hold the resync (either side may ask; the SyncSource stops sending).
+    PauseSync,
+    ResumeSync,
     Down,
     TransportUp { conn: u64 },
     TransportDown { conn: u64, reason: String },
@@ -281,6 +287,10 @@ pub struct Node {
     pub(crate) rng: u64,
     pub(crate) last_app_write_ms: u64,
     pub(crate) last_bm_flush_ms: u64,
+    /// `pause-sync` on this node (kept until `resume-sync`; not persisted across restarts).
+    pub(crate) user_paused: bool,
+    /// The peer's `pause-sync`, from its State frames (bit [`STATE_SYNC_PAUSED`]).
+    pub(crate) peer_paused: bool,
     pub(crate) out: Vec<Action>,
 }
 
@@ -333,6 +343,8 @@ impl Node {
             rng: seed | 1,
             last_app_write_ms: 0,
             last_bm_flush_ms: 0,
+            user_paused: false,
+            peer_paused: false,
             out: Vec::new(),
         };
         // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
@@ -360,6 +372,8 @@ impl Node {
             Input::Primary { force } => self.on_primary(force),
             Input::Secondary => self.on_secondary(),
             Input::Outdate => self.on_outdate(),
+            Input::PauseSync => self.set_user_paused(true),
+            Input::ResumeSync => self.set_user_paused(false),
             Input::Down => self.on_down(),
             Input::TransportUp { conn } => self.on_transport_up(conn),
             Input::TransportDown { conn, reason } => self.on_transport_down(conn, &reason),
@@ -398,18 +412,26 @@ impl Node {
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let paused = self.sync_paused();
         let sync = match self.repl {
             ReplState::SyncSource | ReplState::PausedSyncS => self.resync.as_ref().map(|r| SyncProgress {
                 total_blocks: r.total_blocks,
                 remaining_blocks: self.bitmap.count(),
                 started_ms: r.started_ms,
-                paused: false,
+                paused,
             }),
             ReplState::SyncTarget | ReplState::PausedSyncT => self.target_progress.map(|mut t| {
                 t.remaining_blocks = self.bitmap.count();
+                t.paused = paused;
                 t
             }),
             _ => None,
+        };
+        // A paused resync keeps its internal state (SyncSource/SyncTarget); status names it as DRBD does.
+        let repl = match self.repl {
+            ReplState::SyncSource if paused => ReplState::PausedSyncS,
+            ReplState::SyncTarget if paused => ReplState::PausedSyncT,
+            r => r,
         };
         Snapshot {
             role: self.role,
@@ -417,7 +439,7 @@ impl Node {
             peer_role: self.peer_role,
             peer_disk: self.peer_disk,
             conn: self.conn,
-            repl: self.repl,
+            repl,
             uuids: self.persisted.uuids,
             out_of_sync_blocks: self.bitmap.count(),
             sync,
@@ -664,8 +686,44 @@ impl Node {
     pub(crate) fn broadcast_state(&mut self) {
         if let Some(l) = self.link.as_ref().filter(|l| l.stage == Stage::Up) {
             let conn = l.conn;
-            let frame = Frame::State { role: self.role.code(), disk: self.disk.code(), flags: self.repl.code() as u32 };
+            let frame = Frame::State { role: self.role.code(), disk: self.disk.code(), flags: self.state_flags() };
             self.send(conn, frame);
+        }
+    }
+
+    /// The State frame's flags: the replication state in the low byte, then [`STATE_SYNC_PAUSED`].
+    pub(crate) fn state_flags(&self) -> u32 {
+        u32::from(self.repl.code()) | if self.user_paused { STATE_SYNC_PAUSED } else { 0 }
+    }
+
+    /// Either side's `pause-sync` holds the resync.
+    pub fn sync_paused(&self) -> bool {
+        self.user_paused || self.peer_paused
+    }
+
+    fn set_user_paused(&mut self, on: bool) {
+        if self.user_paused == on {
+            return;
+        }
+        self.user_paused = on;
+        let what = if on { "paused by the user (resume-sync continues it)" } else { "resumed by the user" };
+        self.log(false, format!("{}: resync {what}", self.p.resource));
+        self.broadcast_state();
+        self.changed();
+        if !on {
+            self.pump_resync();
+        }
+    }
+
+    /// The peer's State frame told us whether it holds the resync.
+    pub(crate) fn set_peer_paused(&mut self, on: bool) {
+        if self.peer_paused == on {
+            return;
+        }
+        self.peer_paused = on;
+        self.changed();
+        if !on {
+            self.pump_resync();
         }
     }
 }

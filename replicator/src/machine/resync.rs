@@ -26,7 +26,7 @@ const BUSY_MS: u64 = 100;
 
 impl Node {
     pub(crate) fn pump_resync(&mut self) {
-        if self.repl != ReplState::SyncSource {
+        if self.repl != ReplState::SyncSource || self.sync_paused() {
             return;
         }
         let Some(conn) = self.link.as_ref().filter(|l| l.stage == Stage::Up).map(|l| l.conn) else { return };
