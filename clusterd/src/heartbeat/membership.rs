@@ -20,8 +20,13 @@
 //!   authentic keepalive would only make liveness worse), and duplicates or older seqs are replays.
 //! - The peer's `group_state` is taken only from the newest seq of the current generation, so a
 //!   reordered packet never moves it backwards.
-//! - Packets from our own node name, from another cluster or from a node that is not our peer are
-//!   dropped and counted (own broadcasts loop back; two clusters may share a segment and key).
+//! - On a broadcast link the kernel loops every packet we send back to us. A packet with our own
+//!   node name AND our own current generation is such an echo: it is ignored and only counted in
+//!   [`LinkStatus::own_echoes`], never as a drop, so drop counters keep meaning "something is
+//!   wrong". Our name with ANOTHER generation is not an echo: a second node configured with our
+//!   name, or a replay of our old traffic; it is dropped as [`DropCounts::from_self`].
+//! - Packets from another cluster or from a node that is not our peer are dropped and counted
+//!   (two clusters may share a segment and key).
 
 use super::packet::{Heartbeat, PacketError};
 use std::time::{Duration, Instant};
@@ -157,6 +162,8 @@ pub struct DropCounts {
     pub replay: u64,
     pub stale_generation: u64,
     pub wrong_cluster: u64,
+    /// Our own node name but not our own generation: another node uses our name, or old
+    /// traffic of ours is replayed. (Our own broadcast echoes are not drops; see `own_echoes`.)
     pub from_self: u64,
     /// Right cluster and key, but neither us nor our configured peer.
     pub unknown_node: u64,
@@ -190,6 +197,8 @@ pub struct LinkStatus {
     pub largest_gap: Duration,
     pub packets_ok: u64,
     pub dropped: DropCounts,
+    /// Our own packets looped back by the kernel (broadcast links); expected, not a drop.
+    pub own_echoes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +276,7 @@ struct LinkState {
     largest_gap: Duration,
     packets_ok: u64,
     dropped: DropCounts,
+    own_echoes: u64,
     window: ReplayWindow,
 }
 
@@ -277,6 +287,9 @@ pub struct Membership {
     cluster: String,
     me: String,
     peer: String,
+    /// Our own boot generation, once known: tells our looped-back broadcasts from a node that
+    /// wrongly uses our name.
+    own_generation: Option<u64>,
     start: Instant,
     links: Vec<LinkState>,
     liveness: PeerLiveness,
@@ -299,6 +312,7 @@ impl Membership {
                 largest_gap: Duration::ZERO,
                 packets_ok: 0,
                 dropped: DropCounts::default(),
+                own_echoes: 0,
                 window: ReplayWindow::default(),
             })
             .collect();
@@ -307,6 +321,7 @@ impl Membership {
             cluster: cluster.to_string(),
             me: me.to_string(),
             peer: peer.to_string(),
+            own_generation: None,
             start,
             links,
             liveness: PeerLiveness::Waiting,
@@ -314,6 +329,20 @@ impl Membership {
             newest_seq: None,
             group_state: None,
         }
+    }
+
+    /// Sets this node's own boot generation, so packets carrying our name and this generation
+    /// are recognised as our own broadcasts coming back. Without it every packet with our name
+    /// counts as [`DropCounts::from_self`].
+    pub fn with_own_generation(mut self, generation: u64) -> Membership {
+        self.own_generation = Some(generation);
+        self
+    }
+
+    /// True if `hb` carries our node name (and cluster) but not our generation: the signature of
+    /// a second node configured with our name, or of replayed old traffic of ours.
+    pub fn is_name_clash(&self, hb: &Heartbeat) -> bool {
+        hb.cluster == self.cluster && hb.node == self.me && Some(hb.generation) != self.own_generation
     }
 
     pub fn params(&self) -> &MembershipParams {
@@ -344,6 +373,11 @@ impl Membership {
         let Some(index) = self.links.iter().position(|l| l.name == link) else {
             return events;
         };
+        if hb.cluster == self.cluster && hb.node == self.me && Some(hb.generation) == self.own_generation {
+            let l = &mut self.links[index];
+            l.own_echoes = l.own_echoes.saturating_add(1);
+            return events;
+        }
         let drop_reason = if hb.cluster != self.cluster {
             Some(DropKind::WrongCluster)
         } else if hb.node == self.me {
@@ -458,6 +492,7 @@ impl Membership {
                     largest_gap: l.largest_gap,
                     packets_ok: l.packets_ok,
                     dropped: l.dropped.clone(),
+                    own_echoes: l.own_echoes,
                 })
                 .collect(),
         }

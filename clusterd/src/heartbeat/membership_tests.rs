@@ -7,6 +7,8 @@ const KEEPALIVE: u64 = 100;
 const WARNTIME: u64 = 300;
 const DEADTIME: u64 = 1_000;
 const INITDEAD: u64 = 2_000;
+/// Our own (node-a's) boot generation in the fixture.
+const OWN_GENERATION: u64 = 7;
 
 struct Fixture {
     t0: Instant,
@@ -26,7 +28,7 @@ impl Fixture {
         let t0 = Instant::now();
         Fixture {
             t0,
-            m: Membership::new(params, "ha", "node-a", "node-b", t0),
+            m: Membership::new(params, "ha", "node-a", "node-b", t0).with_own_generation(OWN_GENERATION),
         }
     }
 
@@ -381,4 +383,87 @@ fn params_validation_follows_heartbeat_rules() {
         with(&|p| p.initdead = Duration::from_millis(DEADTIME - 1)),
         Err(MembershipParamsError::InitdeadTooShort { .. })
     ));
+}
+
+#[test]
+fn own_broadcast_echoes_are_ignored_without_counting_a_drop() {
+    let mut f = Fixture::new();
+    for seq in 1..=5 {
+        assert!(f.deliver("ring0", hb("ha", "node-a", OWN_GENERATION, seq), seq * KEEPALIVE).is_empty());
+    }
+    // A replayed seq of our own is an echo as well: echoes never enter the replay window.
+    assert!(f.deliver("ring1", hb("ha", "node-a", OWN_GENERATION, 1), 600).is_empty());
+    let status = f.m.status(f.at(600));
+    let ring0 = status.link("ring0").unwrap();
+    assert_eq!(ring0.own_echoes, 5);
+    assert_eq!(ring0.dropped, DropCounts::default());
+    assert_eq!(ring0.dropped.total(), 0);
+    assert_eq!(status.link("ring1").unwrap().own_echoes, 1);
+    // Hearing ourselves proves nothing about the peer or the link.
+    assert!(!ring0.up);
+    assert_eq!(ring0.last_heard_ago, None);
+    assert_eq!(ring0.packets_ok, 0);
+    assert_eq!(status.liveness, PeerLiveness::Waiting);
+    assert_eq!(status.generation, None);
+    assert_eq!(f.tick(INITDEAD), [InitDeadExpired]);
+}
+
+#[test]
+fn our_name_with_another_generation_is_a_counted_drop_and_a_name_clash() {
+    let mut f = Fixture::new();
+    for generation in [OWN_GENERATION - 1, OWN_GENERATION + 1] {
+        let clash = hb("ha", "node-a", generation, 1);
+        assert!(f.m.is_name_clash(&clash));
+        assert!(f.deliver("ring0", clash, 0).is_empty());
+    }
+    let echo = hb("ha", "node-a", OWN_GENERATION, 2);
+    assert!(!f.m.is_name_clash(&echo));
+    assert!(!f.m.is_name_clash(&hb("ha", "node-b", OWN_GENERATION + 1, 3)));
+    assert!(!f.m.is_name_clash(&hb("other", "node-a", OWN_GENERATION + 1, 3)));
+    f.deliver("ring0", echo, 0);
+    let status = f.m.status(f.at(0));
+    let ring0 = status.link("ring0").unwrap();
+    assert_eq!(ring0.dropped.from_self, 2);
+    assert_eq!(ring0.dropped.total(), 2);
+    assert_eq!(ring0.own_echoes, 1);
+    assert_eq!(status.liveness, PeerLiveness::Waiting);
+}
+
+#[test]
+fn echoes_do_not_disturb_a_live_peer_or_its_link_timers() {
+    let mut f = Fixture::new();
+    f.steady(1, 0, 500);
+    // Only our own echoes keep arriving on both links: the peer must still die after deadtime.
+    let mut events = Vec::new();
+    for ms in (600..=1_600).step_by(KEEPALIVE as usize) {
+        events.extend(f.deliver("ring0", hb("ha", "node-a", OWN_GENERATION, ms), ms));
+        events.extend(f.deliver("ring1", hb("ha", "node-a", OWN_GENERATION, ms), ms));
+        events.extend(f.tick(ms));
+    }
+    assert_eq!(
+        events,
+        [LinkDown("ring0".into()), LinkDown("ring1".into()), PeerDead]
+    );
+    let status = f.m.status(f.at(1_600));
+    assert_eq!(status.link("ring0").unwrap().dropped.total(), 0);
+    assert_eq!(status.link("ring0").unwrap().own_echoes, 11);
+}
+
+#[test]
+fn without_a_known_own_generation_our_name_is_always_a_drop() {
+    let params = MembershipParams {
+        keepalive: Duration::from_millis(KEEPALIVE),
+        warntime: Duration::from_millis(WARNTIME),
+        deadtime: Duration::from_millis(DEADTIME),
+        initdead: Duration::from_millis(INITDEAD),
+        links: vec!["ring0".into()],
+    };
+    let t0 = Instant::now();
+    let mut m = Membership::new(params, "ha", "node-a", "node-b", t0);
+    let own = hb("ha", "node-a", OWN_GENERATION, 1);
+    assert!(m.is_name_clash(&own));
+    m.step(MembershipInput::Packet { link: "ring0".into(), from: own, at: t0 });
+    let status = m.status(t0);
+    assert_eq!(status.link("ring0").unwrap().dropped.from_self, 1);
+    assert_eq!(status.link("ring0").unwrap().own_echoes, 0);
 }

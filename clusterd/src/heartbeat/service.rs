@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 const EVENT_CHANNEL_CAPACITY: usize = 256;
 /// Largest UDP payload; bigger datagrams cannot exist.
 const RECV_BUFFER_LEN: usize = 65_536;
+/// At most one "another node uses our name" warning per link per this interval.
+const NAME_CLASH_WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// Bounds for the core's tick period (see [`tick_period`]).
 const MIN_TICK: Duration = Duration::from_millis(5);
 const MAX_TICK: Duration = Duration::from_millis(250);
@@ -36,6 +38,7 @@ pub enum LinkMode {
     /// Bind our own address, send to the peer's address.
     Unicast,
     /// SO_BROADCAST; bind 0.0.0.0:port (optionally on one interface), send to the broadcast address.
+    /// Our own broadcasts come back to us; the core recognises and ignores them.
     Broadcast,
 }
 
@@ -45,7 +48,9 @@ pub struct LinkRuntime {
     pub mode: LinkMode,
     pub bind: SocketAddr,
     pub send_to: SocketAddr,
-    /// Interface to bind the socket to (SO_BINDTODEVICE; needs CAP_NET_RAW).
+    /// Interface to bind the socket to (SO_BINDTODEVICE; needs CAP_NET_RAW). It is applied
+    /// before `bind`, so a broadcast link's wildcard socket on one interface and another link's
+    /// socket on the same port but another interface do not collide (EADDRINUSE).
     pub interface: Option<String>,
 }
 
@@ -65,8 +70,11 @@ pub enum HeartbeatError {
     Params(#[from] MembershipParamsError),
     #[error("heartbeat link {0:?} has a socket configuration but is not among the membership links (or vice versa)")]
     LinkMismatch(String),
-    #[error("heartbeat link {link}: cannot bind {addr}: {source}")]
+    #[error("heartbeat link {link}: cannot create a UDP socket: {source}")]
+    Socket { link: String, source: std::io::Error },
+    #[error("heartbeat link {link}: cannot bind {addr}: {source}{hint}")]
     Bind {
+        hint: &'static str,
         link: String,
         addr: SocketAddr,
         source: std::io::Error,
@@ -166,13 +174,10 @@ impl HeartbeatService {
             .filter_map(|(link, s)| s.local_addr().ok().map(|a| (link.name.clone(), a)))
             .collect();
 
-        let core = Arc::new(Mutex::new(Membership::new(
-            cfg.params.clone(),
-            &cfg.cluster,
-            &cfg.me,
-            &cfg.peer,
-            Instant::now(),
-        )));
+        let core = Arc::new(Mutex::new(
+            Membership::new(cfg.params.clone(), &cfg.cluster, &cfg.me, &cfg.peer, Instant::now())
+                .with_own_generation(generation),
+        ));
         let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let cancel = CancellationToken::new();
         let keys = Arc::new(keys);
@@ -212,20 +217,28 @@ impl HeartbeatService {
     }
 }
 
+/// Creates the link's socket, binds it to its interface BEFORE binding the address (the kernel
+/// then lets sockets on different interfaces share a port, as Heartbeat's `bcast bond0` and
+/// `ucast bond1 ...` on one udpport do), then binds the address.
 async fn open_socket(link: &LinkRuntime) -> Result<UdpSocket, HeartbeatError> {
-    let socket = UdpSocket::bind(link.bind)
-        .await
-        .map_err(|source| HeartbeatError::Bind {
-            link: link.name.clone(),
-            addr: link.bind,
-            source,
-        })?;
-    if link.mode == LinkMode::Broadcast {
-        socket.set_broadcast(true).map_err(|source| HeartbeatError::Broadcast {
-            link: link.name.clone(),
-            source,
-        })?;
-    }
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = if link.bind.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let socket_error = |source: std::io::Error| HeartbeatError::Socket {
+        link: link.name.clone(),
+        source,
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(|e| socket_error(e.into()))?;
+    let socket = UdpSocket::from_std(std::net::UdpSocket::from(fd)).map_err(socket_error)?;
     if let Some(interface) = &link.interface {
         socket
             .bind_device(Some(interface.as_bytes()))
@@ -235,7 +248,53 @@ async fn open_socket(link: &LinkRuntime) -> Result<UdpSocket, HeartbeatError> {
                 source,
             })?;
     }
+    if link.mode == LinkMode::Broadcast {
+        socket.set_broadcast(true).map_err(|source| HeartbeatError::Broadcast {
+            link: link.name.clone(),
+            source,
+        })?;
+    }
+    rustix::net::bind(&socket, &link.bind).map_err(|errno| {
+        let source = std::io::Error::from(errno);
+        let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+            " (another link or program uses this port on an overlapping address and interface; \
+             a bcast link listens on every address, so give it an `interface` no other link on this \
+             port uses, or give the links different ports)"
+        } else {
+            ""
+        };
+        HeartbeatError::Bind {
+            link: link.name.clone(),
+            addr: link.bind,
+            source,
+            hint,
+        }
+    })?;
     Ok(socket)
+}
+
+/// Rate limit for the "someone else uses our node name" warning on one link: the first
+/// occurrence is logged at once, later ones at most every [`NAME_CLASH_WARN_INTERVAL`] with the
+/// number seen in between (the drops themselves are counted in the status).
+#[derive(Debug, Default)]
+struct NameClashWarning {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl NameClashWarning {
+    /// Returns how many clashes to report now (this one included), or `None` to stay quiet.
+    fn record(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged = self.unlogged.saturating_add(1);
+        let due = self
+            .last_logged
+            .is_none_or(|last| now.saturating_duration_since(last) >= NAME_CLASH_WARN_INTERVAL);
+        if !due {
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
 }
 
 /// A poisoned lock only means another heartbeat task panicked mid-update; the counters and
@@ -289,6 +348,7 @@ async fn receive_loop(
     // Refusals are counted in the status; the log gets the first of each kind per link only, so a
     // misconfigured neighbour cannot flood it.
     let mut logged = HashSet::new();
+    let mut name_clash = NameClashWarning::default();
     loop {
         let received = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
@@ -305,11 +365,26 @@ async fn receive_loop(
         };
         let datagram = buf.get(..len).unwrap_or_default();
         let input = match decode_packet(datagram, &keys) {
-            Ok(hb) => MembershipInput::Packet {
+            Ok(hb) => {
+                // A statement of its own, so the lock is released before `step` takes it again.
+                let clash = lock(&core).is_name_clash(&hb);
+                if clash && let Some(count) = name_clash.record(at) {
+                    tracing::warn!(
+                        link,
+                        %from_addr,
+                        node = hb.node,
+                        generation = hb.generation,
+                        count,
+                        "heartbeat carrying OUR node name with a generation that is not ours: another node \
+                         is configured with this node's name (or old traffic of ours is being replayed); dropped"
+                    );
+                }
+                MembershipInput::Packet {
                 link: link.clone(),
-                from: hb,
-                at,
-            },
+                    from: hb,
+                    at,
+                }
+            }
             Err(err) => {
                 let reason = RejectReason::from_packet_error(&err);
                 if logged.insert(reason) {
@@ -443,5 +518,17 @@ mod tests {
         assert_eq!(tick_period(&params), Duration::from_millis(30));
         params.deadtime = Duration::from_millis(20);
         assert_eq!(tick_period(&params), MIN_TICK);
+    }
+
+    #[test]
+    fn name_clash_warning_is_rate_limited_and_counts_the_quiet_ones() {
+        let t0 = Instant::now();
+        let mut w = NameClashWarning::default();
+        assert_eq!(w.record(t0), Some(1));
+        for s in 1..=9 {
+            assert_eq!(w.record(t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(w.record(t0 + NAME_CLASH_WARN_INTERVAL), Some(10));
+        assert_eq!(w.record(t0 + NAME_CLASH_WARN_INTERVAL + Duration::from_secs(1)), None);
     }
 }
