@@ -165,8 +165,8 @@ impl Control for ControlService {
     async fn invalidate_remote(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         Err(Self::not_in_this_release("invalidate-remote"))
     }
-    async fn verify(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        Err(Self::not_in_this_release("verify"))
+    async fn verify(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::Verify), "verify").await
     }
     async fn pause_sync(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.each(&req.into_inner().resource, Some(Verb::PauseSync), "pause-sync").await

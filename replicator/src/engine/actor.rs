@@ -297,6 +297,13 @@ impl Actor {
                 };
                 (Ok(format!("{name}: resync {} ({now})", if pause { "paused" } else { "resumed" })), a)
             }
+            Verb::Verify => {
+                if let Err(e) = self.node.check_verify() {
+                    return (Err(format!("{name}: verify refused: {e}")), Vec::new());
+                }
+                let alg = self.node.params().verify_alg.clone();
+                (Ok(format!("{name}: online verify started ({alg}); `haadm status` shows its progress")), self.node.step(Input::Verify))
+            }
             Verb::Outdate => {
                 let a = self.node.step(Input::Outdate);
                 let s = self.node.snapshot();

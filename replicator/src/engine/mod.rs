@@ -78,6 +78,8 @@ pub enum Verb {
     /// `pause-sync` / `resume-sync`.
     PauseSync,
     ResumeSync,
+    /// Online verify against the peer.
+    Verify,
 }
 
 pub(crate) enum Msg {

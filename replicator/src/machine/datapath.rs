@@ -65,6 +65,7 @@ impl Node {
             || self.resync.as_ref().is_some_and(|r| {
                 r.inflight.iter().any(|(&o, &l)| spans_overlap(span, block_span(o, l)))
             })
+            || self.verify_holds(|o, l| spans_overlap(span, block_span(o, l)))
             || self.waiting.iter().take(waiting_before).any(|w| spans_overlap(span, block_span(w.offset, w.data.len() as u64)))
     }
 
@@ -207,6 +208,7 @@ impl Node {
         self.out.push(Action::Complete { id, result });
         self.start_waiting_writes();
         self.pump_resync();
+        self.pump_verify();
     }
 
     /// Blocks entirely rewritten on both disks are in sync whatever they held before.

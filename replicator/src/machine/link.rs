@@ -306,6 +306,22 @@ impl Node {
         self.peer_role = peer_role;
         self.peer_disk = peer_disk;
         let mut decision = outcome.decision.clone();
+        // Same generation on both sides, yet blocks are marked out of sync (an online verify found
+        // them, or a write failed on one disk): move them from the Primary, whose data the application
+        // has seen. Both sides see both bitmaps and both roles, so they agree. With no Primary there is
+        // no authority to pick: the blocks stay marked and status shows them.
+        if decision == Decision::NoSync && self.disk.is_consistent() && peer_disk.is_consistent() {
+            let marked = self.bitmap.count() > 0 || peer_words.iter().any(|w| *w != 0);
+            match (marked, self.role, peer_role) {
+                (true, Role::Primary, _) => decision = Decision::Source { full: false },
+                (true, _, Role::Primary) => decision = Decision::Target { full: false },
+                (true, _, _) => self.log(true, format!("{}: same generation but blocks are marked out of sync; promote one node and reconnect to resync them from it", self.p.resource)),
+                _ => {}
+            }
+            if decision != Decision::NoSync {
+                self.log(false, format!("{}: same generation with blocks marked out of sync: resyncing them from the Primary", self.p.resource));
+            }
+        }
         if self.role == Role::Primary && peer_role == Role::Primary && !matches!(decision, Decision::StandAlone { .. }) {
             decision = Decision::StandAlone { reason: "both nodes are Primary; refusing to connect (single-primary mode)".into(), split_brain: false };
         }
@@ -426,7 +442,16 @@ impl Node {
                 self.peer_disk = DiskState::from_code(disk).unwrap_or(DiskState::DUnknown);
                 self.changed();
                 self.set_peer_paused(flags & super::node::STATE_SYNC_PAUSED != 0);
+                self.abort_verify_if_peer_primary();
+                let verifying = flags & super::node::STATE_VERIFYING != 0;
+                if verifying != self.peer_verifying {
+                    self.peer_verifying = verifying;
+                    self.changed();
+                }
             }
+            Frame::VerifyRequest { offset, len } => self.on_verify_request(conn, offset, u64::from(len)),
+            Frame::VerifyReply { offset, digest, .. } => self.on_verify_reply(offset, digest),
+            Frame::OutOfSync { offset, len } => self.on_out_of_sync(offset, u64::from(len)),
             Frame::Data { seq, offset, flags, data } => self.on_peer_data(conn, seq, offset, flags, data),
             Frame::WriteAck { seq } => self.on_write_ack(seq, true),
             Frame::NegAck { seq, .. } => self.on_write_ack(seq, false),
@@ -521,6 +546,10 @@ impl Node {
     pub(crate) fn drop_link(&mut self, reason: &str, retry: bool) {
         let Some(link) = self.link.take() else { return };
         self.peer_paused = false;
+        self.peer_verifying = false;
+        if let Some(v) = self.verify.take() {
+            self.log(true, format!("{}: online verify aborted at {} KiB (link lost)", self.p.resource, v.cursor / 1024));
+        }
         self.out.push(Action::Close { conn: link.conn });
         self.log(link.stage == Stage::Up, format!("{}: disconnected: {reason}", self.p.resource));
         self.peer_role = Role::Unknown;

@@ -9,5 +9,8 @@ pub mod node;
 mod datapath;
 mod link;
 mod resync;
+mod verify;
+
+pub use verify::verify_digest;
 
 pub use node::{Action, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};

@@ -29,6 +29,8 @@ pub const SECTOR: u64 = 512;
 pub const RESYNC_CHUNK: u64 = 1024 * 1024;
 /// State-frame flag: the sender's user paused the resync (`pause-sync`). Older peers ignore it.
 pub const STATE_SYNC_PAUSED: u32 = 1 << 8;
+/// State-frame flag: the sender runs an online verify against us. Older peers ignore it.
+pub const STATE_VERIFYING: u32 = 1 << 9;
 
 /// Largest slice of an application write sent in one Data frame.
 pub const MAX_DATA_FRAME: u64 = 1024 * 1024;
@@ -100,6 +102,8 @@ pub enum Input {
     /// `pause-sync` / `resume-sync`: hold the resync (either side may ask; the SyncSource stops sending).
     PauseSync,
     ResumeSync,
+    /// Online verify against the peer (checked first with [`Node::check_verify`]).
+    Verify,
     Down,
     TransportUp { conn: u64 },
     TransportDown { conn: u64, reason: String },
@@ -185,6 +189,8 @@ pub(crate) enum Purpose {
     PeerRead { conn: u64, seq: u64 },
     ResyncWrite { conn: u64, offset: u64, len: u64 },
     ResyncRead { conn: u64, offset: u64 },
+    VerifyLocal { offset: u64 },
+    PeerVerifyRead { conn: u64, offset: u64, len: u64 },
 }
 
 /// An application write in flight.
@@ -291,6 +297,10 @@ pub struct Node {
     pub(crate) user_paused: bool,
     /// The peer's `pause-sync`, from its State frames (bit [`STATE_SYNC_PAUSED`]).
     pub(crate) peer_paused: bool,
+    /// A running online verify started here (VerifyS); see `verify.rs`.
+    pub(crate) verify: Option<super::verify::Verify>,
+    /// The peer runs an online verify against us (shown as VerifyT).
+    pub(crate) peer_verifying: bool,
     pub(crate) out: Vec<Action>,
 }
 
@@ -345,6 +355,8 @@ impl Node {
             last_bm_flush_ms: 0,
             user_paused: false,
             peer_paused: false,
+            verify: None,
+            peer_verifying: false,
             out: Vec::new(),
         };
         // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
@@ -374,6 +386,7 @@ impl Node {
             Input::Outdate => self.on_outdate(),
             Input::PauseSync => self.set_user_paused(true),
             Input::ResumeSync => self.set_user_paused(false),
+            Input::Verify => self.on_verify_verb(),
             Input::Down => self.on_down(),
             Input::TransportUp { conn } => self.on_transport_up(conn),
             Input::TransportDown { conn, reason } => self.on_transport_down(conn, &reason),
@@ -425,12 +438,21 @@ impl Node {
                 t.paused = paused;
                 t
             }),
+            ReplState::Established => self.verify.as_ref().map(|v| SyncProgress {
+                total_blocks: self.p.data_size.div_ceil(BLOCK),
+                remaining_blocks: self.p.data_size.saturating_sub(v.checked_bytes).div_ceil(BLOCK),
+                started_ms: v.started_ms,
+                paused: false,
+            }),
             _ => None,
         };
         // A paused resync keeps its internal state (SyncSource/SyncTarget); status names it as DRBD does.
         let repl = match self.repl {
             ReplState::SyncSource if paused => ReplState::PausedSyncS,
             ReplState::SyncTarget if paused => ReplState::PausedSyncT,
+            // A verify runs on an established link; status names the two sides as DRBD does.
+            ReplState::Established if self.verify.is_some() => ReplState::VerifyS,
+            ReplState::Established if self.peer_verifying => ReplState::VerifyT,
             r => r,
         };
         Snapshot {
@@ -586,6 +608,7 @@ impl Node {
         self.now_ms = self.now_ms.max(now_ms);
         self.check_link_timers();
         self.pump_resync();
+        self.pump_verify();
         // Lazily write bitmap pages changed by resync progress or disconnected writes (stale set bits
         // only cost extra resync; set bits of live extents are covered by the activity log).
         if self.now_ms.saturating_sub(self.last_bm_flush_ms) >= 5_000 {
@@ -619,6 +642,8 @@ impl Node {
             }
             Purpose::ResyncWrite { conn, offset, len } => self.resync_write_done(conn, offset, len, result.map(|_| ())),
             Purpose::ResyncRead { conn, offset } => self.resync_read_done(conn, offset, result),
+            Purpose::VerifyLocal { offset } => self.verify_local_done(offset, result),
+            Purpose::PeerVerifyRead { conn, offset, len } => self.peer_verify_read_done(conn, offset, len, result),
         }
     }
 
@@ -693,7 +718,9 @@ impl Node {
 
     /// The State frame's flags: the replication state in the low byte, then [`STATE_SYNC_PAUSED`].
     pub(crate) fn state_flags(&self) -> u32 {
-        u32::from(self.repl.code()) | if self.user_paused { STATE_SYNC_PAUSED } else { 0 }
+        u32::from(self.repl.code())
+            | if self.user_paused { STATE_SYNC_PAUSED } else { 0 }
+            | if self.verify.is_some() { STATE_VERIFYING } else { 0 }
     }
 
     /// Either side's `pause-sync` holds the resync.
