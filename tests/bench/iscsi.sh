@@ -3,20 +3,30 @@
 #
 # Both targets serve the same fully written 1 GiB file on 127.0.0.1 (tgt on 3261 with its own
 # control port, ours on 3260), one at a time, and run: 4 KiB QD32 read/write, 1 MiB QD8 read/write.
-# Prints: line, tgt, ours, ours/tgt (IOPS for 4 KiB, MiB/s for 1 MiB).
+# Then (unless SKIP_REPLICATED=1) the same four lines from the lab's client namespace against our
+# target at the VIP of the two-node lab (deploy/lab: protocol C replication to the other node over a
+# veth, both 1 GiB data files fully written, LUN with write-cache: true like the standalone one).
+# Prints one table: line, tgt, ours standalone, ours/tgt, ours replicated (VIP), replicated/tgt
+# (IOPS for 4 KiB, MiB/s for 1 MiB).
 #
 # Env: BENCH_DIR (scratch, default /var/tmp/iscsi-bench), COUNT_4K / COUNT_1M (requests per line),
 #      OURS_CMD (command that serves $BENCH_FILE as LUN 0 of $OURS_IQN on 127.0.0.1:$OURS_PORT;
-#      default: clusterd --release with a one-node config), CARGO_TARGET_DIR.
+#      default: clusterd --release with a one-node config), CARGO_TARGET_DIR, SKIP_REPLICATED=1 (no
+#      lab column), BENCH_TIMEOUT (seconds per qemu-img run, default 300). The replicated column needs
+#      root and refuses to run if a lab (namespaces ha-*, /var/tmp/ha-lab) already exists.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/iscsi-bench}
 COUNT_4K=${COUNT_4K:-200000}
 COUNT_1M=${COUNT_1M:-5000}
+SKIP_REPLICATED=${SKIP_REPLICATED:-0}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 TGT_PORT=3261
 TGT_CTL=${TGT_CTL:-3297}
 TGT_IQN=iqn.2026-01.bench:tgt
+LAB_IQN=iqn.2026-11.org.example:lab   # what deploy/lab configures
+LAB_VIP=10.77.1.100
 export OURS_PORT=3260
 export OURS_IQN=iqn.2026-01.bench:ours
 export BENCH_FILE=$BENCH_DIR/disk.img
@@ -34,7 +44,8 @@ if [[ ! -f $BENCH_FILE || $(stat -c %s "$BENCH_FILE") -ne $((1 << 30)) ]]; then
 fi
 
 pids=()
-cleanup() {
+stop_local_targets() {
+    [[ ${#pids[@]} -gt 0 ]] || return 0
     # tgtd ignores SIGTERM while targets exist: ask it to shut down, then make sure.
     tgtadm -C "$TGT_CTL" --mode system --op delete --force >/dev/null 2>&1 || true
     for p in "${pids[@]}"; do
@@ -45,8 +56,18 @@ cleanup() {
         kill -KILL "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
     done
+    pids=()
 }
-trap cleanup EXIT INT TERM
+lab_up=0
+cleanup() {
+    stop_local_targets
+    if [[ $lab_up == 1 ]]; then
+        lab_up=0
+        "$ROOT/deploy/lab" down >>"$BENCH_DIR/lab.log" 2>&1 || echo "deploy/lab down failed (see $BENCH_DIR/lab.log)" >&2
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 wait_port() {
     for _ in $(seq 1 100); do
@@ -68,14 +89,17 @@ tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --b
 tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL
 
 # --- ours ------------------------------------------------------------------------------------
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+if [[ -z ${OURS_CMD:-} || $SKIP_REPLICATED != 1 ]]; then
+    # clusterd for the standalone target; clusterd and haadm for the lab.
+    (cd "$ROOT" && cargo build --quiet --release -p clusterd --bins)
+fi
 if [[ -n ${OURS_CMD:-} ]]; then
     timeout 300 bash -c "$OURS_CMD" >"$BENCH_DIR/ours.log" 2>&1 &
 else
     # The product: clusterd serving the file as a standalone target from a one-node ha.yaml. The LUN
     # reports a write-back cache (WCE=1; SYNCHRONIZE CACHE and FUA honoured), as tgt does by default,
     # so both targets give the same durability guarantees.
-    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-    (cd "$ROOT" && cargo build --quiet --release -p clusterd --bin clusterd)
     cat >"$BENCH_DIR/bench.yaml" <<YAML
 nodes:
   - { name: bench, control-socket: $BENCH_DIR/clusterd.sock, state-dir: $BENCH_DIR/state }
@@ -91,12 +115,14 @@ fi
 pids+=($!)
 wait_port "$OURS_PORT"
 
-# Runs one qemu-img bench line; prints seconds.
+# Runs one qemu-img bench line; prints seconds (0 on failure). With NETNS set, inside that namespace.
 run_bench() { # url count depth size write
-    local url=$1 count=$2 depth=$3 size=$4 write=$5 args=()
+    local url=$1 count=$2 depth=$3 size=$4 write=$5 args=() wrap=()
     if [[ $write == 1 ]]; then args=(-w --pattern=0xa5); fi
+    if [[ -n ${NETNS:-} ]]; then wrap=(ip netns exec "$NETNS"); fi
     local out
-    out=$(timeout 120 "$QEMU_IMG" bench -f raw -t none -c "$count" -d "$depth" -s "$size" "${args[@]}" "$url" 2>&1) || {
+    out=$(timeout "$BENCH_TIMEOUT" "${wrap[@]}" "$QEMU_IMG" bench -f raw -t none -c "$count" -d "$depth" -s "$size" \
+        "${args[@]}" "$url" 2>&1) || {
         echo "qemu-img bench failed on $url: $out" >&2
         echo 0
         return
@@ -106,16 +132,60 @@ run_bench() { # url count depth size write
 
 TGT_URL="iscsi://127.0.0.1:$TGT_PORT/$TGT_IQN/1"
 OURS_URL="iscsi://127.0.0.1:$OURS_PORT/$OURS_IQN/0"
+LAB_URL="iscsi://$LAB_VIP/$LAB_IQN/0"
+SPECS=("4k-qd32-read $COUNT_4K 32 4096 0 IOPS" "4k-qd32-write $COUNT_4K 32 4096 1 IOPS"
+    "1m-qd8-read $COUNT_1M 8 1M 0 MiB/s" "1m-qd8-write $COUNT_1M 8 1M 1 MiB/s")
+declare -A T_TGT T_OURS T_REPL
 
-printf '%-15s %8s %10s %10s %9s\n' line unit tgt ours ours/tgt
-for spec in "4k-qd32-read $COUNT_4K 32 4096 0 IOPS" "4k-qd32-write $COUNT_4K 32 4096 1 IOPS" \
-    "1m-qd8-read $COUNT_1M 8 1M 0 MiB/s" "1m-qd8-write $COUNT_1M 8 1M 1 MiB/s"; do
-    read -r name count depth size write unit <<<"$spec"
-    t_tgt=$(run_bench "$TGT_URL" "$count" "$depth" "$size" "$write")
-    t_ours=$(run_bench "$OURS_URL" "$count" "$depth" "$size" "$write")
-    python3 - "$name" "$count" "$size" "$unit" "$t_tgt" "$t_ours" <<'PY'
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($cpu), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for spec in "${SPECS[@]}"; do
+    read -r name count depth size write _ <<<"$spec"
+    T_TGT[$name]=$(run_bench "$TGT_URL" "$count" "$depth" "$size" "$write")
+    T_OURS[$name]=$(run_bench "$OURS_URL" "$count" "$depth" "$size" "$write")
+    echo "$name: tgt ${T_TGT[$name]} s, ours standalone ${T_OURS[$name]} s" >&2
+done
+stop_local_targets
+
+# --- ours replicated, at the lab's VIP -------------------------------------------------------
+if [[ $SKIP_REPLICATED != 1 ]] &&
+    [[ -e /run/netns/ha-node1 || -e /run/netns/ha-node2 || -e /run/netns/ha-client || -e ${HA_LAB_DIR:-/var/tmp/ha-lab} ]]; then
+    echo "a lab already exists (deploy/lab status): not touching it, no replicated column" >&2
+    SKIP_REPLICATED=1
+fi
+if [[ $SKIP_REPLICATED != 1 ]]; then
+    # Both data files fully written (a sparse file would make the first pass pay for allocation, as
+    # the standalone file does not), and the LUN with the same write-back cache as the standalone one.
+    echo "bringing up the lab: deploy/lab up --size 1G --prefill --write-cache (log $BENCH_DIR/lab.log)" >&2
+    lab_up=1
+    # Both nodes log at warn, like the standalone target.
+    if ! RUST_LOG=warn HA_LAB_BIN="$CARGO_TARGET_DIR/release" "$ROOT/deploy/lab" up --size 1G --no-build --prefill \
+        --write-cache >"$BENCH_DIR/lab.log" 2>&1; then
+        tail -n 30 "$BENCH_DIR/lab.log" >&2
+        echo "the lab did not come up: no replicated column" >&2
+        SPECS_REPL=()
+    else
+        SPECS_REPL=("${SPECS[@]}")
+    fi
+    for spec in "${SPECS_REPL[@]}"; do
+        read -r name count depth size write _ <<<"$spec"
+        if [[ $name == 4k-qd32-write ]]; then
+            # Where the CPU goes during the replicated 4 KiB writes: every thread of both nodes and qemu-img.
+            (sleep 3; timeout 20 top -b -H -n 2 -d 3 -w 200 >"$BENCH_DIR/top-replicated-4k-write.txt" 2>&1 || true) &
+        fi
+        T_REPL[$name]=$(NETNS=ha-client run_bench "$LAB_URL" "$count" "$depth" "$size" "$write")
+        echo "$name: ours replicated at the VIP ${T_REPL[$name]} s" >&2
+    done
+    wait
+    cleanup
+fi
+
+printf '%-15s %6s %9s %16s %9s %22s %15s\n' line unit tgt "ours standalone" ours/tgt "ours replicated (VIP)" replicated/tgt
+for spec in "${SPECS[@]}"; do
+    read -r name count _ size _ unit <<<"$spec"
+    python3 - "$name" "$count" "$size" "$unit" "${T_TGT[$name]}" "${T_OURS[$name]}" "${T_REPL[$name]:-}" <<'PY'
 import sys
-name, count, size, unit, t_tgt, t_ours = sys.argv[1:]
+name, count, size, unit, t_tgt, t_ours, t_repl = sys.argv[1:]
 count = int(count)
 nbytes = 1 << 20 if size == "1M" else int(size)
 def rate(t):
@@ -125,6 +195,11 @@ def rate(t):
     return count / t if unit == "IOPS" else count * nbytes / t / (1 << 20)
 a, b = rate(t_tgt), rate(t_ours)
 ratio = f"{b / a:.2f}x" if a > 0 else "n/a"
-print(f"{name:<15} {unit:>8} {a:>10.0f} {b:>10.0f} {ratio:>9}")
+if t_repl:
+    c = rate(t_repl)
+    repl, repl_ratio = f"{c:.0f}", (f"{c / a:.2f}x" if a > 0 else "n/a")
+else:
+    repl, repl_ratio = "skipped", "-"
+print(f"{name:<15} {unit:>6} {a:>9.0f} {b:>16.0f} {ratio:>9} {repl:>22} {repl_ratio:>15}")
 PY
 done
