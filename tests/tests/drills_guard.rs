@@ -102,8 +102,8 @@ fn watch(lab: &NetLab, limit: Duration, mut done: impl FnMut(&[ServingSample; 2]
         if s[0].holding && s[1].holding {
             bail!("both nodes hold the group at +{:?}: {s:?}\n{}", t0.elapsed(), lab.logs());
         }
-        for i in 0..2 {
-            if s[i].serving() {
+        for (i, node) in s.iter().enumerate() {
+            if node.serving() {
                 w.serving_samples[i] += 1;
                 w.first_serving[i].get_or_insert(at);
                 w.last_serving[i] = Some(at);
@@ -116,6 +116,27 @@ fn watch(lab: &NetLab, limit: Duration, mut done: impl FnMut(&[ServingSample; 2]
         std::thread::sleep(SAMPLE_EVERY.saturating_sub(at.elapsed()));
     }
     Ok(w)
+}
+
+/// The writer's errors after `t0`, one line each with the offset from `t0` (consecutive repeats folded).
+fn error_timeline(log: &WriterLog, t0: Instant) {
+    let mut last: Option<&str> = None;
+    let mut repeats = 0;
+    for e in log.errors_since(t0) {
+        if last == Some(e.message.as_str()) {
+            repeats += 1;
+            continue;
+        }
+        if repeats > 0 {
+            eprintln!("|   (repeated {repeats} more times)");
+            repeats = 0;
+        }
+        eprintln!("|   +{:>5} ms  {}", (e.at - t0).as_millis(), e.message);
+        last = Some(e.message.as_str());
+    }
+    if repeats > 0 {
+        eprintln!("|   (repeated {repeats} more times)");
+    }
 }
 
 fn summary(drill: &str, rows: &[(&str, String)]) {
@@ -219,6 +240,8 @@ fn guard_fence_both_links_cut_secondary_fences_then_takes_over() -> Result<()> {
             ("other missing/corrupt blocks", chk.bad.len().to_string()),
         ],
     );
+    eprintln!("| writer errors after the cut:");
+    error_timeline(&log, cut);
     if !chk.lost_in_window.is_empty() {
         eprintln!(
             "| KNOWN GAP: the old Primary kept acknowledging writes on its own disk after the replication link \
