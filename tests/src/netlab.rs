@@ -214,6 +214,12 @@ targets:
         }
     }
 
+    /// Whether node i's clusterd (started by this lab) still runs; reaps it if it has exited.
+    pub fn running(&mut self, i: usize) -> bool {
+        self.reap(i);
+        self.children[i].is_some()
+    }
+
     /// Reaps a child the fence command killed.
     pub fn reap(&mut self, i: usize) {
         if let Some(c) = self.children[i].as_mut()
@@ -296,6 +302,66 @@ targets:
             }
         }
         Ok(())
+    }
+}
+
+/// What one node shows at one instant. "Serving" means both halves at once: the VIP is configured on its
+/// `pub0` (what initiators reach; the kernel answers ARP and TCP for it) AND its sequencer reports that it
+/// holds the group (the target is started). A dead or unreachable daemon never counts as holding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServingSample {
+    pub vip: bool,
+    pub holding: bool,
+}
+
+impl ServingSample {
+    pub fn serving(self) -> bool {
+        self.vip && self.holding
+    }
+}
+
+impl NetLab {
+    /// Cuts (or restores) everything between the two nodes while leaving each reachable from the client:
+    /// nft drops all traffic between 10.66.1.1 and 10.66.1.2 inside both node namespaces (heartbeat link
+    /// `public`), and the replication veth goes down (replication and heartbeat link `repl`).
+    pub fn cut_between_nodes(&self, cut: bool) -> Result<()> {
+        for (i, n) in NODES.into_iter().enumerate() {
+            let ns = self.ns(n);
+            let peer = format!("10.66.1.{}", 2 - i);
+            if cut {
+                let nft = |args: &[&str]| -> Result<String> {
+                    let mut v = vec!["ip", "netns", "exec", &ns, "nft"];
+                    v.extend_from_slice(args);
+                    must(&v)
+                };
+                nft(&["add", "table", "inet", "hacut"])?;
+                nft(&["add", "chain", "inet", "hacut", "in", "{ type filter hook input priority -20 ; }"])?;
+                nft(&["add", "chain", "inet", "hacut", "out", "{ type filter hook output priority -20 ; }"])?;
+                nft(&["add", "rule", "inet", "hacut", "in", "ip", "saddr", &peer, "drop"])?;
+                nft(&["add", "rule", "inet", "hacut", "out", "ip", "daddr", &peer, "drop"])?;
+            } else {
+                let _ = sh(&["ip", "netns", "exec", &ns, "nft", "delete", "table", "inet", "hacut"]);
+            }
+        }
+        must(&["ip", "-n", &self.ns("node1"), "link", "set", "repl0", if cut { "down" } else { "up" }])?;
+        Ok(())
+    }
+
+    /// Pulls (or plugs back) `node`'s public cable at the switch: its port on the client's bridge goes down,
+    /// so neither the client, the ping node nor the peer reach it there (ARP included). Its `pub0` keeps
+    /// its addresses (the VIP too) and only loses carrier.
+    pub fn isolate_public(&self, node: &str, isolate: bool) -> Result<()> {
+        let i = NODES.iter().position(|n| *n == node).context("unknown node")?;
+        let port = format!("p{}", i + 1);
+        must(&["ip", "-n", &self.ns("client"), "link", "set", &port, if isolate { "down" } else { "up" }])?;
+        Ok(())
+    }
+
+    /// One sample of whether node `i` serves (see [`ServingSample`]).
+    pub fn serving(&self, i: usize) -> ServingSample {
+        let vip = self.has_vip(NODES[i]);
+        let holding = self.status(i).map(|s| holder(&s) == NODES[i] && phase(&s) == "holding").unwrap_or(false);
+        ServingSample { vip, holding }
     }
 }
 

@@ -13,7 +13,7 @@ use super::inquiry::{MAX_CAW_BLOCKS, MAX_UNMAP_DESCRIPTORS};
 use super::lu::LogicalUnit;
 use super::opcodes::op;
 use super::sense::{
-    CmdResult, Failure, Sense, asc, invalid_cdb_field, invalid_param_field, key,
+    CmdResult, Failure, Sense, asc, invalid_cdb_field, invalid_opcode, invalid_param_field, key,
     param_list_length_error,
 };
 
@@ -207,6 +207,11 @@ pub(super) async fn write_same(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> 
         return Err(invalid_cdb_field(1, Some(0)));
     }
     let unmap = c[1] & 0x08 != 0;
+    if unmap && !lu.thin() {
+        // A fully provisioned LU (LBPME=0, LBPWS/LBPWS10=0) cannot unmap: accepting the bit and writing
+        // the pattern would tell the initiator that deallocation works while the VPD says it does not.
+        return Err(invalid_cdb_field(1, Some(3)));
+    }
     let r = range(c)?;
     lu.check_writable()?;
     lu.check_range(r.lba, u64::from(r.blocks))?;
@@ -271,6 +276,11 @@ pub(super) async fn write_same(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> 
 }
 
 pub(super) async fn unmap(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> CmdResult {
+    if !lu.thin() {
+        // LBPU=0 on a fully provisioned LU: the command is not supported there (as LIO answers), so an
+        // initiator probing with UNMAP learns the same as from the Logical Block Provisioning VPD page.
+        return Err(invalid_opcode());
+    }
     if c[1] & 0x01 != 0 {
         return Err(invalid_cdb_field(1, Some(0))); // ANCHOR
     }
@@ -303,10 +313,6 @@ pub(super) async fn unmap(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> CmdRe
         if blocks > 0 {
             extents.push((lba, blocks));
         }
-    }
-    if !lu.thin() {
-        // Deallocation is advisory; a fully provisioned LU keeps its data.
-        return Ok(Bytes::new());
     }
     let bs = u64::from(lu.block_size);
     let _gate = lu.write_gate.read().await;

@@ -273,6 +273,33 @@ async fn write_same_and_unmap() {
     );
 }
 
+/// A fully provisioned LU (LBPME=0, LBPU=0, LBPWS=0; e.g. a replicated volume) refuses UNMAP and the
+/// UNMAP bit of WRITE SAME instead of accepting them: libiscsi's Unmap.VPD / WriteSame*.UnmapVPD hold
+/// the answer to the VPD page, and nothing is written or deallocated.
+#[tokio::test]
+async fn fully_provisioned_lu_refuses_unmap() {
+    let h = harness(false);
+    let pat = vec![0x5Au8; 512];
+    assert_good(&run(&h, &h.a, &cdb16(op::WRITE_SAME_16, 64, 8), &pat).await);
+    let mut ws16 = cdb16(op::WRITE_SAME_16, 64, 8);
+    ws16[1] = 0x08;
+    assert_sense(&run(&h, &h.a, &ws16, &[0u8; 512]).await, 5, 0x24, 0);
+    let ws10 = [op::WRITE_SAME_10, 0x08, 0, 0, 0, 64, 0, 0, 8, 0];
+    assert_sense(&run(&h, &h.a, &ws10, &[0u8; 512]).await, 5, 0x24, 0);
+    let mut list = vec![0, 22, 0, 16, 0, 0, 0, 0];
+    list.extend_from_slice(&64u64.to_be_bytes());
+    list.extend_from_slice(&8u32.to_be_bytes());
+    list.extend_from_slice(&[0; 4]);
+    assert_sense(&run(&h, &h.a, &[op::UNMAP, 0, 0, 0, 0, 0, 0, 0, 24, 0], &list).await, 5, 0x20, 0);
+    assert_sense(&run(&h, &h.a, &[op::UNMAP, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]).await, 5, 0x20, 0);
+    let r = run(&h, &h.a, &read10(64, 8), &[]).await;
+    assert!(r.data_in.iter().all(|&b| b == 0x5A), "refused commands must leave the data alone");
+    // The thin LU of the same harness accepts both (see write_same_and_unmap).
+    let thin = harness(true);
+    assert_good(&run(&thin, &thin.a, &ws16, &[0u8; 512]).await);
+    assert_good(&run(&thin, &thin.a, &[op::UNMAP, 0, 0, 0, 0, 0, 0, 0, 24, 0], &list).await);
+}
+
 #[tokio::test]
 async fn compare_and_write() {
     let h = harness(false);
