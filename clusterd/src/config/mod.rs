@@ -277,6 +277,16 @@ impl HaConfig {
                 r.name
             ));
         }
+        for r in self.resources.values().filter(|r| r.disk.fencing != Fencing::DontCare) {
+            out.push(format!(
+                "{}: resources.{}.disk.fencing: `{}` does not freeze I/O when the peer is lost in this release \
+                 (only the attach state follows it: a clean disk attaches Consistent, not UpToDate); a Primary \
+                 cut off from its peer keeps acknowledging writes until it is fenced",
+                self.path.display(),
+                r.name,
+                r.disk.fencing
+            ));
+        }
         if let Some(c) = &self.cluster {
             out.extend(c.warnings(&self.path));
         }
