@@ -1,4 +1,4 @@
-//! Seeded simulation of two replicating nodes (fault model: see `sim/world.rs`).
+//! Seeded simulation of two replicating nodes (fault model: see `replicator::sim::world`, built with the `sim` feature).
 //!
 //! Every seed: initial full sync, then a random schedule of application writes/reads/flushes with
 //! partitions (both ways, one way), crashes at random points (also in the middle of a metadata write),
@@ -10,13 +10,11 @@
 //! `SIM_SEEDS=N` sets the number of seeds; `SIM_SEED=S cargo test -p replicator --test simulation
 //! replay_one_seed -- --nocapture` replays one with its trace.
 
-mod sim;
-
 use replicator::machine::policy::Policies;
 use replicator::machine::state::{ConnState, DiskState, Role};
 use replicator::machine::Input;
-use sim::model::{fill, tag, Model};
-use sim::world::{AppDone, World, SECTOR};
+use replicator::sim::model::{fill, tag, Model};
+use replicator::sim::world::{AppDone, World, SECTOR};
 use std::collections::HashMap;
 
 const SIZE: u64 = 16 << 20;

@@ -35,10 +35,12 @@
 mod sequencer;
 mod state;
 mod steps;
+mod volumes;
 
 pub use sequencer::Sequencer;
 pub use state::{GroupState, Handoff, Phase, StateError, decode_state, encode_state};
 pub use steps::{start_plan, stop_plan};
+pub use volumes::{disk_view, volumes_view};
 
 use std::time::Duration;
 
