@@ -58,7 +58,7 @@ impl World {
     pub fn flapping(&mut self) {
         let Some((what, until)) = self.flap else { return };
         let end = self.now >= until;
-        if !end && !(self.now.is_multiple_of(150) && self.rng.chance(0.5)) {
+        if !end && (!self.now.is_multiple_of(150) || !self.rng.chance(0.5)) {
             return;
         }
         match what {

@@ -33,6 +33,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
+    #[allow(clippy::should_implement_trait)] // an endless generator, not an iterator
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -48,11 +49,14 @@ impl Rng {
     }
 }
 
+/// The most recent metadata write: its offset and the bytes it overwrote.
+pub type LastWrite = (u64, Vec<u8>);
+
 /// An in-memory metadata device whose last write can be torn by a crash.
 #[derive(Clone)]
 pub struct MemDev {
     pub bytes: Arc<Mutex<Vec<u8>>>,
-    pub last_write: Arc<Mutex<Option<(u64, Vec<u8>)>>>,
+    pub last_write: Arc<Mutex<Option<LastWrite>>>,
 }
 
 impl MemDev {
@@ -263,11 +267,11 @@ impl World {
                 }
             }
         }
-        if let Some(c) = self.conn.take() {
-            if self.path[i][1 - i] {
-                let at = self.now + 1;
-                self.push(at, Ev::Down { to: 1 - i, conn: c });
-            }
+        if let Some(c) = self.conn.take()
+            && self.path[i][1 - i]
+        {
+            let at = self.now + 1;
+            self.push(at, Ev::Down { to: 1 - i, conn: c });
         }
         self.held = [Vec::new(), Vec::new()];
         self.note(format!("node{i} CRASHED"));
