@@ -6,3 +6,5 @@ pub mod engine;
 pub mod machine;
 pub mod meta;
 pub mod wire;
+#[cfg(feature = "sim")]
+pub mod sim;

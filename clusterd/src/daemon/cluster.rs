@@ -10,8 +10,8 @@ use super::resources::Resources;
 use super::targets::TargetHost;
 use crate::config::{ClusterConfig, GroupConfig, HaConfig, LinkMode as CfgLinkMode, NodeConfig};
 use crate::failover::{
-    Action, AdminCmd, DiskView, GuardKind, Input, Level, LocalVolumes, Sequencer, SequencerParams, SequencerStatus, Step,
-    start_plan, stop_plan,
+    Action, AdminCmd, GuardKind, Input, Level, LocalVolumes, Sequencer, SequencerParams, SequencerStatus, Step,
+    start_plan, stop_plan, volumes_view,
 };
 use crate::heartbeat::{
     AuthKeys, Generation, HeartbeatHandle, HeartbeatRuntimeConfig, HeartbeatService, LinkMode, LinkRuntime,
@@ -19,7 +19,6 @@ use crate::heartbeat::{
 };
 use crate::netops;
 use anyhow::{Context, Result, anyhow};
-use replicator::machine::state::{ConnState, DiskState, Role};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,45 +138,14 @@ fn heartbeat_config(cfg: &HaConfig, c: &ClusterConfig, me: &str, peer: &str) -> 
     })
 }
 
-fn disk_view(d: DiskState) -> DiskView {
-    match d {
-        DiskState::UpToDate => DiskView::UpToDate,
-        DiskState::Consistent => DiskView::Consistent,
-        DiskState::Outdated => DiskView::Outdated,
-        DiskState::Diskless | DiskState::Attaching | DiskState::Failed => DiskView::Diskless,
-        DiskState::Inconsistent | DiskState::DUnknown => DiskView::Inconsistent,
-    }
-}
-
-/// The group's volumes summarised for the sequencer: the worst local disk, connected only if every
-/// resource is, the worst peer disk known.
+/// The group's volumes summarised for the sequencer (see [`volumes_view`]); a resource that is not
+/// running counts as Diskless and disconnected.
 async fn local_volumes(resources: &Resources, names: &[String]) -> LocalVolumes {
-    let mut out = LocalVolumes { disk: DiskView::UpToDate, connected: true, peer_disk: Some(DiskView::UpToDate), peer_primary: false };
+    let mut snapshots = Vec::with_capacity(names.len());
     for n in names {
-        let Ok(v) = resources.volume(n).await else {
-            out.disk = DiskView::Diskless;
-            out.connected = false;
-            out.peer_disk = None;
-            continue;
-        };
-        let s = v.snapshot();
-        let d = disk_view(s.disk);
-        if (d as u8) > (out.disk as u8) {
-            out.disk = d;
-        }
-        if s.conn != ConnState::Connected {
-            out.connected = false;
-        }
-        if s.peer_role == Role::Primary {
-            out.peer_primary = true;
-        }
-        match (s.peer_disk, out.peer_disk) {
-            (DiskState::DUnknown, _) => out.peer_disk = None,
-            (pd, Some(cur)) if (disk_view(pd) as u8) > (cur as u8) => out.peer_disk = Some(disk_view(pd)),
-            _ => {}
-        }
+        snapshots.push(resources.volume(n).await.ok().map(|v| v.snapshot()));
     }
-    out
+    volumes_view(&snapshots)
 }
 
 /// Feeds the peer's published group state to the sequencer when it changed since the last call.

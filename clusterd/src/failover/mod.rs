@@ -6,8 +6,12 @@
 //!
 //! Safety rules (why they are what they are):
 //! - A node promotes only with an UpToDate disk, or a Consistent one while the peer is known not to be
-//!   newer (peer Outdated/Inconsistent on the replication link, or the guard confirmed it). Inconsistent,
-//!   Outdated and Diskless disks are never promoted: that is where data loss comes from.
+//!   newer (peer Outdated/Inconsistent on the replication link). A guard proves the peer down, not older,
+//!   so a silent-peer takeover through a guard needs UpToDate (the replicator refuses to promote a
+//!   Consistent disk anyway). Inconsistent, Outdated and Diskless disks are never promoted: that is where
+//!   data loss comes from.
+//! - While the peer's heartbeat is heard, nobody claims the group with the replication link down: both
+//!   disks may say UpToDate although one missed the other's writes (generations are compared on connect).
 //! - While the peer's heartbeat is heard, every acquisition is a *claim* the peer must acknowledge
 //!   (or an explicit "released to you" after a handoff), so two live, connected nodes never start together.
 //! - When the peer is silent, a node takes over only with proof that the peer does not serve: its disk
@@ -35,10 +39,12 @@
 mod sequencer;
 mod state;
 mod steps;
+mod volumes;
 
 pub use sequencer::Sequencer;
 pub use state::{GroupState, Handoff, Phase, StateError, decode_state, encode_state};
 pub use steps::{start_plan, stop_plan};
+pub use volumes::{disk_view, volumes_view};
 
 use std::time::Duration;
 

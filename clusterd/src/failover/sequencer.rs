@@ -513,6 +513,14 @@ impl Sequencer {
             self.waiting = Some(e);
             return;
         }
+        // Both disks may say UpToDate while the replication link is down although one of them missed the
+        // other's writes (the replicator compares generations only on connect): no claim until it is up.
+        if !self.volumes.is_some_and(|v| v.connected) {
+            let e = "replication link not connected: cannot tell which node has the newer data".to_string();
+            self.withdraw_claim(out, &e);
+            self.waiting = Some(e);
+            return;
+        }
         if self.claim.is_none() && ps.can_take && self.peer_has_priority() {
             self.waiting = Some(format!("{peer_name} has priority to take the group"));
             return;
@@ -602,6 +610,13 @@ impl Sequencer {
                 self.start(now, next, "peer silent, unguarded takeover allowed", out);
             }
             guard => {
+                // A guard proves the peer does not serve, not that its data is older; and the replicator
+                // promotes only an UpToDate disk (without --force). A Consistent disk would fail the
+                // promote step after the guard fenced the peer, again every time the peer boots.
+                if v.disk != DiskView::UpToDate {
+                    self.waiting = Some("peer silent and the local disk is Consistent, not UpToDate: not running the guard".into());
+                    return;
+                }
                 if guard == GuardKind::PingNodes {
                     let isolated = self
                         .peer

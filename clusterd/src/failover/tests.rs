@@ -317,8 +317,13 @@ fn silent_peer_needs_guard_or_outdated_peer() {
     // Fence guard: run it, retry after a failure, start on confirmation.
     let mut p = SequencerParams::new("a", Some("b"));
     p.guard = GuardKind::FenceCommand;
-    let mut s = Sequencer::new(p, t0);
+    let mut s = Sequencer::new(p.clone(), t0);
+    // A Consistent disk is not promotable by the replicator: no guard run (no fencing) for it.
     s.step(t0, Input::Volumes(LocalVolumes { disk: DiskView::Consistent, ..lone }));
+    assert!(!s.tick(t1).contains(&Action::RunGuard), "Consistent disk");
+    assert!(s.status().waiting.is_some_and(|w| w.contains("Consistent")));
+    let mut s = Sequencer::new(p, t0);
+    s.step(t0, Input::Volumes(lone));
     assert!(s.tick(t0 + Duration::from_secs(10)).iter().all(|a| !matches!(a, Action::RunGuard)), "initdead");
     assert!(s.tick(t1).contains(&Action::RunGuard));
     let a = s.step(t1, Input::GuardResult { ok: false, detail: "fence device timeout".into() });

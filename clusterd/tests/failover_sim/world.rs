@@ -1,21 +1,20 @@
-//! A deterministic two-node world around two failover sequencers.
+//! A deterministic two-node world: per node the real heartbeat `Membership`, the real failover
+//! `Sequencer` and the real replicator state machine of the group's resource (see `storage.rs`), with
+//! the sequencer's actions carried out the way the daemon (`daemon/cluster.rs`, `group_steps.rs`) does.
 //!
-//! Models (simple on purpose, each says what real component it stands for):
-//! - Membership: heartbeats every 500 ms on two links; a peer is dead after 3 s of silence on both;
-//!   packets may be lost, delayed (spikes reorder them) or duplicated; a packet from an older
-//!   generation is dropped (replay protection); a new generation is reported as `PeerRestarted`.
-//! - Replication: connected when both nodes are up, the link is up both ways and not both are Primary.
-//!   On connect the newer (or Primary) side resyncs the other, which is Inconsistent meanwhile. A Primary
-//!   that loses the link outdates the peer through the heartbeat path if it can (dopd); otherwise its
-//!   writes freeze (resource-and-stonith style) so a silent Secondary is never silently behind. A restarted
-//!   node's disk is Consistent until it connects. Promotion of an Outdated/Inconsistent disk is refused.
-//! - Executor: one step at a time, random latency (sometimes slower than the start timeout), random
-//!   failures while faults are on. `Escalate` = self-fence = crash.
-//! - Guards: ping = this node's uplink; fence = crash the peer (fails sometimes); both = ping then fence.
+//! Modelled, because they are I/O the simulation cannot run: the step executor (one step at a time,
+//! random latency, sometimes slower than the start timeout, random failures while faults are on); the
+//! iSCSI target (writes only while started and the node holds the group; stopping waits for the writes
+//! in flight); guards (ping = this node's uplink; fence = crash the peer, fails sometimes; both = ping
+//! then fence); `Escalate` = self-fence = crash.
 
+use super::heartbeat::{CLUSTER, HeartbeatNet, KEEPALIVE_MS, LinkFaults, membership_params};
+use super::storage::Storage;
 use clusterd::failover::{
     Action, AdminCmd, DiskView, GuardKind, Input, Level, LocalVolumes, Phase, Sequencer, SequencerParams, Step,
 };
+use clusterd::heartbeat::{Membership, MembershipEvent};
+use replicator::machine::state::Role;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -42,10 +41,9 @@ impl Rng {
 }
 
 pub const TICK_MS: u64 = 10;
-const SEQ_TICK_MS: u64 = 100;
-const KEEPALIVE_MS: u64 = 500;
-const DEADTIME_MS: u64 = 3000;
-const NAMES: [&str; 2] = ["alpha", "beta"];
+/// The daemon's loop period: volumes and the peer's state are polled, the sequencer ticks.
+const POLL_MS: u64 = 50;
+pub const NAMES: [&str; 2] = ["alpha", "beta"];
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
@@ -55,11 +53,22 @@ pub struct Stats {
     pub refusals: u64,
     pub split_warnings: u64,
     pub crashes: u64,
+    pub torn_crashes: u64,
     pub fences: u64,
     pub partitions: u64,
+    pub flaps: u64,
     pub step_failures: u64,
-    pub writes: u64,
+    pub promote_refused: u64,
+    pub writes_acked: u64,
+    pub promotions_checked: u64,
+    pub final_resyncs_checked: u64,
+    /// Takeovers from a silent peer that lost writes the peer acknowledged with its replication link
+    /// down (the replicator has no resource-level fencing; see the module docs).
+    pub known_gap_losses: u64,
+    pub split_runs: u64,
+    pub split_brains_reported: u64,
     pub escalations: u64,
+    pub corrupt_heartbeats: u64,
 }
 
 impl Stats {
@@ -70,11 +79,20 @@ impl Stats {
         self.refusals += o.refusals;
         self.split_warnings += o.split_warnings;
         self.crashes += o.crashes;
+        self.torn_crashes += o.torn_crashes;
         self.fences += o.fences;
         self.partitions += o.partitions;
+        self.flaps += o.flaps;
         self.step_failures += o.step_failures;
-        self.writes += o.writes;
+        self.promote_refused += o.promote_refused;
+        self.writes_acked += o.writes_acked;
+        self.promotions_checked += o.promotions_checked;
+        self.final_resyncs_checked += o.final_resyncs_checked;
+        self.known_gap_losses += o.known_gap_losses;
+        self.split_runs += o.split_runs;
+        self.split_brains_reported += o.split_brains_reported;
         self.escalations += o.escalations;
+        self.corrupt_heartbeats += o.corrupt_heartbeats;
     }
 }
 
@@ -85,51 +103,67 @@ pub struct Config {
     pub auto_failback: bool,
     pub preferred: Option<usize>,
     pub portblock: bool,
-    pub loss: f64,
-    pub dup: f64,
-    pub spike: f64,
+    pub links: LinkFaults,
     pub step_fail: f64,
+    /// The resource's `disk.fencing dont-care` (the default): a restarted Consistent disk attaches UpToDate.
+    pub fencing_dont_care: bool,
+    /// Chance per 10 ms that the holder's target submits a write.
+    pub write_rate: f64,
 }
 
-struct Packet {
-    at: u64,
-    to: usize,
-    generation: u64,
-    bytes: Vec<u8>,
+impl Config {
+    /// The only configuration in which two holders are allowed (and must be reported).
+    pub fn unguarded_split_allowed(&self) -> bool {
+        self.guard == GuardKind::None && self.allow_unguarded_split
+    }
+}
+
+/// A step being carried out: when it is due and whether it is injected to fail.
+#[derive(Clone, Copy)]
+pub struct Busy {
+    pub step: Step,
+    pub done_at: u64,
+    pub fails: bool,
+}
+
+/// What flaps: a heartbeat link (both directions) or the replication link.
+#[derive(Clone, Copy, Debug)]
+pub enum Flap {
+    Heartbeat(usize),
+    Replication,
 }
 
 #[derive(Default)]
-struct Node {
-    up: bool,
-    restart_at: Option<u64>,
-    generation: u64,
-    seq: Option<Sequencer>,
-    published: Vec<u8>,
-    last_heard: u64,
-    peer_alive: bool,
-    peer_gen: Option<u64>,
-    queue: VecDeque<Step>,
-    busy: Option<(Step, u64, bool)>,
-    guard_due: Option<u64>,
-    promoted: bool,
-    data: u64,
-    outdated: bool,
-    unsure: bool,
-    inconsistent: bool,
-    peer_disk_seen: Option<DiskView>,
-    last_volumes: Option<LocalVolumes>,
-    uplink: bool,
-    last_uplink: Option<bool>,
-    persisted_epoch: u64,
-    was_holding: bool,
-    warned: bool,
+pub struct Node {
+    pub up: bool,
+    pub restart_at: Option<u64>,
+    /// Heartbeat generation = daemon incarnation (bumped per boot, persisted).
+    pub generation: u64,
+    pub seq: Option<Sequencer>,
+    pub membership: Option<Membership>,
+    pub hb_seq: u64,
+    pub published: Vec<u8>,
+    pub last_peer_state: Option<Vec<u8>>,
+    pub queue: VecDeque<Step>,
+    pub busy: Option<Busy>,
+    pub guard_due: Option<u64>,
+    pub last_volumes: Option<LocalVolumes>,
+    pub uplink: bool,
+    pub last_uplink: Option<bool>,
+    pub persisted_epoch: u64,
+    pub was_holding: bool,
+    pub warned: bool,
+    /// The iSCSI target serves (started and not being stopped).
+    pub target: bool,
+    /// Why the sequencer last acquired the group (its log line), to classify a data loss.
+    pub acquire_reason: String,
 }
 
-struct Expect {
-    target: usize,
-    deadline: u64,
-    disturbances: u64,
-    what: &'static str,
+pub struct Expect {
+    pub target: usize,
+    pub deadline: u64,
+    pub disturbances: u64,
+    pub what: &'static str,
 }
 
 pub struct World {
@@ -137,30 +171,39 @@ pub struct World {
     pub now: u64,
     base: Instant,
     pub cfg: Config,
-    nodes: [Node; 2],
-    /// `hb_up[link][from]`: heartbeat link `link` carries packets sent by node `from`.
-    hb_up: [[bool; 2]; 2],
-    /// `repl_up[from]`.
-    repl_up: [bool; 2],
-    connected: bool,
-    resync_done_at: Option<u64>,
-    packets: Vec<Packet>,
+    pub nodes: [Node; 2],
+    pub hb: HeartbeatNet,
+    pub store: Storage,
+    pub flap: Option<(Flap, u64)>,
     pub stats: Stats,
     pub trace: Vec<String>,
-    disturbances: u64,
-    expects: Vec<Expect>,
-    last_holder: Option<usize>,
+    pub disturbances: u64,
+    pub expects: Vec<Expect>,
+    pub last_holder: Option<usize>,
     pub faults_on: bool,
+    /// The target stops submitting writes (the end of the settle phase, so every write is answered).
+    pub writes_on: bool,
     /// A rule broken inside an action handler, reported by the next check.
-    violation: Option<String>,
+    pub violation: Option<String>,
+    /// Both nodes held the group (allowed only unguarded): from then on the acknowledged-writes ledger
+    /// is off and the check is instead that the replicator reports the split brain.
+    pub split: Option<[u64; 2]>,
+    /// Acknowledged writes per node when both became Primary at once (None = not both Primary now).
+    pub dual: Option<[u64; 2]>,
+    /// Both Primaries acknowledged writes while both were Primary: a real split brain.
+    pub dual_both_wrote: bool,
+    /// The replicator reported a split brain at some point.
+    pub split_brain_seen: bool,
+    /// `FAILOVER_STRICT=1`: the known gap (see `checks.rs`) fails the seed instead of being counted.
+    pub strict: bool,
 }
 
-fn other(i: usize) -> usize {
+pub fn other(i: usize) -> usize {
     1 - i
 }
 
 impl World {
-    pub fn new(seed: u64) -> World {
+    pub fn new(seed: u64) -> Result<World, String> {
         let mut rng = Rng::new(seed);
         let guard = match rng.next() % 4 {
             0 => GuardKind::None,
@@ -177,29 +220,39 @@ impl World {
                 k => Some((k - 1) as usize),
             },
             portblock: rng.chance(0.7),
-            loss: [0.0, 0.05, 0.2][rng.range(0, 3) as usize],
-            dup: [0.0, 0.05][rng.range(0, 2) as usize],
-            spike: [0.0, 0.02, 0.1][rng.range(0, 3) as usize],
+            links: LinkFaults {
+                loss: [0.0, 0.05, 0.2][rng.range(0, 3) as usize],
+                dup: [0.0, 0.05][rng.range(0, 2) as usize],
+                spike: [0.0, 0.02, 0.1][rng.range(0, 3) as usize],
+                corrupt: [0.0, 0.01][rng.range(0, 2) as usize],
+            },
             step_fail: [0.0, 0.02, 0.05][rng.range(0, 3) as usize],
+            fencing_dont_care: rng.chance(0.7),
+            write_rate: [0.05, 0.2][rng.range(0, 2) as usize],
         };
+        let store = Storage::bootstrap(seed, cfg.fencing_dont_care)?;
         let mut w = World {
             rng,
             now: 0,
             base: Instant::now(),
+            hb: HeartbeatNet::new(cfg.links),
             cfg,
             nodes: [Node::default(), Node::default()],
-            hb_up: [[true; 2]; 2],
-            repl_up: [true; 2],
-            connected: false,
-            resync_done_at: None,
-            packets: Vec::new(),
+            store,
+            flap: None,
             stats: Stats::default(),
             trace: Vec::new(),
             disturbances: 0,
             expects: Vec::new(),
             last_holder: None,
             faults_on: true,
+            writes_on: true,
             violation: None,
+            split: None,
+            dual: None,
+            dual_both_wrote: false,
+            split_brain_seen: false,
+            strict: std::env::var("FAILOVER_STRICT").is_ok_and(|v| v == "1"),
         };
         w.trace.push(format!("config {:?}", w.cfg));
         for i in 0..2 {
@@ -207,14 +260,14 @@ impl World {
             // Staggered boots: sometimes one node is up long before the other.
             w.nodes[i].restart_at = Some(w.rng.range(0, 12_000));
         }
-        w
+        Ok(w)
     }
 
-    fn at(&self) -> Instant {
+    pub fn at(&self) -> Instant {
         self.base + Duration::from_millis(self.now)
     }
 
-    fn log(&mut self, msg: String) {
+    pub fn log(&mut self, msg: String) {
         self.trace.push(format!("{:>7} {msg}", self.now));
     }
 
@@ -239,43 +292,44 @@ impl World {
 
     // ----- node life cycle -----
 
-    fn crash(&mut self, i: usize, why: &str) {
+    pub fn crash(&mut self, i: usize, why: &str) {
         if !self.nodes[i].up {
             return;
         }
-        self.log(format!("CRASH {} ({why})", NAMES[i]));
+        let torn = self.rng.chance(0.5);
+        self.log(format!("CRASH {} ({why}){}", NAMES[i], if torn { " inside a replicator step" } else { "" }));
         self.stats.crashes += 1;
+        self.stats.torn_crashes += u64::from(torn);
         self.disturbances += 1;
+        self.store.crash(i, torn);
         let restart = self.now + self.rng.range(1000, 10_000);
-        let n = &mut self.nodes[i];
-        n.up = false;
-        n.seq = None;
-        n.promoted = false;
-        n.queue.clear();
-        n.busy = None;
-        n.guard_due = None;
-        n.peer_alive = false;
-        n.peer_gen = None;
-        n.last_volumes = None;
-        n.last_uplink = None;
-        n.peer_disk_seen = None;
-        n.was_holding = false;
-        n.warned = false;
-        n.restart_at = Some(restart);
+        let persisted_epoch = self.nodes[i].persisted_epoch;
+        let generation = self.nodes[i].generation;
+        let uplink = self.nodes[i].uplink;
+        self.nodes[i] = Node { restart_at: Some(restart), persisted_epoch, generation, uplink, ..Node::default() };
     }
 
     fn boot(&mut self, i: usize) {
-        self.nodes[i].generation += 1;
-        self.nodes[i].up = true;
-        self.nodes[i].restart_at = None;
-        self.nodes[i].unsure = true;
-        let seq = Sequencer::new(self.params(i), self.at());
+        self.store.finish_crash(i);
+        let at = self.at();
+        let n = &mut self.nodes[i];
+        n.generation += 1;
+        n.up = true;
+        n.restart_at = None;
+        n.membership = Some(Membership::new(membership_params(), CLUSTER, NAMES[i], NAMES[other(i)], at));
+        let seq = Sequencer::new(self.params(i), at);
         self.nodes[i].seq = Some(seq);
+        self.store.start(i);
         self.log(format!("BOOT {} generation {}", NAMES[i], self.nodes[i].generation));
     }
 
+    /// The daemon incarnation that runs on each node (None = down).
+    pub fn live(&self) -> [Option<u64>; 2] {
+        [0, 1].map(|i| self.nodes[i].up.then_some(self.nodes[i].generation))
+    }
+
     /// Feeds one input and carries out the actions; returns admin replies.
-    fn feed(&mut self, i: usize, input: Input) -> Vec<(AdminCmd, Result<(), String>)> {
+    pub fn feed(&mut self, i: usize, input: Input) -> Vec<(AdminCmd, Result<(), String>)> {
         let at = self.at();
         let Some(seq) = self.nodes[i].seq.as_mut() else { return Vec::new() };
         let actions = seq.step(at, input);
@@ -306,6 +360,9 @@ impl World {
                 Action::Publish(bytes) => self.nodes[i].published = bytes,
                 Action::Reply { cmd, result } => replies.push((cmd, result)),
                 Action::Log(level, msg) => {
+                    if msg.contains("acquiring the group") {
+                        self.nodes[i].acquire_reason = msg.clone();
+                    }
                     if level >= Level::Info {
                         self.log(format!("{} {level:?}: {msg}", NAMES[i]));
                     }
@@ -324,82 +381,113 @@ impl World {
                 self.boot(i);
             }
         }
-        self.deliver_packets();
+        self.store.run_until(self.now);
+        for i in 0..2 {
+            if !self.nodes[i].up {
+                self.store.finish_crash(i);
+            }
+        }
+        let ledger = self.split.is_none();
+        let before = self.store.acked;
+        self.store.collect(self.live(), ledger);
+        self.stats.writes_acked += self.store.acked - before;
+        for line in self.store.drain_trace() {
+            self.trace.push(format!("        repl {line}"));
+        }
+        self.heartbeats();
+        self.flapping();
         self.run_executors();
         self.run_guards();
-        self.membership_timeouts();
-        self.replication();
-        if self.now.is_multiple_of(100) {
-            self.writes();
-        }
-        self.feed_local_state();
-        if self.now.is_multiple_of(SEQ_TICK_MS) {
-            for i in 0..2 {
-                let at = self.at();
-                if let Some(seq) = self.nodes[i].seq.as_mut() {
-                    let actions = seq.tick(at);
-                    self.apply(i, actions);
-                }
-            }
+        self.app_writes();
+        if self.now.is_multiple_of(POLL_MS) {
+            self.poll();
         }
         for i in 0..2 {
             if self.nodes[i].up && (self.now + 250 * i as u64).is_multiple_of(KEEPALIVE_MS) {
-                self.send_heartbeat(i);
+                self.nodes[i].hb_seq += 1;
+                let (g, s) = (self.nodes[i].generation, self.nodes[i].hb_seq);
+                let state = self.nodes[i].published.clone();
+                self.hb.send(&mut self.rng, self.now, i, NAMES, g, s, &state);
             }
         }
         self.check_invariants()?;
         self.check_expectations()
     }
 
-    fn send_heartbeat(&mut self, i: usize) {
-        for link in 0..2 {
-            if !self.hb_up[link][i] || self.rng.chance(self.cfg.loss) {
-                continue;
-            }
-            let copies = if self.rng.chance(self.cfg.dup) { 2 } else { 1 };
-            for _ in 0..copies {
-                let delay =
-                    if self.rng.chance(self.cfg.spike) { self.rng.range(200, 2500) } else { self.rng.range(1, 30) };
-                let bytes = self.nodes[i].published.clone();
-                let generation = self.nodes[i].generation;
-                self.packets.push(Packet { at: self.now + delay, to: other(i), generation, bytes });
-            }
+    /// Datagrams in, membership timers, events to the sequencer (the daemon's mapping).
+    fn heartbeats(&mut self) {
+        let at = self.at();
+        let rejected_before = self.hb.rejected;
+        for (to, input) in self.hb.deliver(self.now, at) {
+            let Some(m) = self.nodes[to].membership.as_mut() else { continue };
+            let events = m.step(input);
+            self.membership_events(to, events);
         }
-    }
-
-    fn deliver_packets(&mut self) {
-        let now = self.now;
-        let (due, rest): (Vec<Packet>, Vec<Packet>) = std::mem::take(&mut self.packets).into_iter().partition(|p| p.at <= now);
-        self.packets = rest;
-        for p in due {
-            let to = p.to;
-            if !self.nodes[to].up || p.bytes.is_empty() {
-                continue;
-            }
-            if self.nodes[to].peer_gen.is_some_and(|g| p.generation < g) {
-                continue; // replay of an older generation
-            }
-            self.nodes[to].last_heard = now;
-            let restarted = self.nodes[to].peer_gen.is_some_and(|g| p.generation > g);
-            let was_alive = self.nodes[to].peer_alive;
-            self.nodes[to].peer_alive = true;
-            self.nodes[to].peer_gen = Some(p.generation);
-            if restarted {
-                self.feed(to, Input::PeerRestarted { generation: p.generation });
-            } else if !was_alive {
-                self.feed(to, Input::PeerAlive { generation: p.generation });
-            }
-            self.feed(to, Input::PeerState(p.bytes));
-        }
-    }
-
-    fn membership_timeouts(&mut self) {
+        self.stats.corrupt_heartbeats += self.hb.rejected - rejected_before;
         for i in 0..2 {
-            let n = &self.nodes[i];
-            if n.up && n.peer_alive && self.now.saturating_sub(n.last_heard) > DEADTIME_MS {
-                self.nodes[i].peer_alive = false;
-                self.disturbances += 1;
-                self.feed(i, Input::PeerDead);
+            let Some(m) = self.nodes[i].membership.as_mut() else { continue };
+            let events = m.tick(at);
+            self.membership_events(i, events);
+        }
+    }
+
+    fn membership_events(&mut self, i: usize, events: Vec<MembershipEvent>) {
+        for ev in events {
+            let input = match ev {
+                MembershipEvent::PeerAlive { generation } => Input::PeerAlive { generation },
+                MembershipEvent::PeerDead | MembershipEvent::InitDeadExpired => {
+                    self.disturbances += 1;
+                    Input::PeerDead
+                }
+                MembershipEvent::PeerRestarted { new, .. } => Input::PeerRestarted { generation: new },
+                MembershipEvent::LinkUp(_) | MembershipEvent::LinkDown(_) | MembershipEvent::LateHeartbeat { .. } => continue,
+            };
+            self.feed(i, input);
+        }
+    }
+
+    /// The daemon's periodic work: volumes, the peer's published state, the uplink, the sequencer tick.
+    fn poll(&mut self) {
+        for i in 0..2 {
+            if !self.nodes[i].up {
+                continue;
+            }
+            let v = self.store.volumes(i);
+            if self.nodes[i].last_volumes != Some(v) {
+                self.nodes[i].last_volumes = Some(v);
+                self.feed(i, Input::Volumes(v));
+            }
+            let ps = self.nodes[i].membership.as_ref().and_then(|m| m.peer_group_state().map(<[u8]>::to_vec));
+            if ps.is_some() && ps != self.nodes[i].last_peer_state {
+                self.nodes[i].last_peer_state = ps.clone();
+                if let Some(bytes) = ps {
+                    self.feed(i, Input::PeerState(bytes));
+                }
+            }
+            let up = self.nodes[i].uplink;
+            if self.nodes[i].up && self.nodes[i].last_uplink != Some(up) {
+                self.nodes[i].last_uplink = Some(up);
+                self.feed(i, Input::Uplink(up));
+            }
+            let at = self.at();
+            if let Some(seq) = self.nodes[i].seq.as_mut() {
+                let actions = seq.tick(at);
+                self.apply(i, actions);
+            }
+        }
+    }
+
+    /// The target of the node holding the group writes through its replicated volume.
+    fn app_writes(&mut self) {
+        if !self.writes_on {
+            return;
+        }
+        for p in 0..2 {
+            let serving = self.nodes[p].target && self.holding(p) && self.store.role(p) == Some(Role::Primary);
+            if serving && self.store.inflight(p) < 4 && self.rng.chance(self.cfg.write_rate) {
+                let inc = self.nodes[p].generation;
+                let ledger = self.split.is_none();
+                self.store.write(p, inc, &mut self.rng, ledger);
             }
         }
     }
@@ -409,11 +497,16 @@ impl World {
             if !self.nodes[i].up {
                 continue;
             }
-            if let Some((step, done_at, fails)) = self.nodes[i].busy
-                && done_at <= self.now
+            if let Some(b) = self.nodes[i].busy
+                && b.done_at <= self.now
             {
+                // Stopping the target completes only once its writes are answered (or the sequencer's
+                // stop timeout escalates).
+                if b.step == Step::StopTarget && !b.fails && self.store.inflight(i) > 0 {
+                    continue;
+                }
                 self.nodes[i].busy = None;
-                self.finish_step(i, step, fails);
+                self.finish_step(i, b.step, b.fails);
             }
             if self.nodes[i].up
                 && self.nodes[i].busy.is_none()
@@ -425,31 +518,48 @@ impl World {
                 }
                 let d = if slow { self.rng.range(2000, 8000) } else { self.rng.range(20, 400) };
                 let fails = self.faults_on && self.rng.chance(self.cfg.step_fail);
-                self.nodes[i].busy = Some((step, self.now + d, fails));
+                if step == Step::StopTarget {
+                    self.nodes[i].target = false;
+                }
+                self.nodes[i].busy = Some(Busy { step, done_at: self.now + d, fails });
             }
         }
     }
 
     fn finish_step(&mut self, i: usize, step: Step, fails: bool) {
-        let view = self.disk_view(i);
-        let refused = step == Step::PromoteVolumes && matches!(view, DiskView::Outdated | DiskView::Inconsistent);
-        if fails || refused {
-            let why = if refused { format!("replicator refused: disk is {}", view.name()) } else { "injected".into() };
-            self.stats.step_failures += 1;
-            self.disturbances += 1;
-            self.log(format!("{} step {step:?} FAILED ({why})", NAMES[i]));
-            self.feed(i, Input::StepFailed(step, why));
-            return;
-        }
-        match step {
-            Step::PromoteVolumes => {
-                self.nodes[i].promoted = true;
-                self.nodes[i].unsure = false;
+        let result = if fails {
+            Err("injected".to_string())
+        } else {
+            match step {
+                Step::PromoteVolumes => {
+                    let r = self.store.promote(i);
+                    if r.is_err() {
+                        self.stats.promote_refused += 1;
+                    }
+                    r
+                }
+                Step::DemoteVolumes => self.store.demote(i),
+                Step::StartTarget => {
+                    self.nodes[i].target = true;
+                    Ok(())
+                }
+                _ => Ok(()),
             }
-            Step::DemoteVolumes => self.nodes[i].promoted = false,
-            _ => {}
+        };
+        match result {
+            Ok(()) => {
+                if step == Step::PromoteVolumes {
+                    self.check_promotion(i);
+                }
+                self.feed(i, Input::StepDone(step));
+            }
+            Err(why) => {
+                self.stats.step_failures += 1;
+                self.disturbances += 1;
+                self.log(format!("{} step {step:?} FAILED ({why})", NAMES[i]));
+                self.feed(i, Input::StepFailed(step, why));
+            }
         }
-        self.feed(i, Input::StepDone(step));
     }
 
     fn run_guards(&mut self) {
@@ -479,320 +589,7 @@ impl World {
         (true, "peer powered off".into())
     }
 
-    // ----- replication model -----
-
-    fn disk_view(&self, i: usize) -> DiskView {
-        let n = &self.nodes[i];
-        if n.inconsistent {
-            DiskView::Inconsistent
-        } else if n.outdated {
-            DiskView::Outdated
-        } else if n.promoted {
-            DiskView::UpToDate
-        } else if n.unsure {
-            DiskView::Consistent
-        } else {
-            DiskView::UpToDate
-        }
-    }
-
-    fn heartbeat_path_both_ways(&self) -> bool {
-        let a_to_b = self.hb_up[0][0] || self.hb_up[1][0];
-        let b_to_a = self.hb_up[0][1] || self.hb_up[1][1];
-        a_to_b && b_to_a && self.nodes[0].up && self.nodes[1].up
-    }
-
-    fn replication(&mut self) {
-        let (a, b) = (&self.nodes[0], &self.nodes[1]);
-        let link = a.up && b.up && self.repl_up[0] && self.repl_up[1] && !(a.promoted && b.promoted);
-        if link && !self.connected {
-            self.connected = true;
-            self.on_connect();
-        } else if !link && self.connected {
-            self.connected = false;
-            self.resync_done_at = None;
-            self.log("replication disconnected".into());
-        }
-        if self.connected {
-            if self.resync_done_at.is_some_and(|t| t <= self.now) {
-                self.resync_done_at = None;
-                let data = self.nodes[0].data.max(self.nodes[1].data);
-                for n in &mut self.nodes {
-                    n.data = data;
-                    n.inconsistent = false;
-                    n.outdated = false;
-                    n.unsure = false;
-                }
-                self.log(format!("resync finished at data {data}"));
-            }
-            for i in 0..2 {
-                self.nodes[i].peer_disk_seen = Some(self.disk_view(other(i)));
-            }
-        } else {
-            // dopd: a Primary outdates a Secondary it cannot replicate to, over the heartbeat path.
-            for i in 0..2 {
-                let p = other(i);
-                if self.nodes[p].promoted
-                    && !self.nodes[i].promoted
-                    && !self.nodes[i].outdated
-                    && self.heartbeat_path_both_ways()
-                {
-                    self.nodes[i].outdated = true;
-                    self.nodes[p].peer_disk_seen = Some(DiskView::Outdated);
-                    self.log(format!("{} outdates {} over the heartbeat link", NAMES[p], NAMES[i]));
-                }
-            }
-        }
-    }
-
-    fn on_connect(&mut self) {
-        let (da, db) = (self.nodes[0].data, self.nodes[1].data);
-        let needs = |n: &Node| n.inconsistent;
-        let target = if da == db && !needs(&self.nodes[0]) && !needs(&self.nodes[1]) {
-            None
-        } else if self.nodes[0].promoted {
-            Some(1)
-        } else if self.nodes[1].promoted {
-            Some(0)
-        } else if da != db {
-            Some(if da < db { 0 } else { 1 })
-        } else {
-            Some(if needs(&self.nodes[0]) { 0 } else { 1 })
-        };
-        match target {
-            None => {
-                for n in &mut self.nodes {
-                    n.outdated = false;
-                    n.unsure = false;
-                }
-                self.log(format!("replication connected, in sync at data {da}"));
-            }
-            Some(t) => {
-                self.nodes[t].inconsistent = true;
-                self.resync_done_at = Some(self.now + self.rng.range(300, 3000));
-                self.log(format!("replication connected: resync {} <- {}", NAMES[t], NAMES[other(t)]));
-            }
-        }
-    }
-
-    fn writes(&mut self) {
-        for p in 0..2 {
-            let holding = self.nodes[p].seq.as_ref().is_some_and(|s| s.phase() == Phase::Holding);
-            if !self.nodes[p].promoted || !holding {
-                continue;
-            }
-            let s = other(p);
-            if self.connected {
-                self.nodes[p].data += 1;
-                if !self.nodes[s].inconsistent {
-                    self.nodes[s].data += 1;
-                }
-            } else if self.nodes[s].outdated {
-                self.nodes[p].data += 1;
-            } else {
-                continue; // frozen until the peer is outdated or reconnects
-            }
-            self.stats.writes += 1;
-        }
-    }
-
-    fn feed_local_state(&mut self) {
-        for i in 0..2 {
-            if !self.nodes[i].up {
-                continue;
-            }
-            let v = LocalVolumes {
-                disk: self.disk_view(i),
-                connected: self.connected,
-                peer_disk: self.nodes[i].peer_disk_seen,
-                peer_primary: self.connected && self.nodes[other(i)].promoted,
-            };
-            if self.nodes[i].last_volumes != Some(v) {
-                self.nodes[i].last_volumes = Some(v);
-                self.feed(i, Input::Volumes(v));
-            }
-            let up = self.nodes[i].uplink;
-            if self.nodes[i].last_uplink != Some(up) {
-                self.nodes[i].last_uplink = Some(up);
-                self.feed(i, Input::Uplink(up));
-            }
-        }
-    }
-
-    // ----- faults and admin -----
-
-    pub fn inject_faults(&mut self) {
-        let r = self.rng.next() % 100;
-        match r {
-            0..=2 => {
-                let link = self.rng.range(0, 2) as usize;
-                let dir = self.rng.range(0, 2) as usize;
-                self.hb_up[link][dir] = !self.hb_up[link][dir];
-                self.note_fault(format!("heartbeat link {link} from {} up={}", NAMES[dir], self.hb_up[link][dir]));
-            }
-            3 => {
-                let up = !(self.hb_up[0][0] && self.hb_up[0][1]);
-                self.hb_up = [[up; 2]; 2];
-                self.note_fault(format!("all heartbeat links up={up}"));
-            }
-            4..=5 => {
-                let dir = self.rng.range(0, 2) as usize;
-                self.repl_up[dir] = !self.repl_up[dir];
-                self.note_fault(format!("replication from {} up={}", NAMES[dir], self.repl_up[dir]));
-            }
-            6 => {
-                let up = !(self.repl_up[0] && self.repl_up[1]);
-                self.repl_up = [up; 2];
-                self.hb_up = [[up; 2]; 2];
-                self.note_fault(format!("full partition up={up}"));
-            }
-            7 => {
-                let i = self.rng.range(0, 2) as usize;
-                self.nodes[i].uplink = !self.nodes[i].uplink;
-                self.note_fault(format!("{} uplink={}", NAMES[i], self.nodes[i].uplink));
-            }
-            8 => {
-                let i = self.rng.range(0, 2) as usize;
-                self.crash(i, "injected");
-            }
-            _ => {}
-        }
-    }
-
-    fn note_fault(&mut self, what: String) {
-        self.stats.partitions += 1;
-        self.disturbances += 1;
-        self.log(format!("FAULT {what}"));
-    }
-
-    pub fn admin(&mut self) {
-        let i = self.rng.range(0, 2) as usize;
-        let input = if self.rng.chance(0.5) { Input::Standby } else { Input::Takeover };
-        self.log(format!("ADMIN {} {input:?}", NAMES[i]));
-        for (cmd, result) in self.feed(i, input) {
-            match result {
-                Err(reason) => {
-                    assert!(!reason.is_empty(), "a refusal must give a reason");
-                    self.stats.refusals += 1;
-                    self.log(format!("{} {cmd:?} refused: {reason}", NAMES[i]));
-                }
-                Ok(()) => {
-                    self.disturbances += 1;
-                    let target = if cmd == AdminCmd::Standby { other(i) } else { i };
-                    let what = if cmd == AdminCmd::Standby { "standby" } else { "takeover" };
-                    self.expects.push(Expect {
-                        target,
-                        deadline: self.now + 40_000,
-                        disturbances: self.disturbances,
-                        what,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Faults stop: every link and node comes back, nothing fails any more.
-    pub fn heal(&mut self) {
-        self.faults_on = false;
-        self.hb_up = [[true; 2]; 2];
-        self.repl_up = [true; 2];
-        self.cfg.loss = 0.0;
-        self.cfg.spike = 0.0;
-        for i in 0..2 {
-            self.nodes[i].uplink = true;
-            if !self.nodes[i].up {
-                self.nodes[i].restart_at = Some(self.now + 10);
-            }
-        }
-        self.log("HEAL: faults stop".into());
-    }
-
-    // ----- checks -----
-
-    fn holding(&self, i: usize) -> bool {
-        self.nodes[i].promoted && self.nodes[i].seq.as_ref().is_some_and(|s| s.phase() == Phase::Holding)
-    }
-
-    fn check_invariants(&mut self) -> Result<(), String> {
-        if let Some(v) = self.violation.take() {
-            return Err(v);
-        }
-        for i in 0..2 {
-            let Some(seq) = self.nodes[i].seq.as_ref() else { continue };
-            let st = seq.status();
-            self.nodes[i].persisted_epoch = self.nodes[i].persisted_epoch.max(st.epoch);
-            let warned = st.split_brain_warning.is_some();
-            if warned && !self.nodes[i].warned {
-                self.stats.split_warnings += 1;
-            }
-            self.nodes[i].warned = warned;
-            if self.nodes[i].promoted && !st.phase.active() {
-                return Err(format!("{} is Primary but its sequencer is {}", NAMES[i], st.phase.name()));
-            }
-            let holding = self.holding(i);
-            if holding && !self.nodes[i].was_holding {
-                if self.last_holder == Some(other(i)) {
-                    self.stats.failovers += 1;
-                }
-                self.last_holder = Some(i);
-            }
-            self.nodes[i].was_holding = holding;
-        }
-        if self.nodes[0].promoted && self.nodes[1].promoted {
-            let warned = self.nodes.iter().any(|n| n.warned);
-            let allowed = self.cfg.guard == GuardKind::None && self.cfg.allow_unguarded_split && warned;
-            if !allowed {
-                return Err(format!(
-                    "two holders (guard {:?}, unguarded split allowed {}, warning shown {warned})",
-                    self.cfg.guard, self.cfg.allow_unguarded_split
-                ));
-            }
-        }
-        for i in 0..2 {
-            let n = &self.nodes[i];
-            if !n.promoted {
-                continue;
-            }
-            if n.inconsistent || n.outdated {
-                return Err(format!("{} holds the group with a {} disk", NAMES[i], self.disk_view(i).name()));
-            }
-            if n.data < self.nodes[other(i)].data {
-                return Err(format!(
-                    "{} holds older data ({}) than its peer ({}): data loss",
-                    NAMES[i],
-                    n.data,
-                    self.nodes[other(i)].data
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn check_expectations(&mut self) -> Result<(), String> {
-        let mut keep = Vec::new();
-        for e in std::mem::take(&mut self.expects) {
-            if self.holding(e.target) {
-                self.stats.handoffs += 1;
-            } else if self.disturbances > e.disturbances {
-                self.stats.handoffs_interrupted += 1;
-            } else if self.now >= e.deadline {
-                return Err(format!("accepted {} did not move the group to {}", e.what, NAMES[e.target]));
-            } else {
-                keep.push(e);
-            }
-        }
-        self.expects = keep;
-        Ok(())
-    }
-
-    /// After the quiet period: exactly one node holds the group.
-    pub fn check_liveness(&self) -> Result<(), String> {
-        let holders: Vec<usize> = (0..2).filter(|&i| self.holding(i)).collect();
-        if holders.len() != 1 {
-            let st: Vec<String> =
-                (0..2).map(|i| format!("{}: {:?}", NAMES[i], self.nodes[i].seq.as_ref().map(|s| s.status()))).collect();
-            return Err(format!("liveness: {} holders after faults stopped; {}", holders.len(), st.join("; ")));
-        }
-        Ok(())
+    pub fn holding(&self, i: usize) -> bool {
+        self.nodes[i].seq.as_ref().is_some_and(|s| s.phase() == Phase::Holding)
     }
 }

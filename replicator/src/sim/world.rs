@@ -12,13 +12,13 @@
 //!   torn (a random sector-aligned prefix lands); later actions of that step never happen.
 //! - Node crashes lose all memory; a restart re-opens the metadata (applying the activity log).
 
-use replicator::machine::{Action, Input, Node, NodeParams, Persisted, Snapshot, Timing};
-use replicator::machine::policy::Policies;
-use replicator::machine::state::{ConnState, DiskState, ReplState, Role};
-use replicator::machine::uuids::Uuids;
-use replicator::meta::layout::MetaLocation;
-use replicator::meta::store::{create_md, MetaDevice, MetaStore};
-use replicator::wire::frame::Frame;
+use crate::machine::{Action, Input, Node, NodeParams, Persisted, Snapshot, Timing};
+use crate::machine::policy::Policies;
+use crate::machine::state::{ConnState, DiskState, ReplState, Role};
+use crate::machine::uuids::Uuids;
+use crate::meta::layout::MetaLocation;
+use crate::meta::store::{create_md, MetaDevice, MetaStore};
+use crate::wire::frame::Frame;
 use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -33,6 +33,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
+    #[allow(clippy::should_implement_trait)] // an endless generator, not an iterator
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -48,11 +49,14 @@ impl Rng {
     }
 }
 
+/// The most recent metadata write: its offset and the bytes it overwrote.
+pub type LastWrite = (u64, Vec<u8>);
+
 /// An in-memory metadata device whose last write can be torn by a crash.
 #[derive(Clone)]
 pub struct MemDev {
     pub bytes: Arc<Mutex<Vec<u8>>>,
-    pub last_write: Arc<Mutex<Option<(u64, Vec<u8>)>>>,
+    pub last_write: Arc<Mutex<Option<LastWrite>>>,
 }
 
 impl MemDev {
@@ -159,7 +163,7 @@ pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
         resource: "r0".into(),
         data_size: size,
         policies,
-        secret: Some(replicator::wire::auth::Secret::new(b"sim-secret".to_vec()).unwrap()),
+        secret: Some(crate::wire::auth::Secret::new(b"sim-secret".to_vec()).unwrap()),
         fencing_dont_care: true,
         resync_rate: None,
         timing: Timing { ping_int_ms: 300, ping_timeout_ms: 300, timeout_ms: 400, ko_count: 3, connect_int_ms: 100 },
@@ -168,14 +172,24 @@ pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
 }
 
 impl World {
+    /// Both nodes created (metadata initialised, disks Inconsistent) and started.
     pub fn new(seed: u64, size: u64, al_extents: u32, policies: Policies) -> World {
+        let mut w = World::with_params(seed, size, al_extents, [params(0, size, policies), params(1, size, policies)]);
+        w.start(0);
+        w.start(1);
+        w
+    }
+
+    /// Both nodes' metadata initialised with these parameters, neither node started yet (callers that
+    /// boot nodes on their own schedule, like the failover simulation, call [`World::start`]).
+    pub fn with_params(seed: u64, size: u64, al_extents: u32, params: [NodeParams; 2]) -> World {
         let meta_size = 4 << 20;
         let meta = [MemDev::new(meta_size), MemDev::new(meta_size)];
         let loc = MetaLocation::External { path: "mem".into(), index: None };
         for m in &meta {
             create_md(size, m, &loc, "r0", al_extents, false).expect("create-md on the sim device");
         }
-        let mut w = World {
+        World {
             rng: Rng::new(seed),
             now: 0,
             seq: 0,
@@ -185,7 +199,7 @@ impl World {
             inc: [0, 0],
             data: [vec![0; size as usize], vec![0; size as usize]],
             meta,
-            params: [params(0, size, policies), params(1, size, policies)],
+            params,
             conn: None,
             open: [None, None],
             next_conn: 1,
@@ -197,10 +211,7 @@ impl World {
             done: Vec::new(),
             trace: Vec::new(),
             size,
-        };
-        w.start(0);
-        w.start(1);
-        w
+        }
     }
 
     pub fn note(&mut self, s: String) {
@@ -256,14 +267,50 @@ impl World {
                 }
             }
         }
-        if let Some(c) = self.conn.take() {
-            if self.path[i][1 - i] {
-                let at = self.now + 1;
-                self.push(at, Ev::Down { to: 1 - i, conn: c });
-            }
+        if let Some(c) = self.conn.take()
+            && self.path[i][1 - i]
+        {
+            let at = self.now + 1;
+            self.push(at, Ev::Down { to: 1 - i, conn: c });
         }
         self.held = [Vec::new(), Vec::new()];
         self.note(format!("node{i} CRASHED"));
+    }
+
+    /// Orderly stop (the daemon shutting a resource down): the node's `Down` verb runs, its disk I/O
+    /// still in flight completes, then it is gone until [`World::start`].
+    pub fn shutdown(&mut self, i: usize) {
+        self.input(i, Input::Down);
+        let Some(n) = self.nodes[i].take() else { return };
+        self.open[i] = None;
+        for (_, io) in n.pending {
+            if let Io::Write { offset, data } = io {
+                self.data[i][offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+            }
+        }
+        if let Some(c) = self.conn.take()
+            && self.path[i][1 - i]
+        {
+            let at = self.now + 1;
+            self.push(at, Ev::Down { to: 1 - i, conn: c });
+        }
+        self.held = [Vec::new(), Vec::new()];
+        self.note(format!("node{i} shut down"));
+    }
+
+    /// Node i's state machine, for read-only questions (e.g. `check_primary`, as the engine asks it).
+    pub fn machine(&self, i: usize) -> Option<&Node> {
+        self.nodes[i].as_ref().map(|n| &n.node)
+    }
+
+    /// Node i is running (not crashed or shut down).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].is_some()
+    }
+
+    /// Node i is running and has no request, flush or disk I/O in flight.
+    pub fn idle(&self, i: usize) -> bool {
+        self.nodes[i].as_ref().is_some_and(|n| n.node.idle())
     }
 
     /// The current UUID recorded on node i's metadata (readable even while it is down).

@@ -1,2 +1,0 @@
-pub mod model;
-pub mod world;
