@@ -57,6 +57,7 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
             policies: Default::default(),
             secret: Some(replicator::wire::auth::Secret::new(b"bench-secret".to_vec()).expect("secret")),
             fencing_dont_care: true,
+            freeze_io_on_peer_loss: false,
             resync_rate: rate,
             timing: Timing { connect_int_ms: 200, ..Timing::default() },
             verify_alg: "sha1".into(),

@@ -268,6 +268,136 @@ fn guard_fence_both_links_cut_secondary_fences_then_takes_over() -> Result<()> {
     Ok(())
 }
 
+/// `lab_with_group` with `fencing: resource-and-stonith` on r0 and the fence guard.
+fn lab_with_io_fencing(tag: &str) -> Result<NetLab> {
+    let mut lab = NetLab::new(tag, DISK_SIZE, FENCE)?;
+    let cfg = std::fs::read_to_string(&lab.config)?;
+    ensure!(cfg.contains("    protocol: C\n"), "netlab config changed shape");
+    std::fs::write(&lab.config, cfg.replacen("    protocol: C\n", "    protocol: C\n    disk: { fencing: resource-and-stonith }\n", 1))?;
+    for i in 0..2 {
+        lab.haadm_ok(i, &["create-md", "all"])?;
+    }
+    lab.start(0)?;
+    lab.start(1)?;
+    lab.wait_status(0, "r0 connected", Duration::from_secs(20), |s| field(&r0(s), "connection") == "Connected")?;
+    lab.haadm_ok(0, &["primary", "--overwrite-data-of-peer", "r0"])?;
+    lab.wait_status(1, "initial sync done", Duration::from_secs(60), |s| field(&r0(s), "disk") == "UpToDate")?;
+    lab.wait_status(0, "node1 holding the group", Duration::from_secs(20), |s| holding(s, "node1"))?;
+    Ok(lab)
+}
+
+/// Only the replication link cut, heartbeats intact, with `fencing: resource-and-stonith`: the holder
+/// suspends acknowledgements, the Secondary (still hearing the holder) outdates its own disk and says so
+/// in its heartbeats, and the holder resumes without fencing anyone. After the heal the Secondary
+/// resyncs and both files are identical.
+#[test]
+fn replication_cut_with_io_fencing_secondary_outdates_itself_and_holder_resumes() -> Result<()> {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces");
+        return Ok(());
+    }
+    let lab = lab_with_io_fencing("go")?;
+    let writer = start_writer(&lab)?;
+    let set_repl = |up: bool| -> Result<()> {
+        let out = std::process::Command::new("ip").args(["-n", &lab.ns("node1"), "link", "set", "repl0", if up { "up" } else { "down" }]).output()?;
+        ensure!(out.status.success(), "ip link set repl0: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    let cut = Instant::now();
+    set_repl(false)?;
+    lab.wait_status(1, "node2 outdated itself", Duration::from_secs(15), |s| field(&r0(s), "disk") == "Outdated")?;
+    ha_tests::poll_until(Duration::from_secs(15), || lab.log(0).contains("I/O resumed (the peer outdated its disk)").then_some(()))
+        .with_context(|| format!("node1 did not resume its I/O\n{}", lab.logs()))?;
+    ensure!(lab.log(0).contains("I/O suspended"), "node1 never suspended its I/O\n{}", lab.logs());
+    let s0 = lab.status(0)?;
+    ensure!(r0(&s0)["suspended"] != serde_json::Value::Bool(true), "status still says suspended: {s0:#}");
+    let resumed = Instant::now();
+    writer.wait_ack_after(resumed, Duration::from_secs(15))?;
+    let acked_after = writer.acked_count();
+    writer.wait_acked(acked_after + 300, Duration::from_secs(20))?;
+    set_repl(true)?;
+    wait_in_sync(&lab)?;
+    let log = writer.stop()?;
+    let pause = log.longest_gap(cut, Instant::now()).map(|(g, _)| g).unwrap_or_default();
+    let fenced = std::fs::read_to_string(lab.path("fence.log")).unwrap_or_default();
+    let (a, b) = (sha1_file(&lab.path("node1-data.img"))?, sha1_file(&lab.path("node2-data.img"))?);
+    let s1 = lab.status(0)?;
+    summary(
+        "replication cut + fencing resource-and-stonith",
+        &[
+            ("cut -> holder resumed", format!("{:?}", resumed - cut)),
+            ("longest pause between acknowledged writes", format!("{pause:?}")),
+            ("fence.log", fenced.trim().to_string()),
+            ("holder afterwards", holder(&s1)),
+            ("sha1 node1 / node2", format!("{a} / {b}")),
+        ],
+    );
+    ensure!(fenced.trim().is_empty(), "a healthy node was fenced over a replication-only cut: {fenced}");
+    ensure!(holding(&s1, "node1"), "the replication cut moved the group: {s1:#}");
+    ensure!(a == b, "backing files differ after the resync");
+    ensure!(log.errors_since(cut).all(|e| !e.message.contains("CHECK CONDITION")), "SCSI errors during the cut");
+    Ok(())
+}
+
+/// The same cut with `fencing: resource-and-stonith` on r0: the Primary holds back every acknowledgement
+/// from the moment it loses its peer, so whichever node the fences leave standing has every acknowledged
+/// write. Either outcome is correct: the suspended holder fences the silent Secondary first and resumes
+/// (it has the newest data), or the Secondary fences the holder (after a deadtime's head start) and takes
+/// over with everything that was acknowledged. Never two serving, and exactly one survivor.
+#[test]
+fn guard_fence_with_io_fencing_loses_no_acknowledged_write() -> Result<()> {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces");
+        return Ok(());
+    }
+    let mut lab = lab_with_io_fencing("gi")?;
+    let writer = start_writer(&lab)?;
+
+    let cut = Instant::now();
+    lab.cut_between_nodes(true)?;
+    let fence_log = lab.path("fence.log");
+    // Until one node was fenced and the other serves, then 3 s more.
+    let mut settled: Option<Duration> = None;
+    let w = watch(&lab, Duration::from_secs(30), |s, el| {
+        if settled.is_none() && (s[0].serving() || s[1].serving()) && std::fs::metadata(&fence_log).is_ok_and(|m| m.len() > 0) {
+            settled = Some(el);
+        }
+        settled.is_some_and(|t| el >= t + Duration::from_secs(3))
+    })?;
+    let fenced = std::fs::read_to_string(&fence_log).unwrap_or_default();
+    let survivor = match (lab.running(0), lab.running(1)) {
+        (true, false) => 0,
+        (false, true) => 1,
+        other => bail!("expected exactly one clusterd left after the fences, got running = {other:?}; fence.log {fenced:?}\n{}", lab.logs()),
+    };
+    let s = lab.status(survivor)?;
+    ensure!(holding(&s, NODES[survivor]), "the survivor {} does not hold the group: {s:#}\n{}", NODES[survivor], lab.logs());
+    let serving_since = w.first_serving[survivor].unwrap_or(cut);
+    writer.wait_ack_after(Instant::now(), Duration::from_secs(15))?;
+    writer.wait_acked(writer.acked_count() + 200, Duration::from_secs(15))?;
+    let log = writer.stop()?;
+    // No window: every acknowledged write must be on the survivor's disk.
+    let chk = check_survivor(&lab.path(&format!("{}-data.img", NODES[survivor])), &log, (cut, cut))?;
+    let suspended_log = lab.log(0).matches("I/O suspended").count() + lab.log(1).matches("I/O suspended").count();
+    summary(
+        "guard/fence + fencing resource-and-stonith",
+        &[
+            ("survivor", NODES[survivor].to_string()),
+            ("fence.log", fenced.trim().to_string()),
+            ("cut -> survivor serving", format!("{:?}", serving_since.saturating_duration_since(cut))),
+            ("I/O suspensions logged", suspended_log.to_string()),
+            ("writes acknowledged (total)", log.acked.len().to_string()),
+            ("blocks checked on the survivor", format!("{} ({} newer)", chk.checked, chk.newer)),
+            ("acknowledged writes missing on the survivor", (chk.bad.len() + chk.lost_in_window.len()).to_string()),
+        ],
+    );
+    eprintln!("| writer errors after the cut:");
+    error_timeline(&log, cut);
+    let missing: Vec<_> = chk.bad.iter().chain(chk.lost_in_window.iter()).take(5).collect();
+    ensure!(missing.is_empty(), "acknowledged writes missing on the survivor {}: {missing:?}\n{}", NODES[survivor], lab.logs());
+    Ok(())
+}
+
 fn wait_in_sync(lab: &NetLab) -> Result<()> {
     for i in 0..2 {
         lab.wait_status(i, "r0 connected and both disks UpToDate", Duration::from_secs(60), |s| {

@@ -277,15 +277,26 @@ impl HaConfig {
                 r.name
             ));
         }
-        for r in self.resources.values().filter(|r| r.disk.fencing != Fencing::DontCare) {
-            out.push(format!(
-                "{}: resources.{}.disk.fencing: `{}` does not freeze I/O when the peer is lost in this release \
-                 (only the attach state follows it: a clean disk attaches Consistent, not UpToDate); a Primary \
-                 cut off from its peer keeps acknowledging writes until it is fenced",
-                self.path.display(),
-                r.name,
-                r.disk.fencing
-            ));
+        let in_group = |name: &str| self.group.as_ref().is_some_and(|g| g.resources.iter().any(|r| r == name));
+        let fence_command = self.cluster.as_ref().is_some_and(|c| c.guard.fence_command.is_some());
+        for r in self.resources.values() {
+            let why = match r.disk.fencing {
+                Fencing::DontCare => continue,
+                Fencing::ResourceOnly => "`resource-only` does not suspend I/O when the peer is lost (only \
+                    `resource-and-stonith` does); a Primary cut off from its peer keeps acknowledging writes, \
+                    which a fenced-and-replaced Primary loses"
+                    .to_string(),
+                Fencing::ResourceAndStonith if !in_group(&r.name) => "`resource-and-stonith` on a resource \
+                    outside the failover group: a Primary that loses its peer suspends I/O until the peer \
+                    reconnects (nothing outdates or fences the peer for it)"
+                    .to_string(),
+                Fencing::ResourceAndStonith if !fence_command => "`resource-and-stonith` without \
+                    cluster.guard.fence-command: if the peer goes silent on every link, the Primary's I/O \
+                    stays suspended until the peer returns"
+                    .to_string(),
+                Fencing::ResourceAndStonith => continue,
+            };
+            out.push(format!("{}: resources.{}.disk.fencing: {why}", self.path.display(), r.name));
         }
         if let Some(c) = &self.cluster {
             out.extend(c.warnings(&self.path));

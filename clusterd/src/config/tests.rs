@@ -225,7 +225,7 @@ resources:
     );
     // TWO_NODES asks for `fencing: resource-and-stonith`, which is accepted but warned about.
     let w = load(TWO_NODES).warnings();
-    assert!(w.len() == 1 && w[0].contains("disk.fencing") && w[0].contains("does not freeze I/O"), "{w:?}");
+    assert!(w.len() == 1 && w[0].contains("disk.fencing") && w[0].contains("outside the failover group"), "{w:?}");
 }
 
 #[test]

@@ -116,7 +116,7 @@ pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) 
         }),
         split_brain: s.split_brain,
         last_error: s.last_error.clone().or(error).unwrap_or_default(),
-        suspended: false,
+        suspended: s.suspended.is_some(),
     }
 }
 

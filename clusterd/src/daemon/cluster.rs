@@ -5,6 +5,7 @@
 //! states, step results, admin commands, a timer) and carries out the actions they return. Steps run
 //! as their own tasks, so a slow step never stalls heartbeats or the control API.
 
+use super::io_fencing::IoFencing;
 use super::group_steps::GroupSteps;
 use super::resources::Resources;
 use super::targets::TargetHost;
@@ -154,6 +155,7 @@ fn feed_peer_state(d: &mut Driver, h: &HeartbeatHandle, last: &mut Option<Vec<u8
     if ps.is_some() && ps != *last {
         last.clone_from(&ps);
         if let Some(bytes) = ps {
+            d.peer_last = crate::failover::decode_state(&bytes).ok();
             d.feed(Input::PeerState(bytes));
         }
     }
@@ -169,6 +171,10 @@ struct Driver {
     publish: watch::Sender<Vec<u8>>,
     step_tx: mpsc::Sender<Input>,
     pending: Vec<AdminRequest>,
+    /// I/O fencing of the group's volumes (`fencing resource-and-stonith`), see `io_fencing.rs`.
+    io_fence: IoFencing,
+    /// The peer's newest group state (decoded), for the fence delay.
+    peer_last: Option<crate::failover::GroupState>,
 }
 
 impl Driver {
@@ -231,6 +237,9 @@ impl Driver {
         let guard = self.cluster.guard.clone();
         let tx = self.step_tx.clone();
         let (me, peer) = (self.steps.node.clone(), self.seq.params().peer.clone().unwrap_or_default());
+        // A holder that was lost may be suspended with the newest data and fencing us: give it a
+        // deadtime's head start so the two do not fence each other at once (see io_fencing.rs).
+        let fence_delay = if self.io_fence.delays_fencing_of_holder(self.peer_last.as_ref()) { self.cluster.deadtime } else { Duration::ZERO };
         tokio::spawn(async move {
             let mut detail = Vec::new();
             let mut ok = true;
@@ -241,6 +250,10 @@ impl Driver {
             }
             if ok {
                 if let Some(cmd) = &guard.fence_command {
+                    if !fence_delay.is_zero() {
+                        tracing::info!(target: "failover", "waiting {fence_delay:?} before fencing {peer}, which held the group (fencing resource-and-stonith)");
+                        tokio::time::sleep(fence_delay).await;
+                    }
                     // Like DRBD's fence-peer handler: the command learns whom to fence from the environment.
                     let st = tokio::process::Command::new("/bin/sh")
                         .arg("-c")
@@ -359,6 +372,8 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
         publish,
         step_tx,
         pending: Vec::new(),
+        io_fence: IoFencing::new(&config, &group.resources, &me.name, peer.as_deref().unwrap_or_default()),
+        peer_last: None,
     };
     let stop = cancel.clone();
     let task = tokio::spawn(async move {
@@ -415,6 +430,8 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
                         let (nodes, t, tx) = (d.cluster.guard.ping_nodes.clone(), d.cluster.guard.ping_timeout, d.step_tx.clone());
                         tokio::spawn(async move { let _ = tx.send(Input::Uplink(uplink(&nodes, t).await)).await; });
                     }
+                    let phase = d.seq.phase();
+                    d.io_fence.tick(&resources, hb_handle.as_ref(), phase, last_peer_state.as_deref()).await;
                     let actions = d.seq.tick(Instant::now());
                     d.apply(actions);
                     let epoch = d.seq.status().epoch;

@@ -6,6 +6,7 @@ pub mod resources;
 pub mod targets;
 pub mod group_steps;
 pub mod cluster;
+mod io_fencing;
 
 use crate::config::HaConfig;
 use crate::control::{ControlService, Speedometer};

@@ -195,6 +195,7 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
         policies,
         secret,
         fencing_dont_care: r.disk.fencing == crate::config::Fencing::DontCare,
+        freeze_io_on_peer_loss: r.disk.fencing == crate::config::Fencing::ResourceAndStonith,
         resync_rate: r.syncer.rate.0,
         timing: Timing {
             ping_int_ms: net.ping_int.as_millis() as u64,

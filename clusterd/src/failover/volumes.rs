@@ -72,6 +72,8 @@ mod tests {
             last_error: None,
             stats: Stats::default(),
             pending_peer: 0,
+            suspended: None,
+            held_acks: 0,
         }
     }
 

@@ -297,6 +297,10 @@ impl Actor {
                 };
                 (Ok(format!("{name}: resync {} ({now})", if pause { "paused" } else { "resumed" })), a)
             }
+            Verb::Thaw { reason } => {
+                let held = self.node.snapshot().held_acks;
+                (Ok(format!("{name}: I/O resumed ({reason}); {held} held acknowledgement(s) released")), self.node.step(Input::Thaw { reason: reason.to_string() }))
+            }
             Verb::Verify => {
                 if let Err(e) = self.node.check_verify() {
                     return (Err(format!("{name}: verify refused: {e}")), Vec::new());

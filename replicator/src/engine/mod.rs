@@ -80,6 +80,8 @@ pub enum Verb {
     ResumeSync,
     /// Online verify against the peer.
     Verify,
+    /// Release write acknowledgements held by `fencing resource-and-stonith` (peer outdated or fenced).
+    Thaw { reason: &'static str },
 }
 
 pub(crate) enum Msg {

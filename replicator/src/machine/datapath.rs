@@ -205,7 +205,7 @@ impl Node {
                 Ok(())
             }
         };
-        self.out.push(Action::Complete { id, result });
+        self.complete(id, result);
         self.start_waiting_writes();
         self.pump_resync();
         self.pump_verify();
@@ -312,8 +312,53 @@ impl Node {
                 Some(e) => Err(IoFailure::Io(e)),
                 None => Ok(()),
             };
+            self.complete(id, result);
+        }
+    }
+
+    /// Completes an application write or flush, unless acknowledgements are held back (a success is
+    /// then kept until [`Node::thaw`]; a failure is no promise and goes out at once).
+    fn complete(&mut self, id: u64, result: Result<(), IoFailure>) {
+        if self.frozen.is_some() && result.is_ok() {
+            self.held.push((id, result));
+        } else {
             self.out.push(Action::Complete { id, result });
         }
+    }
+
+    /// The peer is lost while it held our data: with `fencing resource-and-stonith`, hold every
+    /// acknowledgement from now on until it is confirmed outdated or fenced, or the link is back.
+    pub(crate) fn freeze_if_fencing(&mut self, peer_disk_was: DiskState) {
+        if self.role == Role::Primary && self.p.freeze_io_on_peer_loss && peer_disk_was == DiskState::UpToDate && self.frozen.is_none() {
+            self.frozen = Some("the peer was lost; waiting until it is outdated or fenced (fencing resource-and-stonith)".into());
+            self.log(true, format!("{}: I/O suspended: write acknowledgements are held until the peer is outdated or fenced, or reconnects", self.p.resource));
+            self.changed();
+        }
+    }
+
+    pub(crate) fn thaw(&mut self, reason: &str) {
+        if self.frozen.take().is_none() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.log(true, format!("{}: I/O resumed ({reason}); {} held acknowledgement(s) released", self.p.resource, held.len()));
+        for (id, result) in held {
+            self.out.push(Action::Complete { id, result });
+        }
+        self.changed();
+    }
+
+    /// Held writes are on the local disk but were never acknowledged: report them failed.
+    pub(crate) fn fail_held(&mut self, why: &str) {
+        if self.frozen.take().is_none() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.log(true, format!("{}: {why}: {} write(s) reported failed", self.p.resource, held.len()));
+        for (id, _) in held {
+            self.out.push(Action::Complete { id, result: Err(IoFailure::Down) });
+        }
+        self.changed();
     }
 
     pub(crate) fn on_app_read(&mut self, id: u64, offset: u64, len: u64) {

@@ -430,6 +430,9 @@ impl Node {
             self.out.push(Action::RunHandler("before-resync-target"));
         }
         self.changed();
+        // The peer is back and either has everything or is a SyncTarget (Inconsistent, so it cannot be
+        // promoted until it has everything): held acknowledgements are safe now.
+        self.thaw("the peer reconnected");
         self.start_waiting_writes();
         self.pump_resync();
     }
@@ -547,6 +550,8 @@ impl Node {
         let Some(link) = self.link.take() else { return };
         self.peer_paused = false;
         self.peer_verifying = false;
+        let peer_disk_was = if link.stage == Stage::Up { self.peer_disk } else { DiskState::DUnknown };
+        self.freeze_if_fencing(peer_disk_was);
         if let Some(v) = self.verify.take() {
             self.log(true, format!("{}: online verify aborted at {} KiB (link lost)", self.p.resource, v.cursor / 1024));
         }

@@ -63,6 +63,11 @@ pub struct NodeParams {
     pub secret: Option<Secret>,
     /// `fencing dont-care`: a Consistent disk attaches as UpToDate (DRBD does the same).
     pub fencing_dont_care: bool,
+    /// `fencing resource-and-stonith`: a Primary that loses an UpToDate peer holds back every write
+    /// acknowledgement (I/O "suspended", as DRBD says) until the peer is confirmed outdated or fenced
+    /// ([`Input::Thaw`]) or the link is back; otherwise the peer could be promoted without writes we
+    /// acknowledged.
+    pub freeze_io_on_peer_loss: bool,
     /// Resync cap in bytes/s; `None` = unlimited.
     pub resync_rate: Option<u64>,
     pub timing: Timing,
@@ -104,6 +109,9 @@ pub enum Input {
     ResumeSync,
     /// Online verify against the peer (checked first with [`Node::check_verify`]).
     Verify,
+    /// Release the write acknowledgements held since the peer was lost: the peer is confirmed
+    /// outdated or fenced (or the administrator says so: `resume-io`).
+    Thaw { reason: String },
     Down,
     TransportUp { conn: u64 },
     TransportDown { conn: u64, reason: String },
@@ -176,6 +184,10 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     pub stats: Stats,
     pub pending_peer: usize,
+    /// Why write acknowledgements are held back (`fencing resource-and-stonith` after losing the peer).
+    pub suspended: Option<String>,
+    /// Acknowledgements held back meanwhile.
+    pub held_acks: usize,
 }
 
 /// What a disk token was for.
@@ -301,6 +313,9 @@ pub struct Node {
     pub(crate) verify: Option<super::verify::Verify>,
     /// The peer runs an online verify against us (shown as VerifyT).
     pub(crate) peer_verifying: bool,
+    /// Set while write acknowledgements are held back (see [`NodeParams::freeze_io_on_peer_loss`]).
+    pub(crate) frozen: Option<String>,
+    pub(crate) held: Vec<(u64, Result<(), IoFailure>)>,
     pub(crate) out: Vec<Action>,
 }
 
@@ -357,6 +372,8 @@ impl Node {
             peer_paused: false,
             verify: None,
             peer_verifying: false,
+            frozen: None,
+            held: Vec::new(),
             out: Vec::new(),
         };
         // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
@@ -387,6 +404,7 @@ impl Node {
             Input::PauseSync => self.set_user_paused(true),
             Input::ResumeSync => self.set_user_paused(false),
             Input::Verify => self.on_verify_verb(),
+            Input::Thaw { reason } => self.thaw(&reason),
             Input::Down => self.on_down(),
             Input::TransportUp { conn } => self.on_transport_up(conn),
             Input::TransportDown { conn, reason } => self.on_transport_down(conn, &reason),
@@ -469,6 +487,8 @@ impl Node {
             last_error: self.last_error.clone(),
             stats: self.stats,
             pending_peer: self.writes.values().filter(|w| w.peer_pending > 0).count(),
+            suspended: self.frozen.clone(),
+            held_acks: self.held.len(),
         }
     }
 
@@ -565,6 +585,7 @@ impl Node {
         if self.role != Role::Primary {
             return;
         }
+        self.fail_held("demoted while write acknowledgements were held");
         if !self.writes.is_empty() || !self.waiting.is_empty() {
             self.log(true, "secondary refused: writes are still in flight".into());
             return;
@@ -589,6 +610,7 @@ impl Node {
     }
 
     fn on_down(&mut self) {
+        self.fail_held("going down while write acknowledgements were held");
         self.on_disconnect_verb();
         self.fail_waiting(IoFailure::Down);
         if self.role == Role::Primary && self.writes.is_empty() {

@@ -165,6 +165,7 @@ pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
         policies,
         secret: Some(crate::wire::auth::Secret::new(b"sim-secret".to_vec()).unwrap()),
         fencing_dont_care: true,
+        freeze_io_on_peer_loss: false,
         resync_rate: None,
         timing: Timing { ping_int_ms: 300, ping_timeout_ms: 300, timeout_ms: 400, ko_count: 3, connect_int_ms: 100 },
         verify_alg: "sha1".into(),
