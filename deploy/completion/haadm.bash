@@ -55,6 +55,9 @@ _haadm() {
             haadm,primary)
                 cmd="haadm__subcmd__primary"
                 ;;
+            haadm,resume-io)
+                cmd="haadm__subcmd__resume__subcmd__io"
+                ;;
             haadm,resume-sync)
                 cmd="haadm__subcmd__resume__subcmd__sync"
                 ;;
@@ -118,6 +121,9 @@ _haadm() {
             haadm__subcmd__help,primary)
                 cmd="haadm__subcmd__help__subcmd__primary"
                 ;;
+            haadm__subcmd__help,resume-io)
+                cmd="haadm__subcmd__help__subcmd__resume__subcmd__io"
+                ;;
             haadm__subcmd__help,resume-sync)
                 cmd="haadm__subcmd__help__subcmd__resume__subcmd__sync"
                 ;;
@@ -164,7 +170,7 @@ _haadm() {
 
     case "${cmd}" in
         haadm)
-            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate status events standby takeover target create-md dump-md completion help"
+            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events standby takeover target create-md dump-md completion help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -372,7 +378,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help)
-            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate status events standby takeover target create-md dump-md completion help"
+            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events standby takeover target create-md dump-md completion help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -554,6 +560,20 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__primary)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__resume__subcmd__io)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -799,6 +819,32 @@ _haadm() {
             ;;
         haadm__subcmd__primary)
             opts="-h --overwrite-data-of-peer --force --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__resume__subcmd__io)
+            opts="-h --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -156,6 +156,9 @@ impl Control for ControlService {
     async fn disconnect(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.each(&req.into_inner().resource, Some(Verb::Disconnect), "disconnect").await
     }
+    async fn resume_io(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::Thaw { reason: "resume-io by the administrator" }), "resume-io").await
+    }
     async fn outdate(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.each(&req.into_inner().resource, Some(Verb::Outdate), "outdate").await
     }

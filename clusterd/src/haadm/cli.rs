@@ -56,6 +56,9 @@ pub enum Command {
     ResumeSync(ResourceArg),
     /// Mark the local disk Outdated.
     Outdate(ResourceArg),
+    /// Release the write acknowledgements held since the peer was lost (`fencing resource-and-stonith`);
+    /// only when you know the peer cannot be promoted with stale data (it is off, or Outdated).
+    ResumeIo(ResourceArg),
     /// Roles, disk and replication states, resync progress.
     Status(StatusArgs),
     /// Print state changes as they happen (events2 style).

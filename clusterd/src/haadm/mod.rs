@@ -222,6 +222,9 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
         Command::Outdate(a) => {
             with_timeout(&target, "outdate", VERB_TIMEOUT, client.outdate(verb(&a.resource))).await?
         }
+        Command::ResumeIo(a) => {
+            with_timeout(&target, "resume-io", VERB_TIMEOUT, client.resume_io(verb(&a.resource))).await?
+        }
         Command::Standby => with_timeout(&target, "standby", VERB_TIMEOUT, client.standby(verb("all"))).await?,
         Command::Takeover => with_timeout(&target, "takeover", VERB_TIMEOUT, client.takeover(verb("all"))).await?,
         Command::CreateMd(_) | Command::DumpMd(_) | Command::Completion(_) => {

@@ -112,6 +112,9 @@ impl Control for ScriptedControl {
     async fn outdate(&self, r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.record("outdate", r.into_inner())
     }
+    async fn resume_io(&self, r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.record("resume-io", r.into_inner())
+    }
     async fn takeover(&self, r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.record("takeover", r.into_inner())
     }

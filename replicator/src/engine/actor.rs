@@ -298,7 +298,11 @@ impl Actor {
                 (Ok(format!("{name}: resync {} ({now})", if pause { "paused" } else { "resumed" })), a)
             }
             Verb::Thaw { reason } => {
-                let held = self.node.snapshot().held_acks;
+                let s = self.node.snapshot();
+                if s.suspended.is_none() {
+                    return (Ok(format!("{name}: I/O is not suspended")), Vec::new());
+                }
+                let held = s.held_acks;
                 (Ok(format!("{name}: I/O resumed ({reason}); {held} held acknowledgement(s) released")), self.node.step(Input::Thaw { reason: reason.to_string() }))
             }
             Verb::Verify => {
