@@ -12,8 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// last few seconds, the average since the sync started, and an ETA (as /proc/drbd does).
 #[derive(Default)]
 pub struct Speedometer {
-    samples: Mutex<HashMap<String, (Instant, u64, VecDeque<(Instant, u64)>)>>,
+    samples: Mutex<HashMap<String, SpeedSamples>>,
 }
+
+/// Per resource: when the sync was first seen, the bytes remaining then, and the recent samples.
+type SpeedSamples = (Instant, u64, VecDeque<(Instant, u64)>);
 
 const WINDOW: Duration = Duration::from_secs(6);
 
@@ -75,7 +78,7 @@ pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) 
             remaining_bytes: remaining,
             speed_bytes_per_sec: speed,
             avg_bytes_per_sec: avg,
-            eta_seconds: if speed > 0 { remaining / speed } else { 0 },
+            eta_seconds: remaining.checked_div(speed).unwrap_or(0),
             rate_limit_bytes_per_sec: rate.unwrap_or(0),
             paused: p.paused,
         }

@@ -248,27 +248,25 @@ impl Driver {
                 detail.push(format!("ping nodes {}", if up { "reachable" } else { "unreachable" }));
                 ok &= up;
             }
-            if ok {
-                if let Some(cmd) = &guard.fence_command {
-                    if !fence_delay.is_zero() {
-                        tracing::info!(target: "failover", "waiting {fence_delay:?} before fencing {peer}, which held the group (fencing resource-and-stonith)");
-                        tokio::time::sleep(fence_delay).await;
-                    }
-                    // Like DRBD's fence-peer handler: the command learns whom to fence from the environment.
-                    let st = tokio::process::Command::new("/bin/sh")
-                        .arg("-c")
-                        .arg(cmd)
-                        .env("HA_NODE", &me)
-                        .env("HA_PEER", &peer)
-                        .status()
-                        .await;
-                    let fenced = matches!(&st, Ok(s) if s.success());
-                    detail.push(format!("fence command `{cmd}`: {}", match st {
-                        Ok(s) => s.to_string(),
-                        Err(e) => e.to_string(),
-                    }));
-                    ok &= fenced;
+            if ok && let Some(cmd) = &guard.fence_command {
+                if !fence_delay.is_zero() {
+                    tracing::info!(target: "failover", "waiting {fence_delay:?} before fencing {peer}, which held the group (fencing resource-and-stonith)");
+                    tokio::time::sleep(fence_delay).await;
                 }
+                // Like DRBD's fence-peer handler: the command learns whom to fence from the environment.
+                let st = tokio::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .env("HA_NODE", &me)
+                    .env("HA_PEER", &peer)
+                    .status()
+                    .await;
+                let fenced = matches!(&st, Ok(s) if s.success());
+                detail.push(format!("fence command `{cmd}`: {}", match st {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
+                }));
+                ok &= fenced;
             }
             let _ = tx.send(Input::GuardResult { ok, detail: detail.join("; ") }).await;
         });
@@ -334,10 +332,10 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
     let epoch_file = me.state_dir.join("group-epoch");
     params.known_epoch = read_epoch(&epoch_file)?;
     // Leftover blocks from a crashed run would make the port unreachable forever.
-    if group.portblock {
-        if let Err(e) = tokio::task::spawn_blocking(netops::clear_all_blocks).await.map_err(|e| anyhow!(e))? {
-            tracing::warn!("clearing stale iSCSI port blocks: {e}");
-        }
+    if group.portblock
+        && let Err(e) = tokio::task::spawn_blocking(netops::clear_all_blocks).await.map_err(|e| anyhow!(e))?
+    {
+        tracing::warn!("clearing stale iSCSI port blocks: {e}");
     }
     // A VIP left behind by a crashed run would answer ARP next to the node that holds the group now.
     if let Some(vip) = &group.vip

@@ -38,7 +38,7 @@ impl Node {
         let len = data.len() as u64;
         let check = if self.role != Role::Primary {
             Err(IoFailure::NotPrimary)
-        } else if offset % SECTOR != 0 || len % SECTOR != 0 {
+        } else if !offset.is_multiple_of(SECTOR) || !len.is_multiple_of(SECTOR) {
             Err(IoFailure::Io(format!("unaligned write [{offset}, +{len}): must be 512-byte aligned")))
         } else {
             self.in_range(offset, len)

@@ -517,11 +517,11 @@ impl Node {
             _ => {}
         }
         let ko = t.timeout_ms.saturating_mul(t.ko_count.max(1));
-        if let Some(oldest) = self.writes.values().filter(|w| w.peer_pending > 0).map(|w| w.sent_ms).min() {
-            if now.saturating_sub(oldest) > ko {
-                self.out.push(Action::Close { conn });
-                self.drop_link(&format!("peer did not acknowledge a write within {ko} ms (timeout x ko-count)"), true);
-            }
+        if let Some(oldest) = self.writes.values().filter(|w| w.peer_pending > 0).map(|w| w.sent_ms).min()
+            && now.saturating_sub(oldest) > ko
+        {
+            self.out.push(Action::Close { conn });
+            self.drop_link(&format!("peer did not acknowledge a write within {ko} ms (timeout x ko-count)"), true);
         }
     }
 
