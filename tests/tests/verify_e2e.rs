@@ -77,3 +77,41 @@ fn verify_finds_damaged_chunks_and_reconnect_repairs_them() -> Result<()> {
     ensure!(a == b, "files differ after the repair: {a} vs {b}");
     Ok(())
 }
+
+/// `invalidate` on the Secondary and `invalidate-remote` on the Primary each resync the whole disk from
+/// the Primary: damage done behind the Secondary's back (not marked anywhere) is repaired, and both are
+/// refused where they would make the application's disk Inconsistent.
+#[test]
+fn invalidate_and_invalidate_remote_resync_everything() -> Result<()> {
+    let mut c = Cluster::new(32 << 20, "s3cret-invalidate", None)?;
+    for i in 0..2 {
+        c.haadm_ok(i, &["create-md", "r0"])?;
+    }
+    c.start(0)?;
+    c.start(1)?;
+    c.wait_r0(1, "connected", Duration::from_secs(20), |r| field(r, "connection") == "Connected")?;
+    c.haadm_ok(0, &["primary", "--force", "r0"])?;
+    c.wait_r0(1, "initial sync done", Duration::from_secs(60), |r| field(r, "disk") == "UpToDate")?;
+    let refused = c.haadm(0, &["invalidate", "r0"])?;
+    ensure!(!refused.status.success(), "invalidate on the Primary must be refused");
+    let refused = c.haadm(1, &["invalidate-remote", "r0"])?;
+    ensure!(!refused.status.success(), "invalidate-remote on the Secondary must be refused");
+
+    for (round, (node, verb)) in [(1usize, "invalidate"), (0, "invalidate-remote")].into_iter().enumerate() {
+        c.stop(1);
+        let f = std::fs::OpenOptions::new().write(true).open(c.path("node2-data.img"))?;
+        f.write_all_at(&[0xC3 + round as u8; 8192], (5 << 20) + 4096 * round as u64)?;
+        drop(f);
+        c.start(1)?;
+        c.wait_r0(1, "reconnected", Duration::from_secs(20), |r| field(r, "replication") == "Established" && field(r, "disk") == "UpToDate")?;
+        ensure!(sha1_file(&c.path("node1-data.img"))? != sha1_file(&c.path("node2-data.img"))?, "damage did not land");
+        let out = c.haadm_ok(node, &[verb, "r0"])?;
+        ensure!(out.contains("resyncs fully"), "{out}");
+        c.wait_r0(1, "full resync started", Duration::from_secs(10), |r| field(r, "replication") == "SyncTarget" || oos(r) > 0)?;
+        c.wait_r0(1, "resynced", Duration::from_secs(60), |r| field(r, "disk") == "UpToDate" && field(r, "replication") == "Established" && oos(r) == 0)?;
+        let (a, b) = (sha1_file(&c.path("node1-data.img"))?, sha1_file(&c.path("node2-data.img"))?);
+        ensure!(a == b, "{verb}: files differ afterwards");
+        ensure!(c.log(1).matches("resync finished").count() > round, "{verb}: no resync in node2's log:\n{}", c.log(1));
+    }
+    Ok(())
+}

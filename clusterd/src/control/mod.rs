@@ -71,10 +71,6 @@ impl ControlService {
         let (ok, message) = match r { Ok(()) => (true, format!("{what}: done")), Err(e) => (false, format!("{what} refused: {e}")) };
         Ok(Response::new(VerbReply { ok, message, warnings: Vec::new() }))
     }
-
-    fn not_in_this_release(what: &str) -> Status {
-        Status::unimplemented(format!("`{what}` is not available in this release of clusterd"))
-    }
 }
 
 #[tonic::async_trait]
@@ -162,11 +158,11 @@ impl Control for ControlService {
     async fn outdate(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.each(&req.into_inner().resource, Some(Verb::Outdate), "outdate").await
     }
-    async fn invalidate(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        Err(Self::not_in_this_release("invalidate"))
+    async fn invalidate(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::Invalidate { remote: false }), "invalidate").await
     }
-    async fn invalidate_remote(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        Err(Self::not_in_this_release("invalidate-remote"))
+    async fn invalidate_remote(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::Invalidate { remote: true }), "invalidate-remote").await
     }
     async fn verify(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.each(&req.into_inner().resource, Some(Verb::Verify), "verify").await

@@ -305,6 +305,14 @@ impl Actor {
                 let held = s.held_acks;
                 (Ok(format!("{name}: I/O resumed ({reason}); {held} held acknowledgement(s) released")), self.node.step(Input::Thaw { reason: reason.to_string() }))
             }
+            Verb::Invalidate { remote } => {
+                let verb = if remote { "invalidate-remote" } else { "invalidate" };
+                if let Err(e) = self.node.check_invalidate(remote) {
+                    return (Err(format!("{name}: {verb} refused: {e}")), Vec::new());
+                }
+                let what = if remote { "the peer resyncs fully from this node" } else { "this node resyncs fully from the peer" };
+                (Ok(format!("{name}: {verb}: {what}")), self.node.step(Input::Invalidate { remote }))
+            }
             Verb::Verify => {
                 if let Err(e) = self.node.check_verify() {
                     return (Err(format!("{name}: verify refused: {e}")), Vec::new());

@@ -80,6 +80,8 @@ pub enum Verb {
     ResumeSync,
     /// Online verify against the peer.
     Verify,
+    /// `invalidate` / `invalidate-remote`.
+    Invalidate { remote: bool },
     /// Release write acknowledgements held by `fencing resource-and-stonith` (peer outdated or fenced).
     Thaw { reason: &'static str },
 }

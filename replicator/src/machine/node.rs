@@ -109,6 +109,9 @@ pub enum Input {
     ResumeSync,
     /// Online verify against the peer (checked first with [`Node::check_verify`]).
     Verify,
+    /// `invalidate` (local disk resynced fully from the peer) / `invalidate-remote` (the peer's disk
+    /// resynced fully from here); checked first with [`Node::check_invalidate`].
+    Invalidate { remote: bool },
     /// Release the write acknowledgements held since the peer was lost: the peer is confirmed
     /// outdated or fenced (or the administrator says so: `resume-io`).
     Thaw { reason: String },
@@ -404,6 +407,7 @@ impl Node {
             Input::PauseSync => self.set_user_paused(true),
             Input::ResumeSync => self.set_user_paused(false),
             Input::Verify => self.on_verify_verb(),
+            Input::Invalidate { remote } => self.on_invalidate(remote),
             Input::Thaw { reason } => self.thaw(&reason),
             Input::Down => self.on_down(),
             Input::TransportUp { conn } => self.on_transport_up(conn),
@@ -596,6 +600,42 @@ impl Node {
         self.persist_flags((self.persisted.flags & !flags::PRIMARY_IND) | flags::AL_CLEAN);
         self.broadcast_state();
         self.changed();
+    }
+
+    /// Whether `invalidate` (or `-remote`) may run now, and why not.
+    pub fn check_invalidate(&self, remote: bool) -> Result<(), String> {
+        if self.conn != ConnState::Connected || self.repl != ReplState::Established || self.verify.is_some() {
+            return Err(format!("needs an established connection with no resync or verify running (connection {}, replication {})", self.conn, self.repl));
+        }
+        if self.disk != DiskState::UpToDate || self.peer_disk != DiskState::UpToDate {
+            return Err(format!("both disks must be UpToDate (local {}, peer {})", self.disk, self.peer_disk));
+        }
+        match (remote, self.role) {
+            (false, Role::Primary) => Err("this node is Primary: its disk cannot be made Inconsistent under the application (demote it, or run invalidate-remote here)".into()),
+            (true, r) if r != Role::Primary => Err("invalidate-remote runs on the Primary (its data becomes the source)".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Marks every block out of sync and reconnects. `invalidate`: this disk turns Inconsistent first, so
+    /// the handshake's disk-state rule makes it the SyncTarget and the peer sends everything.
+    /// `invalidate-remote` (on the Primary): same generation with every block marked, so the
+    /// handshake resyncs everything from the Primary into the peer.
+    fn on_invalidate(&mut self, remote: bool) {
+        if let Err(e) = self.check_invalidate(remote) {
+            self.log(true, format!("{}: invalidate refused: {e}", self.p.resource));
+            return;
+        }
+        self.bitmap.set_all();
+        self.bitmap.mark_all_pages_dirty();
+        self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
+        if !remote {
+            self.disk = DiskState::Inconsistent;
+            self.persist_flags(self.persisted.flags & !(flags::CONSISTENT | flags::WAS_UP_TO_DATE));
+        }
+        let what = if remote { "the peer's disk is resynced fully from here" } else { "this disk is resynced fully from the peer" };
+        self.log(true, format!("{}: invalidate: {what}", self.p.resource));
+        self.drop_link(if remote { "invalidate-remote" } else { "invalidate" }, true);
     }
 
     fn on_outdate(&mut self) {
