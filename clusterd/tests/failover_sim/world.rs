@@ -404,6 +404,8 @@ impl World {
                     let due = self.now + self.rng.range(100, 1500);
                     self.nodes[i].guard_due = Some(due);
                     self.nodes[i].guard_fence_delay = self.fence_delay_ms(i);
+                    let disk = self.nodes[i].last_volumes.map(|v| v.disk);
+                    self.log(format!("{} runs the guard (disk {disk:?}, answer due at {due})", NAMES[i]));
                 }
                 Action::Escalate(why) => {
                     self.stats.escalations += 1;
