@@ -49,10 +49,12 @@ pub struct Storage {
 impl Storage {
     /// Two nodes with one freshly created resource, initially synced (as `haadm primary --force` on
     /// one node then `secondary` would leave them), both shut down.
-    pub fn bootstrap(seed: u64, fencing_dont_care: bool) -> Result<Storage, String> {
+    /// `freeze_io_on_peer_loss`: `fencing resource-and-stonith` (the daemon sets both from the config).
+    pub fn bootstrap(seed: u64, fencing_dont_care: bool, freeze_io_on_peer_loss: bool) -> Result<Storage, String> {
         let mut ps = [params(0, SIZE, Policies::default()), params(1, SIZE, Policies::default())];
         for p in &mut ps {
             p.fencing_dont_care = fencing_dont_care;
+            p.freeze_io_on_peer_loss = freeze_io_on_peer_loss;
         }
         let mut repl = ReplWorld::with_params(seed ^ 0x51AB_0000_F00D, SIZE, AL_EXTENTS, ps);
         repl.start(0);

@@ -6,9 +6,12 @@
 //! random latency, sometimes slower than the start timeout, random failures while faults are on); the
 //! iSCSI target (writes only while started and the node holds the group; stopping waits for the writes
 //! in flight); guards (ping = this node's uplink; fence = crash the peer, fails sometimes; both = ping
-//! then fence); `Escalate` = self-fence = crash.
+//! then fence; with `fencing resource-and-stonith` the fence waits a deadtime when the peer was last seen
+//! holding, as `run_guard` does); `Escalate` = self-fence = crash. The daemon's io fencing is in
+//! `io_fencing.rs`.
 
 use super::heartbeat::{CLUSTER, HeartbeatNet, KEEPALIVE_MS, LinkFaults, membership_params};
+use super::io_fencing::IoFencingState;
 use super::storage::Storage;
 use clusterd::failover::{
     Action, AdminCmd, DiskView, GuardKind, Input, Level, LocalVolumes, Phase, Sequencer, SequencerParams, Step,
@@ -69,6 +72,26 @@ pub struct Stats {
     pub split_brains_reported: u64,
     pub escalations: u64,
     pub corrupt_heartbeats: u64,
+    /// Seeds run with `fencing resource-and-stonith` (see [`Config::resource_and_stonith`]).
+    pub fencing_seeds: u64,
+    /// Promotions checked in those seeds (any acknowledged write missing fails the seed).
+    pub fencing_promotions_checked: u64,
+    /// Primaries that suspended I/O (held acknowledgements) after losing an UpToDate peer.
+    pub suspensions: u64,
+    pub thaws_reconnect: u64,
+    pub thaws_outdated: u64,
+    pub thaws_fenced: u64,
+    /// Suspensions that ended with the held writes failed (demote, shutdown) or lost in a crash.
+    pub suspensions_ended_unthawed: u64,
+    pub held_acks_released: u64,
+    /// Secondaries that outdated their own disk (dopd's part).
+    pub self_outdates: u64,
+    /// Fence commands run by a suspended holder.
+    pub io_fence_runs: u64,
+    /// Guard fences delayed by a deadtime because the peer was last seen holding.
+    pub delayed_guard_fences: u64,
+    /// Fencing seeds ending in a split brain made of never-acknowledged writes (see `checks.rs`).
+    pub fenced_holder_split_brains: u64,
 }
 
 impl Stats {
@@ -93,6 +116,18 @@ impl Stats {
         self.split_brains_reported += o.split_brains_reported;
         self.escalations += o.escalations;
         self.corrupt_heartbeats += o.corrupt_heartbeats;
+        self.fencing_seeds += o.fencing_seeds;
+        self.fencing_promotions_checked += o.fencing_promotions_checked;
+        self.suspensions += o.suspensions;
+        self.thaws_reconnect += o.thaws_reconnect;
+        self.thaws_outdated += o.thaws_outdated;
+        self.thaws_fenced += o.thaws_fenced;
+        self.suspensions_ended_unthawed += o.suspensions_ended_unthawed;
+        self.held_acks_released += o.held_acks_released;
+        self.self_outdates += o.self_outdates;
+        self.io_fence_runs += o.io_fence_runs;
+        self.delayed_guard_fences += o.delayed_guard_fences;
+        self.fenced_holder_split_brains += o.fenced_holder_split_brains;
     }
 }
 
@@ -107,6 +142,12 @@ pub struct Config {
     pub step_fail: f64,
     /// The resource's `disk.fencing dont-care` (the default): a restarted Consistent disk attaches UpToDate.
     pub fencing_dont_care: bool,
+    /// `disk.fencing resource-and-stonith`: the replicator freezes I/O on peer loss and the daemon's io
+    /// fencing runs (`io_fencing.rs`). Drawn as: not `dont-care` and a guard with a fence command
+    /// (FenceCommand or Both), the configuration the daemon does not warn about; the other
+    /// non-dont-care seeds stand for `resource-only` (no freeze). No extra draw, so the schedules of
+    /// all seeds stay what they were.
+    pub resource_and_stonith: bool,
     /// Chance per 10 ms that the holder's target submits a write.
     pub write_rate: f64,
 }
@@ -157,6 +198,11 @@ pub struct Node {
     pub target: bool,
     /// Why the sequencer last acquired the group (its log line), to classify a data loss.
     pub acquire_reason: String,
+    /// The guard's fence waits until then (the resource-and-stonith delay; ping already checked).
+    pub guard_fence_at: Option<u64>,
+    /// The fence delay decided when the sequencer asked for the guard (`run_guard`).
+    pub guard_fence_delay: u64,
+    pub io_fencing: IoFencingState,
 }
 
 pub struct Expect {
@@ -196,6 +242,8 @@ pub struct World {
     pub split_brain_seen: bool,
     /// `FAILOVER_STRICT=1`: the known gap (see `checks.rs`) fails the seed instead of being counted.
     pub strict: bool,
+    /// Held acknowledgements per node while its replicator is suspended (None = not suspended).
+    pub suspended_seen: [Option<usize>; 2],
 }
 
 pub fn other(i: usize) -> usize {
@@ -211,7 +259,7 @@ impl World {
             2 => GuardKind::FenceCommand,
             _ => GuardKind::Both,
         };
-        let cfg = Config {
+        let mut cfg = Config {
             guard,
             allow_unguarded_split: rng.chance(0.6),
             auto_failback: rng.chance(0.3),
@@ -228,9 +276,11 @@ impl World {
             },
             step_fail: [0.0, 0.02, 0.05][rng.range(0, 3) as usize],
             fencing_dont_care: rng.chance(0.7),
+            resource_and_stonith: false,
             write_rate: [0.05, 0.2][rng.range(0, 2) as usize],
         };
-        let store = Storage::bootstrap(seed, cfg.fencing_dont_care)?;
+        cfg.resource_and_stonith = !cfg.fencing_dont_care && matches!(cfg.guard, GuardKind::FenceCommand | GuardKind::Both);
+        let store = Storage::bootstrap(seed, cfg.fencing_dont_care, cfg.resource_and_stonith)?;
         let mut w = World {
             rng,
             now: 0,
@@ -253,7 +303,9 @@ impl World {
             dual_both_wrote: false,
             split_brain_seen: false,
             strict: std::env::var("FAILOVER_STRICT").is_ok_and(|v| v == "1"),
+            suspended_seen: [None; 2],
         };
+        w.stats.fencing_seeds = u64::from(w.cfg.resource_and_stonith);
         w.trace.push(format!("config {:?}", w.cfg));
         for i in 0..2 {
             w.nodes[i].uplink = true;
@@ -351,6 +403,9 @@ impl World {
                 Action::RunGuard => {
                     let due = self.now + self.rng.range(100, 1500);
                     self.nodes[i].guard_due = Some(due);
+                    self.nodes[i].guard_fence_delay = self.fence_delay_ms(i);
+                    let disk = self.nodes[i].last_volumes.map(|v| v.disk);
+                    self.log(format!("{} runs the guard (disk {disk:?}, answer due at {due})", NAMES[i]));
                 }
                 Action::Escalate(why) => {
                     self.stats.escalations += 1;
@@ -391,6 +446,7 @@ impl World {
         let before = self.store.acked;
         self.store.collect(self.live(), ledger);
         self.stats.writes_acked += self.store.acked - before;
+        self.track_suspensions()?;
         for line in self.store.drain_trace() {
             self.trace.push(format!("        repl {line}"));
         }
@@ -398,6 +454,7 @@ impl World {
         self.flapping();
         self.run_executors();
         self.run_guards();
+        self.run_io_fences();
         self.app_writes();
         if self.now.is_multiple_of(POLL_MS) {
             self.poll();
@@ -469,6 +526,7 @@ impl World {
                 self.nodes[i].last_uplink = Some(up);
                 self.feed(i, Input::Uplink(up));
             }
+            self.io_fencing_tick(i);
             let at = self.at();
             if let Some(seq) = self.nodes[i].seq.as_mut() {
                 let actions = seq.tick(at);
@@ -564,22 +622,39 @@ impl World {
 
     fn run_guards(&mut self) {
         for i in 0..2 {
-            if self.nodes[i].guard_due.is_none_or(|t| t > self.now) || !self.nodes[i].up {
+            if !self.nodes[i].up {
+                continue;
+            }
+            // The second half of a delayed guard: the ping nodes answered before the delay (run_guard
+            // does not ask them again).
+            if self.nodes[i].guard_fence_at.is_some_and(|t| t <= self.now) {
+                self.nodes[i].guard_fence_at = None;
+                let (ok, detail) = self.fence(i);
+                self.feed(i, Input::GuardResult { ok, detail });
+                continue;
+            }
+            if self.nodes[i].guard_due.is_none_or(|t| t > self.now) {
                 continue;
             }
             self.nodes[i].guard_due = None;
+            let delay = std::mem::take(&mut self.nodes[i].guard_fence_delay);
             let (ok, detail) = match self.cfg.guard {
                 GuardKind::PingNodes => (self.nodes[i].uplink, "ping nodes from here".to_string()),
-                GuardKind::FenceCommand => self.fence(i),
                 GuardKind::Both if !self.nodes[i].uplink => (false, "no ping node answers".into()),
-                GuardKind::Both => self.fence(i),
+                GuardKind::FenceCommand | GuardKind::Both if delay > 0 => {
+                    self.stats.delayed_guard_fences += 1;
+                    self.log(format!("{} waits {delay} ms before fencing {}, which held the group", NAMES[i], NAMES[other(i)]));
+                    self.nodes[i].guard_fence_at = Some(self.now + delay);
+                    continue;
+                }
+                GuardKind::FenceCommand | GuardKind::Both => self.fence(i),
                 GuardKind::None => (false, "no guard configured".into()),
             };
             self.feed(i, Input::GuardResult { ok, detail });
         }
     }
 
-    fn fence(&mut self, i: usize) -> (bool, String) {
+    pub fn fence(&mut self, i: usize) -> (bool, String) {
         if self.rng.chance(0.1) {
             return (false, "fence device timed out".into());
         }
