@@ -175,6 +175,8 @@ struct Driver {
     io_fence: IoFencing,
     /// The peer's newest group state (decoded), for the fence delay.
     peer_last: Option<crate::failover::GroupState>,
+    /// Whether the peer is heard on a heartbeat link (a delayed fence checks it before fencing).
+    peer_alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Driver {
@@ -240,6 +242,7 @@ impl Driver {
         // A holder that was lost may be suspended with the newest data and fencing us: give it a
         // deadtime's head start so the two do not fence each other at once (see io_fencing.rs).
         let fence_delay = if self.io_fence.delays_fencing_of_holder(self.peer_last.as_ref()) { self.cluster.deadtime } else { Duration::ZERO };
+        let peer_alive = Arc::clone(&self.peer_alive);
         tokio::spawn(async move {
             let mut detail = Vec::new();
             let mut ok = true;
@@ -252,6 +255,11 @@ impl Driver {
                 if !fence_delay.is_zero() {
                     tracing::info!(target: "failover", "waiting {fence_delay:?} before fencing {peer}, which held the group (fencing resource-and-stonith)");
                     tokio::time::sleep(fence_delay).await;
+                    if peer_alive.load(std::sync::atomic::Ordering::Acquire) {
+                        let detail = format!("{peer} was heard again during the fence delay: not fenced");
+                        let _ = tx.send(Input::GuardResult { ok: false, detail }).await;
+                        return;
+                    }
                 }
                 // Like DRBD's fence-peer handler: the command learns whom to fence from the environment.
                 let st = tokio::process::Command::new("/bin/sh")
@@ -370,6 +378,7 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
         publish,
         step_tx,
         pending: Vec::new(),
+        peer_alive: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         io_fence: IoFencing::new(&config, &group.resources, &me.name, peer.as_deref().unwrap_or_default()),
         peer_last: None,
     };
@@ -402,6 +411,10 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
                             None
                         }
                     };
+                    if let Some(i) = &input {
+                        let alive = match i { Input::PeerAlive { .. } | Input::PeerRestarted { .. } => Some(true), Input::PeerDead => Some(false), _ => None };
+                        if let Some(a) = alive { d.peer_alive.store(a, std::sync::atomic::Ordering::Release); }
+                    }
                     if let Some(i) = input { d.feed(i); }
                 }
                 _ = async { match hb_handle.as_ref() { Some(h) => h.peer_state_changed().await, None => std::future::pending().await } } => {

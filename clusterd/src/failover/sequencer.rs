@@ -454,10 +454,16 @@ impl Sequencer {
             && ps.claim.is_none()
             && self.release_used != Some(*epoch)
         {
-            if elig.is_ok() && self.disk_ok_vs_peer(Some(ps.disk)) {
+            // The release only hands over what the replication link carried: with the link down this node
+            // cannot know that it has the releaser's last writes, so it waits for the link (a resync
+            // makes it Inconsistent until it has them).
+            let connected = self.volumes.is_some_and(|v| v.connected);
+            if elig.is_ok() && connected && self.disk_ok_vs_peer(Some(ps.disk)) {
                 self.release_used = Some(*epoch);
                 let e = self.epoch.max(*epoch) + 1;
                 self.start(now, e, &format!("{peer_name} released the group to this node"), out);
+            } else if elig.is_ok() && !connected {
+                self.waiting = Some(format!("{peer_name} released the group here; waiting for the replication link to confirm this disk has its last writes"));
             } else {
                 self.waiting = Some(format!("{peer_name} released the group here but this node cannot take it"));
             }
@@ -678,10 +684,14 @@ impl Sequencer {
         self.plan.clear();
         self.idx = 0;
         match self.stop_reason.take() {
-            Some(StopReason::Handoff { to, epoch }) => {
+            Some(StopReason::Handoff { to, epoch }) if self.volumes.is_some_and(|v| v.connected) => {
                 self.log(out, Level::Info, format!("group stopped; released to {to} (epoch {epoch})"));
                 self.handoff = Handoff::ReleasedTo { to, epoch };
                 self.request_deadline = Some(now + self.p.start_timeout * 8);
+            }
+            Some(StopReason::Handoff { to, .. }) => {
+                // Writes made after the link dropped exist only here: handing over would promote stale data.
+                self.log(out, Level::Warn, format!("group stopped, but the replication link is down: not handing it to {to} (it may lack the last writes); the group is claimed again once replication is back"));
             }
             Some(StopReason::StartFailed) => {
                 self.log(out, Level::Warn, "group released after a failed start".to_string());

@@ -629,7 +629,13 @@ impl World {
             // does not ask them again).
             if self.nodes[i].guard_fence_at.is_some_and(|t| t <= self.now) {
                 self.nodes[i].guard_fence_at = None;
-                let (ok, detail) = self.fence(i);
+                // As run_guard: a peer heard again during the delay is not fenced.
+                let at = self.at();
+                let (ok, detail) = if self.nodes[i].membership.as_ref().is_some_and(|m| m.status(at).peer_alive()) {
+                    (false, "peer heard again during the fence delay: not fenced".to_string())
+                } else {
+                    self.fence(i)
+                };
                 self.feed(i, Input::GuardResult { ok, detail });
                 continue;
             }

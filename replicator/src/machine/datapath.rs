@@ -227,7 +227,10 @@ impl Node {
     /// lazily, on the first write or completion without the peer).
     pub(crate) fn ensure_new_generation(&mut self, why: &str) {
         let u = self.persisted.uuids;
-        if self.role != Role::Primary || u.bitmap != 0 || u.current == UUID_JUST_CREATED {
+        // While I/O is suspended nothing is acknowledged, so nothing yet makes us newer than the peer:
+        // if the peer is promoted meanwhile, our unacknowledged writes must lose without a split brain
+        // (DRBD too postpones the new generation). `thaw` makes it before releasing the acks.
+        if self.role != Role::Primary || u.bitmap != 0 || u.current == UUID_JUST_CREATED || self.frozen.is_some() {
             return;
         }
         let fresh = self.fresh_uuid();
@@ -340,6 +343,11 @@ impl Node {
         if self.frozen.take().is_none() {
             return;
         }
+        // Writes made while suspended are in the bitmap; once they are acknowledged the peer (if it is
+        // not receiving them) is behind: start the generation that says so, before the acks go out.
+        if !self.peer_receiving() && self.bitmap.count() > 0 {
+            self.ensure_new_generation("writes acknowledged after the peer was outdated or fenced");
+        }
         let held = std::mem::take(&mut self.held);
         self.log(true, format!("{}: I/O resumed ({reason}); {} held acknowledgement(s) released", self.p.resource, held.len()));
         for (id, result) in held {
@@ -407,7 +415,13 @@ impl Node {
     pub(crate) fn on_peer_data(&mut self, conn: u64, seq: u64, offset: u64, flags: u32, data: Bytes) {
         let len = data.len() as u64;
         if self.role == Role::Primary {
-            self.abort(conn, "the peer sent application data but this node is Primary (both Primary?)", false);
+            // Two Primaries wrote on one connection (they promoted at the same moment): that is a split
+            // brain, and must be reported as one, not as a mere protocol error.
+            let reason = "split brain: the peer sent application data but this node is Primary (both Primary)";
+            self.split_brain = true;
+            self.out.push(Action::RunHandler("split-brain"));
+            self.send(conn, Frame::Abort { code: super::link::ABORT_SPLIT_BRAIN, reason: reason.to_string() });
+            self.fatal(reason, false);
             return;
         }
         if len == 0 || self.in_range(offset, len).is_err() {

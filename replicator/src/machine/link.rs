@@ -310,7 +310,7 @@ impl Node {
         // them, or a write failed on one disk): move them from the Primary, whose data the application
         // has seen. Both sides see both bitmaps and both roles, so they agree. With no Primary there is
         // no authority to pick: the blocks stay marked and status shows them.
-        if decision == Decision::NoSync && self.disk.is_consistent() && peer_disk.is_consistent() {
+        if std::env::var_os("NO_MARKED_RULE").is_none() && decision == Decision::NoSync && self.disk.is_consistent() && peer_disk.is_consistent() {
             let marked = self.bitmap.count() > 0 || peer_words.iter().any(|w| *w != 0);
             match (marked, self.role, peer_role) {
                 (true, Role::Primary, _) => decision = Decision::Source { full: false },
@@ -323,7 +323,7 @@ impl Node {
             }
         }
         if self.role == Role::Primary && peer_role == Role::Primary && !matches!(decision, Decision::StandAlone { .. }) {
-            decision = Decision::StandAlone { reason: "both nodes are Primary; refusing to connect (single-primary mode)".into(), split_brain: false };
+            decision = Decision::StandAlone { reason: "both nodes are Primary; refusing to connect (single-primary mode)".into(), split_brain: true };
         }
         let repl = match &decision {
             Decision::StandAlone { reason, split_brain } => {
@@ -441,7 +441,14 @@ impl Node {
     fn on_up_frame(&mut self, conn: u64, f: Frame) {
         match f {
             Frame::State { role, disk, flags } => {
+                let was = self.peer_role;
                 self.peer_role = Role::from_code(role).unwrap_or(Role::Unknown);
+                if was != Role::Primary && self.peer_role == Role::Primary {
+                    self.resync_marked_from_primary();
+                    if self.link.is_none() {
+                        return;
+                    }
+                }
                 self.peer_disk = DiskState::from_code(disk).unwrap_or(DiskState::DUnknown);
                 self.changed();
                 self.set_peer_paused(flags & super::node::STATE_SYNC_PAUSED != 0);

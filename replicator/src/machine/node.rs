@@ -583,6 +583,19 @@ impl Node {
         }
         self.broadcast_state();
         self.changed();
+        self.resync_marked_from_primary();
+    }
+
+    /// Blocks marked out of sync on an established link of one generation only move at a handshake,
+    /// and only from a Primary (see `handshake_decide`). When a Primary appears, renegotiate so that
+    /// they move now instead of staying marked until the next disconnect.
+    pub(crate) fn resync_marked_from_primary(&mut self) {
+        let established = self.repl == ReplState::Established && self.link.as_ref().is_some_and(|l| l.stage == Stage::Up);
+        let someone_primary = self.role == Role::Primary || self.peer_role == Role::Primary;
+        if established && someone_primary && self.bitmap.count() > 0 && self.verify.is_none() {
+            let n = self.bitmap.count();
+            self.drop_link(&format!("renegotiating: {n} block(s) marked out of sync and a Primary to resync them from"), true);
+        }
     }
 
     fn on_secondary(&mut self) {
