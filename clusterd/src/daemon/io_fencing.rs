@@ -85,7 +85,9 @@ impl IoFencing {
         for name in &self.resources {
             let Ok(v) = resources.volume(name).await else { continue };
             let s = v.snapshot();
-            if s.conn == ConnState::Connected {
+            // Once the disk is no longer Outdated (a resync made it UpToDate again), a later loss of the
+            // link must outdate it again, even if no tick happened to see the link Connected.
+            if s.conn == ConnState::Connected || s.disk != DiskState::Outdated {
                 self.self_outdated.remove(name);
             }
             if s.suspended.is_some() {

@@ -74,7 +74,7 @@ impl World {
         }
         // The group's one resource; a volume that is not running is skipped, as `resources.volume` fails.
         let Some(s) = self.store.repl.snapshot(i) else { return };
-        if s.conn == ConnState::Connected {
+        if s.conn == ConnState::Connected || s.disk != DiskState::Outdated {
             self.nodes[i].io_fencing.self_outdated = false;
         }
         if s.role == Role::Secondary
