@@ -78,6 +78,13 @@ fn verify_finds_damaged_chunks_and_reconnect_repairs_them() -> Result<()> {
     Ok(())
 }
 
+/// Blocks node2 received by resync so far (its status counter).
+fn received_blocks(c: &Cluster) -> Result<u64> {
+    let s = c.status(1)?;
+    let r = ha_tests::resource(&s, "r0").unwrap_or_default();
+    Ok(r["stats"]["resync_blocks_received"].as_u64().unwrap_or(0))
+}
+
 /// `invalidate` on the Secondary and `invalidate-remote` on the Primary each resync the whole disk from
 /// the Primary: damage done behind the Secondary's back (not marked anywhere) is repaired, and both are
 /// refused where they would make the application's disk Inconsistent.
@@ -105,10 +112,17 @@ fn invalidate_and_invalidate_remote_resync_everything() -> Result<()> {
         c.start(1)?;
         c.wait_r0(1, "reconnected", Duration::from_secs(20), |r| field(r, "replication") == "Established" && field(r, "disk") == "UpToDate")?;
         ensure!(sha1_file(&c.path("node1-data.img"))? != sha1_file(&c.path("node2-data.img"))?, "damage did not land");
+        let before = received_blocks(&c)?;
         let out = c.haadm_ok(node, &[verb, "r0"])?;
         ensure!(out.contains("resyncs fully"), "{out}");
-        c.wait_r0(1, "full resync started", Duration::from_secs(10), |r| field(r, "replication") == "SyncTarget" || oos(r) > 0)?;
-        c.wait_r0(1, "resynced", Duration::from_secs(60), |r| field(r, "disk") == "UpToDate" && field(r, "replication") == "Established" && oos(r) == 0)?;
+        // A 32 MiB full resync can finish between two status polls: check the blocks it moved instead.
+        let blocks = (32u64 << 20) / 4096;
+        c.wait_r0(1, "resynced", Duration::from_secs(60), |r| {
+            field(r, "disk") == "UpToDate"
+                && field(r, "replication") == "Established"
+                && oos(r) == 0
+                && r["stats"]["resync_blocks_received"].as_u64().is_some_and(|n| n >= before + blocks)
+        })?;
         let (a, b) = (sha1_file(&c.path("node1-data.img"))?, sha1_file(&c.path("node2-data.img"))?);
         ensure!(a == b, "{verb}: files differ afterwards");
         ensure!(c.log(1).matches("resync finished").count() > round, "{verb}: no resync in node2's log:\n{}", c.log(1));
