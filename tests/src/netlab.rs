@@ -229,6 +229,23 @@ targets:
         }
     }
 
+    /// The drills' common start: metadata on both nodes, both daemons up, r0 connected, the initial full
+    /// sync from node1, and node1 holding the group. Tests that need another config edit `self.config`
+    /// before calling this.
+    pub fn bring_up_group(&mut self) -> Result<()> {
+        let r0 = |s: &serde_json::Value| crate::resource(s, "r0").unwrap_or_default();
+        for i in 0..2 {
+            self.haadm_ok(i, &["create-md", "all"])?;
+        }
+        self.start(0)?;
+        self.start(1)?;
+        self.wait_status(0, "r0 connected", Duration::from_secs(20), |s| crate::field(&r0(s), "connection") == "Connected")?;
+        self.haadm_ok(0, &["primary", "--overwrite-data-of-peer", "r0"])?;
+        self.wait_status(1, "initial sync done", Duration::from_secs(60), |s| crate::field(&r0(s), "disk") == "UpToDate")?;
+        self.wait_status(0, "node1 holding the group", Duration::from_secs(20), |s| holder(s) == "node1" && phase(s) == "holding")?;
+        Ok(())
+    }
+
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.path(&format!("{}.log", NODES[i]))).unwrap_or_default()
     }

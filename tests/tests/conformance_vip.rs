@@ -6,7 +6,7 @@
 //! both disks under protocol C.
 
 use anyhow::{Context, Result, ensure};
-use ha_tests::netlab::{IQN, NetLab, VIP, holder, phase};
+use ha_tests::netlab::{IQN, NetLab, VIP};
 use ha_tests::{field, resource, sha1_file};
 use std::time::{Duration, Instant};
 
@@ -44,15 +44,7 @@ fn conformance_suite_through_the_vip_on_the_replicated_lun() -> Result<()> {
         return Ok(());
     }
     let mut lab = NetLab::new("cv", DISK_SIZE, FENCE)?;
-    for i in 0..2 {
-        lab.haadm_ok(i, &["create-md", "all"])?;
-    }
-    lab.start(0)?;
-    lab.start(1)?;
-    lab.wait_status(0, "r0 connected", Duration::from_secs(20), |s| field(&r0(s), "connection") == "Connected")?;
-    lab.haadm_ok(0, &["primary", "--overwrite-data-of-peer", "r0"])?;
-    lab.wait_status(1, "initial sync done", Duration::from_secs(60), |s| field(&r0(s), "disk") == "UpToDate")?;
-    lab.wait_status(0, "node1 holding the group", Duration::from_secs(20), |s| holder(s) == "node1" && phase(s) == "holding")?;
+    lab.bring_up_group()?;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/iscsi/conformance.sh");
     let url = format!("iscsi://{VIP}/{IQN}/0");

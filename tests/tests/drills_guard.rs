@@ -45,15 +45,7 @@ fn holding(s: &serde_json::Value, node: &str) -> bool {
 /// Two nodes up, r0 connected and in sync, the group held by node1.
 fn lab_with_group(tag: &str, guard_yaml: &str) -> Result<NetLab> {
     let mut lab = NetLab::new(tag, DISK_SIZE, guard_yaml)?;
-    for i in 0..2 {
-        lab.haadm_ok(i, &["create-md", "all"])?;
-    }
-    lab.start(0)?;
-    lab.start(1)?;
-    lab.wait_status(0, "r0 connected", Duration::from_secs(20), |s| field(&r0(s), "connection") == "Connected")?;
-    lab.haadm_ok(0, &["primary", "--overwrite-data-of-peer", "r0"])?;
-    lab.wait_status(1, "initial sync done", Duration::from_secs(60), |s| field(&r0(s), "disk") == "UpToDate")?;
-    lab.wait_status(0, "node1 holding the group", Duration::from_secs(20), |s| holding(s, "node1"))?;
+    lab.bring_up_group()?;
     Ok(lab)
 }
 
@@ -274,15 +266,7 @@ fn lab_with_io_fencing(tag: &str) -> Result<NetLab> {
     let cfg = std::fs::read_to_string(&lab.config)?;
     ensure!(cfg.contains("    protocol: C\n"), "netlab config changed shape");
     std::fs::write(&lab.config, cfg.replacen("    protocol: C\n", "    protocol: C\n    disk: { fencing: resource-and-stonith }\n", 1))?;
-    for i in 0..2 {
-        lab.haadm_ok(i, &["create-md", "all"])?;
-    }
-    lab.start(0)?;
-    lab.start(1)?;
-    lab.wait_status(0, "r0 connected", Duration::from_secs(20), |s| field(&r0(s), "connection") == "Connected")?;
-    lab.haadm_ok(0, &["primary", "--overwrite-data-of-peer", "r0"])?;
-    lab.wait_status(1, "initial sync done", Duration::from_secs(60), |s| field(&r0(s), "disk") == "UpToDate")?;
-    lab.wait_status(0, "node1 holding the group", Duration::from_secs(20), |s| holding(s, "node1"))?;
+    lab.bring_up_group()?;
     Ok(lab)
 }
 

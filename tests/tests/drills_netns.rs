@@ -37,21 +37,7 @@ fn u64_at(v: &serde_json::Value, path: &[&str]) -> u64 {
 /// Two nodes up, r0 connected and in sync, the group (VIP + target) held by node1.
 fn lab_with_group(tag: &str) -> Result<NetLab> {
     let mut lab = NetLab::new(tag, DISK_SIZE, FENCE)?;
-    for i in 0..2 {
-        lab.haadm_ok(i, &["create-md", "all"])?;
-    }
-    lab.start(0)?;
-    lab.start(1)?;
-    lab.wait_status(0, "r0 connected", Duration::from_secs(20), |s| {
-        field(&r0(s), "connection") == "Connected"
-    })?;
-    lab.haadm_ok(0, &["primary", "--overwrite-data-of-peer", "r0"])?;
-    lab.wait_status(1, "initial sync done", Duration::from_secs(60), |s| {
-        field(&r0(s), "disk") == "UpToDate"
-    })?;
-    lab.wait_status(0, "node1 holding the group", Duration::from_secs(20), |s| {
-        holding(s, "node1")
-    })?;
+    lab.bring_up_group()?;
     Ok(lab)
 }
 

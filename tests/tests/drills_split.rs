@@ -53,15 +53,7 @@ fn split_brain_without_guard_is_detected_and_resolved_by_hand() -> Result<()> {
     let mut lab = NetLab::new("sb", 32 << 20, "")?;
     let cfg = std::fs::read_to_string(&lab.config)?;
     std::fs::write(&lab.config, cfg.replace("  stop-timeout: 20s\n", "  stop-timeout: 20s\n  unsafe-promote-without-guard: true\n"))?;
-    for i in 0..2 {
-        lab.haadm_ok(i, &["create-md", "all"])?;
-    }
-    lab.start(0)?;
-    lab.start(1)?;
-    lab.wait_status(0, "r0 connected", Duration::from_secs(20), |s| field(&r0(s), "connection") == "Connected")?;
-    lab.haadm_ok(0, &["primary", "--overwrite-data-of-peer", "r0"])?;
-    lab.wait_status(1, "initial sync done", Duration::from_secs(60), |s| field(&r0(s), "disk") == "UpToDate")?;
-    lab.wait_status(0, "node1 holding", Duration::from_secs(20), |s| holding(s, "node1"))?;
+    lab.bring_up_group()?;
 
     // Full partition between the nodes: replication link down (it carries heartbeat link 2), link 1 dropped.
     set_repl_link(&lab, false)?;

@@ -149,6 +149,18 @@ async fn local_volumes(resources: &Resources, names: &[String]) -> LocalVolumes 
     volumes_view(&snapshots)
 }
 
+/// Runs the configured fence command against `peer`; true when it confirmed the peer down. Like DRBD's
+/// fence-peer handler, the command learns whom to fence from the environment (HA_NODE, HA_PEER).
+pub(super) async fn run_fence_command(cmd: &str, me: &str, peer: &str) -> (bool, String) {
+    let st = tokio::process::Command::new("/bin/sh").arg("-c").arg(cmd).env("HA_NODE", me).env("HA_PEER", peer).status().await;
+    let fenced = matches!(&st, Ok(s) if s.success());
+    let outcome = match st {
+        Ok(s) => s.to_string(),
+        Err(e) => e.to_string(),
+    };
+    (fenced, format!("fence command `{cmd}`: {outcome}"))
+}
+
 /// Feeds the peer's published group state to the sequencer when it changed since the last call.
 fn feed_peer_state(d: &mut Driver, h: &HeartbeatHandle, last: &mut Option<Vec<u8>>) {
     let ps = h.peer_group_state();
@@ -261,19 +273,8 @@ impl Driver {
                         return;
                     }
                 }
-                // Like DRBD's fence-peer handler: the command learns whom to fence from the environment.
-                let st = tokio::process::Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .env("HA_NODE", &me)
-                    .env("HA_PEER", &peer)
-                    .status()
-                    .await;
-                let fenced = matches!(&st, Ok(s) if s.success());
-                detail.push(format!("fence command `{cmd}`: {}", match st {
-                    Ok(s) => s.to_string(),
-                    Err(e) => e.to_string(),
-                }));
+                let (fenced, outcome) = run_fence_command(cmd, &me, &peer).await;
+                detail.push(outcome);
                 ok &= fenced;
             }
             let _ = tx.send(Input::GuardResult { ok, detail: detail.join("; ") }).await;
@@ -442,7 +443,8 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
                         tokio::spawn(async move { let _ = tx.send(Input::Uplink(uplink(&nodes, t).await)).await; });
                     }
                     let phase = d.seq.phase();
-                    d.io_fence.tick(&resources, hb_handle.as_ref(), phase, last_peer_state.as_deref()).await;
+                    let peer_alive = d.peer_alive.load(std::sync::atomic::Ordering::Acquire);
+                    d.io_fence.tick(&resources, peer_alive, phase, d.peer_last.as_ref()).await;
                     let actions = d.seq.tick(Instant::now());
                     d.apply(actions);
                     let epoch = d.seq.status().epoch;

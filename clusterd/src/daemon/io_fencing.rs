@@ -17,8 +17,8 @@
 
 use super::resources::Resources;
 use crate::config::Fencing;
-use crate::failover::{DiskView, GroupState, Phase, decode_state};
-use crate::heartbeat::HeartbeatHandle;
+use super::cluster::run_fence_command;
+use crate::failover::{DiskView, GroupState, Phase};
 use replicator::engine::Verb;
 use replicator::machine::state::{ConnState, DiskState, Role};
 use std::collections::HashSet;
@@ -67,12 +67,11 @@ impl IoFencing {
         self.active() && peer.is_some_and(|p| p.phase == Phase::Holding)
     }
 
-    pub(super) async fn tick(&mut self, resources: &Resources, hb: Option<&HeartbeatHandle>, my_phase: Phase, peer_state: Option<&[u8]>) {
+    /// `peer_alive`: the peer is heard on a heartbeat link; `peer`: its newest group state.
+    pub(super) async fn tick(&mut self, resources: &Resources, peer_alive: bool, my_phase: Phase, peer: Option<&GroupState>) {
         if !self.active() {
             return;
         }
-        let peer_alive = hb.is_some_and(|h| h.status().peer_alive());
-        let peer = peer_state.and_then(|b| decode_state(b).ok());
         if let Some(rx) = self.fence_running.as_mut()
             && let Ok(fenced) = rx.try_recv()
         {
@@ -99,7 +98,7 @@ impl IoFencing {
                 && matches!(s.disk, DiskState::UpToDate | DiskState::Consistent)
                 && !my_phase.active()
                 && peer_alive
-                && peer.as_ref().is_some_and(|p| p.phase == Phase::Holding)
+                && peer.is_some_and(|p| p.phase == Phase::Holding)
                 && self.self_outdated.insert(name.clone())
             {
                 tracing::warn!(target: "failover", "{name}: the replication link to the holder {} is down while it is alive: outdating this disk (fencing resource-and-stonith), so the holder can resume its I/O", self.peer);
@@ -111,7 +110,7 @@ impl IoFencing {
         if !suspended {
             return;
         }
-        if peer_alive && peer.as_ref().is_some_and(|p| p.disk == DiskView::Outdated) {
+        if peer_alive && peer.is_some_and(|p| p.disk == DiskView::Outdated) {
             self.thaw_all(resources, "the peer outdated its disk").await;
             return;
         }
@@ -123,10 +122,9 @@ impl IoFencing {
             self.fence_running = Some(rx);
             let (me, peer) = (self.me.clone(), self.peer.clone());
             tokio::spawn(async move {
-                let st = tokio::process::Command::new("/bin/sh").arg("-c").arg(&cmd).env("HA_NODE", &me).env("HA_PEER", &peer).status().await;
-                let ok = matches!(&st, Ok(s) if s.success());
+                let (ok, outcome) = run_fence_command(&cmd, &me, &peer).await;
                 if !ok {
-                    tracing::error!(target: "failover", "fence command `{cmd}` did not confirm: {st:?}; I/O stays suspended");
+                    tracing::error!(target: "failover", "{outcome}: did not confirm; I/O stays suspended");
                 }
                 let _ = tx.send(ok);
             });

@@ -783,9 +783,13 @@ impl Node {
     }
 
     /// Tell the peer our role and disk (it shows them in status and uses them for safety checks).
+    /// The connection once its handshake is done.
+    pub(crate) fn up_conn(&self) -> Option<u64> {
+        self.link.as_ref().filter(|l| l.stage == Stage::Up).map(|l| l.conn)
+    }
+
     pub(crate) fn broadcast_state(&mut self) {
-        if let Some(l) = self.link.as_ref().filter(|l| l.stage == Stage::Up) {
-            let conn = l.conn;
+        if let Some(conn) = self.up_conn() {
             let frame = Frame::State { role: self.role.code(), disk: self.disk.code(), flags: self.state_flags() };
             self.send(conn, frame);
         }

@@ -10,7 +10,7 @@
 //! from the source again.
 
 use super::datapath::block_span;
-use super::node::{Action, Node, Purpose, Stage, BLOCK, RESYNC_CHUNK};
+use super::node::{Action, Node, Purpose, BLOCK, RESYNC_CHUNK};
 use super::state::{DiskState, ReplState};
 use super::uuids::Uuids;
 use crate::meta::bitmap::Bitmap;
@@ -29,7 +29,7 @@ impl Node {
         if self.repl != ReplState::SyncSource || self.sync_paused() {
             return;
         }
-        let Some(conn) = self.link.as_ref().filter(|l| l.stage == Stage::Up).map(|l| l.conn) else { return };
+        let Some(conn) = self.up_conn() else { return };
         let now = self.now_ms;
         let busy = now.saturating_sub(self.last_app_write_ms) < BUSY_MS && self.last_app_write_ms != 0;
         let window = if busy { WINDOW_BUSY } else { WINDOW_IDLE };

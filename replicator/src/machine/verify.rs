@@ -215,10 +215,6 @@ impl Node {
     pub(crate) fn verify_holds(&self, span: impl Fn(u64, u64) -> bool) -> bool {
         self.verify.as_ref().is_some_and(|v| v.inflight.iter().any(|(&o, c)| span(o, c.len)))
     }
-
-    fn up_conn(&self) -> Option<u64> {
-        self.link.as_ref().filter(|l| l.stage == super::node::Stage::Up).map(|l| l.conn)
-    }
 }
 
 #[cfg(test)]

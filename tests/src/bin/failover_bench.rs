@@ -75,15 +75,7 @@ fn initiator_cfg() -> InitiatorConfig {
 /// Two nodes up, r0 in sync, node1 holding the group.
 fn start_lab() -> Result<NetLab> {
     let mut lab = NetLab::new("fb", DISK_SIZE, FENCE)?;
-    for i in 0..2 {
-        lab.haadm_ok(i, &["create-md", "all"])?;
-    }
-    lab.start(0)?;
-    lab.start(1)?;
-    lab.wait_status(0, "r0 connected", Duration::from_secs(20), |s| field(&r0(s), "connection") == "Connected")?;
-    lab.haadm_ok(0, &["primary", "--overwrite-data-of-peer", "r0"])?;
-    lab.wait_status(1, "initial sync done", Duration::from_secs(60), |s| field(&r0(s), "disk") == "UpToDate")?;
-    lab.wait_status(0, "node1 holding the group", Duration::from_secs(20), |s| holding(s, "node1"))?;
+    lab.bring_up_group()?;
     Ok(lab)
 }
 
