@@ -23,10 +23,12 @@ struct Opts {
     cap_mib: u64,
     port: u16,
     seq_qd: u64,
+    disk_threads: usize,
+    direct: bool,
 }
 
 fn opts() -> Result<Opts> {
-    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8 };
+    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -39,6 +41,8 @@ fn opts() -> Result<Opts> {
             "--cap-mib" => o.cap_mib = v.parse()?,
             "--port" => o.port = v.parse()?,
             "--seq-qd" => o.seq_qd = v.parse()?,
+            "--disk-threads" => o.disk_threads = v.parse()?,
+            "--direct" => o.direct = v.parse()?,
             _ => bail!("unknown option {a}"),
         }
     }
@@ -67,7 +71,8 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
         local_addr: Some(addrs[me].parse().expect("addr")),
         peer_addr: Some(addrs[1 - me].parse().expect("addr")),
         handlers: Default::default(),
-        disk_threads: 4,
+        disk_threads: o.disk_threads,
+        direct_io: o.direct,
         connect: true,
         on_io_error: IoErrorPolicy::PassOn,
     }

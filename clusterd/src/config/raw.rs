@@ -87,6 +87,7 @@ pub(crate) struct RawStartup {
 pub(crate) struct RawDisk {
     pub on_io_error: Option<Scalar>,
     pub fencing: Option<Scalar>,
+    pub direct_io: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -75,6 +75,8 @@ pub struct StartupConfig {
 pub struct DiskConfig {
     pub on_io_error: OnIoError,
     pub fencing: Fencing,
+    /// Aligned requests of 64 KiB and more bypass the page cache (O_DIRECT); small ones never do.
+    pub direct_io: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +234,7 @@ pub(super) fn build_resource(
             Fencing::DontCare,
             Fencing::parse,
         )?,
+        direct_io: fields.flag("disk.direct-io", raw.disk.direct_io.as_ref(), false)?,
     };
     let net = build_net(&fields, &raw.net, nodes)?;
     let syncer = build_syncer(&fields, &raw.syncer)?;

@@ -66,7 +66,8 @@ fn every_field_is_typed() {
         r.disk,
         DiskConfig {
             on_io_error: OnIoError::PassOn,
-            fencing: Fencing::ResourceAndStonith
+            fencing: Fencing::ResourceAndStonith,
+            direct_io: false
         }
     );
     assert_eq!(
@@ -158,7 +159,8 @@ resources:
         r.disk,
         DiskConfig {
             on_io_error: OnIoError::PassOn,
-            fencing: Fencing::DontCare
+            fencing: Fencing::DontCare,
+            direct_io: false
         }
     );
     assert_eq!(r.syncer.rate, defaults::RATE);
@@ -285,4 +287,18 @@ fn durations_print_like_the_config() {
     assert_eq!(format_duration(Duration::from_secs(6)), "6s");
     assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
     assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+}
+
+#[test]
+fn direct_io_is_off_by_default_and_a_bad_value_names_the_field() {
+    let text = |v: &str| {
+        format!(
+            "nodes: [{{ name: solo }}]\nresources:\n  r0: {{ device: ha0, disk: {{ direct-io: {v} }}, on: {{ solo: {{ disk: d, address: \"10.0.0.1:7789\" }} }} }}\n  r1: {{ device: ha1, on: {{ solo: {{ disk: e, address: \"10.0.0.1:7790\" }} }} }}\n"
+        )
+    };
+    let cfg = load(&text("yes"));
+    assert!(cfg.resources["r0"].disk.direct_io);
+    assert!(!cfg.resources["r1"].disk.direct_io);
+    let e = HaConfig::from_str(&text("sometimes"), Path::new("/etc/ha/ha.yaml")).unwrap_err().to_string();
+    assert!(e.contains("/etc/ha/ha.yaml") && e.contains("resources.r0.disk.direct-io") && e.contains("sometimes"), "{e}");
 }

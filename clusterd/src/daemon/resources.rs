@@ -218,6 +218,7 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
         peer_addr: peer_on.map(|p| p.address),
         handlers: r.handlers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         disk_threads: 4,
+        direct_io: r.disk.direct_io,
         connect: peer_on.is_some(),
         on_io_error: match r.disk.on_io_error {
             crate::config::OnIoError::CallLocalIoError => IoErrorPolicy::CallLocalIoErrorHandler,

@@ -14,6 +14,11 @@ use std::sync::{Arc, Mutex};
 /// Size of every pooled buffer: one 1 MiB block plus room for a frame's fixed fields.
 pub const POOL_BUF: usize = 1024 * 1024 + 4096;
 
+/// Alignment O_DIRECT needs for memory on every device we care about (4 KiB covers 512-byte and 4 KiB
+/// logical blocks). Each pooled allocation carries this much slack so a window of [`POOL_BUF`] bytes can
+/// start wherever the caller needs the block data to be aligned.
+pub const DIRECT_ALIGN: usize = 4096;
+
 /// Free buffers kept for reuse; more in flight than this are simply freed when done.
 const MAX_FREE: usize = 32;
 
@@ -26,6 +31,8 @@ pub struct BufPool {
 /// A pooled buffer being filled; [`PoolBuf::freeze`] turns it into [`Bytes`].
 pub struct PoolBuf {
     buf: Vec<u8>,
+    /// Where the caller's window starts in `buf` (chosen for alignment).
+    start: usize,
     used: usize,
     pool: BufPool,
 }
@@ -38,16 +45,25 @@ impl BufPool {
     /// A buffer of exactly `len` bytes (contents unspecified: left over from an earlier use), or `None`
     /// if `len` is larger than [`POOL_BUF`].
     pub fn take(&self, len: usize) -> Option<PoolBuf> {
+        self.take_aligned(len, 0)
+    }
+
+    /// Like [`BufPool::take`], with byte `lead` of the window at a [`DIRECT_ALIGN`]-aligned address: a
+    /// frame whose block data follows `lead` bytes of fixed fields is received so that the data can go to
+    /// an O_DIRECT descriptor without a copy.
+    pub fn take_aligned(&self, len: usize, lead: usize) -> Option<PoolBuf> {
         if len > POOL_BUF {
             return None;
         }
         let reused = self.free.lock().ok().and_then(|mut f| f.pop());
-        let buf = reused.unwrap_or_else(|| vec![0u8; POOL_BUF]);
-        Some(PoolBuf { buf, used: len, pool: self.clone() })
+        let buf = reused.unwrap_or_else(|| vec![0u8; POOL_BUF + DIRECT_ALIGN]);
+        let at = (buf.as_ptr() as usize).wrapping_add(lead % DIRECT_ALIGN);
+        let start = (DIRECT_ALIGN - at % DIRECT_ALIGN) % DIRECT_ALIGN;
+        Some(PoolBuf { buf, start, used: len, pool: self.clone() })
     }
 
     fn give_back(&self, buf: Vec<u8>) {
-        if buf.len() != POOL_BUF {
+        if buf.len() != POOL_BUF + DIRECT_ALIGN {
             return;
         }
         if let Ok(mut f) = self.free.lock()
@@ -66,8 +82,8 @@ impl BufPool {
 impl PoolBuf {
     /// The `len` bytes asked for, to fill.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        let used = self.used;
-        &mut self.buf[..used]
+        let (start, used) = (self.start, self.used);
+        &mut self.buf[start..start + used]
     }
 
     /// Shareable, zero-copy view; the buffer returns to the pool when the last slice is dropped.
@@ -78,7 +94,7 @@ impl PoolBuf {
 
 impl AsRef<[u8]> for PoolBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.used]
+        &self.buf[self.start..self.start + self.used]
     }
 }
 
@@ -109,6 +125,17 @@ mod tests {
         let again = pool.take(100).unwrap();
         assert_eq!(again.as_ref().len(), 100);
         assert_eq!(pool.free_count(), 0, "the free buffer was reused");
+    }
+
+    #[test]
+    fn aligned_windows_put_the_requested_byte_on_a_4k_boundary() {
+        let pool = BufPool::new();
+        for lead in [0usize, 9, 20, 4095, 4096, 5000] {
+            let mut b = pool.take_aligned(POOL_BUF, lead).unwrap();
+            let s = b.as_mut_slice();
+            assert_eq!(s.len(), POOL_BUF);
+            assert_eq!((s.as_ptr() as usize + lead) % DIRECT_ALIGN, 0, "lead {lead}");
+        }
     }
 
     #[test]

@@ -12,7 +12,6 @@ use crate::machine::{IoFailure, NodeParams, Snapshot};
 use crate::meta::layout::MetaLocation;
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +31,8 @@ pub struct VolumeSpec {
     /// Configured handler commands by name (`split-brain`, `pri-lost-after-sb`, ...).
     pub handlers: BTreeMap<String, String>,
     pub disk_threads: usize,
+    /// Data I/O through O_DIRECT where offsets, lengths and buffers allow it (see [`disk`]).
+    pub direct_io: bool,
     /// Connect to the peer right away (`up` does; tests may not).
     pub connect: bool,
     /// What a failed local disk request does besides failing (see [`IoErrorPolicy`]).
@@ -100,7 +101,7 @@ pub(crate) struct Shared {
     pub name: String,
     pub size: u64,
     pub tx: std::sync::mpsc::Sender<Msg>,
-    pub data: Arc<File>,
+    pub data: Arc<disk::DataDisk>,
     pub local_reads: AtomicBool,
     pub snapshot: watch::Receiver<Snapshot>,
 }
@@ -135,7 +136,7 @@ impl Volume {
         }
         if self.shared.local_reads.load(Ordering::Acquire) {
             let file = Arc::clone(&self.shared.data);
-            return tokio::task::spawn_blocking(move || disk::read_at(&file, offset, len))
+            return tokio::task::spawn_blocking(move || file.read(offset, len))
                 .await
                 .map_err(|e| IoFailure::Io(e.to_string()))?
                 .map_err(|e| IoFailure::Io(e.to_string()));

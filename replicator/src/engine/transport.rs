@@ -6,7 +6,7 @@
 
 use super::bufpool::BufPool;
 use crate::machine::Input;
-use crate::wire::frame::{decode, decode_payload, encode_split, peek_header, Frame, WireError, HEADER_LEN};
+use crate::wire::frame::{block_data_lead, decode, decode_payload, encode_split, peek_header, Frame, WireError, HEADER_LEN};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -262,7 +262,7 @@ async fn read_frames<R: tokio::io::AsyncRead + Unpin>(mut rd: R, bufs: &BufPool,
                 continue;
             };
             if len >= POOLED_PAYLOAD
-                && let Some(mut payload) = bufs.take(len)
+                && let Some(mut payload) = bufs.take_aligned(len, block_data_lead(code))
             {
                 buf.advance(HEADER_LEN);
                 let have = buf.len().min(len);

@@ -63,6 +63,17 @@ pub const MAX_DIGEST: usize = 64;
 pub const SECTOR: usize = 512;
 /// Bytes of fixed fields ahead of the data in a Data frame (seq, offset, flags).
 pub const DATA_FIXED_LEN: usize = 20;
+/// Bytes of fixed fields ahead of the block data in a frame of kind `code` (0 for frames without block
+/// data). The receiver uses it to land block data on an aligned address (O_DIRECT without a copy).
+pub fn block_data_lead(code: u16) -> usize {
+    match code {
+        kind::DATA => DATA_FIXED_LEN,
+        kind::RS_DATA => 8,
+        kind::READ_REPLY => 9,
+        _ => 0,
+    }
+}
+
 /// Size of an AuthChallenge (DRBD 9 requires exactly 64).
 pub const CHALLENGE_LEN: usize = 64;
 /// Size of an AuthResponse: one HMAC-SHA1.
