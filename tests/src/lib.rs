@@ -163,6 +163,20 @@ impl Cluster {
     }
 
     /// SIGKILL, like a crash.
+    /// Metadata on both nodes, both daemons started, Connected, then node 0 made Primary with
+    /// `--force` (its data becomes the source of the initial full sync, which the caller waits for as
+    /// far as it needs).
+    pub fn up_connected_primary0(&mut self) -> Result<()> {
+        for i in 0..2 {
+            self.haadm_ok(i, &["create-md", "r0"])?;
+        }
+        self.start(0)?;
+        self.start(1)?;
+        self.wait_r0(1, "connected", Duration::from_secs(20), |r| field(r, "connection") == "Connected")?;
+        self.haadm_ok(0, &["primary", "--force", "r0"])?;
+        Ok(())
+    }
+
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
             let _ = c.kill();

@@ -14,13 +14,7 @@ fn primary_suspends_io_when_the_peer_dies_until_resume_io() -> Result<()> {
     let mut c = Cluster::new(32 << 20, "s3cret-fence", None)?;
     let yaml = std::fs::read_to_string(&c.config)?;
     std::fs::write(&c.config, yaml.replacen("    protocol: C\n", "    protocol: C\n    disk:\n      fencing: resource-and-stonith\n", 1))?;
-    for i in 0..2 {
-        c.haadm_ok(i, &["create-md", "r0"])?;
-    }
-    c.start(0)?;
-    c.start(1)?;
-    c.wait_r0(1, "connected", Duration::from_secs(20), |r| field(r, "connection") == "Connected")?;
-    c.haadm_ok(0, &["primary", "--force", "r0"])?;
+    c.up_connected_primary0()?;
     c.wait_r0(1, "in sync", Duration::from_secs(30), |r| field(r, "disk") == "UpToDate")?;
     let out = c.haadm_ok(0, &["resume-io", "r0"])?;
     ensure!(out.contains("not suspended"), "{out}");

@@ -18,13 +18,7 @@ fn pause_and_resume_sync_from_either_side() -> Result<()> {
     // 8 MiB/s: the 64 MiB initial sync takes ~8 s, long enough to pause it twice.
     let yaml = std::fs::read_to_string(&c.config)?;
     std::fs::write(&c.config, yaml.replace("rate: unlimited", "rate: 8M"))?;
-    for i in 0..2 {
-        c.haadm_ok(i, &["create-md", "r0"])?;
-    }
-    c.start(0)?;
-    c.start(1)?;
-    c.wait_r0(1, "connected", Duration::from_secs(20), |r| field(r, "connection") == "Connected")?;
-    c.haadm_ok(0, &["primary", "--force", "r0"])?;
+    c.up_connected_primary0()?;
     c.wait_r0(1, "syncing", Duration::from_secs(20), |r| field(r, "replication") == "SyncTarget")?;
 
     // Paused from the target: both sides show it, nothing moves.

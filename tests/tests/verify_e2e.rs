@@ -27,13 +27,7 @@ fn verify_finds_damaged_chunks_and_reconnect_repairs_them() -> Result<()> {
     let yaml = std::fs::read_to_string(&c.config)?;
     let handler = format!("    handlers:\n      out-of-sync: \"echo $HA_RESOURCE >> {}\"\n    on:\n", marker.display());
     std::fs::write(&c.config, yaml.replacen("    on:\n", &handler, 1))?;
-    for i in 0..2 {
-        c.haadm_ok(i, &["create-md", "r0"])?;
-    }
-    c.start(0)?;
-    c.start(1)?;
-    c.wait_r0(1, "connected", Duration::from_secs(20), |r| field(r, "connection") == "Connected")?;
-    c.haadm_ok(0, &["primary", "--force", "r0"])?;
+    c.up_connected_primary0()?;
     c.wait_r0(1, "initial sync done", Duration::from_secs(60), |r| field(r, "disk") == "UpToDate")?;
 
     // Refused where it could not be trusted.
@@ -91,13 +85,7 @@ fn received_blocks(c: &Cluster) -> Result<u64> {
 #[test]
 fn invalidate_and_invalidate_remote_resync_everything() -> Result<()> {
     let mut c = Cluster::new(32 << 20, "s3cret-invalidate", None)?;
-    for i in 0..2 {
-        c.haadm_ok(i, &["create-md", "r0"])?;
-    }
-    c.start(0)?;
-    c.start(1)?;
-    c.wait_r0(1, "connected", Duration::from_secs(20), |r| field(r, "connection") == "Connected")?;
-    c.haadm_ok(0, &["primary", "--force", "r0"])?;
+    c.up_connected_primary0()?;
     c.wait_r0(1, "initial sync done", Duration::from_secs(60), |r| field(r, "disk") == "UpToDate")?;
     let refused = c.haadm(0, &["invalidate", "r0"])?;
     ensure!(!refused.status.success(), "invalidate on the Primary must be refused");

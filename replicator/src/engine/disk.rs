@@ -83,10 +83,6 @@ impl DataDisk {
         !fua && len <= INLINE_MAX && !(self.direct.is_some() && direct_ok(offset, len))
     }
 
-    pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
-    }
-
     /// Read exactly `len` bytes at `offset`.
     pub fn read(&self, offset: u64, len: u64) -> io::Result<Bytes> {
         let n = usize::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "read too large"))?;
