@@ -2,6 +2,11 @@
 //! versus disconnected, through the `Volume` API the iSCSI target uses; then resync speed of N MiB of
 //! dirty blocks, unlimited and with a rate cap. Prints a table with ratios. Run via
 //! `tests/bench/replication.sh` (release build).
+//!
+//! `--peer-dir DIR` puts the Secondary's backing file elsewhere. WHY: on one machine both replicas
+//! otherwise share one disk, which then absorbs twice the bytes of the disconnected reference; with a
+//! reference that saturates the disk the ratio cannot exceed ~0.5 whatever the engine does. A separate
+//! device (the script uses tmpfs) stands for the peer's own disk on a second machine.
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -25,10 +30,11 @@ struct Opts {
     seq_qd: u64,
     disk_threads: usize,
     direct: bool,
+    peer_dir: Option<PathBuf>,
 }
 
 fn opts() -> Result<Opts> {
-    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false };
+    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false, peer_dir: None };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -43,10 +49,18 @@ fn opts() -> Result<Opts> {
             "--seq-qd" => o.seq_qd = v.parse()?,
             "--disk-threads" => o.disk_threads = v.parse()?,
             "--direct" => o.direct = v.parse()?,
+            "--peer-dir" => o.peer_dir = Some(PathBuf::from(v)),
             _ => bail!("unknown option {a}"),
         }
     }
     Ok(o)
+}
+
+fn disk_dir(o: &Opts, me: usize) -> &Path {
+    match (&o.peer_dir, me) {
+        (Some(d), 1) => d,
+        _ => &o.dir,
+    }
 }
 
 fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
@@ -65,8 +79,9 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
             resync_rate: rate,
             timing: Timing { connect_int_ms: 200, ..Timing::default() },
             verify_alg: "sha1".into(),
+            detach_on_io_error: false,
         },
-        data_path: o.dir.join(format!("{}.img", names[me])),
+        data_path: disk_dir(o, me).join(format!("{}.img", names[me])),
         meta: MetaLocation::Internal,
         local_addr: Some(addrs[me].parse().expect("addr")),
         peer_addr: Some(addrs[1 - me].parse().expect("addr")),
@@ -187,8 +202,9 @@ async fn main() -> Result<()> {
     // The engine's own log (resync start/finish with its measured rate) goes to stderr.
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,replicator=info".into())).with_writer(std::io::stderr).init();
     std::fs::create_dir_all(&o.dir)?;
-    for n in ["bench-a", "bench-b"] {
-        make_disk(&o.dir.join(format!("{n}.img")), o.size)?;
+    for (me, n) in ["bench-a", "bench-b"].iter().enumerate() {
+        std::fs::create_dir_all(disk_dir(&o, me))?;
+        make_disk(&disk_dir(&o, me).join(format!("{n}.img")), o.size)?;
     }
     let seq_bytes = (o.size / 2).min(1 << 30);
     let (a, b) = run_pair(&o, None).await?;
@@ -239,6 +255,7 @@ async fn main() -> Result<()> {
     b.down().await;
 
     println!();
+    println!("disks: Primary {}, Secondary {}", o.dir.display(), disk_dir(&o, 1).display());
     println!("| workload (engine API, {} MiB volume) | replicated (loopback TCP) | disconnected | ratio |", o.size >> 20);
     println!("|---|---|---|---|");
     println!("| 4 KiB random write, QD32 | {rep_4k:.0} IOPS | {solo_4k:.0} IOPS | {:.2} |", rep_4k / solo_4k);
@@ -249,5 +266,8 @@ async fn main() -> Result<()> {
     println!("| unlimited | {resync_mib:.0} MiB | {resync_unl:.0} MiB/s | disconnected 1 MiB write {solo_1m:.0} MiB/s | {:.2} |", resync_unl / solo_1m);
     println!("| capped at {} MiB/s | {dirty:.0} MiB | {capped:.1} MiB/s | cap {} MiB/s | {:.2} |", o.cap_mib, o.cap_mib, capped / o.cap_mib as f64);
     let _ = std::fs::remove_dir_all(&o.dir);
+    if let Some(d) = &o.peer_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
     Ok(())
 }

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Replication engine benchmark (issue: replicated >= 0.8 x disconnected; unlimited resync >= 80 % of the
 # disconnected write speed; a rate cap held within +-10 %). Release build; loopback only (127.0.0.1/.2).
+# Two passes: both replicas on the same disk (what one machine has), then the Secondary's replica on
+# tmpfs, standing for the peer's own disk on a second machine (see repl_bench.rs for why).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p ha-tests --bin repl-bench
 dir=$(mktemp -d /var/tmp/repl-bench.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
-"${CARGO_TARGET_DIR:-target}/release/repl-bench" --dir "$dir" "$@"
+peer=$(mktemp -d /dev/shm/repl-bench-peer.XXXXXX)
+trap 'rm -rf "$dir" "$peer"' EXIT
+bench="${CARGO_TARGET_DIR:-target}/release/repl-bench"
+echo "== pass 1: both replicas on the same disk"
+"$bench" --dir "$dir/same" "$@"
+echo
+echo "== pass 2: the Secondary's replica on its own device (tmpfs)"
+"$bench" --dir "$dir/split" --peer-dir "$peer/b" "$@"

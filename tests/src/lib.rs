@@ -136,8 +136,21 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: usize) -> Result<()> {
+        self.start_wrapped(i, &[])
+    }
+
+    /// Start node i's clusterd as the last argument of `wrapper` (e.g. `prlimit --fsize=N --`).
+    pub fn start_wrapped(&mut self, i: usize, wrapper: &[&str]) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.nodes[i].log)?;
-        let child = Command::new(bin("clusterd"))
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("clusterd"));
+                c
+            }
+            None => Command::new(bin("clusterd")),
+        };
+        let child = cmd
             .arg("--config")
             .arg(self.config_for(i))
             .arg("--node")

@@ -270,13 +270,6 @@ impl HaConfig {
                 ));
             }
         }
-        for r in self.resources.values().filter(|r| r.disk.on_io_error == OnIoError::Detach) {
-            out.push(format!(
-                "{}: resources.{}.disk.on-io-error: `detach` is not implemented in this release and is                  handled as `pass_on` (a failed request fails, its blocks are marked for resync from the                  peer; the disk stays attached)",
-                self.path.display(),
-                r.name
-            ));
-        }
         let in_group = |name: &str| self.group.as_ref().is_some_and(|g| g.resources.iter().any(|r| r == name));
         let fence_command = self.cluster.as_ref().is_some_and(|c| c.guard.fence_command.is_some());
         for r in self.resources.values() {

@@ -231,7 +231,7 @@ resources:
 }
 
 #[test]
-fn on_io_error_detach_is_warned_about_and_pass_on_is_the_default() {
+fn on_io_error_detach_is_accepted_and_pass_on_is_the_default() {
     let cfg = load(
         r#"
 nodes: [{ name: solo }]
@@ -240,13 +240,10 @@ resources:
   r1: { device: ha1, on: { solo: { disk: e, address: "10.0.0.1:7790" } } }
 "#,
     );
+    assert_eq!(cfg.resources["r0"].disk.on_io_error, OnIoError::Detach);
     assert_eq!(cfg.resources["r1"].disk.on_io_error, OnIoError::PassOn);
     let warnings = cfg.warnings();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].contains("resources.r0.disk.on-io-error") && warnings[0].contains("handled as `pass_on`"),
-        "{warnings:?}"
-    );
+    assert!(!warnings.iter().any(|w| w.contains("on-io-error")), "{warnings:?}");
 }
 
 #[test]

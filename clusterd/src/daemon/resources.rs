@@ -205,6 +205,7 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
             connect_int_ms: net.connect_int.as_millis() as u64,
         },
         verify_alg: r.syncer.verify_alg.to_string(),
+        detach_on_io_error: r.disk.on_io_error == crate::config::OnIoError::Detach,
     };
     let meta = match &me.meta_disk {
         MetaDisk::Internal => MetaLocation::Internal,
@@ -222,8 +223,8 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
         connect: peer_on.is_some(),
         on_io_error: match r.disk.on_io_error {
             crate::config::OnIoError::CallLocalIoError => IoErrorPolicy::CallLocalIoErrorHandler,
-            // `detach` is refused with a warning at load (config warnings) and handled as pass_on.
-            crate::config::OnIoError::PassOn | crate::config::OnIoError::Detach => IoErrorPolicy::PassOn,
+            crate::config::OnIoError::PassOn => IoErrorPolicy::PassOn,
+            crate::config::OnIoError::Detach => IoErrorPolicy::Detach,
         },
     })
 }

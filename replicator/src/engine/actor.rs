@@ -72,6 +72,8 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
     }
     let mut params = spec.params.clone();
     params.data_size = sb.data_size;
+    // The volume's policy is the one source of truth for the machine's detach behaviour.
+    params.detach_on_io_error = spec.on_io_error == IoErrorPolicy::Detach;
     let persisted = Persisted {
         uuids: Uuids { current: sb.current_uuid, bitmap: sb.bitmap_uuid, history: sb.history_uuids },
         flags: sb.flags,
@@ -91,6 +93,7 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         tx: tx.clone(),
         data: Arc::clone(&data),
         local_reads: node.local_reads_ok().into(),
+        retry_failed_reads: spec.on_io_error == IoErrorPolicy::Detach,
         snapshot: snap_rx,
     });
     let done_tx = tx.clone();
@@ -252,7 +255,11 @@ impl Actor {
         let quiet = self.last_io_error.is_none_or(|t| now.duration_since(t) >= IO_ERROR_HANDLER_EVERY);
         self.last_io_error = Some(now);
         if quiet {
-            tracing::error!(resource = %self.shared.name, "local disk I/O error: {error} (on-io-error {:?}; the request fails and its blocks are marked for resync)", self.on_io_error);
+            let what = match self.on_io_error {
+                IoErrorPolicy::Detach => "on-io-error detach: the disk is detached",
+                _ => "the request fails and its blocks are marked for resync",
+            };
+            tracing::error!(resource = %self.shared.name, "local disk I/O error: {error} ({what})");
         }
         if self.on_io_error == IoErrorPolicy::CallLocalIoErrorHandler
             && self.last_io_handler.is_none_or(|t| now.duration_since(t) >= IO_ERROR_HANDLER_EVERY)
@@ -282,6 +289,9 @@ impl Actor {
             Verb::Connect { discard_my_data } => {
                 if self.transport.is_none() {
                     return (Err(format!("{name}: no peer configured")), Vec::new());
+                }
+                if self.node.snapshot().disk == crate::machine::state::DiskState::Diskless {
+                    return (Err(format!("{name}: the local disk is detached; bring the resource down and up with a working disk")), Vec::new());
                 }
                 (Ok(format!("{name}: connecting")), self.node.step(Input::Connect { discard_my_data }))
             }

@@ -39,17 +39,19 @@ pub struct VolumeSpec {
     pub on_io_error: IoErrorPolicy,
 }
 
-/// DRBD's `on-io-error`, as far as this engine implements it. In every case the failed request is
-/// reported to its caller and the blocks it touched are marked out of sync (so a resync repairs them
-/// from the peer); nothing acknowledged is lost. `detach` (serving on from the peer's disk alone) is
-/// not implemented: the configuration layer says so when it is asked for.
+/// DRBD's `on-io-error`: what a failed local disk request does. Nothing acknowledged is lost in any
+/// case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoErrorPolicy {
-    /// Report the error upward only.
+    /// The request fails upward and the blocks it touched are marked out of sync (a resync repairs
+    /// them from the peer).
     #[default]
     PassOn,
-    /// Also run the `local-io-error` handler (at most once per [`IO_ERROR_HANDLER_EVERY`]).
+    /// As `PassOn`, and the `local-io-error` handler runs (at most once per [`IO_ERROR_HANDLER_EVERY`]).
     CallLocalIoErrorHandler,
+    /// The disk is dropped (Diskless); a Primary with an UpToDate peer serves on from the peer's disk
+    /// and the failed request is retried there (see `machine/detach.rs`).
+    Detach,
 }
 
 /// A failing disk fails every request: the handler runs once, then again only after this long.
@@ -103,6 +105,9 @@ pub(crate) struct Shared {
     pub tx: std::sync::mpsc::Sender<Msg>,
     pub data: Arc<disk::DataDisk>,
     pub local_reads: AtomicBool,
+    /// A failed fast-path read is retried through the state machine (which detaches the disk and
+    /// asks the peer) instead of failing.
+    pub retry_failed_reads: bool,
     pub snapshot: watch::Receiver<Snapshot>,
 }
 
@@ -136,10 +141,15 @@ impl Volume {
         }
         if self.shared.local_reads.load(Ordering::Acquire) {
             let file = Arc::clone(&self.shared.data);
-            return tokio::task::spawn_blocking(move || file.read(offset, len))
+            let local = tokio::task::spawn_blocking(move || file.read(offset, len))
                 .await
                 .map_err(|e| IoFailure::Io(e.to_string()))?
                 .map_err(|e| IoFailure::Io(e.to_string()));
+            if local.is_ok() || !self.shared.retry_failed_reads {
+                return local;
+            }
+            // on-io-error detach: the machine reads again; a second failure detaches the disk and
+            // the read is served by the peer.
         }
         let (reply, rx) = oneshot::channel();
         self.send(Msg::Read { offset, len, reply })?;

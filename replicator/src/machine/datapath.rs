@@ -72,6 +72,10 @@ impl Node {
     /// Issue a write; false if the activity log has no free slot right now (retry after a completion).
     fn try_start_write(&mut self, w: &PendingWrite) -> bool {
         let len = w.data.len() as u64;
+        if self.diskless() && !self.peer_receiving() {
+            self.complete(w.id, Err(IoFailure::NoData(DiskState::Diskless)));
+            return true;
+        }
         let first = (w.offset / AL_EXTENT_SIZE) as u32;
         let last = ((w.offset + len - 1) / AL_EXTENT_SIZE) as u32;
         match self.al.begin(first, last) {
@@ -93,8 +97,11 @@ impl Node {
         if !replicate {
             self.ensure_new_generation("peer not connected");
         }
-        let token = self.token(Purpose::AppWrite { id: w.id });
-        self.out.push(Action::DiskWrite { token, offset: w.offset, data: w.data.clone(), fua: w.fua });
+        let local = !self.diskless();
+        if local {
+            let token = self.token(Purpose::AppWrite { id: w.id });
+            self.out.push(Action::DiskWrite { token, offset: w.offset, data: w.data.clone(), fua: w.fua });
+        }
         let mut pending = 0u32;
         if replicate {
             let conn = self.link.as_ref().map(|l| l.conn).unwrap_or_default();
@@ -116,7 +123,7 @@ impl Node {
             offset: w.offset,
             len,
             extents: (first, last),
-            local_done: false,
+            local_done: !local,
             local_error: None,
             peer_pending: pending,
             replicated: replicate,
@@ -191,13 +198,19 @@ impl Node {
         }
         let Some(w) = self.writes.remove(&id) else { return };
         self.al.end(w.extents.0, w.extents.1);
-        let result = match w.local_error {
-            Some(e) => {
+        let result = match (self.diskless(), w.local_error) {
+            // Only the peer's disk counts now (a local copy, if any, is on a detached disk).
+            (true, _) if w.replicated => {
+                self.stats.written_bytes += w.len;
+                Ok(())
+            }
+            (true, _) => Err(IoFailure::NoData(DiskState::Diskless)),
+            (false, Some(e)) => {
                 // The local copy may now differ from the peer's: resync it later.
                 self.bitmap.set_range(w.offset, w.len);
                 Err(IoFailure::Io(e))
             }
-            None => {
+            (false, None) => {
                 if w.replicated {
                     self.clear_fully_covered(w.offset, w.len);
                 }
@@ -253,6 +266,12 @@ impl Node {
             }
         }
         self.pending_acks.clear();
+        if self.diskless() {
+            // The peer held the only copy: flushes waiting for it cannot succeed.
+            for f in self.flushes.values_mut().filter(|f| f.1) {
+                f.2 = Some("the peer was lost and the local disk is detached".into());
+            }
+        }
         let remote_reads: Vec<u64> = self.reads.drain().map(|(_, id)| id).collect();
         for id in remote_reads {
             self.out.push(Action::ReadDone { id, result: Err(IoFailure::NoData(self.disk)) });
@@ -272,9 +291,16 @@ impl Node {
     }
 
     pub(crate) fn on_app_flush(&mut self, id: u64) {
-        let token = self.token(Purpose::AppFlush { id });
-        self.out.push(Action::DiskFlush { token });
+        let local = !self.diskless();
         let peer = self.peer_receiving();
+        if !local && !peer {
+            self.complete(id, Err(IoFailure::NoData(DiskState::Diskless)));
+            return;
+        }
+        if local {
+            let token = self.token(Purpose::AppFlush { id });
+            self.out.push(Action::DiskFlush { token });
+        }
         if peer {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -282,7 +308,7 @@ impl Node {
             let conn = self.link.as_ref().map(|l| l.conn).unwrap_or_default();
             self.send(conn, Frame::Flush { seq });
         }
-        self.flushes.insert(id, (false, peer, None));
+        self.flushes.insert(id, (!local, peer, None));
     }
 
     pub(crate) fn app_flush_local_done(&mut self, id: u64, result: Result<(), String>) {
@@ -383,7 +409,7 @@ impl Node {
             || (self.disk == DiskState::Inconsistent && range_in_sync)
             || (self.disk.is_consistent() && !peer_can_serve);
         if local_ok {
-            let token = self.token(Purpose::AppRead { id });
+            let token = self.token(Purpose::AppRead { id, offset, len });
             self.out.push(Action::DiskRead { token, offset, len });
         } else if peer_can_serve {
             let seq = self.next_seq;

@@ -27,7 +27,7 @@ const UF_CRASHED_PRIMARY: u64 = 2;
 
 impl Node {
     pub(crate) fn on_transport_up(&mut self, conn: u64) {
-        if self.conn == ConnState::StandAlone {
+        if self.conn == ConnState::StandAlone || self.diskless() {
             // Not wanted: refuse it.
             self.out.push(Action::Close { conn });
             return;
@@ -449,7 +449,11 @@ impl Node {
                         return;
                     }
                 }
+                let peer_disk_was = self.peer_disk;
                 self.peer_disk = DiskState::from_code(disk).unwrap_or(DiskState::DUnknown);
+                if self.peer_disk == DiskState::Diskless && peer_disk_was != DiskState::Diskless {
+                    self.on_peer_detached();
+                }
                 self.changed();
                 self.set_peer_paused(flags & super::node::STATE_SYNC_PAUSED != 0);
                 self.abort_verify_if_peer_primary();
@@ -569,8 +573,12 @@ impl Node {
         self.repl = ReplState::Off;
         self.resync = None;
         self.target_progress = None;
-        if retry {
+        if retry && !self.diskless() {
             self.set_conn(ConnState::Connecting);
+        } else if self.diskless() {
+            // Nothing to resync with: a detached node stays StandAlone until it is brought up again.
+            self.out.push(Action::SetConnecting(false));
+            self.set_conn(ConnState::StandAlone);
         }
         self.peer_lost_for_inflight();
         self.changed();

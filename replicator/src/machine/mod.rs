@@ -7,6 +7,7 @@ pub mod uuids;
 pub mod node;
 
 mod datapath;
+mod detach;
 mod link;
 mod resync;
 mod verify;

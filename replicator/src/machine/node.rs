@@ -72,6 +72,9 @@ pub struct NodeParams {
     pub resync_rate: Option<u64>,
     pub timing: Timing,
     pub verify_alg: String,
+    /// `on-io-error detach`: a local disk error drops the disk (see `detach.rs`); otherwise the
+    /// failed request fails upward and its blocks are marked for resync.
+    pub detach_on_io_error: bool,
 }
 
 /// The superblock fields the state machine owns.
@@ -198,7 +201,7 @@ pub struct Snapshot {
 pub(crate) enum Purpose {
     AppWrite { id: u64 },
     AppFlush { id: u64 },
-    AppRead { id: u64 },
+    AppRead { id: u64, offset: u64, len: u64 },
     PeerWrite { conn: u64, seq: u64, offset: u64, len: u64 },
     PeerFlush { conn: u64, seq: u64 },
     PeerRead { conn: u64, seq: u64 },
@@ -206,6 +209,23 @@ pub(crate) enum Purpose {
     ResyncRead { conn: u64, offset: u64 },
     VerifyLocal { offset: u64 },
     PeerVerifyRead { conn: u64, offset: u64, len: u64 },
+}
+
+impl Purpose {
+    /// What the request was, for log lines.
+    pub(crate) fn what(&self) -> &'static str {
+        match self {
+            Purpose::AppWrite { .. } => "application write",
+            Purpose::AppFlush { .. } => "application flush",
+            Purpose::AppRead { .. } => "application read",
+            Purpose::PeerWrite { .. } => "write for the peer",
+            Purpose::PeerFlush { .. } => "flush for the peer",
+            Purpose::PeerRead { .. } => "read for the peer",
+            Purpose::ResyncWrite { .. } => "resync write",
+            Purpose::ResyncRead { .. } => "resync read",
+            Purpose::VerifyLocal { .. } | Purpose::PeerVerifyRead { .. } => "verify read",
+        }
+    }
 }
 
 /// An application write in flight.
@@ -419,7 +439,12 @@ impl Node {
             Input::DiskDone { token, result } => self.on_disk_done(token, result),
             Input::Tick { now_ms } => self.on_tick(now_ms),
         }
-        std::mem::take(&mut self.out)
+        let mut out = std::mem::take(&mut self.out);
+        if self.diskless() {
+            // A detached disk is not written again, its metadata included.
+            out.retain(|a| !matches!(a, Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_)));
+        }
+        out
     }
 
     /// Result of a verb, for the control API (checked before the verb is fed as an input).
@@ -527,6 +552,10 @@ impl Node {
     fn on_connect_verb(&mut self, discard_my_data: bool) {
         if self.p.peer.is_none() {
             self.log(true, "connect: this resource has no peer configured".into());
+            return;
+        }
+        if self.diskless() {
+            self.log(true, format!("{}: connect refused: the local disk is detached (bring the resource down and up with a working disk)", self.p.resource));
             return;
         }
         self.discard_my_data = discard_my_data;
@@ -700,10 +729,29 @@ impl Node {
             self.log(true, format!("completion for unknown disk token {token}"));
             return;
         };
+        if let Err(e) = &result
+            && self.local_io_failed(purpose.what(), e)
+        {
+            match purpose {
+                // Masked where the peer serves: a write completes on the peer's acknowledgement alone
+                // (see `maybe_complete_write`), a flush on the peer's, a read is retried on the peer;
+                // otherwise they fail (see `detach.rs`).
+                Purpose::AppWrite { id } => self.app_write_local_done(id, result.map(|_| ())),
+                Purpose::AppFlush { id } => {
+                    let r = if self.peer_receiving() { Ok(()) } else { result.map(|_| ()) };
+                    self.app_flush_local_done(id, r)
+                }
+                Purpose::AppRead { id, offset, len } => self.on_app_read(id, offset, len),
+                // Requests for the peer, the resync and a verify: the link is gone or the verify
+                // aborted; nothing to answer.
+                _ => {}
+            }
+            return;
+        }
         match purpose {
             Purpose::AppWrite { id } => self.app_write_local_done(id, result.map(|_| ())),
             Purpose::AppFlush { id } => self.app_flush_local_done(id, result.map(|_| ())),
-            Purpose::AppRead { id } => self.app_read_done(id, result),
+            Purpose::AppRead { id, .. } => self.app_read_done(id, result),
             Purpose::PeerWrite { conn, seq, offset, len } => self.peer_write_done(conn, seq, offset, len, result.map(|_| ())),
             Purpose::PeerFlush { conn, seq } => {
                 self.send(conn, Frame::FlushAck { seq, ok: result.is_ok() });

@@ -59,6 +59,13 @@ impl Model {
         }
     }
 
+    /// Whether sector `s` may read back as write `id` (its last acknowledged write or a later one
+    /// whose fate is unknown).
+    pub fn allows(&self, s: u64, id: u64) -> bool {
+        let sec = &self.sectors[s as usize];
+        id == sec.acked || sec.maybe.contains(&id)
+    }
+
     /// Check a copy of the device against the model.
     pub fn check(&self, data: &[u8], who: &str) -> Result<(), String> {
         for (i, sec) in self.sectors.iter().enumerate() {

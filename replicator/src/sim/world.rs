@@ -150,6 +150,8 @@ pub struct World {
     held: [Vec<(u64, Frame)>; 2],
     fifo_at: [u64; 2],
     pub crash_next_step: [bool; 2],
+    /// The node's data disk fails every request (`on-io-error` scenarios); it keeps its old contents.
+    pub disk_failed: [bool; 2],
     pub done: Vec<AppDone>,
     pub trace: Vec<String>,
     pub size: u64,
@@ -169,6 +171,7 @@ pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
         resync_rate: None,
         timing: Timing { ping_int_ms: 300, ping_timeout_ms: 300, timeout_ms: 400, ko_count: 3, connect_int_ms: 100 },
         verify_alg: "sha1".into(),
+        detach_on_io_error: false,
     }
 }
 
@@ -209,6 +212,7 @@ impl World {
             held: [Vec::new(), Vec::new()],
             fifo_at: [0, 0],
             crash_next_step: [false, false],
+            disk_failed: [false, false],
             done: Vec::new(),
             trace: Vec::new(),
             size,
@@ -492,6 +496,10 @@ impl World {
                         continue;
                     }
                     let Some(io) = self.nodes[node].as_mut().and_then(|n| n.pending.remove(&token)) else { continue };
+                    if self.disk_failed[node] {
+                        self.input(node, Input::DiskDone { token, result: Err("injected I/O error".into()) });
+                        continue;
+                    }
                     let result = match io {
                         Io::Write { offset, data } => {
                             self.data[node][offset as usize..offset as usize + data.len()].copy_from_slice(&data);
