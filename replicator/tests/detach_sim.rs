@@ -208,6 +208,11 @@ impl Run {
         self.w.crash(x);
         self.w.disk_failed[x] = false;
         self.w.start(x);
+        // The detach marked the metadata (here on a separate device, as with an external meta-disk).
+        let back = self.w.snapshot(x).ok_or("restart failed")?;
+        if back.disk != DiskState::Outdated {
+            return Err(format!("node{x} came back on its stale disk as {} instead of Outdated", back.disk));
+        }
         self.w.input(x, Input::Connect { discard_my_data: false });
         self.wait("resync after the repair", 120_000, |w| w.converged())?;
         if self.w.data[0] != self.w.data[1] {

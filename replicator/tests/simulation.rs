@@ -2,7 +2,8 @@
 //!
 //! Every seed: initial full sync, then a random schedule of application writes/reads/flushes with
 //! partitions (both ways, one way), crashes at random points (also in the middle of a metadata write),
-//! restarts and latency spikes; some seeds also force a split brain. Afterwards the faults heal and the
+//! restarts and latency spikes, data disks that start failing every request (`on-io-error detach`; the
+//! node is restarted on its old contents later); some seeds also force a split brain. Afterwards the faults heal and the
 //! checks run: no acknowledged write lost (read back on both disks), both replicas byte-identical after
 //! the final resync, and a split brain under the `disconnect` policy was reported (StandAlone, flagged)
 //! and nothing was synced until an operator resolved it.
@@ -17,7 +18,7 @@ use replicator::machine::policy::Policies;
 use replicator::machine::state::{ConnState, DiskState, Role};
 use replicator::machine::Input;
 use replicator::sim::model::{fill, tag, Model};
-use replicator::sim::world::{AppDone, World, SECTOR};
+use replicator::sim::world::{params, AppDone, World, SECTOR};
 use std::collections::HashMap;
 
 const SIZE: u64 = 16 << 20;
@@ -41,6 +42,7 @@ struct Stats {
     partitions: u64,
     failovers: u64,
     split_brains: u64,
+    disk_failures: u64,
 }
 
 struct SplitState {
@@ -51,8 +53,16 @@ struct SplitState {
 
 impl Run {
     fn new(seed: u64) -> Run {
+        // `on-io-error detach` everywhere: it only matters once a data disk fails (a chaos fault below).
+        let mut params = [params(0, SIZE, Policies::default()), params(1, SIZE, Policies::default())];
+        for p in &mut params {
+            p.detach_on_io_error = true;
+        }
+        let mut w = World::with_params(seed, SIZE, AL_EXTENTS, params);
+        w.start(0);
+        w.start(1);
         Run {
-            w: World::new(seed, SIZE, AL_EXTENTS, Policies::default()),
+            w,
             model: Model::new(SIZE),
             next_id: 1,
             inflight: HashMap::new(),
@@ -167,6 +177,8 @@ impl Run {
 
     fn chaos(&mut self, t_end: u64, allow_split: bool) -> Result<(), String> {
         let mut restart_at: [Option<u64>; 2] = [None, None];
+        // A failed data disk is replaced (the node restarted on its old contents) at this time.
+        let mut repair_at: [Option<u64>; 2] = [None, None];
         let mut heal_at: Option<u64> = None;
         let mut split_planned = allow_split && self.w.rng.chance(0.25);
         while self.w.now < t_end {
@@ -179,6 +191,15 @@ impl Run {
                     restart_at[i] = None;
                     self.w.start(i);
                     self.w.input(i, Input::Connect { discard_my_data: false });
+                }
+            }
+            for i in 0..2 {
+                if repair_at[i].is_some_and(|t| t <= now) {
+                    repair_at[i] = None;
+                    self.w.note(format!("node{i}: failed disk repaired; restarting the node"));
+                    self.w.crash(i);
+                    self.w.disk_failed[i] = false;
+                    restart_at[i] = Some(now + 10);
                 }
             }
             if heal_at.is_some_and(|t| t <= now) {
@@ -228,7 +249,17 @@ impl Run {
                     self.stats.crashes += 1;
                     restart_at[i] = Some(now + 50 + self.w.rng.below(1500));
                 }
-            } else if split_planned && r < 9 && heal_at.is_none() && self.w.nodes.iter().all(Option::is_some) {
+            } else if r == 7 && repair_at.iter().all(Option::is_none) {
+                let i = self.w.rng.below(2) as usize;
+                if self.w.nodes[i].is_some() && restart_at[i].is_none() {
+                    self.w.note(format!("node{i}: data disk starts failing"));
+                    self.w.disk_failed[i] = true;
+                    self.stats.disk_failures += 1;
+                    repair_at[i] = Some(now + 200 + self.w.rng.below(2000));
+                }
+            } else if split_planned && r < 9 && heal_at.is_none() && self.w.nodes.iter().all(Option::is_some) && repair_at.iter().all(Option::is_none) {
+                // (Not with a detached disk: a Diskless node stays StandAlone, so there is no split
+                // brain to detect.)
                 split_planned = false;
                 self.force_split_brain()?;
             }
@@ -345,6 +376,12 @@ impl Run {
 
     fn finish(&mut self) -> Result<(), String> {
         self.w.crash_next_step = [false, false];
+        for i in 0..2 {
+            if self.w.disk_failed[i] {
+                self.w.crash(i);
+                self.w.disk_failed[i] = false;
+            }
+        }
         self.w.set_path(0, true);
         self.w.set_path(1, true);
         for i in 0..2 {
@@ -394,6 +431,7 @@ fn many_seeds_no_acked_write_lost_replicas_identical_split_brain_never_silent() 
                 total.partitions += s.partitions;
                 total.failovers += s.failovers;
                 total.split_brains += s.split_brains;
+                total.disk_failures += s.disk_failures;
             }
             Err((e, trace)) => panic!("{}", report(seed, &e, &trace)),
         }

@@ -5,7 +5,10 @@
 //!
 //! Invariants:
 //! - A Diskless node issues no data I/O and no metadata writes (the disk is not trusted any more;
-//!   [`Node::step`] drops persist actions).
+//!   [`Node::step`] drops persist actions) except one, issued as it detaches when the peer goes on
+//!   without this disk: a best-effort superblock write marking the disk Outdated, so that if the
+//!   metadata still takes writes (external meta-disk, or an error confined to the data area) a restart
+//!   on the stale disk cannot promote it.
 //! - A Diskless Primary acknowledges a write only when the peer acknowledged it stable; without the
 //!   peer every request fails (there is no copy it could be served from).
 //! - The peer, told that the Primary's disk is gone, starts a new data generation and marks every block
@@ -16,6 +19,7 @@
 
 use super::node::{Action, Node};
 use super::state::{ConnState, DiskState, ReplState, Role};
+use crate::meta::superblock::flags;
 use crate::wire::frame::Frame;
 
 impl Node {
@@ -36,6 +40,13 @@ impl Node {
             && self.peer_receiving()
             && self.repl == ReplState::Established
             && self.peer_disk == DiskState::UpToDate;
+        // The last metadata write this disk gets (kept by `step`, see `detach_mark`): Outdated where the
+        // peer goes on without it. Not on a Primary that stops serving: its disk holds the newest data
+        // (what it acknowledged while disconnected), and a restart on it must be able to promote it.
+        if serve || self.role != Role::Primary {
+            self.persist_flags(self.persisted.flags | flags::OUTDATED);
+        }
+        self.detach_mark = Some(self.out.len());
         self.disk = DiskState::Diskless;
         self.last_error = Some(format!("local disk detached after an I/O error ({what}: {error})"));
         if let Some(v) = self.verify.take() {

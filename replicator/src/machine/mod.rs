@@ -8,6 +8,7 @@ pub mod node;
 
 mod datapath;
 mod detach;
+mod verbs;
 mod link;
 mod resync;
 mod verify;

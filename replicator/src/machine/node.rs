@@ -339,6 +339,9 @@ pub struct Node {
     /// Set while write acknowledgements are held back (see [`NodeParams::freeze_io_on_peer_loss`]).
     pub(crate) frozen: Option<String>,
     pub(crate) held: Vec<(u64, Result<(), IoFailure>)>,
+    /// Set in the step that detaches the disk: how many of that step's actions (up to and including
+    /// the Outdated mark) may still write metadata.
+    pub(crate) detach_mark: Option<usize>,
     pub(crate) out: Vec<Action>,
 }
 
@@ -397,6 +400,7 @@ impl Node {
             peer_verifying: false,
             frozen: None,
             held: Vec::new(),
+            detach_mark: None,
             out: Vec::new(),
         };
         // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
@@ -441,34 +445,16 @@ impl Node {
         }
         let mut out = std::mem::take(&mut self.out);
         if self.diskless() {
-            // A detached disk is not written again, its metadata included.
-            out.retain(|a| !matches!(a, Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_)));
+            // A detached disk is not written again, its metadata included; what this step emitted up
+            // to the detach (and the Outdated mark) still goes out.
+            let keep = self.detach_mark.take().unwrap_or(0);
+            let mut k = 0;
+            out.retain(|a| {
+                k += 1;
+                k <= keep || !matches!(a, Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_))
+            });
         }
         out
-    }
-
-    /// Result of a verb, for the control API (checked before the verb is fed as an input).
-    pub fn check_primary(&self, force: bool) -> Result<(), String> {
-        if self.role == Role::Primary {
-            return Ok(());
-        }
-        if self.peer_role == Role::Primary {
-            return Err("the peer is Primary; demote it first (single-primary mode)".into());
-        }
-        if self.disk == DiskState::UpToDate || force {
-            if self.disk == DiskState::Diskless {
-                return Err("no local disk".into());
-            }
-            if force && self.repl == ReplState::SyncTarget {
-                return Err("a resync into this disk is running; it is Inconsistent until the resync ends".into());
-            }
-            return Ok(());
-        }
-        Err(match self.disk {
-            DiskState::Inconsistent => "local disk is Inconsistent: refusing to promote (use --force only to make this node's data the source of an initial sync)".into(),
-            DiskState::Outdated => "local disk is Outdated: the peer has newer data; connect to it, or use --force to override".into(),
-            d => format!("local disk is {d}, not UpToDate: the peer may have newer data; connect to it first, or use --force"),
-        })
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -545,167 +531,6 @@ impl Node {
     /// Nothing is in flight (used by `down` and by tests).
     pub fn idle(&self) -> bool {
         self.writes.is_empty() && self.waiting.is_empty() && self.flushes.is_empty() && self.tokens.is_empty()
-    }
-
-    // ---- verbs -----------------------------------------------------------------------------------
-
-    fn on_connect_verb(&mut self, discard_my_data: bool) {
-        if self.p.peer.is_none() {
-            self.log(true, "connect: this resource has no peer configured".into());
-            return;
-        }
-        if self.diskless() {
-            self.log(true, format!("{}: connect refused: the local disk is detached (bring the resource down and up with a working disk)", self.p.resource));
-            return;
-        }
-        self.discard_my_data = discard_my_data;
-        self.split_brain = false;
-        self.last_error = None;
-        if self.conn == ConnState::StandAlone {
-            self.set_conn(ConnState::Connecting);
-            self.out.push(Action::SetConnecting(true));
-        }
-    }
-
-    fn on_disconnect_verb(&mut self) {
-        self.out.push(Action::SetConnecting(false));
-        if let Some(l) = self.link.as_ref() {
-            let conn = l.conn;
-            self.send(conn, Frame::Abort { code: super::link::ABORT_RETRY, reason: "peer disconnected by administrator".into() });
-            self.drop_link("disconnected by administrator", false);
-        }
-        self.set_conn(ConnState::StandAlone);
-    }
-
-    fn on_primary(&mut self, force: bool) {
-        if let Err(e) = self.check_primary(force) {
-            self.log(true, format!("primary refused: {e}"));
-            return;
-        }
-        if self.role == Role::Primary {
-            return;
-        }
-        if self.disk != DiskState::UpToDate {
-            // Forced: this node's data becomes the reference; the peer gets everything.
-            self.log(true, format!("primary --force: local disk was {}; it becomes the sync source for a full sync", self.disk));
-            let fresh = self.fresh_uuid();
-            let mut u = self.persisted.uuids;
-            u.new_current_for_full_sync(fresh, true);
-            self.bitmap.set_all();
-            self.bitmap.mark_all_pages_dirty();
-            self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
-            self.disk = DiskState::UpToDate;
-            self.role = Role::Primary;
-            let fl = (self.persisted.flags | flags::CONSISTENT | flags::WAS_UP_TO_DATE | flags::PRIMARY_IND)
-                & !(flags::OUTDATED | flags::AL_CLEAN);
-            self.persisted.uuids = u;
-            self.persist_flags(fl);
-            // Renegotiate so that the handshake makes us the full-sync source.
-            if self.link.is_some() {
-                self.drop_link("renegotiating after a forced promotion", true);
-            }
-        } else {
-            self.role = Role::Primary;
-            self.persisted.uuids.set_role_bit(true);
-            // From here on the activity log is live: a crash must replay it.
-            self.persist_flags((self.persisted.flags | flags::PRIMARY_IND) & !flags::AL_CLEAN);
-        }
-        self.broadcast_state();
-        self.changed();
-        self.resync_marked_from_primary();
-    }
-
-    /// Blocks marked out of sync on an established link of one generation only move at a handshake,
-    /// and only from a Primary (see `handshake_decide`). When a Primary appears, renegotiate so that
-    /// they move now instead of staying marked until the next disconnect.
-    pub(crate) fn resync_marked_from_primary(&mut self) {
-        let established = self.repl == ReplState::Established && self.link.as_ref().is_some_and(|l| l.stage == Stage::Up);
-        let someone_primary = self.role == Role::Primary || self.peer_role == Role::Primary;
-        if established && someone_primary && self.bitmap.count() > 0 && self.verify.is_none() {
-            let n = self.bitmap.count();
-            self.drop_link(&format!("renegotiating: {n} block(s) marked out of sync and a Primary to resync them from"), true);
-        }
-    }
-
-    fn on_secondary(&mut self) {
-        if self.role != Role::Primary {
-            return;
-        }
-        self.fail_held("demoted while write acknowledgements were held");
-        if !self.writes.is_empty() || !self.waiting.is_empty() {
-            self.log(true, "secondary refused: writes are still in flight".into());
-            return;
-        }
-        self.role = Role::Secondary;
-        self.persisted.uuids.set_role_bit(false);
-        self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
-        self.persist_flags((self.persisted.flags & !flags::PRIMARY_IND) | flags::AL_CLEAN);
-        self.broadcast_state();
-        self.changed();
-    }
-
-    /// Whether `invalidate` (or `-remote`) may run now, and why not.
-    pub fn check_invalidate(&self, remote: bool) -> Result<(), String> {
-        if self.conn != ConnState::Connected || self.repl != ReplState::Established || self.verify.is_some() {
-            return Err(format!("needs an established connection with no resync or verify running (connection {}, replication {})", self.conn, self.repl));
-        }
-        if self.disk != DiskState::UpToDate || self.peer_disk != DiskState::UpToDate {
-            return Err(format!("both disks must be UpToDate (local {}, peer {})", self.disk, self.peer_disk));
-        }
-        match (remote, self.role) {
-            (false, Role::Primary) => Err("this node is Primary: its disk cannot be made Inconsistent under the application (demote it, or run invalidate-remote here)".into()),
-            (true, r) if r != Role::Primary => Err("invalidate-remote runs on the Primary (its data becomes the source)".into()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Marks every block out of sync and reconnects. `invalidate`: this disk turns Inconsistent first, so
-    /// the handshake's disk-state rule makes it the SyncTarget and the peer sends everything.
-    /// `invalidate-remote` (on the Primary): same generation with every block marked, so the
-    /// handshake resyncs everything from the Primary into the peer.
-    fn on_invalidate(&mut self, remote: bool) {
-        if let Err(e) = self.check_invalidate(remote) {
-            self.log(true, format!("{}: invalidate refused: {e}", self.p.resource));
-            return;
-        }
-        self.bitmap.set_all();
-        self.bitmap.mark_all_pages_dirty();
-        self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
-        if !remote {
-            self.disk = DiskState::Inconsistent;
-            self.persist_flags(self.persisted.flags & !(flags::CONSISTENT | flags::WAS_UP_TO_DATE));
-        }
-        let what = if remote { "the peer's disk is resynced fully from here" } else { "this disk is resynced fully from the peer" };
-        self.log(true, format!("{}: invalidate: {what}", self.p.resource));
-        self.drop_link(if remote { "invalidate-remote" } else { "invalidate" }, true);
-    }
-
-    fn on_outdate(&mut self) {
-        if self.role == Role::Primary || !self.disk.is_consistent() {
-            self.log(true, format!("outdate refused: role {} disk {}", self.role, self.disk));
-            return;
-        }
-        self.disk = DiskState::Outdated;
-        self.persist_flags(self.persisted.flags | flags::OUTDATED);
-        self.broadcast_state();
-        self.changed();
-    }
-
-    fn on_down(&mut self) {
-        self.fail_held("going down while write acknowledgements were held");
-        self.on_disconnect_verb();
-        self.fail_waiting(IoFailure::Down);
-        if self.role == Role::Primary && self.writes.is_empty() {
-            self.role = Role::Secondary;
-            self.persisted.uuids.set_role_bit(false);
-        }
-        self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
-        let mut fl = self.persisted.flags;
-        if self.role == Role::Secondary && self.writes.is_empty() {
-            fl = (fl & !flags::PRIMARY_IND) | flags::AL_CLEAN;
-        }
-        self.persist_flags(fl);
-        self.changed();
     }
 
     fn on_tick(&mut self, now_ms: u64) {

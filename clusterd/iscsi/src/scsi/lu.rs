@@ -344,7 +344,7 @@ impl LogicalUnit {
             H::PrOut => reservation::persistent_reserve_out(self, nexus, c, &cmd.data_out).await,
             H::ReportLuns => super::target::report_luns(c, luns),
             H::ReportTargetPortGroups => inquiry::report_target_port_groups(self, nexus, c),
-            H::ReportSupportedOpcodes => opcodes::report_supported_opcodes(c),
+            H::ReportSupportedOpcodes => opcodes::report_supported_opcodes(c, self.thin()),
         }
     }
 

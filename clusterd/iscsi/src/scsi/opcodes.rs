@@ -570,8 +570,23 @@ fn timeouts_descriptor() -> [u8; 12] {
     t
 }
 
-/// REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35).
-pub fn report_supported_opcodes(cdb: &[u8; 16]) -> CmdResult {
+/// What a LU implements of a table entry: None when the command is not implemented there (UNMAP on a
+/// fully provisioned LU), else the CDB usage data (WRITE SAME's UNMAP bit only where it is honoured).
+fn implemented_usage(info: &CommandInfo, thin: bool) -> Option<Vec<u8>> {
+    let mut u = usage_data(info);
+    if !thin {
+        match info.opcode {
+            op::UNMAP => return None,
+            op::WRITE_SAME_10 | op::WRITE_SAME_16 => u[1] &= !0x08,
+            _ => {}
+        }
+    }
+    Some(u)
+}
+
+/// REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35). `thin`: the LU implements UNMAP and WRITE SAME with
+/// UNMAP; otherwise they are left out, so what is reported equals what the LU executes.
+pub fn report_supported_opcodes(cdb: &[u8; 16], thin: bool) -> CmdResult {
     let rctd = cdb[2] & 0x80 != 0;
     let options = cdb[2] & 0x07;
     let req_op = cdb[3];
@@ -580,7 +595,7 @@ pub fn report_supported_opcodes(cdb: &[u8; 16]) -> CmdResult {
     let mut out = Vec::new();
     match options {
         0 => {
-            for info in COMMANDS {
+            for info in COMMANDS.iter().filter(|i| implemented_usage(i, thin).is_some()) {
                 let mut d = [0u8; 8];
                 d[0] = info.opcode;
                 d[2..4].copy_from_slice(&info.service_action.unwrap_or(0).to_be_bytes());
@@ -610,12 +625,12 @@ pub fn report_supported_opcodes(cdb: &[u8; 16]) -> CmdResult {
                 _ => COMMANDS
                     .iter()
                     .find(|c| c.opcode == req_op && c.service_action == Some(req_sa)),
-            };
+            }
+            .and_then(|info| implemented_usage(info, thin));
             let mut hdr = [0u8; 4];
             match found {
-                Some(info) => {
+                Some(usage) => {
                     hdr[1] = 0x03 | if rctd { 0x80 } else { 0 };
-                    let usage = usage_data(info);
                     hdr[2..4].copy_from_slice(&(usage.len() as u16).to_be_bytes());
                     out.extend_from_slice(&hdr);
                     out.extend_from_slice(&usage);
@@ -686,13 +701,34 @@ mod tests {
         cdb[0] = 0xA3;
         cdb[1] = 0x0C;
         cdb[6..10].copy_from_slice(&65536u32.to_be_bytes());
-        let data = report_supported_opcodes(&cdb).unwrap();
+        let data = report_supported_opcodes(&cdb, true).unwrap();
         let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
         assert_eq!(len, COMMANDS.len() * 8);
         assert_eq!(data.len(), len + 4);
         cdb[2] = 0x80;
-        let data = report_supported_opcodes(&cdb).unwrap();
+        let data = report_supported_opcodes(&cdb, true).unwrap();
         assert_eq!(data.len(), 4 + COMMANDS.len() * 20);
+    }
+
+    #[test]
+    fn rsoc_on_a_thick_lu_leaves_out_what_it_does_not_execute() {
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0xA3;
+        cdb[1] = 0x0C;
+        cdb[6..10].copy_from_slice(&65536u32.to_be_bytes());
+        let data = report_supported_opcodes(&cdb, false).unwrap();
+        let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        assert_eq!(len, (COMMANDS.len() - 1) * 8);
+        assert!(data[4..].chunks(8).all(|d| d[0] != op::UNMAP));
+        cdb[2] = 1;
+        cdb[3] = op::UNMAP;
+        assert_eq!(report_supported_opcodes(&cdb, false).unwrap()[1] & 0x07, 1, "UNMAP not supported");
+        assert_eq!(report_supported_opcodes(&cdb, true).unwrap()[1] & 0x07, 3);
+        for ws in [op::WRITE_SAME_10, op::WRITE_SAME_16] {
+            cdb[3] = ws;
+            assert_eq!(report_supported_opcodes(&cdb, false).unwrap()[5] & 0x08, 0, "no UNMAP bit on a thick LU");
+            assert_eq!(report_supported_opcodes(&cdb, true).unwrap()[5] & 0x08, 0x08);
+        }
     }
 
     #[test]
@@ -703,20 +739,20 @@ mod tests {
         cdb[6..10].copy_from_slice(&512u32.to_be_bytes());
         cdb[2] = 1;
         cdb[3] = op::READ_10;
-        let d = report_supported_opcodes(&cdb).unwrap();
+        let d = report_supported_opcodes(&cdb, true).unwrap();
         assert_eq!(d[1] & 0x07, 3);
         assert_eq!(u16::from_be_bytes([d[2], d[3]]), 10);
         assert_eq!(d[4], op::READ_10);
         cdb[3] = 0xFF; // unsupported opcode
-        assert_eq!(report_supported_opcodes(&cdb).unwrap()[1] & 0x07, 1);
+        assert_eq!(report_supported_opcodes(&cdb, true).unwrap()[1] & 0x07, 1);
         cdb[3] = op::PERSISTENT_RESERVE_IN; // has SAs: option 1 is invalid
-        assert!(report_supported_opcodes(&cdb).is_err());
+        assert!(report_supported_opcodes(&cdb, true).is_err());
         cdb[2] = 2;
         cdb[4..6].copy_from_slice(&3u16.to_be_bytes());
-        let d = report_supported_opcodes(&cdb).unwrap();
+        let d = report_supported_opcodes(&cdb, true).unwrap();
         assert_eq!(d[1] & 0x07, 3);
         assert_eq!(&d[4..6], &[0x5E, 0x03]);
         cdb[4..6].copy_from_slice(&9u16.to_be_bytes());
-        assert_eq!(report_supported_opcodes(&cdb).unwrap()[1] & 0x07, 1);
+        assert_eq!(report_supported_opcodes(&cdb, true).unwrap()[1] & 0x07, 1);
     }
 }
