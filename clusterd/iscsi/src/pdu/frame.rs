@@ -96,6 +96,33 @@ pub fn decode_frame(
     }))
 }
 
+/// The header of a Data-Out PDU at the front of `buf` whose data segment (`.1` bytes, at least `min`)
+/// may be read by the caller straight into the command's buffer instead of through [`decode_frame`]:
+/// the BHS is complete, there is no AHS and no digest (those PDUs take the ordinary path), and the
+/// length is within the negotiated limit. The BHS is still in `buf`; padding follows the segment.
+pub fn peek_data_out(
+    buf: &[u8],
+    digests: DigestConfig,
+    max_data_len: u32,
+    min: u32,
+) -> Option<(super::DataOut, u32)> {
+    let head = buf.get(..BHS_LEN)?;
+    if head[0] & 0x3f != super::opcode::DATA_OUT || digests.header || digests.data {
+        return None;
+    }
+    let mut bhs = [0u8; BHS_LEN];
+    bhs.copy_from_slice(head);
+    let lengths = bhs_lengths(&bhs);
+    let limit = max_data_len.min(MAX_DATA_SEGMENT_LEN);
+    if lengths.ahs_len != 0 || lengths.data_len < min || lengths.data_len > limit {
+        return None;
+    }
+    match Pdu::from_bhs(&bhs) {
+        Ok(Pdu::DataOut(d)) => Some((d, lengths.data_len)),
+        _ => None,
+    }
+}
+
 fn be32_at(b: &[u8], at: usize) -> u32 {
     // Callers guarantee `at + 4 <= b.len()` from the length computation above.
     let mut v = [0u8; 4];

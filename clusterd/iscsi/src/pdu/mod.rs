@@ -9,7 +9,7 @@
 pub mod frame;
 pub mod types;
 
-pub use frame::{DigestConfig, Frame, OutgoingPdu, decode_frame, encode};
+pub use frame::{DigestConfig, Frame, OutgoingPdu, decode_frame, encode, peek_data_out};
 pub use types::*;
 
 /// Length of the Basic Header Segment.

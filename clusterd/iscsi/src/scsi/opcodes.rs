@@ -595,7 +595,10 @@ pub fn report_supported_opcodes(cdb: &[u8; 16], thin: bool) -> CmdResult {
     let mut out = Vec::new();
     match options {
         0 => {
-            for info in COMMANDS.iter().filter(|i| implemented_usage(i, thin).is_some()) {
+            for info in COMMANDS
+                .iter()
+                .filter(|i| implemented_usage(i, thin).is_some())
+            {
                 let mut d = [0u8; 8];
                 d[0] = info.opcode;
                 d[2..4].copy_from_slice(&info.service_action.unwrap_or(0).to_be_bytes());
@@ -722,12 +725,23 @@ mod tests {
         assert!(data[4..].chunks(8).all(|d| d[0] != op::UNMAP));
         cdb[2] = 1;
         cdb[3] = op::UNMAP;
-        assert_eq!(report_supported_opcodes(&cdb, false).unwrap()[1] & 0x07, 1, "UNMAP not supported");
+        assert_eq!(
+            report_supported_opcodes(&cdb, false).unwrap()[1] & 0x07,
+            1,
+            "UNMAP not supported"
+        );
         assert_eq!(report_supported_opcodes(&cdb, true).unwrap()[1] & 0x07, 3);
         for ws in [op::WRITE_SAME_10, op::WRITE_SAME_16] {
             cdb[3] = ws;
-            assert_eq!(report_supported_opcodes(&cdb, false).unwrap()[5] & 0x08, 0, "no UNMAP bit on a thick LU");
-            assert_eq!(report_supported_opcodes(&cdb, true).unwrap()[5] & 0x08, 0x08);
+            assert_eq!(
+                report_supported_opcodes(&cdb, false).unwrap()[5] & 0x08,
+                0,
+                "no UNMAP bit on a thick LU"
+            );
+            assert_eq!(
+                report_supported_opcodes(&cdb, true).unwrap()[5] & 0x08,
+                0x08
+            );
         }
     }
 

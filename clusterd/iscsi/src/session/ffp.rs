@@ -19,22 +19,24 @@ use tokio_util::sync::CancellationToken;
 
 use super::cmdsn::{CmdSequencer, Submitted, WindowCounters};
 use super::transfer::{
-    CommandOutcome, MAX_WRITE_BYTES, ResponseContext, TransferError, TransferLimits,
-    WriteCollector, build_response,
+    CommandOutcome, DIRECT_COLLECT_MIN, MAX_WRITE_BYTES, ResponseContext, TransferError,
+    TransferLimits, WriteCollector, build_response,
 };
 use super::writer::{Outbound, Stat, run_writer};
 use super::{ConnError, Established, decode_lun, unregister};
 use crate::login::{Digest, SessionParams, SessionType};
 use crate::pdu::{
     BHS_LEN, DataOut, DigestConfig, Frame, NopIn, Pdu, PduError, R2t, RESERVED_TAG, Reject,
-    ScsiCommandPdu, decode_frame,
+    ScsiCommandPdu, decode_frame, peek_data_out,
 };
 use crate::scsi::{ItNexus, ScsiCommand, ScsiTarget};
 use crate::server::TargetServer;
 
 mod control;
+mod directed;
 mod job;
 
+use directed::Directed;
 use job::CommandJob;
 
 /// Reject reasons (RFC 7143 §11.17.1).
@@ -248,6 +250,21 @@ impl Conn {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             loop {
+                if let Some((d, len)) = peek_data_out(
+                    &buf,
+                    self.digests,
+                    self.params.max_recv_data_segment_length,
+                    DIRECT_COLLECT_MIN,
+                ) {
+                    match self
+                        .directed_data_out(&mut rd, &mut buf, &d, len, shutdown)
+                        .await?
+                    {
+                        Directed::Done => continue,
+                        Directed::Closed => return Ok(false),
+                        Directed::No => {}
+                    }
+                }
                 let mut header = [0u8; BHS_LEN];
                 if let Some(h) = buf.get(..BHS_LEN) {
                     header.copy_from_slice(h);

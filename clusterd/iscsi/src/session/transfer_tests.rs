@@ -292,3 +292,79 @@ fn residuals_and_sense() {
     };
     assert_eq!((r.status, r.exp_data_sn, r.residual), (0, 3, 0));
 }
+
+/// A large write collects into one buffer: segments read "from the socket" through `dest_for` +
+/// `commit_data_out` and segments handed over as PDUs end up in the same place, in offset order, and a
+/// PDU failing a check is never given a window (the ordinary path then reports the error).
+#[test]
+fn large_writes_collect_into_one_buffer_read_in_place() {
+    let edtl = 1 << 20;
+    let seg = 256 * 1024;
+    let mut c = WriteCollector::new(
+        edtl,
+        bytes(seg as usize, 1),
+        true,
+        limits(false, seg, edtl, 1),
+    )
+    .unwrap();
+    let mut alloc = ttt_alloc();
+    let r2t = c.next_r2ts(&mut alloc)[0];
+    assert_eq!((r2t.offset, r2t.len), (seg, edtl - seg));
+    // Wrong DataSN / offset: no window, nothing changes.
+    assert!(c.dest_for(&dout(r2t.ttt, 1, seg, false), seg).is_none());
+    assert!(
+        c.dest_for(&dout(r2t.ttt, 0, seg + 512, false), seg)
+            .is_none()
+    );
+    assert!(
+        c.dest_for(&dout(RESERVED_TAG, 0, seg, false), seg)
+            .is_none()
+    );
+    // In place: the caller appends exactly the segment, then commits.
+    let w = c
+        .dest_for(&dout(r2t.ttt, 0, seg, false), seg)
+        .expect("window");
+    assert_eq!(w.len(), seg as usize, "immediate data already in place");
+    w.extend_from_slice(&vec![2u8; seg as usize]);
+    c.commit_data_out(&dout(r2t.ttt, 0, seg, false), seg);
+    // Ordinary PDU path into the same buffer.
+    c.on_data_out(&dout(r2t.ttt, 1, 2 * seg, false), bytes(seg as usize, 3))
+        .unwrap();
+    let last = dout(r2t.ttt, 2, 3 * seg, true);
+    assert_eq!(
+        c.on_data_out(&dout(r2t.ttt, 2, 3 * seg, false), bytes(seg as usize, 4)),
+        Err(TransferError::FinalBit)
+    );
+    let w = c.dest_for(&last, seg).expect("window");
+    w.extend_from_slice(&vec![4u8; seg as usize]);
+    c.commit_data_out(&last, seg);
+    assert!(c.is_complete());
+    let data = c.into_data();
+    assert_eq!(data.len(), edtl as usize);
+    for (k, v) in [1u8, 2, 3, 4].iter().enumerate() {
+        let s = k * seg as usize;
+        assert!(
+            data[s..s + seg as usize].iter().all(|b| b == v),
+            "segment {k}"
+        );
+    }
+}
+
+#[test]
+fn small_or_single_pdu_writes_keep_their_segments() {
+    let c = WriteCollector::new(8192, bytes(4096, 1), true, limits(false, 4096, 8192, 1)).unwrap();
+    let mut c2 = c;
+    let r2t = c2.next_r2ts(&mut ttt_alloc())[0];
+    assert!(
+        c2.dest_for(&dout(r2t.ttt, 0, 4096, true), 4096).is_none(),
+        "below DIRECT_COLLECT_MIN"
+    );
+    let big = DIRECT_COLLECT_MIN * 2;
+    let imm = bytes(big as usize, 5);
+    let c = WriteCollector::new(big, imm.clone(), true, limits(false, big, big, 1)).unwrap();
+    assert_eq!(
+        c.into_data().as_ptr(),
+        imm.as_ptr(),
+        "all in one PDU: passed through, no copy"
+    );
+}

@@ -1,0 +1,85 @@
+//! The direct path for large Data-Out segments: read from the socket straight into the command's
+//! buffer (see `WriteCollector::dest_for`), one copy where the ordinary path copies into the receive
+//! buffer and later joins the segments.
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio_util::sync::CancellationToken;
+
+use super::{Conn, ConnError, TaskState};
+use crate::pdu::{BHS_LEN, DataOut, pad_len};
+use std::time::Instant;
+
+/// Outcome of [`Conn::directed_data_out`].
+pub(super) enum Directed {
+    /// The PDU was consumed.
+    Done,
+    /// Not a PDU for the direct path: decode it as usual.
+    No,
+    /// The connection ended meanwhile.
+    Closed,
+}
+
+impl Conn {
+    /// Reads a large Data-Out segment straight from the socket into its command's buffer (one copy,
+    /// where the ordinary path copies into the receive buffer and later joins the segments). Only for
+    /// a PDU that passes every check the ordinary path makes; anything else is left to that path.
+    pub(super) async fn directed_data_out(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        buf: &mut BytesMut,
+        d: &DataOut,
+        len: u32,
+        shutdown: &CancellationToken,
+    ) -> Result<Directed, ConnError> {
+        let Some(task) = self.tasks.get_mut(&d.itt) else {
+            return Ok(Directed::No);
+        };
+        let TaskState::Collecting(Some(col)) = &mut task.state else {
+            return Ok(Directed::No);
+        };
+        let Some(dest) = col.dest_for(d, len) else {
+            return Ok(Directed::No);
+        };
+        let seg = len as usize;
+        buf.advance(BHS_LEN);
+        let have = buf.len().min(seg);
+        dest.extend_from_slice(&buf[..have]);
+        buf.advance(have);
+        let end = dest.len() + (seg - have);
+        while dest.len() < end {
+            let want = end - dest.len();
+            let mut window = (&mut *dest).limit(want);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Directed::Closed),
+                _ = self.conn_closed.cancelled() => return Ok(Directed::Closed),
+                n = tokio::io::AsyncReadExt::read_buf(rd, &mut window) => {
+                    if n? == 0 {
+                        return Ok(Directed::Closed);
+                    }
+                }
+            }
+        }
+        let pad = pad_len(seg);
+        while buf.len() < pad {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Directed::Closed),
+                _ = self.conn_closed.cancelled() => return Ok(Directed::Closed),
+                n = tokio::io::AsyncReadExt::read_buf(rd, buf) => {
+                    if n? == 0 {
+                        return Ok(Directed::Closed);
+                    }
+                }
+            }
+        }
+        buf.advance(pad);
+        col.commit_data_out(d, len);
+        let admitted = task.admitted;
+        self.last_rx = Instant::now();
+        self.ping = None;
+        if admitted {
+            self.progress(d.itt).await?;
+        }
+        Ok(Directed::Done)
+    }
+}
