@@ -10,7 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use iscsi_target::login::text::{encode_text, parse_text};
 use iscsi_target::pdu::{
-    DataOut, DigestConfig, Frame, LoginRequest, LogoutRequest, NopOut, Pdu, PduError, RESERVED_TAG,
+    DataOut, DigestConfig, Frame, LoginRequest, LogoutRequest, NopOut, Pdu, PduError, R2t, RESERVED_TAG,
     ScsiCommandPdu, decode_frame, encode,
 };
 use std::time::Duration;
@@ -513,6 +513,53 @@ impl Initiator {
     /// SYNCHRONIZE CACHE(10) of the whole LU.
     pub async fn sync_cache(&mut self) -> Result<(), InitiatorError> {
         self.command(cdb10(0x35, 0, 0), None, 0).await.map(|_| ())
+    }
+
+    /// Test support for protocol-violation tests: a WRITE(10) of `blocks` blocks sent without data;
+    /// returns the target's first R2T.
+    pub async fn write10_until_r2t(&mut self, lba: u32, block_size: u32, blocks: u16) -> Result<R2t, InitiatorError> {
+        let itt = self.take_itt();
+        let cmd = Pdu::ScsiCommand(ScsiCommandPdu {
+            immediate: false,
+            final_bit: true,
+            read: false,
+            write: true,
+            task_attr: 1,
+            lun: 0,
+            itt,
+            expected_data_len: u32::from(blocks) * block_size,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            cdb: cdb10(0x2a, lba, blocks),
+        });
+        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        self.send(&cmd, Bytes::new()).await?;
+        loop {
+            let frame = tokio::time::timeout(self.cfg.io_timeout, self.recv()).await.map_err(|_| InitiatorError::Timeout("R2T"))??;
+            let Some(frame) = self.housekeeping(frame).await? else { continue };
+            return match frame.pdu {
+                Pdu::R2t(r) if r.itt == itt => Ok(r),
+                other => Err(InitiatorError::Protocol(format!("expected an R2T, got opcode {:#x}", other.opcode()))),
+            };
+        }
+    }
+
+    /// Test support: raw bytes on the connection (a PDU cut short, say).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), InitiatorError> {
+        Ok(self.stream.write_all(bytes).await?)
+    }
+
+    /// Test support: waits up to `limit` for the target to close the connection (true if it did).
+    pub async fn closed_by_target_within(&mut self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut scratch = [0u8; 4096];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {} // NOP-In pings and the like
+            }
+        }
     }
 
     /// TEST UNIT READY; used after login to consume a pending unit attention.

@@ -180,3 +180,42 @@ fn large_multi_pdu_writes_land_intact() -> Result<()> {
     }
     Ok(())
 }
+
+/// An initiator that stops sending inside a large Data-Out PDU (whose segment the target reads straight
+/// into the command's buffer) is dropped after the keepalive's allowance (ping interval + timeout), as
+/// on the ordinary path, and the target serves new sessions afterwards.
+#[test]
+fn an_initiator_stalled_inside_a_data_out_pdu_is_dropped() -> Result<()> {
+    use bytes::Bytes;
+    use ha_tests::initiator::{Initiator, InitiatorConfig};
+    use iscsi_target::pdu::{DataOut, DigestConfig, Pdu, encode};
+    use std::time::{Duration, Instant};
+    let images = [("open.img", 64 << 20), ("chap.img", 1 << 20), ("name.img", 1 << 20), ("net.img", 1 << 20)];
+    let mut s = Standalone::new(&targets_yaml(), &images, &[("alice.secret", ALICE_SECRET), ("target.secret", TARGET_SECRET)])?;
+    // A short keepalive, so the allowance is 2 s.
+    let cfg_text = std::fs::read_to_string(&s.config)?;
+    std::fs::write(&s.config, cfg_text.replace("targets:\n", "iscsi:\n  nop-interval: 1s\n  nop-timeout: 1s\ntargets:\n"))?;
+    s.start()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let cfg = InitiatorConfig::new(&format!("127.0.0.1:{}", s.port), OPEN);
+    rt.block_on(async {
+        let mut ini = Initiator::connect(&cfg).await?;
+        ini.test_unit_ready().await.ok();
+        let r2t = ini.write10_until_r2t(0, 512, 2048).await?;
+        anyhow::ensure!(r2t.desired_len >= 256 * 1024, "R2T for {} bytes", r2t.desired_len);
+        let seg = 256 * 1024;
+        let d = DataOut { final_bit: false, itt: r2t.itt, ttt: r2t.ttt, data_sn: 0, buffer_offset: r2t.buffer_offset, ..DataOut::default() };
+        let pdu = encode(&Pdu::DataOut(d), Bytes::from(vec![0x5a; seg]), DigestConfig::default())?.to_vec();
+        // The header and the first 8 KiB of the segment, then nothing.
+        ini.send_raw(&pdu[..48 + 8192]).await?;
+        let t0 = Instant::now();
+        anyhow::ensure!(ini.closed_by_target_within(Duration::from_secs(10)).await, "the target kept a stalled connection");
+        anyhow::ensure!(t0.elapsed() >= Duration::from_millis(1500), "dropped before the keepalive allowance: {:?}", t0.elapsed());
+        let mut again = Initiator::connect(&cfg).await?;
+        again.test_unit_ready().await.ok();
+        again.write10(0, 512, Bytes::from(vec![1u8; 4096])).await?;
+        anyhow::Ok(())
+    })?;
+    anyhow::ensure!(s.log().contains("stopped sending inside a Data-Out PDU"), "{}", s.log());
+    Ok(())
+}

@@ -41,6 +41,16 @@ impl Conn {
         let Some(dest) = col.dest_for(d, len) else {
             return Ok(Directed::No);
         };
+        // The main loop's keepalive does not run meanwhile: an initiator that stops sending inside the
+        // segment is given what keepalive would give it (a ping interval and its timeout), then dropped.
+        let cfg = &self.server.config;
+        let stall = (!cfg.nop_interval.is_zero()).then(|| cfg.nop_interval + cfg.nop_timeout);
+        let stalled = || async move {
+            match stall {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
         let seg = len as usize;
         buf.advance(BHS_LEN);
         let have = buf.len().min(seg);
@@ -53,6 +63,7 @@ impl Conn {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Directed::Closed),
                 _ = self.conn_closed.cancelled() => return Ok(Directed::Closed),
+                _ = stalled() => return Err(ConnError::Protocol("initiator stopped sending inside a Data-Out PDU".into())),
                 n = tokio::io::AsyncReadExt::read_buf(rd, &mut window) => {
                     if n? == 0 {
                         return Ok(Directed::Closed);
@@ -65,6 +76,7 @@ impl Conn {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Directed::Closed),
                 _ = self.conn_closed.cancelled() => return Ok(Directed::Closed),
+                _ = stalled() => return Err(ConnError::Protocol("initiator stopped sending inside a Data-Out PDU".into())),
                 n = tokio::io::AsyncReadExt::read_buf(rd, buf) => {
                     if n? == 0 {
                         return Ok(Directed::Closed);
