@@ -290,8 +290,8 @@ impl Actor {
                 if self.transport.is_none() {
                     return (Err(format!("{name}: no peer configured")), Vec::new());
                 }
-                if self.node.snapshot().disk == crate::machine::state::DiskState::Diskless {
-                    return (Err(format!("{name}: the local disk is detached; bring the resource down and up with a working disk")), Vec::new());
+                if let Err(e) = self.node.check_connect() {
+                    return (Err(format!("{name}: {e}")), Vec::new());
                 }
                 (Ok(format!("{name}: connecting")), self.node.step(Input::Connect { discard_my_data }))
             }

@@ -31,13 +31,20 @@ impl Node {
         })
     }
 
-    pub(crate) fn on_connect_verb(&mut self, discard_my_data: bool) {
+    /// Whether `connect` may run now, and why not.
+    pub fn check_connect(&self) -> Result<(), String> {
         if self.p.peer.is_none() {
-            self.log(true, "connect: this resource has no peer configured".into());
-            return;
+            return Err("this resource has no peer configured".into());
         }
         if self.diskless() {
-            self.log(true, format!("{}: connect refused: the local disk is detached (bring the resource down and up with a working disk)", self.p.resource));
+            return Err("the local disk is detached; bring the resource down and up with a working disk".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_connect_verb(&mut self, discard_my_data: bool) {
+        if let Err(e) = self.check_connect() {
+            self.log(true, format!("{}: connect refused: {e}", self.p.resource));
             return;
         }
         self.discard_my_data = discard_my_data;

@@ -698,12 +698,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rsoc_all_lists_every_entry() {
+    /// REPORT SUPPORTED OPERATION CODES with allocation length `alloc`, option 0.
+    fn rsoc_cdb(alloc: u32) -> [u8; 16] {
         let mut cdb = [0u8; 16];
         cdb[0] = 0xA3;
         cdb[1] = 0x0C;
-        cdb[6..10].copy_from_slice(&65536u32.to_be_bytes());
+        cdb[6..10].copy_from_slice(&alloc.to_be_bytes());
+        cdb
+    }
+
+    #[test]
+    fn rsoc_all_lists_every_entry() {
+        let mut cdb = rsoc_cdb(65536);
         let data = report_supported_opcodes(&cdb, true).unwrap();
         let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
         assert_eq!(len, COMMANDS.len() * 8);
@@ -715,10 +721,7 @@ mod tests {
 
     #[test]
     fn rsoc_on_a_thick_lu_leaves_out_what_it_does_not_execute() {
-        let mut cdb = [0u8; 16];
-        cdb[0] = 0xA3;
-        cdb[1] = 0x0C;
-        cdb[6..10].copy_from_slice(&65536u32.to_be_bytes());
+        let mut cdb = rsoc_cdb(65536);
         let data = report_supported_opcodes(&cdb, false).unwrap();
         let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
         assert_eq!(len, (COMMANDS.len() - 1) * 8);
@@ -747,10 +750,7 @@ mod tests {
 
     #[test]
     fn rsoc_one_command() {
-        let mut cdb = [0u8; 16];
-        cdb[0] = 0xA3;
-        cdb[1] = 0x0C;
-        cdb[6..10].copy_from_slice(&512u32.to_be_bytes());
+        let mut cdb = rsoc_cdb(512);
         cdb[2] = 1;
         cdb[3] = op::READ_10;
         let d = report_supported_opcodes(&cdb, true).unwrap();

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Conn, ConnError, TaskState};
 use crate::pdu::{BHS_LEN, DataOut, pad_len};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Outcome of [`Conn::directed_data_out`].
 pub(super) enum Directed {
@@ -45,43 +45,23 @@ impl Conn {
         // segment is given what keepalive would give it (a ping interval and its timeout), then dropped.
         let cfg = &self.server.config;
         let stall = (!cfg.nop_interval.is_zero()).then(|| cfg.nop_interval + cfg.nop_timeout);
-        let stalled = || async move {
-            match stall {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
         let seg = len as usize;
         buf.advance(BHS_LEN);
         let have = buf.len().min(seg);
         dest.extend_from_slice(&buf[..have]);
         buf.advance(have);
         let end = dest.len() + (seg - have);
+        let closed = &self.conn_closed;
         while dest.len() < end {
             let want = end - dest.len();
-            let mut window = (&mut *dest).limit(want);
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(Directed::Closed),
-                _ = self.conn_closed.cancelled() => return Ok(Directed::Closed),
-                _ = stalled() => return Err(ConnError::Protocol("initiator stopped sending inside a Data-Out PDU".into())),
-                n = tokio::io::AsyncReadExt::read_buf(rd, &mut window) => {
-                    if n? == 0 {
-                        return Ok(Directed::Closed);
-                    }
-                }
+            if !read_some(rd, &mut (&mut *dest).limit(want), shutdown, closed, stall).await? {
+                return Ok(Directed::Closed);
             }
         }
         let pad = pad_len(seg);
         while buf.len() < pad {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(Directed::Closed),
-                _ = self.conn_closed.cancelled() => return Ok(Directed::Closed),
-                _ = stalled() => return Err(ConnError::Protocol("initiator stopped sending inside a Data-Out PDU".into())),
-                n = tokio::io::AsyncReadExt::read_buf(rd, buf) => {
-                    if n? == 0 {
-                        return Ok(Directed::Closed);
-                    }
-                }
+            if !read_some(rd, buf, shutdown, closed, stall).await? {
+                return Ok(Directed::Closed);
             }
         }
         buf.advance(pad);
@@ -93,5 +73,28 @@ impl Conn {
             self.progress(d.itt).await?;
         }
         Ok(Directed::Done)
+    }
+}
+
+/// One read from the socket into `dst`; false when the connection ended meanwhile. An initiator silent
+/// for `stall` (None: keepalive off, no bound) fails the connection.
+async fn read_some<B: BufMut>(
+    rd: &mut OwnedReadHalf,
+    dst: &mut B,
+    shutdown: &CancellationToken,
+    closed: &CancellationToken,
+    stall: Option<Duration>,
+) -> Result<bool, ConnError> {
+    let stalled = async {
+        match stall {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => Ok(false),
+        _ = closed.cancelled() => Ok(false),
+        _ = stalled => Err(ConnError::Protocol("initiator stopped sending inside a Data-Out PDU".into())),
+        n = tokio::io::AsyncReadExt::read_buf(rd, dst) => Ok(n? != 0),
     }
 }
