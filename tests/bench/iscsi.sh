@@ -7,7 +7,10 @@
 # target at the VIP of the two-node lab (deploy/lab: protocol C replication to the other node over a
 # veth, both 1 GiB data files fully written, LUN with write-cache: true like the standalone one).
 # Prints one table: line, tgt, ours standalone, ours/tgt, ours replicated (VIP), replicated/tgt
-# (IOPS for 4 KiB, MiB/s for 1 MiB).
+# (IOPS for 4 KiB, MiB/s for 1 MiB). Both targets run with their default write-back cache (WCE=1:
+# SYNCHRONIZE CACHE and FUA honoured). A second table compares the write lines with no write cache on
+# either side (like against like: tgt opening the file O_SYNC, `--bsoflags sync`; ours with
+# `write-cache: false`, every WRITE stable when acknowledged), and shows what the cache is worth.
 #
 # Env: BENCH_DIR (scratch, default /var/tmp/iscsi-bench), COUNT_4K / COUNT_1M (requests per line),
 #      OURS_CMD (command that serves $BENCH_FILE as LUN 0 of $OURS_IQN on 127.0.0.1:$OURS_PORT;
@@ -20,15 +23,19 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/var/tmp/iscsi-bench}
 COUNT_4K=${COUNT_4K:-200000}
 COUNT_1M=${COUNT_1M:-5000}
+COUNT_4K_WT=${COUNT_4K_WT:-20000}
+COUNT_1M_WT=${COUNT_1M_WT:-1000}
 SKIP_REPLICATED=${SKIP_REPLICATED:-0}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 TGT_PORT=3261
 TGT_CTL=${TGT_CTL:-3297}
 TGT_IQN=iqn.2026-01.bench:tgt
+TGT_IQN_WT=iqn.2026-01.bench:tgt-sync
 LAB_IQN=iqn.2026-11.org.example:lab   # what deploy/lab configures
 LAB_VIP=10.77.1.100
 export OURS_PORT=3260
 export OURS_IQN=iqn.2026-01.bench:ours
+OURS_IQN_WT=iqn.2026-01.bench:ours-nocache
 export BENCH_FILE=$BENCH_DIR/disk.img
 mkdir -p "$BENCH_DIR"
 
@@ -87,6 +94,10 @@ tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op new --tid 1 --targetname "$T
 # LUN 0 of a tgt target is its controller; the disk is LUN 1.
 tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --backing-store "$BENCH_FILE"
 tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL
+# The same file without a write cache: opened O_SYNC, every WRITE durable when acknowledged.
+tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op new --tid 2 --targetname "$TGT_IQN_WT"
+tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 2 --lun 1 --bsoflags sync --backing-store "$BENCH_FILE"
+tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op bind --tid 2 --initiator-address ALL
 
 # --- ours ------------------------------------------------------------------------------------
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -107,7 +118,11 @@ targets:
   $OURS_IQN:
     portals: ["127.0.0.1:$OURS_PORT"]
     luns:
-      0: { path: $BENCH_FILE, write-cache: ${WRITE_CACHE_YAML:-true} }
+      0: { path: $BENCH_FILE }
+  $OURS_IQN_WT:
+    portals: ["127.0.0.1:$OURS_PORT"]
+    luns:
+      0: { path: $BENCH_FILE, write-cache: false }
 YAML
     RUST_LOG=warn timeout 300 "$CARGO_TARGET_DIR/release/clusterd" --config "$BENCH_DIR/bench.yaml" \
         >"$BENCH_DIR/ours.log" 2>&1 &
@@ -145,6 +160,17 @@ for spec in "${SPECS[@]}"; do
     T_OURS[$name]=$(run_bench "$OURS_URL" "$count" "$depth" "$size" "$write")
     echo "$name: tgt ${T_TGT[$name]} s, ours standalone ${T_OURS[$name]} s" >&2
 done
+# Without a write cache on either side (write lines only; reads do not depend on it).
+declare -A T_TGT_WT T_OURS_WT
+SPECS_WT=("4k-qd32-write $COUNT_4K_WT 32 4096 1 IOPS" "1m-qd8-write $COUNT_1M_WT 8 1M 1 MiB/s")
+if [[ -z ${OURS_CMD:-} ]]; then
+    for spec in "${SPECS_WT[@]}"; do
+        read -r name count depth size write _ <<<"$spec"
+        T_TGT_WT[$name]=$(run_bench "iscsi://127.0.0.1:$TGT_PORT/$TGT_IQN_WT/1" "$count" "$depth" "$size" "$write")
+        T_OURS_WT[$name]=$(run_bench "iscsi://127.0.0.1:$OURS_PORT/$OURS_IQN_WT/0" "$count" "$depth" "$size" "$write")
+        echo "$name without write cache: tgt O_SYNC ${T_TGT_WT[$name]} s, ours ${T_OURS_WT[$name]} s" >&2
+    done
+fi
 stop_local_targets
 
 # --- ours replicated, at the lab's VIP -------------------------------------------------------
@@ -156,11 +182,11 @@ fi
 if [[ $SKIP_REPLICATED != 1 ]]; then
     # Both data files fully written (a sparse file would make the first pass pay for allocation, as
     # the standalone file does not), and the LUN with the same write-back cache as the standalone one.
-    echo "bringing up the lab: deploy/lab up --size 1G --prefill --write-cache (log $BENCH_DIR/lab.log)" >&2
+    echo "bringing up the lab: deploy/lab up --size 1G --prefill (log $BENCH_DIR/lab.log)" >&2
     lab_up=1
     # Both nodes log at warn, like the standalone target.
     if ! RUST_LOG=warn HA_LAB_BIN="$CARGO_TARGET_DIR/release" "$ROOT/deploy/lab" up --size 1G --no-build --prefill \
-        --write-cache >"$BENCH_DIR/lab.log" 2>&1; then
+        >"$BENCH_DIR/lab.log" 2>&1; then
         tail -n 30 "$BENCH_DIR/lab.log" >&2
         echo "the lab did not come up: no replicated column" >&2
         SPECS_REPL=()
@@ -201,5 +227,28 @@ if t_repl:
 else:
     repl, repl_ratio = "skipped", "-"
 print(f"{name:<15} {unit:>6} {a:>9.0f} {b:>16.0f} {ratio:>9} {repl:>22} {repl_ratio:>15}")
+PY
+done
+
+[[ ${#T_OURS_WT[@]} -gt 0 ]] || exit 0
+echo
+echo "without a write cache (every WRITE stable when acknowledged): tgt --bsoflags sync vs ours write-cache: false"
+printf '%-15s %6s %12s %17s %9s %26s\n' line unit "tgt O_SYNC" "ours no cache" ours/tgt "ours no cache / ours cache"
+for spec in "${SPECS_WT[@]}"; do
+    read -r name count _ size _ unit <<<"$spec"
+    python3 - "$name" "$count" "$size" "$unit" "${T_TGT_WT[$name]}" "${T_OURS_WT[$name]}" "${T_OURS[$name]}" "$(grep -o "$name [0-9]*" <<<"${SPECS[*]}" | cut -d' ' -f2)" <<'PY'
+import sys
+name, count, size, unit, t_tgt, t_ours, t_cached, count_cached = sys.argv[1:]
+nbytes = 1 << 20 if size == "1M" else int(size)
+def rate(t, n):
+    t = float(t or 0)
+    if t <= 0:
+        return 0.0
+    return n / t if unit == "IOPS" else n * nbytes / t / (1 << 20)
+a, b = rate(t_tgt, int(count)), rate(t_ours, int(count))
+c = rate(t_cached, int(count_cached))
+ratio = f"{b / a:.2f}x" if a > 0 else "n/a"
+cost = f"{b / c:.2f}x" if c > 0 else "n/a"
+print(f"{name:<15} {unit:>6} {a:>12.0f} {b:>17.0f} {ratio:>9} {cost:>26}")
 PY
 done

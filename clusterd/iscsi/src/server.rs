@@ -16,7 +16,7 @@ use crate::login::{
 };
 use crate::pdu::{AsyncMessage, Pdu};
 use crate::scsi::ScsiTarget;
-use crate::session::{self, Outbound, Stat};
+use crate::session::{self, Outbound, SessionIo, Stat};
 
 /// Which initiators may log in to a target. Both lists empty = everyone; a non-empty list must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,6 +97,10 @@ pub struct ServerConfig {
     pub cmdsn_depth: u32,
     /// Limit for the whole login phase.
     pub login_timeout: Duration,
+    /// Bound on how long a PDU that needs an answer may wait on the initiator (a CmdSN gap, an ignored
+    /// out-of-window PDU the initiator keeps waiting for, Data-Out that stops): then the connection is
+    /// closed with the reason logged. Zero disables the bound.
+    pub reply_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -109,6 +113,7 @@ impl ServerConfig {
             nop_timeout: Duration::from_secs(30),
             cmdsn_depth: 128,
             login_timeout: Duration::from_secs(30),
+            reply_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -204,15 +209,30 @@ impl TargetServer {
                             continue;
                         }
                     };
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or(peer);
                     let server = Arc::clone(&self);
                     let token = shutdown.child_token();
-                    tracker.spawn(session::run_connection(server, stream, peer, token));
+                    tracker.spawn(session::run_connection(server, stream, peer, local, token));
                 }
             }
         }
         tracker.close();
         tracker.wait().await;
         Ok(())
+    }
+
+    /// Serves one already accepted connection (any [`SessionIo`] stream) until it closes or `shutdown`
+    /// is cancelled. [`TargetServer::serve`] does this for every TCP connection; tests use it to run
+    /// whole sessions over in-memory pipes.
+    pub async fn serve_stream<S: SessionIo>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        local: SocketAddr,
+        shutdown: CancellationToken,
+    ) {
+        session::run_connection(self, stream, peer, local, shutdown).await;
     }
 
     /// Every logged-in normal session.

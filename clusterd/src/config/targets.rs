@@ -21,7 +21,9 @@ pub mod target_defaults {
     pub const VENDOR: &str = "CLUSTERD";
     pub const PRODUCT: &str = "HA-VOLUME";
     pub const BLOCK_SIZE: u32 = 512;
-    pub const WRITE_CACHE: bool = false;
+    /// A write-back cache, as tgt, LIO fileio and SCST report by default: SYNCHRONIZE CACHE and FUA
+    /// reach stable media on both nodes before GOOD (README "Write cache and durability").
+    pub const WRITE_CACHE: bool = true;
 }
 
 /// Longest iSCSI name (RFC 7143 §4.2.7.1).

@@ -82,7 +82,7 @@ fn omitted_section_keys_take_the_documented_defaults() {
     assert_eq!(lun.source, LunSource::Resource("r0".into()));
     assert_eq!(
         (lun.serial.as_deref(), lun.block_size, lun.write_cache),
-        (None, 512, false)
+        (None, 512, true)
     );
     assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
 }

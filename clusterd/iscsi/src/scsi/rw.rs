@@ -2,9 +2,8 @@
 //! WRITE SAME, UNMAP, COMPARE AND WRITE, GET LBA STATUS.
 //!
 //! Every LBA + length is range checked with checked arithmetic before it is turned into a byte
-//! offset (tgt's GET LBA STATUS shifted first and wrapped). When the initiator sends less Data-Out
-//! than the CDB implies (EDTL < transfer length), only the whole blocks received are written and the
-//! transport reports the overflow residual, which is what libiscsi's residual tests expect.
+//! offset (tgt's GET LBA STATUS shifted first and wrapped). When the initiator's Expected Data Transfer
+//! Length differs from the CDB's transfer length, see [`LogicalUnit::carried_blocks`].
 
 use bytes::{Bytes, BytesMut};
 
@@ -76,6 +75,27 @@ impl LogicalUnit {
             .map_err(|e| self.backend_failure(e, false))
     }
 
+    /// How many blocks of a WRITE's range the command really carries (RFC 7143 §11.4.5.2, SAM-5 "data
+    /// beyond the EDTL is neither requested nor transferred"). EDTL ≥ the CDB's length: all `r.blocks`
+    /// (the surplus is ignored, the transport reports the underflow). EDTL shorter by whole blocks: the
+    /// leading blocks that arrived (overflow residual; libiscsi's residual tests read them back). EDTL
+    /// ending inside a block: that block cannot be written as a unit, so nothing is written and the
+    /// command fails with INVALID FIELD IN COMMAND INFORMATION UNIT (FCP-4's option "transfer no data").
+    fn carried_blocks(&self, r: BlockRange, data: &Bytes) -> Result<u32, Failure> {
+        let bs = self.block_size as usize;
+        let wanted = r.blocks as usize * bs;
+        if data.len() >= wanted {
+            return Ok(r.blocks);
+        }
+        if !data.len().is_multiple_of(bs) {
+            return Err(Failure::Check(Sense::new(
+                key::ILLEGAL_REQUEST,
+                asc::INVALID_FIELD_IN_COMMAND_IU,
+            )));
+        }
+        Ok((data.len() / bs) as u32)
+    }
+
     /// Writes the whole blocks present in `data` (at most `blocks` of them).
     async fn write_blocks(
         &self,
@@ -122,7 +142,8 @@ pub(super) async fn write(lu: &LogicalUnit, c: &[u8; 16], data: &Bytes) -> CmdRe
     let r = range(c)?;
     lu.check_transfer(r, length_field(c))?;
     lu.check_writable()?;
-    lu.write_blocks(r.lba, r.blocks, data, fua_bit(c)).await?;
+    let blocks = lu.carried_blocks(r, data)?;
+    lu.write_blocks(r.lba, blocks, data, fua_bit(c)).await?;
     Ok(Bytes::new())
 }
 
@@ -132,7 +153,8 @@ pub(super) async fn write_and_verify(lu: &LogicalUnit, c: &[u8; 16], data: &Byte
     let r = range(c)?;
     lu.check_transfer(r, length_field(c))?;
     lu.check_writable()?;
-    lu.write_blocks(r.lba, r.blocks, data, true).await?;
+    let blocks = lu.carried_blocks(r, data)?;
+    lu.write_blocks(r.lba, blocks, data, true).await?;
     Ok(Bytes::new())
 }
 

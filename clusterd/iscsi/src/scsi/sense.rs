@@ -34,6 +34,7 @@ pub mod asc {
     pub const INVALID_OPCODE: Code = (0x20, 0x00);
     pub const LBA_OUT_OF_RANGE: Code = (0x21, 0x00);
     pub const INVALID_FIELD_IN_CDB: Code = (0x24, 0x00);
+    pub const INVALID_FIELD_IN_COMMAND_IU: Code = (0x0E, 0x03);
     pub const LUN_NOT_SUPPORTED: Code = (0x25, 0x00);
     pub const INVALID_FIELD_IN_PARAMETER_LIST: Code = (0x26, 0x00);
     pub const INVALID_RELEASE_OF_PR: Code = (0x26, 0x04);

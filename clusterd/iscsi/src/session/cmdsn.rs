@@ -153,6 +153,11 @@ impl<T> CmdSequencer<T> {
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
+
+    /// Nothing is waiting for a CmdSN gap to close.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -7,14 +7,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::cmdsn::{CmdSequencer, Submitted, WindowCounters};
@@ -22,8 +21,9 @@ use super::transfer::{
     CommandOutcome, DIRECT_COLLECT_MIN, MAX_WRITE_BYTES, ResponseContext, TransferError,
     TransferLimits, WriteCollector, build_response,
 };
+use super::text_exchange::TextExchange;
 use super::writer::{Outbound, Stat, run_writer};
-use super::{ConnError, Established, decode_lun, unregister};
+use super::{ConnError, Established, SessionIo, decode_lun, unregister};
 use crate::login::{Digest, SessionParams, SessionType};
 use crate::pdu::{
     BHS_LEN, DataOut, DigestConfig, Frame, NopIn, Pdu, PduError, R2t, RESERVED_TAG, Reject,
@@ -35,15 +35,15 @@ use crate::server::TargetServer;
 mod control;
 mod directed;
 mod job;
+mod stall;
 
 use directed::Directed;
-use job::CommandJob;
+use job::{CommandJob, TaskClaim};
 
 /// Reject reasons (RFC 7143 §11.17.1).
 mod reject_reason {
     pub const PROTOCOL_ERROR: u8 = 0x04;
     pub const COMMAND_NOT_SUPPORTED: u8 = 0x05;
-    pub const INVALID_PDU_FIELD: u8 = 0x09;
 }
 
 enum Flow {
@@ -56,6 +56,8 @@ enum Flow {
 enum Queued {
     Scsi { itt: u32, serial: u64 },
     Other(Frame),
+    /// A CmdSN consumed without a command (see `Conn::abort_task`).
+    Received,
 }
 
 enum TaskState {
@@ -63,7 +65,7 @@ enum TaskState {
     Collecting(Option<WriteCollector>),
     Running {
         handle: JoinHandle<()>,
-        aborted: Arc<AtomicBool>,
+        claim: Arc<TaskClaim>,
     },
     /// The data transfer broke the rules: answer CHECK CONDITION (ABORTED COMMAND, asc/ascq) once the
     /// command's CmdSN turn has come.
@@ -80,6 +82,9 @@ struct Task {
     /// Non-immediate commands hold a CmdSN window slot while admitted.
     counted: bool,
     state: TaskState,
+    /// When the command arrived or last received data: a command waiting for Data-Out longer than the
+    /// reply bound fails the connection (see `stall.rs`).
+    last_progress: Instant,
 }
 
 /// SCSI-side context of a normal session.
@@ -110,7 +115,11 @@ struct Conn {
     conn_closed: CancellationToken,
     last_rx: Instant,
     ping: Option<Instant>,
-    text_pending: Option<(u32, Bytes)>,
+    text: TextExchange,
+    /// The oldest PDU that needs an answer the session cannot give yet (a CmdSN gap, or a PDU outside
+    /// the window that RFC 7143 says to ignore), with what it was: unless the initiator moves on within
+    /// the reply bound, the connection is closed (see `stall.rs`).
+    stalled: Option<(Instant, String)>,
 }
 
 /// ASC/ASCQ for a data-transfer violation (SPC-4 ABORTED COMMAND codes used by iSCSI targets).
@@ -133,9 +142,9 @@ fn cdb_len(opcode: u8) -> usize {
     }
 }
 
-pub(crate) async fn run(
+pub(crate) async fn run<S: SessionIo>(
     server: Arc<TargetServer>,
-    stream: TcpStream,
+    stream: S,
     buf: BytesMut,
     peer: SocketAddr,
     local: SocketAddr,
@@ -148,7 +157,7 @@ pub(crate) async fn run(
         header: params.header_digest == Digest::Crc32c,
         data: params.data_digest == Digest::Crc32c,
     };
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = stream.into_halves();
     let conn_closed = CancellationToken::new();
     let (out_tx, out_rx) = est.outbound;
     let writer = tokio::spawn(run_writer(
@@ -200,10 +209,16 @@ pub(crate) async fn run(
         conn_closed: conn_closed.clone(),
         last_rx: Instant::now(),
         ping: None,
-        text_pending: None,
+        text: TextExchange::new(),
+        stalled: None,
     };
     let graceful = match conn.reader_loop(read_half, buf, &shutdown).await {
         Ok(graceful) => graceful,
+        Err(ConnError::Stalled(why)) => {
+            tracing::warn!(peer = %conn.peer, initiator = %conn.initiator, reason = %why,
+                "closing the connection: a PDU could not be answered within the reply bound");
+            false
+        }
         Err(e) => {
             tracing::info!(peer = %conn.peer, initiator = %conn.initiator, error = %e, "connection failed");
             false
@@ -234,15 +249,16 @@ pub(crate) async fn run(
 
 impl Conn {
     /// Returns `Ok(true)` after a logout (everything already drained and answered).
-    async fn reader_loop(
+    async fn reader_loop<R: AsyncRead + Unpin>(
         &mut self,
-        mut rd: OwnedReadHalf,
+        mut rd: R,
         mut buf: BytesMut,
         shutdown: &CancellationToken,
     ) -> Result<bool, ConnError> {
+        // At least once a second: keepalive pings and the reply bound are checked on this tick.
         let nop_interval = self.server.config.nop_interval;
         let tick_every = if nop_interval.is_zero() {
-            Duration::from_secs(3600)
+            Duration::from_secs(1)
         } else {
             nop_interval.min(Duration::from_secs(1))
         };
@@ -306,7 +322,10 @@ impl Conn {
                         self.tasks.remove(&itt);
                     }
                 }
-                _ = tick.tick() => self.keepalive()?,
+                _ = tick.tick() => {
+                    self.keepalive()?;
+                    self.check_stalls()?;
+                }
             }
         }
     }
@@ -401,16 +420,24 @@ impl Conn {
     }
 
     async fn submit_other(&mut self, cmd_sn: u32, frame: Frame) -> Result<Flow, ConnError> {
+        let opcode = frame.pdu.opcode();
         match self
             .seq
             .submit(&self.counters, cmd_sn, Queued::Other(frame), false)
         {
             Submitted::Deliver(items) => self.deliver(items).await,
-            Submitted::Buffered | Submitted::Ignored => Ok(Flow::Continue),
+            outcome => {
+                self.note_unanswered(opcode, cmd_sn, &outcome);
+                Ok(Flow::Continue)
+            }
         }
     }
 
     async fn deliver(&mut self, items: Vec<Queued>) -> Result<Flow, ConnError> {
+        // The initiator is back in step: whatever was stalled has been answered or overtaken.
+        if self.seq.is_empty() {
+            self.stalled = None;
+        }
         for item in items {
             let flow = match item {
                 Queued::Scsi { itt, serial } => {
@@ -423,6 +450,8 @@ impl Conn {
                     Flow::Continue
                 }
                 Queued::Other(frame) => self.ordered(frame).await?,
+                // A CmdSN an ABORT TASK declared received (RFC 7143 §11.5.1 b): nothing to run.
+                Queued::Received => Flow::Continue,
             };
             if let Flow::Stop = flow {
                 return Ok(Flow::Stop);
@@ -451,8 +480,7 @@ impl Conn {
             }
             Pdu::TaskMgmtRequest(t) => self.task_management(t).await,
             Pdu::TextRequest(t) => {
-                self.text(t.itt, t.ttt, t.continue_bit, &frame.data, frame.bhs)
-                    .await;
+                self.text(t, &frame.data, frame.bhs).await;
                 Ok(Flow::Continue)
             }
             Pdu::LogoutRequest(l) => Ok(self.logout(l.itt, l.reason, l.cid).await),
@@ -503,6 +531,7 @@ impl Conn {
             admitted: false,
             counted: !immediate,
             state: collector,
+            last_progress: Instant::now(),
         };
         self.tasks.insert(itt, task);
         if immediate {
@@ -514,9 +543,11 @@ impl Conn {
             .submit(&self.counters, cmd_sn, Queued::Scsi { itt, serial }, true)
         {
             Submitted::Deliver(items) => self.deliver(items).await,
-            Submitted::Buffered => Ok(Flow::Continue),
-            Submitted::Ignored => {
-                self.tasks.remove(&itt);
+            outcome => {
+                if matches!(outcome, Submitted::Ignored) {
+                    self.tasks.remove(&itt);
+                }
+                self.note_unanswered(0x01, cmd_sn, &outcome);
                 Ok(Flow::Continue)
             }
         }
@@ -587,6 +618,7 @@ impl Conn {
         let TaskState::Collecting(Some(col)) = &mut task.state else {
             return Ok(());
         };
+        task.last_progress = Instant::now();
         // A broken transfer fails the command, not the connection: the framing is intact, and keeping
         // the connection means the initiator sees a definite CHECK CONDITION instead of a reconnect
         // that might retry the write differently (libiscsi iSCSIdatasn relies on this).
@@ -655,7 +687,7 @@ impl Conn {
             task_attr: c.task_attr,
             task_tag: itt,
         };
-        let aborted = Arc::new(AtomicBool::new(false));
+        let claim = Arc::new(TaskClaim::default());
         let job = CommandJob {
             scsi: ctx.scsi.clone(),
             nexus: ctx.nexus.clone(),
@@ -669,13 +701,13 @@ impl Conn {
             counters: self.counters.clone(),
             out: self.out.clone(),
             closed: self.conn_closed.clone(),
-            aborted: aborted.clone(),
+            claim: claim.clone(),
             done: self.done_tx.clone(),
             serial: task.serial,
         };
         task.state = TaskState::Running {
             handle: tokio::spawn(job.run()),
-            aborted,
+            claim,
         };
     }
 
@@ -694,19 +726,23 @@ impl Conn {
         itts.len()
     }
 
-    async fn abort_one(&mut self, itt: u32) {
+    /// Aborts one task; false if it had already answered (it completed before the abort). Either way
+    /// nothing of it runs or is sent after this returns.
+    async fn abort_one(&mut self, itt: u32) -> bool {
         let Some(task) = self.tasks.remove(&itt) else {
-            return;
+            return false;
         };
         match task.state {
-            TaskState::Running { handle, aborted } => {
-                aborted.store(true, Ordering::Release);
+            TaskState::Running { handle, claim } => {
+                let aborted = claim.abort();
                 let _ = handle.await;
+                aborted
             }
             TaskState::Collecting(_) | TaskState::Starting | TaskState::Failed { .. } => {
                 if task.admitted && task.counted {
                     self.counters.task_finished();
                 }
+                true
             }
         }
     }

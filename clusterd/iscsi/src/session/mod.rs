@@ -6,6 +6,7 @@
 
 pub mod cmdsn;
 mod ffp;
+pub mod text_exchange;
 pub mod transfer;
 pub mod writer;
 
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,9 @@ pub(crate) enum ConnError {
     Pdu(#[from] PduError),
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A PDU that needs an answer could not get one within the reply bound.
+    #[error("stalled: {0}")]
+    Stalled(String),
 }
 
 /// Decodes LUN field addressing (SAM): single-level peripheral (0x00, LUN ≤ 255 with bus 0) and flat
@@ -89,6 +93,30 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
 
 static SESSION_SERIAL: AtomicU64 = AtomicU64::new(1);
 
+/// A byte stream a session runs over: a TCP connection in production, an in-memory pipe in tests that
+/// drive whole sessions on a paused clock. Splitting lets the reader and the writer task own a half each.
+pub trait SessionIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    fn into_halves(self) -> (Self::Read, Self::Write);
+}
+
+impl SessionIo for TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+impl SessionIo for tokio::io::DuplexStream {
+    type Read = tokio::io::ReadHalf<tokio::io::DuplexStream>;
+    type Write = tokio::io::WriteHalf<tokio::io::DuplexStream>;
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
 /// What a successful login hands to the full feature phase.
 pub(crate) struct Established {
     pub(crate) login: LoginResult,
@@ -99,15 +127,15 @@ pub(crate) struct Established {
     pub(crate) registration: Option<(u64, watch::Sender<bool>)>,
 }
 
-/// Serves one TCP connection from accept to close.
-pub(crate) async fn run_connection(
+/// Serves one connection from accept to close. `local` is the address the connection arrived on
+/// (SendTargets answers with it for wildcard portals).
+pub(crate) async fn run_connection<S: SessionIo>(
     server: Arc<TargetServer>,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
+    local: SocketAddr,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(peer);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let timeout = server.config.login_timeout;
     let login = tokio::select! {
@@ -129,8 +157,8 @@ pub(crate) async fn run_connection(
     ffp::run(server, stream, buf, peer, local, established, shutdown).await;
 }
 
-async fn send_login_response(
-    stream: &mut TcpStream,
+async fn send_login_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     pdu: Pdu,
     data: bytes::Bytes,
 ) -> Result<(), ConnError> {
@@ -139,9 +167,9 @@ async fn send_login_response(
     Ok(())
 }
 
-async fn login_phase(
+async fn login_phase<S: AsyncRead + AsyncWrite + Unpin>(
     server: &Arc<TargetServer>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     buf: &mut BytesMut,
     peer: SocketAddr,
     shutdown: &CancellationToken,

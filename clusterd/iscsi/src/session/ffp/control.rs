@@ -2,15 +2,15 @@
 
 use bytes::Bytes;
 
-use super::{Conn, Flow, reject_reason};
-use crate::login::keys::{KeyAnswer, negotiate_key};
-use crate::login::{SessionType, encode_text, parse_text};
+use super::{Conn, Flow, Queued, Task};
+use crate::login::{SessionParams, SessionType};
 use crate::pdu::{
-    BHS_LEN, LogoutResponse, Pdu, RESERVED_TAG, TaskMgmtRequest, TaskMgmtResponse, TextResponse,
+    BHS_LEN, LogoutResponse, Pdu, RESERVED_TAG, TaskMgmtRequest, TaskMgmtResponse, TextRequest,
 };
 use crate::session::ConnError;
-use crate::session::cmdsn::serial_lt;
+use crate::session::cmdsn::{Submitted, serial_lt};
 use crate::session::decode_lun;
+use crate::session::text_exchange::{TextAnswer, TextContext};
 use crate::session::writer::{Outbound, Stat};
 
 /// TMF response codes (RFC 7143 §11.6.1).
@@ -29,15 +29,9 @@ impl Conn {
         let response = match (t.function, &self.ctx) {
             (_, None) => tmf_response::NOT_SUPPORTED,
             (1, Some(_)) => {
-                if self.tasks.contains_key(&t.referenced_task_tag) {
-                    self.abort_one(t.referenced_task_tag).await;
-                    tmf_response::COMPLETE
-                } else if serial_lt(t.ref_cmd_sn, self.counters.exp_cmd_sn()) {
-                    // Already completed and answered: the abort is trivially complete.
-                    tmf_response::COMPLETE
-                } else {
-                    tmf_response::NO_TASK
-                }
+                let (response, flow) = self.abort_task(&t).await?;
+                close = matches!(flow, Flow::Stop);
+                response
             }
             (2 | 4, Some(_)) => {
                 self.abort_tasks(|task| task.lun == lun).await;
@@ -71,10 +65,51 @@ impl Conn {
         self.send(Pdu::TaskMgmtResponse(pdu), Bytes::new(), Stat::Advance)
             .await;
         if close {
-            let _ = self.out.send(Outbound::Close).await;
+            // A cold reset, or a logout an ABORT TASK released from the CmdSN queue (it has already
+            // answered and drained).
+            if t.function == 7 {
+                let _ = self.out.send(Outbound::Close).await;
+            }
             return Ok(Flow::Stop);
         }
         Ok(Flow::Continue)
+    }
+
+    /// ABORT TASK (RFC 7143 §11.5.1, SAM-5 §7.2): "Function complete" only when the task really was
+    /// aborted (it will never answer) or was never received; a task that already answered, or a CmdSN
+    /// outside the window, is "Task does not exist".
+    /// The second value says whether a logout the abort released from the CmdSN queue ended the
+    /// connection.
+    async fn abort_task(&mut self, t: &TaskMgmtRequest) -> Result<(u8, Flow), ConnError> {
+        let itt = t.referenced_task_tag;
+        let lun = decode_lun(t.lun);
+        if self.tasks.get(&itt).is_some_and(|task: &Task| task.lun == lun) {
+            let response = if self.abort_one(itt).await {
+                tmf_response::COMPLETE
+            } else {
+                tmf_response::NO_TASK
+            };
+            return Ok((response, Flow::Continue));
+        }
+        let (exp, max) = self.counters.snapshot();
+        let in_window = !serial_lt(t.ref_cmd_sn, exp) && !serial_lt(max, t.ref_cmd_sn);
+        if !in_window || !serial_lt(t.ref_cmd_sn, t.cmd_sn) {
+            return Ok((tmf_response::NO_TASK, Flow::Continue));
+        }
+        // Never seen but owed: consider that CmdSN received, so the command is ignored if it still
+        // arrives and the commands after it are not held up by the gap.
+        match self
+            .seq
+            .submit(&self.counters, t.ref_cmd_sn, Queued::Received, false)
+        {
+            // Boxed: delivery can reach another TMF, so the future is recursive.
+            Submitted::Deliver(items) => {
+                let flow = Box::pin(self.deliver(items)).await?;
+                Ok((tmf_response::COMPLETE, flow))
+            }
+            Submitted::Buffered => Ok((tmf_response::COMPLETE, Flow::Continue)),
+            Submitted::Ignored => Ok((tmf_response::NO_TASK, Flow::Continue)),
+        }
     }
 
     pub(super) async fn logout(&mut self, itt: u32, reason: u8, cid: u16) -> Flow {
@@ -104,85 +139,56 @@ impl Conn {
         Flow::Stop
     }
 
-    pub(super) async fn text(
-        &mut self,
-        itt: u32,
-        ttt: u32,
-        continue_bit: bool,
-        data: &[u8],
-        header: [u8; BHS_LEN],
-    ) {
-        if ttt != RESERVED_TAG {
-            match self.text_pending.take() {
-                Some((pending_ttt, rest)) if pending_ttt == ttt => self.send_text(itt, rest).await,
-                _ => self.reject(reject_reason::INVALID_PDU_FIELD, header).await,
-            }
-            return;
-        }
-        self.text_pending = None;
-        let pairs = match parse_text(data) {
-            Ok(p) if !continue_bit => p,
-            _ => {
-                self.reject(reject_reason::INVALID_PDU_FIELD, header).await;
-                return;
-            }
+    /// Answers a Text Request: every one gets a Text Response or a Reject (see `TextExchange`).
+    pub(super) async fn text(&mut self, req: TextRequest, data: &[u8], header: [u8; BHS_LEN]) {
+        let mut exchange = std::mem::take(&mut self.text);
+        let ctx = TextCtx {
+            conn: self,
+            current: match self.session_type {
+                SessionType::Normal => self.target_name.as_deref(),
+                SessionType::Discovery => None,
+            },
         };
-        let mut reply = Vec::new();
-        for (k, v) in pairs {
-            if k == "SendTargets" {
-                let current = match self.session_type {
-                    SessionType::Normal => self.target_name.as_deref(),
-                    SessionType::Discovery => None,
-                };
-                let peer = self.peer.ip();
-                reply.extend(self.server.send_targets(
-                    &v,
-                    &self.initiator,
-                    peer,
-                    self.local,
-                    current,
-                ));
-            } else {
-                // Renegotiation in the full feature phase is not supported: known keys are refused.
-                let mut scratch = self.params.clone();
-                let dummy = crate::login::TargetParams::default();
-                let answer = match negotiate_key(&k, &v, &dummy, self.session_type, &mut scratch) {
-                    KeyAnswer::Reply(a) if a == "NotUnderstood" => a,
-                    _ => "Reject".to_string(),
-                };
-                reply.push((k, answer));
+        let mut next_ttt = self.next_ttt;
+        let mut alloc = || {
+            let t = next_ttt;
+            next_ttt = next_ttt.wrapping_add(1);
+            if next_ttt == RESERVED_TAG || next_ttt == 0 {
+                next_ttt = 1;
+            }
+            t
+        };
+        let answer = exchange.step(&req, data, &ctx, &mut alloc);
+        self.text = exchange;
+        self.next_ttt = next_ttt;
+        match answer {
+            TextAnswer::Response(pdu, data) => {
+                self.send(Pdu::TextResponse(pdu), data, Stat::Advance).await;
+            }
+            TextAnswer::Reject { reason, why } => {
+                tracing::debug!(itt = req.itt, why, "Text Request rejected");
+                self.reject(reason, header).await;
             }
         }
-        self.send_text(itt, Bytes::from(encode_text(&reply))).await;
     }
+}
 
-    /// Sends a text response, split with the C bit when longer than the initiator's receive limit.
-    async fn send_text(&mut self, itt: u32, data: Bytes) {
-        let max = self.params.max_xmit_data_segment_length.max(512) as usize;
-        let (pdu, chunk) = if data.len() <= max {
-            (
-                TextResponse {
-                    final_bit: true,
-                    itt,
-                    ttt: RESERVED_TAG,
-                    ..TextResponse::default()
-                },
-                data,
-            )
-        } else {
-            let ttt = self.alloc_ttt();
-            self.text_pending = Some((ttt, data.slice(max..)));
-            (
-                TextResponse {
-                    continue_bit: true,
-                    itt,
-                    ttt,
-                    ..TextResponse::default()
-                },
-                data.slice(..max),
-            )
-        };
-        self.send(Pdu::TextResponse(pdu), chunk, Stat::Advance)
-            .await;
+/// What a text exchange needs to know about this connection.
+struct TextCtx<'a> {
+    conn: &'a Conn,
+    current: Option<&'a str>,
+}
+
+impl TextContext for TextCtx<'_> {
+    fn session_type(&self) -> SessionType {
+        self.conn.session_type
+    }
+    fn send_targets(&self, value: &str) -> Vec<(String, String)> {
+        let c = self.conn;
+        c.server
+            .send_targets(value, &c.initiator, c.peer.ip(), c.local, self.current)
+    }
+    fn params(&self) -> &SessionParams {
+        &self.conn.params
     }
 }

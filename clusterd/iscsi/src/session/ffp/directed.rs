@@ -3,12 +3,13 @@
 //! buffer and later joins the segments.
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::AsyncRead;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Conn, ConnError, TaskState};
 use crate::pdu::{BHS_LEN, DataOut, pad_len};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Outcome of [`Conn::directed_data_out`].
 pub(super) enum Directed {
@@ -24,9 +25,9 @@ impl Conn {
     /// Reads a large Data-Out segment straight from the socket into its command's buffer (one copy,
     /// where the ordinary path copies into the receive buffer and later joins the segments). Only for
     /// a PDU that passes every check the ordinary path makes; anything else is left to that path.
-    pub(super) async fn directed_data_out(
+    pub(super) async fn directed_data_out<R: AsyncRead + Unpin>(
         &mut self,
-        rd: &mut OwnedReadHalf,
+        rd: &mut R,
         buf: &mut BytesMut,
         d: &DataOut,
         len: u32,
@@ -66,6 +67,7 @@ impl Conn {
         }
         buf.advance(pad);
         col.commit_data_out(d, len);
+        task.last_progress = Instant::now();
         let admitted = task.admitted;
         self.last_rx = Instant::now();
         self.ping = None;
@@ -78,8 +80,8 @@ impl Conn {
 
 /// One read from the socket into `dst`; false when the connection ended meanwhile. An initiator silent
 /// for `stall` (None: keepalive off, no bound) fails the connection.
-async fn read_some<B: BufMut>(
-    rd: &mut OwnedReadHalf,
+async fn read_some<R: AsyncRead + Unpin, B: BufMut>(
+    rd: &mut R,
     dst: &mut B,
     shutdown: &CancellationToken,
     closed: &CancellationToken,

@@ -1,7 +1,7 @@
 //! One SCSI command executing in its own task: runs it on the SCSI layer and queues the response PDUs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -10,6 +10,36 @@ use crate::scsi::{ItNexus, ScsiCommand, ScsiTarget};
 use crate::session::cmdsn::WindowCounters;
 use crate::session::transfer::{CommandOutcome, ResponseContext, build_response};
 use crate::session::writer::{Outbound, Stat};
+
+/// Who answers a running command: the command itself (its response) or an abort (its TMF response).
+/// Exactly one wins, so an initiator never sees both "write GOOD" and "abort: function complete" for
+/// the same task (libiscsi's AbortTaskSimpleAsync accepts either outcome, never both).
+#[derive(Debug, Default)]
+pub(super) struct TaskClaim(AtomicU8);
+
+const RUNNING: u8 = 0;
+const RESPONDING: u8 = 1;
+const ABORTED: u8 = 2;
+
+impl TaskClaim {
+    /// The command's claim to send its response; false if an abort came first.
+    fn respond(&self) -> bool {
+        self.0
+            .compare_exchange(RUNNING, RESPONDING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The abort's claim; false if the command already answered (the task completed).
+    pub(super) fn abort(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(RUNNING, ABORTED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(state) => state == ABORTED,
+        }
+    }
+}
 
 /// Everything a spawned command needs.
 pub(super) struct CommandJob {
@@ -25,7 +55,7 @@ pub(super) struct CommandJob {
     pub(super) counters: Arc<WindowCounters>,
     pub(super) out: mpsc::Sender<Outbound>,
     pub(super) closed: CancellationToken,
-    pub(super) aborted: Arc<AtomicBool>,
+    pub(super) claim: Arc<TaskClaim>,
     pub(super) done: mpsc::UnboundedSender<(u32, u64)>,
     pub(super) serial: u64,
 }
@@ -55,7 +85,7 @@ impl CommandJob {
         if self.counted {
             self.counters.task_finished();
         }
-        if !self.aborted.load(Ordering::Acquire) {
+        if self.claim.respond() {
             for p in pdus {
                 let stat = if p.has_status {
                     Stat::Advance
