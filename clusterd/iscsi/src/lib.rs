@@ -5,3 +5,4 @@ pub mod pdu;
 pub mod scsi;
 pub mod server;
 pub mod session;
+pub mod stats;

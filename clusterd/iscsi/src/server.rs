@@ -17,6 +17,7 @@ use crate::login::{
 use crate::pdu::{AsyncMessage, Pdu};
 use crate::scsi::ScsiTarget;
 use crate::session::{self, Outbound, SessionIo, Stat};
+use crate::stats::TargetStats;
 
 /// Which initiators may log in to a target. Both lists empty = everyone; a non-empty list must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,6 +102,9 @@ pub struct ServerConfig {
     /// out-of-window PDU the initiator keeps waiting for, Data-Out that stops): then the connection is
     /// closed with the reason logged. Zero disables the bound.
     pub reply_timeout: Duration,
+    /// Counters for monitoring; owned by the caller so they outlive a restart of the server (a
+    /// failover stops and starts the target, the process-lifetime counters go on).
+    pub stats: Arc<TargetStats>,
 }
 
 impl ServerConfig {
@@ -114,6 +118,7 @@ impl ServerConfig {
             cmdsn_depth: 128,
             login_timeout: Duration::from_secs(30),
             reply_timeout: Duration::from_secs(10),
+            stats: Arc::new(TargetStats::disabled()),
         }
     }
 }

@@ -120,6 +120,9 @@ struct Conn {
     /// the window that RFC 7143 says to ignore), with what it was: unless the initiator moves on within
     /// the reply bound, the connection is closed (see `stall.rs`).
     stalled: Option<(Instant, String)>,
+    /// This session's monitoring counters (normal sessions, counting enabled); folded into the
+    /// target's totals when the session ends.
+    stats: Option<crate::stats::SessionShard>,
 }
 
 /// ASC/ASCQ for a data-transfer violation (SPC-4 ABORTED COMMAND codes used by iSCSI targets).
@@ -186,6 +189,7 @@ pub(crate) async fn run<S: SessionIo>(
     if let Some(c) = &ctx {
         c.scsi.nexus_added(&c.nexus);
     }
+    let stats = ctx.as_ref().and_then(|c| server.config.stats.session_started(&c.nexus.target));
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut conn = Conn {
         server: server.clone(),
@@ -211,6 +215,7 @@ pub(crate) async fn run<S: SessionIo>(
         ping: None,
         text: TextExchange::new(),
         stalled: None,
+        stats,
     };
     let graceful = match conn.reader_loop(read_half, buf, &shutdown).await {
         Ok(graceful) => graceful,
@@ -704,6 +709,7 @@ impl Conn {
             claim: claim.clone(),
             done: self.done_tx.clone(),
             serial: task.serial,
+            stats: self.stats.as_ref().map(|s| Arc::clone(s.counters())),
         };
         task.state = TaskState::Running {
             handle: tokio::spawn(job.run()),

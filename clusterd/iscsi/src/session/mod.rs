@@ -26,6 +26,7 @@ pub use writer::{Outbound, Stat};
 use crate::login::{LoginMachine, LoginOutcome, LoginResult, SessionType, status};
 use crate::pdu::{DigestConfig, Frame, Pdu, PduError, decode_frame, encode};
 use crate::server::{SessionEntry, SessionInfo, TargetServer};
+use crate::stats::LoginRefusal;
 use cmdsn::WindowCounters;
 
 /// Largest login PDU data segment accepted (the RFC's default MRDSL is 8192; be lenient).
@@ -190,6 +191,8 @@ async fn login_phase<S: AsyncRead + AsyncWrite + Unpin>(
                 send_login_response(stream, Pdu::LoginResponse(step.response), step.data).await?;
             }
             LoginOutcome::Failed => {
+                let (class, detail) = (step.response.status_class, step.response.status_detail);
+                server.config.stats.login_refused(LoginRefusal::from_status(class, detail));
                 send_login_response(stream, Pdu::LoginResponse(step.response), step.data).await?;
                 return Ok(None);
             }
@@ -200,6 +203,7 @@ async fn login_phase<S: AsyncRead + AsyncWrite + Unpin>(
                 let (tsih, registration) = match admitted {
                     Ok(a) => a,
                     Err(code) => {
+                        server.config.stats.login_refused(LoginRefusal::from_status(code.0, code.1));
                         step.response.transit = false;
                         step.response.nsg = 0;
                         step.response.status_class = code.0;

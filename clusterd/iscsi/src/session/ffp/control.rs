@@ -25,6 +25,9 @@ mod tmf_response {
 impl Conn {
     pub(super) async fn task_management(&mut self, t: TaskMgmtRequest) -> Result<Flow, ConnError> {
         let lun = decode_lun(t.lun);
+        if let Some(s) = &self.stats {
+            s.counters().task_management(t.function);
+        }
         let mut close = false;
         let response = match (t.function, &self.ctx) {
             (_, None) => tmf_response::NOT_SUPPORTED,

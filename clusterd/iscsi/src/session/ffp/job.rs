@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -10,6 +11,7 @@ use crate::scsi::{ItNexus, ScsiCommand, ScsiTarget};
 use crate::session::cmdsn::WindowCounters;
 use crate::session::transfer::{CommandOutcome, ResponseContext, build_response};
 use crate::session::writer::{Outbound, Stat};
+use crate::stats::SessionCounters;
 
 /// Who answers a running command: the command itself (its response) or an abort (its TMF response).
 /// Exactly one wins, so an initiator never sees both "write GOOD" and "abort: function complete" for
@@ -58,13 +60,18 @@ pub(super) struct CommandJob {
     pub(super) claim: Arc<TaskClaim>,
     pub(super) done: mpsc::UnboundedSender<(u32, u64)>,
     pub(super) serial: u64,
+    /// The session's monitoring counters; `None` when counting is off (then no clock is read either).
+    pub(super) stats: Option<Arc<SessionCounters>>,
 }
 
 impl CommandJob {
     pub(super) async fn run(self) {
         let itt = self.cmd.task_tag;
         let edtl = self.cmd.expected_len;
+        let (opcode, data_out) = (self.cmd.cdb[0], self.cmd.data_out.len());
+        let started = self.stats.as_ref().map(|_| Instant::now());
         let resp = self.scsi.execute(&self.nexus, self.cmd).await;
+        let (status, data_in) = (resp.status, resp.data_in.len());
         let outcome = CommandOutcome {
             status: resp.status,
             data_in: resp.data_in,
@@ -102,6 +109,10 @@ impl CommandJob {
                     _ = self.closed.cancelled() => break,
                 }
             }
+        }
+        // Counted once the response is queued: the latency includes waiting for the writer's queue.
+        if let (Some(stats), Some(t0)) = (&self.stats, started) {
+            stats.command_done(opcode, t0.elapsed(), data_out, data_in, status);
         }
         let _ = self.done.send((itt, self.serial));
     }
