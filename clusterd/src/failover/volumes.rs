@@ -74,6 +74,7 @@ mod tests {
             pending_peer: 0,
             suspended: None,
             held_acks: 0,
+            in_flight: Default::default(),
         }
     }
 

@@ -95,6 +95,7 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         local_reads: node.local_reads_ok().into(),
         retry_failed_reads: spec.on_io_error == IoErrorPolicy::Detach,
         snapshot: snap_rx,
+        counters: Default::default(),
     });
     let done_tx = tx.clone();
     let disk = DiskPool::start(Arc::clone(&data), spec.disk_threads.max(1), move |i| {
@@ -251,6 +252,7 @@ impl Actor {
     /// sync; here the operator is told (once per burst, not once per request) and the policy's handler
     /// runs.
     fn local_io_error(&mut self, error: &str) {
+        self.shared.counters.disk_error();
         let now = Instant::now();
         let quiet = self.last_io_error.is_none_or(|t| now.duration_since(t) >= IO_ERROR_HANDLER_EVERY);
         self.last_io_error = Some(now);
@@ -456,6 +458,7 @@ impl Actor {
             tracing::info!(resource = %self.shared.name, "handler {name}: none configured");
             return;
         };
+        self.shared.counters.handler_run(name);
         let p = self.node.params();
         let (res, peer) = (p.resource.clone(), p.peer.clone().unwrap_or_default());
         tracing::warn!(resource = %res, "running handler {name}: {cmd}");

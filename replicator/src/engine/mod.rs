@@ -14,7 +14,7 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
@@ -109,6 +109,46 @@ pub(crate) struct Shared {
     /// asks the peer) instead of failing.
     pub retry_failed_reads: bool,
     pub snapshot: watch::Receiver<Snapshot>,
+    pub counters: VolumeCounters,
+}
+
+/// Counters kept outside the state machine, for monitoring: application read bytes (most reads never
+/// reach the machine), local disk errors and handler runs (both seen by the actor). Relaxed atomics:
+/// one increment per read, nothing locked on the data path; handler runs are rare and take a lock.
+#[derive(Debug, Default)]
+pub struct VolumeCounters {
+    read_bytes: AtomicU64,
+    disk_errors: AtomicU64,
+    handler_runs: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// [`VolumeCounters`] read out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// Bytes returned to application reads (from the local disk or, where it is stale, the peer).
+    pub read_bytes: u64,
+    /// Failed local disk requests.
+    pub disk_errors: u64,
+    /// Configured handlers started, by handler name (`split-brain`, `local-io-error`, ...).
+    pub handler_runs: BTreeMap<&'static str, u64>,
+}
+
+impl VolumeCounters {
+    pub(crate) fn disk_error(&self) {
+        self.disk_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn handler_run(&self, name: &'static str) {
+        *self.handler_runs.lock().unwrap_or_else(|p| p.into_inner()).entry(name).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> CountersSnapshot {
+        CountersSnapshot {
+            read_bytes: self.read_bytes.load(Ordering::Relaxed),
+            disk_errors: self.disk_errors.load(Ordering::Relaxed),
+            handler_runs: self.handler_runs.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
 }
 
 /// Handle to a running replicated volume. Cheap to clone.
@@ -135,6 +175,14 @@ impl Volume {
     /// Read from the local disk when it is up to date (no round trip through the state machine);
     /// otherwise the state machine serves it (from the peer where the local copy is stale).
     pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, IoFailure> {
+        let r = self.read_inner(offset, len).await;
+        if let Ok(data) = &r {
+            self.shared.counters.read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn read_inner(&self, offset: u64, len: u64) -> Result<Bytes, IoFailure> {
         let end = offset.checked_add(len);
         if end.is_none_or(|e| e > self.shared.size) {
             return Err(IoFailure::OutOfRange { offset, len, size: self.shared.size });
@@ -193,6 +241,11 @@ impl Volume {
             return s;
         }
         self.snapshot()
+    }
+
+    /// Monitoring counters kept outside the state machine (the machine's own are in [`Snapshot::stats`]).
+    pub fn counters(&self) -> CountersSnapshot {
+        self.shared.counters.snapshot()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {

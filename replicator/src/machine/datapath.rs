@@ -445,6 +445,7 @@ impl Node {
             // brain, and must be reported as one, not as a mere protocol error.
             let reason = "split brain: the peer sent application data but this node is Primary (both Primary)";
             self.split_brain = true;
+            self.stats.split_brains += 1;
             self.out.push(Action::RunHandler("split-brain"));
             self.send(conn, Frame::Abort { code: super::link::ABORT_SPLIT_BRAIN, reason: reason.to_string() });
             self.fatal(reason, false);

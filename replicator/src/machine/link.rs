@@ -73,6 +73,7 @@ impl Node {
                 let msg = format!("peer aborted the connection: {reason}");
                 if code == ABORT_SPLIT_BRAIN {
                     self.split_brain = true;
+                    self.stats.split_brains += 1;
                     self.out.push(Action::RunHandler("split-brain"));
                 }
                 self.fatal(&msg, code == ABORT_RETRY);
@@ -287,6 +288,9 @@ impl Node {
             policies: self.p.policies,
         };
         let outcome = decide(&facts);
+        if outcome.split_brain_detected {
+            self.stats.split_brains += 1;
+        }
         for line in &outcome.log {
             self.log(outcome.split_brain_detected, format!("{}: {line}", self.p.resource));
         }

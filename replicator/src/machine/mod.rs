@@ -15,4 +15,4 @@ mod verify;
 
 pub use verify::verify_digest;
 
-pub use node::{Action, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};
+pub use node::{Action, InFlight, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};

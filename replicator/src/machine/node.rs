@@ -163,6 +163,24 @@ pub struct Stats {
     pub bm_writes: u64,
     pub resync_blocks_sent: u64,
     pub resync_blocks_received: u64,
+    /// Split brains detected on this node (resolved by a policy or not), since the resource came up.
+    pub split_brains: u64,
+}
+
+/// Requests in flight at the moment of a snapshot (drbd-reactor's upperpending / lowerpending /
+/// apinflight / rsinflight), computed from the machine's own tables when the snapshot is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// Application writes, flushes and machine-served reads not yet completed (queued ones included).
+    pub app_requests: u64,
+    /// Bytes of the application writes among them.
+    pub app_write_bytes: u64,
+    /// Requests issued to the local disk and not yet completed.
+    pub disk_requests: u64,
+    /// Bytes of application writes sent to the peer and not yet acknowledged.
+    pub peer_bytes: u64,
+    /// Bytes of resync data in flight (read from the disk or sent, not yet acknowledged).
+    pub resync_bytes: u64,
 }
 
 /// Resync progress for status.
@@ -194,6 +212,7 @@ pub struct Snapshot {
     pub suspended: Option<String>,
     /// Acknowledgements held back meanwhile.
     pub held_acks: usize,
+    pub in_flight: InFlight,
 }
 
 /// What a disk token was for.
@@ -504,6 +523,18 @@ impl Node {
             pending_peer: self.writes.values().filter(|w| w.peer_pending > 0).count(),
             suspended: self.frozen.clone(),
             held_acks: self.held.len(),
+            in_flight: self.in_flight(),
+        }
+    }
+
+    fn in_flight(&self) -> InFlight {
+        let queued: u64 = self.waiting.iter().map(|w| w.data.len() as u64).sum();
+        InFlight {
+            app_requests: (self.writes.len() + self.waiting.len() + self.flushes.len() + self.reads.len()) as u64,
+            app_write_bytes: self.writes.values().map(|w| w.len).sum::<u64>() + queued,
+            disk_requests: self.tokens.len() as u64,
+            peer_bytes: self.writes.values().filter(|w| w.peer_pending > 0).map(|w| w.len).sum(),
+            resync_bytes: self.resync.as_ref().map_or(0, |r| r.inflight.values().sum()),
         }
     }
 
