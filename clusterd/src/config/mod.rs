@@ -11,6 +11,7 @@
 mod cluster;
 mod fields;
 mod group;
+mod metrics;
 mod policy;
 mod raw;
 mod raw_sections;
@@ -25,6 +26,7 @@ pub use cluster::{
     cluster_defaults,
 };
 pub use group::{GroupConfig, MAX_GARP_COUNT, VipConfig, group_defaults};
+pub use metrics::{DEFAULT_METRICS_PORT, MetricsConfig};
 pub use target_params::{DATA_LENGTH_RANGE, DIGESTS, TargetParamOverrides};
 pub use targets::{
     ChapUser, IscsiConfig, LunDef, LunSource, MAX_ISCSI_NAME_LEN, MAX_LUN, TargetDef,
@@ -156,6 +158,8 @@ pub struct HaConfig {
     pub iscsi: IscsiConfig,
     /// In file order.
     pub targets: Vec<TargetDef>,
+    /// Where `/metrics` and the status page are served (per node; empty = off).
+    pub metrics: MetricsConfig,
 }
 
 impl HaConfig {
@@ -213,6 +217,8 @@ impl HaConfig {
             group: group.as_ref(),
         };
         let targets = targets::build_targets(&src, &raw.targets, &ctx)?;
+        let others = metrics::Others { nodes: &nodes, resources: &resources, targets: &targets };
+        let metrics = raw.metrics.as_ref().map(|m| metrics::build_metrics(&src, m, &others)).transpose()?.unwrap_or_default();
         let config = HaConfig {
             path: path.to_path_buf(),
             nodes,
@@ -221,6 +227,7 @@ impl HaConfig {
             group,
             iscsi,
             targets,
+            metrics,
         };
         // Warnings are returned by `warnings()`; clusterd and haadm print them once.
         Ok(config)

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub(crate) use super::raw_sections::{
-    RawChapUser, RawCluster, RawGroup, RawGuard, RawIscsi, RawLink, RawLun, RawTarget,
+    RawChapUser, RawCluster, RawGroup, RawGuard, RawIscsi, RawLink, RawLun, RawMetrics, RawTarget,
     RawTargetParams, RawVip,
 };
 
@@ -30,6 +30,7 @@ pub(crate) struct RawHaConfig {
     pub iscsi: RawIscsi,
     #[serde(default)]
     pub targets: OrderedUniqueMap<RawTarget>,
+    pub metrics: Option<RawMetrics>,
 }
 
 #[derive(Debug, Deserialize)]

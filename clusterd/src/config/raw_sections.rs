@@ -196,3 +196,15 @@ pub(crate) struct RawTargetParams {
     #[serde(rename = "DataDigest")]
     pub data_digest: Option<Scalar>,
 }
+
+/// `metrics:` — where `/metrics` and the status page are served (off without this section).
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a mapping with `listen` (IP:PORT) and/or `on` (node: IP:PORT)"
+)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<Scalar>,
+    pub on: Option<UniqueMap<Scalar>>,
+}
