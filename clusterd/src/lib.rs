@@ -7,3 +7,4 @@ pub mod daemon;
 pub mod failover;
 pub mod target;
 pub mod netops;
+pub mod monitor;

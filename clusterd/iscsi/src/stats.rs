@@ -50,10 +50,12 @@ pub struct LatencyHistogram {
     count: AtomicU64,
 }
 
-/// A histogram read out: cumulative bucket counts (Prometheus' `le` semantics), sum and count.
+/// A histogram read out: per-bucket counts, sum and count.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistogramSnapshot {
-    /// `(upper bound in seconds, observations ≤ bound)`, cumulative; +Inf is `count`.
+    /// `(upper bound in seconds, observations in this bucket)`, NOT cumulative (the form
+    /// prometheus-client's encoder takes; it writes the cumulative `le` series); the last bound is
+    /// `f64::INFINITY`.
     pub buckets: Vec<(f64, u64)>,
     pub sum_seconds: f64,
     pub count: u64,
@@ -95,15 +97,7 @@ struct RawHistogram {
 
 impl RawHistogram {
     fn snapshot(&self) -> HistogramSnapshot {
-        let mut cumulative = 0;
-        let buckets = LATENCY_BOUNDS_SECONDS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(&le, &n)| {
-                cumulative += n;
-                (le, cumulative)
-            })
-            .collect();
+        let buckets = LATENCY_BOUNDS_SECONDS.iter().copied().chain([f64::INFINITY]).zip(self.buckets).collect();
         HistogramSnapshot { buckets, sum_seconds: self.sum_ns as f64 / 1e9, count: self.count }
     }
 }
@@ -457,7 +451,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative_and_inclusive() {
+    fn histogram_buckets_are_inclusive_with_an_infinite_last_one() {
         let h = LatencyHistogram::default();
         h.observe(Duration::from_micros(50)); // exactly on the first bound: le="5e-05"
         h.observe(Duration::from_micros(51));
@@ -467,11 +461,13 @@ mod tests {
         h.add_to(&mut raw);
         let s = raw.snapshot();
         assert_eq!(s.count, 4);
+        assert_eq!(s.buckets.len(), 18);
         assert_eq!(s.buckets[0], (0.000_05, 1));
-        assert_eq!(s.buckets[1], (0.000_1, 2));
-        assert_eq!(s.buckets[5], (0.002_5, 2));
-        assert_eq!(s.buckets[6], (0.005, 3));
-        assert_eq!(s.buckets.last(), Some(&(10.0, 3)));
+        assert_eq!(s.buckets[1], (0.000_1, 1));
+        assert_eq!(s.buckets[5], (0.002_5, 0));
+        assert_eq!(s.buckets[6], (0.005, 1));
+        assert_eq!(s.buckets[16], (10.0, 0));
+        assert_eq!(s.buckets[17], (f64::INFINITY, 1));
         assert!((s.sum_seconds - 60.003_101).abs() < 1e-9, "{}", s.sum_seconds);
     }
 

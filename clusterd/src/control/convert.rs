@@ -21,6 +21,18 @@ type SpeedSamples = (Instant, u64, VecDeque<(Instant, u64)>);
 const WINDOW: Duration = Duration::from_secs(6);
 
 impl Speedometer {
+    /// (recent bytes/s, average bytes/s) from the samples recorded so far, without adding one.
+    pub fn peek(&self, name: &str) -> (u64, u64) {
+        let Ok(map) = self.samples.lock() else { return (0, 0) };
+        let Some((t0, rem0, recent)) = map.get(name) else { return (0, 0) };
+        let Some(&(t1, rem1)) = recent.back() else { return (0, 0) };
+        let per_sec = |from: (Instant, u64)| {
+            let dt = t1.duration_since(from.0).as_secs_f64();
+            if dt < 0.2 { 0 } else { (from.1.saturating_sub(rem1) as f64 / dt) as u64 }
+        };
+        (recent.front().copied().map(per_sec).unwrap_or(0), per_sec((*t0, *rem0)))
+    }
+
     /// Record `remaining` for `name` and return (recent bytes/s, average bytes/s).
     pub fn observe(&self, name: &str, remaining: Option<u64>) -> (u64, u64) {
         let Ok(mut map) = self.samples.lock() else { return (0, 0) };

@@ -18,7 +18,9 @@ use crate::heartbeat::{
     AuthKeys, Generation, HeartbeatHandle, HeartbeatRuntimeConfig, HeartbeatService, LinkMode, LinkRuntime,
     MembershipEvent, MembershipParams, MembershipStatus,
 };
+use crate::monitor::counters::{ClusterCounters, FenceResult, GuardResult};
 use crate::netops;
+use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, anyhow};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +47,10 @@ pub struct ClusterView {
 pub struct ClusterHandle {
     admin: mpsc::Sender<AdminRequest>,
     view: watch::Receiver<ClusterView>,
+    /// Event counters for `/metrics` (late heartbeats, guard and fence outcomes, failovers).
+    pub counters: Arc<ClusterCounters>,
+    /// Bumped by every pass of the group loop: the systemd watchdog is fed only while it moves.
+    pub loop_passes: Arc<AtomicU64>,
     cancel: CancellationToken,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -189,6 +195,48 @@ struct Driver {
     peer_last: Option<crate::failover::GroupState>,
     /// Whether the peer is heard on a heartbeat link (a delayed fence checks it before fencing).
     peer_alive: Arc<std::sync::atomic::AtomicBool>,
+    counters: Arc<ClusterCounters>,
+    acquisition: Acquisition,
+}
+
+/// Failover accounting for `/metrics`: an acquisition that moved the group here from the peer is a
+/// failover; its duration runs from the peer being declared dead (or, for a hand-over, from leaving
+/// `idle`) to `holding`.
+#[derive(Debug, Default)]
+struct Acquisition {
+    previous: Option<crate::failover::Phase>,
+    /// The group was last known held by the peer.
+    from_peer: bool,
+    started: Option<Instant>,
+    peer_lost_at: Option<Instant>,
+}
+
+impl Acquisition {
+    fn observe(&mut self, st: &SequencerStatus, me: &str, counters: &ClusterCounters) {
+        use crate::failover::Phase;
+        let was = self.previous.replace(st.phase);
+        match st.phase {
+            Phase::Idle => {
+                self.started = None;
+                if let Some((holder, _)) = &st.holder {
+                    self.from_peer = holder != me;
+                }
+            }
+            Phase::Holding if was != Some(Phase::Holding) => {
+                if let (Some(t0), true) = (self.started.take(), self.from_peer) {
+                    let t0 = self.peer_lost_at.take().map_or(t0, |lost| lost.min(t0));
+                    counters.failover(t0.elapsed());
+                }
+                self.from_peer = false;
+            }
+            Phase::Claiming | Phase::Starting if was == Some(Phase::Idle) => self.started = Some(Instant::now()),
+            _ => {}
+        }
+    }
+
+    fn peer_liveness(&mut self, alive: bool) {
+        self.peer_lost_at = if alive { None } else { self.peer_lost_at.or(Some(Instant::now())) };
+    }
 }
 
 impl Driver {
@@ -255,6 +303,7 @@ impl Driver {
         // deadtime's head start so the two do not fence each other at once (see io_fencing.rs).
         let fence_delay = if self.io_fence.delays_fencing_of_holder(self.peer_last.as_ref()) { self.cluster.deadtime } else { Duration::ZERO };
         let peer_alive = Arc::clone(&self.peer_alive);
+        let counters = Arc::clone(&self.counters);
         tokio::spawn(async move {
             let mut detail = Vec::new();
             let mut ok = true;
@@ -268,15 +317,19 @@ impl Driver {
                     tracing::info!(target: "failover", "waiting {fence_delay:?} before fencing {peer}, which held the group (fencing resource-and-stonith)");
                     tokio::time::sleep(fence_delay).await;
                     if peer_alive.load(std::sync::atomic::Ordering::Acquire) {
+                        counters.fence_command(FenceResult::Skipped);
+                        counters.guard_run(GuardResult::Refused);
                         let detail = format!("{peer} was heard again during the fence delay: not fenced");
                         let _ = tx.send(Input::GuardResult { ok: false, detail }).await;
                         return;
                     }
                 }
                 let (fenced, outcome) = run_fence_command(cmd, &me, &peer).await;
+                counters.fence_command(if fenced { FenceResult::Fenced } else { FenceResult::Failed });
                 detail.push(outcome);
                 ok &= fenced;
             }
+            counters.guard_run(if ok { GuardResult::Confirmed } else { GuardResult::Refused });
             let _ = tx.send(Input::GuardResult { ok, detail: detail.join("; ") }).await;
         });
     }
@@ -382,7 +435,12 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
         peer_alive: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         io_fence: IoFencing::new(&config, &group.resources, &me.name, peer.as_deref().unwrap_or_default()),
         peer_last: None,
+        counters: Arc::new(ClusterCounters::default()),
+        acquisition: Acquisition::default(),
     };
+    let counters = Arc::clone(&d.counters);
+    let loop_passes = Arc::new(AtomicU64::new(0));
+    let passes = Arc::clone(&loop_passes);
     let stop = cancel.clone();
     let task = tokio::spawn(async move {
         let (hb_handle, mut hb_events) = match hb {
@@ -408,13 +466,17 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
                         MembershipEvent::LinkUp(l) => { tracing::info!("heartbeat link {l} up"); None }
                         MembershipEvent::LinkDown(l) => { tracing::warn!("heartbeat link {l} down"); None }
                         MembershipEvent::LateHeartbeat { link, gap } => {
+                            d.counters.late_heartbeat(&link);
                             tracing::warn!("late heartbeat on link {link}: {gap:?} since the previous one");
                             None
                         }
                     };
                     if let Some(i) = &input {
                         let alive = match i { Input::PeerAlive { .. } | Input::PeerRestarted { .. } => Some(true), Input::PeerDead => Some(false), _ => None };
-                        if let Some(a) = alive { d.peer_alive.store(a, std::sync::atomic::Ordering::Release); }
+                        if let Some(a) = alive {
+                            d.peer_alive.store(a, std::sync::atomic::Ordering::Release);
+                            d.acquisition.peer_liveness(a);
+                        }
                     }
                     if let Some(i) = input { d.feed(i); }
                 }
@@ -456,9 +518,12 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
                             Err(e) => tracing::error!("cannot persist the group epoch {epoch}: {e:#}"),
                         }
                     }
+                    let status = d.seq.status();
+                    d.acquisition.observe(&status, &d.steps.node, &d.counters);
+                    passes.fetch_add(1, Ordering::Relaxed);
                     view_tx.send_replace(ClusterView {
                         generation,
-                        sequencer: Some(d.seq.status()),
+                        sequencer: Some(status),
                         membership: hb_handle.as_ref().map(|h| h.status()),
                     });
                 }
@@ -478,5 +543,5 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
             h.stop().await;
         }
     });
-    Ok(Some(ClusterHandle { admin, view, cancel, task: std::sync::Mutex::new(Some(task)) }))
+    Ok(Some(ClusterHandle { admin, view, counters, loop_passes, cancel, task: std::sync::Mutex::new(Some(task)) }))
 }

@@ -10,6 +10,10 @@ mod io_fencing;
 
 use crate::config::HaConfig;
 use crate::control::{ControlService, Speedometer};
+use crate::monitor::Monitor;
+use iscsi_target::stats::TargetStats;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 use anyhow::{bail, Context, Result};
 use proto::control::control_server::ControlServer;
 use resources::Resources;
@@ -41,7 +45,10 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
             Err(e) => tracing::error!("{e}"),
         }
     }
-    let targets = Arc::new(TargetHost::new(Arc::clone(&resources.config), me.clone()));
+    // Counting on the data path is off unless this node serves metrics (the benchmark's reference).
+    let metrics_addr = resources.config.metrics.listen_for(&me.name);
+    let target_stats = Arc::new(if metrics_addr.is_some() { TargetStats::enabled() } else { TargetStats::disabled() });
+    let targets = Arc::new(TargetHost::new(Arc::clone(&resources.config), me.clone(), Arc::clone(&target_stats)));
     // Without an HA group the node serves its targets from the start (the standalone target); with
     // one, the failover sequence starts them when this node takes the group.
     if resources.config.group.is_none() && targets.configured() {
@@ -52,6 +59,23 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         .context("start the cluster layer (heartbeats, failover)")?
         .map(Arc::new);
     let speedo = Arc::new(Speedometer::default());
+    let background = CancellationToken::new();
+    let metrics_task = match metrics_addr {
+        Some(addr) => {
+            let monitor = Monitor {
+                node: me.name.clone(),
+                config: Arc::clone(&resources.config),
+                resources: Arc::clone(&resources),
+                targets: Arc::clone(&targets),
+                cluster: cluster.clone(),
+                target_stats,
+                speedo: Arc::clone(&speedo),
+                started: Instant::now(),
+            };
+            Some(crate::monitor::serve(addr, Arc::new(monitor), background.clone()).await?)
+        }
+        None => None,
+    };
     let service = ControlService {
         resources: Arc::clone(&resources),
         speedo: Arc::clone(&speedo),
@@ -85,6 +109,12 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     sampler.abort();
+    background.cancel();
+    if let Some(mut t) = metrics_task
+        && tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await.is_err()
+    {
+        t.abort();
+    }
     if let Some(c) = &cluster {
         c.shutdown().await;
     }

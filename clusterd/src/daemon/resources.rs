@@ -30,6 +30,14 @@ pub struct SlotStatus {
     pub peer_name: Option<String>,
 }
 
+/// A resource as monitoring sees it: the engine's published snapshot, size and counters when up.
+pub struct Published {
+    pub name: String,
+    pub running: Option<(Snapshot, u64, replicator::engine::CountersSnapshot)>,
+    pub error: Option<String>,
+    pub peer_name: Option<String>,
+}
+
 /// All resources of this node.
 pub struct Resources {
     pub config: Arc<HaConfig>,
@@ -156,6 +164,21 @@ impl Resources {
             out.push(st);
         }
         out
+    }
+
+    /// Every resource with its last published state (refreshed by the engine every 20 ms and on each
+    /// change): for monitoring, which must never queue work on a resource's actor thread.
+    pub async fn published(&self) -> Vec<Published> {
+        let slots = self.slots.lock().await;
+        slots
+            .values()
+            .map(|s| Published {
+                name: s.name.clone(),
+                running: s.volume.as_ref().map(|v| (v.snapshot(), v.size(), v.counters())),
+                error: s.error.clone(),
+                peer_name: s.peer_name.clone(),
+            })
+            .collect()
     }
 
     /// Stop everything (daemon shutdown): demote idle Primaries and write clean metadata.

@@ -5,6 +5,8 @@ use super::resources::Resources;
 use crate::config::{HaConfig, LunSource, NodeConfig};
 use crate::target::{TargetRuntime, assemble, render_json, render_text};
 use anyhow::Result;
+use iscsi_target::server::SessionInfo;
+use iscsi_target::stats::TargetStats;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +19,20 @@ pub struct TargetHost {
     config: Arc<HaConfig>,
     node: NodeConfig,
     running: Mutex<Option<TargetRuntime>>,
+    /// Monitoring counters, shared by every start of the target (they count for the process' life).
+    stats: Arc<TargetStats>,
 }
 
 impl TargetHost {
-    pub fn new(config: Arc<HaConfig>, node: NodeConfig) -> TargetHost {
-        TargetHost { config, node, running: Mutex::new(None) }
+    pub fn new(config: Arc<HaConfig>, node: NodeConfig, stats: Arc<TargetStats>) -> TargetHost {
+        TargetHost { config, node, running: Mutex::new(None), stats }
+    }
+
+    /// For monitoring: whether the target is served here and its sessions; `None` while a start or
+    /// stop holds the target (a scrape does not wait for a drain).
+    pub fn monitor_view(&self) -> Option<(bool, Vec<SessionInfo>)> {
+        let running = self.running.try_lock().ok()?;
+        Some((running.is_some(), running.as_ref().map(|r| r.sessions()).unwrap_or_default()))
     }
 
     pub fn configured(&self) -> bool {
@@ -43,7 +54,8 @@ impl TargetHost {
                 }
             }
         }
-        let assembled = assemble(&self.config, &self.node, &volumes)?;
+        let mut assembled = assemble(&self.config, &self.node, &volumes)?;
+        assembled.server.stats = Arc::clone(&self.stats);
         *running = Some(TargetRuntime::start(assembled)?);
         Ok(())
     }
