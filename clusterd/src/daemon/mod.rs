@@ -7,6 +7,8 @@ pub mod targets;
 pub mod group_steps;
 pub mod cluster;
 mod io_fencing;
+pub mod notify;
+mod state_log;
 
 use crate::config::HaConfig;
 use crate::control::{ControlService, Speedometer};
@@ -60,6 +62,7 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         .map(Arc::new);
     let speedo = Arc::new(Speedometer::default());
     let background = CancellationToken::new();
+    state_log::start(&resources, cluster.as_ref(), &background);
     let metrics_task = match metrics_addr {
         Some(addr) => {
             let monitor = Monitor {
@@ -76,6 +79,17 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         }
         None => None,
     };
+    let notifier = match notify::Notifier::from_env() {
+        Ok(n) => n.map(Arc::new),
+        Err(e) => {
+            tracing::warn!("NOTIFY_SOCKET: {e}; not notifying the service manager");
+            None
+        }
+    };
+    if let Some(n) = &notifier {
+        let watched = notify::Supervised { resources: Arc::clone(&resources), cluster: cluster.clone() };
+        tokio::spawn(notify::supervise(Arc::clone(n), notify::watchdog_interval(), watched, background.clone()));
+    }
     let service = ControlService {
         resources: Arc::clone(&resources),
         speedo: Arc::clone(&speedo),
@@ -109,6 +123,11 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     sampler.abort();
+    if let Some(n) = &notifier
+        && let Err(e) = n.send("STOPPING=1\nSTATUS=stopping: releasing the group and the resources")
+    {
+        tracing::warn!("sd_notify: {e}");
+    }
     background.cancel();
     if let Some(mut t) = metrics_task
         && tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await.is_err()

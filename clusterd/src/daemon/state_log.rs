@@ -1,0 +1,171 @@
+//! One log event per state change, with the resource (or link) and the node as fields, for journald
+//! and Loki pipelines (`clusterd --log-format json` makes each a JSON object). Events use the tracing
+//! target `state`, so `RUST_LOG=state=info` selects exactly them.
+//!
+//! It follows the same published snapshots as `haadm events` (a watch per resource, the group loop's
+//! view) and logs only when a state field changed, never for counters.
+
+use super::cluster::{ClusterHandle, ClusterView};
+use super::resources::Resources;
+use replicator::machine::Snapshot;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The fields of a resource that make its state (not its counters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ResourceState {
+    role: &'static str,
+    disk: &'static str,
+    connection: &'static str,
+    replication: &'static str,
+    peer_role: &'static str,
+    peer_disk: &'static str,
+    suspended: bool,
+    split_brain: bool,
+}
+
+impl From<&Snapshot> for ResourceState {
+    fn from(s: &Snapshot) -> Self {
+        ResourceState {
+            role: s.role.as_str(),
+            disk: s.disk.as_str(),
+            connection: s.conn.as_str(),
+            replication: s.repl.as_str(),
+            peer_role: s.peer_role.as_str(),
+            peer_disk: s.peer_disk.as_str(),
+            suspended: s.suspended.is_some(),
+            split_brain: s.split_brain,
+        }
+    }
+}
+
+fn log_resource(node: &str, resource: &str, s: &ResourceState) {
+    tracing::info!(
+        target: "state",
+        node,
+        resource,
+        role = s.role,
+        disk = s.disk,
+        connection = s.connection,
+        replication = s.replication,
+        peer_role = s.peer_role,
+        peer_disk = s.peer_disk,
+        suspended = s.suspended,
+        split_brain = s.split_brain,
+        "resource {resource}: {} {} {} {}, peer {} {}",
+        s.role,
+        s.disk,
+        s.connection,
+        s.replication,
+        s.peer_role,
+        s.peer_disk
+    );
+}
+
+/// Follows one resource across `down`/`up`: its snapshot watch while it runs, a slow poll while not.
+async fn follow_resource(resources: Arc<Resources>, name: String, stop: CancellationToken) {
+    let node = resources.node.clone();
+    let mut last: Option<ResourceState> = None;
+    loop {
+        let Ok(v) = resources.volume(&name).await else {
+            if last.take().is_some() {
+                tracing::info!(target: "state", node = %node, resource = %name, "resource {name}: down");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+            }
+        };
+        let mut rx = v.subscribe();
+        loop {
+            let now = ResourceState::from(&*rx.borrow_and_update());
+            if last.as_ref() != Some(&now) {
+                log_resource(&node, &name, &now);
+                last = Some(now);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { break },
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct GroupState {
+    holder: String,
+    phase: &'static str,
+    epoch: u64,
+    peer_online: Option<bool>,
+    split_brain_warning: bool,
+    links: Vec<(String, bool)>,
+}
+
+fn group_state(v: &ClusterView) -> GroupState {
+    let mut g = GroupState::default();
+    if let Some(s) = &v.sequencer {
+        g.holder = s.holder.as_ref().map_or_else(|| "-".to_string(), |(n, _)| n.clone());
+        g.phase = s.phase.name();
+        g.epoch = s.epoch;
+        g.split_brain_warning = s.split_brain_warning.is_some();
+    }
+    if let Some(m) = &v.membership {
+        g.peer_online = Some(m.peer_alive());
+        g.links = m.links.iter().map(|l| (l.name.clone(), l.up)).collect();
+    }
+    g
+}
+
+async fn follow_group(node: String, cluster: Arc<ClusterHandle>, stop: CancellationToken) {
+    let mut rx = cluster.subscribe();
+    let mut last = GroupState::default();
+    loop {
+        let now = group_state(&rx.borrow_and_update());
+        if now.phase.is_empty() {
+            // Not published yet.
+        } else if now != last {
+            let changed_group = (now.holder != last.holder, now.phase != last.phase, now.epoch != last.epoch, now.peer_online != last.peer_online);
+            if changed_group != (false, false, false, false) || now.split_brain_warning != last.split_brain_warning {
+                let peer = match now.peer_online {
+                    Some(true) => "online",
+                    Some(false) => "offline",
+                    None => "-",
+                };
+                tracing::info!(
+                    target: "state",
+                    node = %node,
+                    holder = %now.holder,
+                    phase = now.phase,
+                    epoch = now.epoch,
+                    peer,
+                    split_brain_warning = now.split_brain_warning,
+                    "group: {} on {node}, holder {}, epoch {}, peer {peer}",
+                    now.phase,
+                    now.holder,
+                    now.epoch
+                );
+            }
+            for (link, up) in &now.links {
+                if !last.links.iter().any(|(l, u)| l == link && u == up) {
+                    tracing::info!(target: "state", node = %node, link = %link, up = *up, "heartbeat link {link}: {}", if *up { "up" } else { "down" });
+                }
+            }
+            last = now;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Starts one follower per configured resource and one for the group.
+pub fn start(resources: &Arc<Resources>, cluster: Option<&Arc<ClusterHandle>>, stop: &CancellationToken) {
+    for name in resources.config.resources.keys() {
+        tokio::spawn(follow_resource(Arc::clone(resources), name.clone(), stop.clone()));
+    }
+    if let Some(c) = cluster {
+        tokio::spawn(follow_group(resources.node.clone(), Arc::clone(c), stop.clone()));
+    }
+}
