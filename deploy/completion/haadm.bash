@@ -82,6 +82,9 @@ _haadm() {
             haadm,verify)
                 cmd="haadm__subcmd__verify"
                 ;;
+            haadm,wait-sync)
+                cmd="haadm__subcmd__wait__subcmd__sync"
+                ;;
             haadm__subcmd__help,completion)
                 cmd="haadm__subcmd__help__subcmd__completion"
                 ;;
@@ -148,6 +151,9 @@ _haadm() {
             haadm__subcmd__help,verify)
                 cmd="haadm__subcmd__help__subcmd__verify"
                 ;;
+            haadm__subcmd__help,wait-sync)
+                cmd="haadm__subcmd__help__subcmd__wait__subcmd__sync"
+                ;;
             haadm__subcmd__help__subcmd__target,show)
                 cmd="haadm__subcmd__help__subcmd__target__subcmd__show"
                 ;;
@@ -170,7 +176,7 @@ _haadm() {
 
     case "${cmd}" in
         haadm)
-            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events standby takeover target create-md dump-md completion help"
+            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -378,7 +384,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help)
-            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events standby takeover target create-md dump-md completion help"
+            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -713,6 +719,20 @@ _haadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        haadm__subcmd__help__subcmd__wait__subcmd__sync)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         haadm__subcmd__invalidate)
             opts="-h --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -948,7 +968,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__status)
-            opts="-v -h --json --verbose --config --node --socket --help"
+            opts="-v -w -h --json --verbose --watch --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1126,6 +1146,36 @@ _haadm() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__wait__subcmd__sync)
+            opts="-h --timeout --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

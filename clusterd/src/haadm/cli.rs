@@ -13,7 +13,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/ha/ha.yaml";
     name = "haadm",
     version,
     after_help = "drbdadm's order also works: haadm -- --overwrite-data-of-peer primary RES\n\
-                  Exit status: 0 ok, 1 the verb failed, 2 usage error, 3 clusterd cannot be reached."
+                  Exit status: 0 ok, 1 the verb failed, 2 usage error, 3 clusterd cannot be reached,\n\
+                  4 wait-sync --timeout expired, 130 wait-sync interrupted (Ctrl-C)."
 )]
 pub struct Cli {
     /// Configuration file (ha.yaml) shared by both nodes [default: $HA_CONFIG, else /etc/ha/ha.yaml].
@@ -63,6 +64,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Print state changes as they happen (events2 style).
     Events(EventsArgs),
+    /// Wait until the resource is connected and in sync (progress bar on a terminal); exit 0 when in
+    /// sync, 1 when it cannot get there without you (down, StandAlone, split brain), 4 on --timeout.
+    WaitSync(WaitSyncArgs),
     /// Move the resource group away from this node.
     Standby,
     /// Pull the resource group onto this node.
@@ -119,6 +123,20 @@ pub struct StatusArgs {
     /// Add statistics, addresses and generation identifiers.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Keep watching: redraw in place with a progress bar per resync/verify on a terminal, print
+    /// changed lines when piped; Ctrl-C ends it.
+    #[arg(long, short, conflicts_with_all = ["json", "verbose"])]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitSyncArgs {
+    /// Resource name, or `all`.
+    #[arg(value_name = "RES|all")]
+    pub resource: String,
+    /// Give up after this long (`90s`, `5m`, bare seconds) with exit status 4.
+    #[arg(long, value_parser = super::watch::parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -267,7 +285,7 @@ mod tests {
         assert!(matches!(cli.command, Command::Connect(ConnectArgs { discard_my_data: true, .. })));
         let cli = parse(&["haadm", "status"]);
         match cli.command {
-            Command::Status(s) => assert_eq!((s.resource.as_str(), s.json, s.verbose), ("all", false, false)),
+            Command::Status(s) => assert_eq!((s.resource.as_str(), s.json, s.verbose, s.watch), ("all", false, false, false)),
             other => panic!("{other:?}"),
         }
         let cli = parse(&["haadm", "invalidate-remote", "r0"]);
@@ -278,6 +296,15 @@ mod tests {
         assert!(matches!(cli.command, Command::Target { command: TargetCommand::Show { json: false } }));
         let cli = parse(&["haadm", "events", "--now"]);
         assert!(matches!(cli.command, Command::Events(EventsArgs { now: true, resource: None })));
+        let cli = parse(&["haadm", "status", "--watch", "r0"]);
+        assert!(matches!(cli.command, Command::Status(StatusArgs { watch: true, .. })));
+        assert!(Cli::try_parse_from(os(&["haadm", "status", "--watch", "--json"])).is_err());
+        let cli = parse(&["haadm", "wait-sync", "r0", "--timeout", "90s"]);
+        match cli.command {
+            Command::WaitSync(w) => assert_eq!((w.resource.as_str(), w.timeout), ("r0", Some(std::time::Duration::from_secs(90)))),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(os(&["haadm", "wait-sync", "r0", "--timeout", "soon"])).is_err());
         let cli = parse(&["haadm", "completion", "bash"]);
         assert!(matches!(cli.command, Command::Completion(CompletionArgs { shell: clap_complete::Shell::Bash })));
         let cli = parse(&["haadm", "completion"]);

@@ -2,12 +2,14 @@
 //! socket; `create-md`/`dump-md` work on the disks while clusterd is stopped.
 //!
 //! Exit codes: 0 success, 1 the verb failed (server's message printed), 2 usage error (clap),
-//! 3 clusterd cannot be reached (or does not answer in time).
+//! 3 clusterd cannot be reached (or does not answer in time), 4 `wait-sync --timeout` expired,
+//! 130 `wait-sync` interrupted by Ctrl-C.
 
 pub mod cli;
 pub mod client;
 pub mod offline;
 pub mod render;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -50,6 +52,10 @@ pub enum HaadmError {
     Offline(#[from] OfflineError),
     #[error("cannot write output: {0}")]
     Output(io::Error),
+    #[error("{resource} is not in sync after {}", crate::config::format_duration(*limit))]
+    WaitTimeout { resource: String, limit: Duration },
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl HaadmError {
@@ -58,6 +64,8 @@ impl HaadmError {
         match self {
             HaadmError::Client(_) | HaadmError::Timeout { .. } => 3,
             HaadmError::Rpc(status) if status.code() == tonic::Code::Unavailable => 3,
+            HaadmError::WaitTimeout { .. } => 4,
+            HaadmError::Interrupted => 130,
             _ => 1,
         }
     }
@@ -169,6 +177,8 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
     let mut client = client::connect(&target.socket, &target.hint).await?;
     let verb = |resource: &str| VerbRequest { resource: resource.to_string(), force: false, discard_my_data: false };
     let reply = match &cli.command {
+        Command::Status(args) if args.watch => return watch::status_watch(&mut client, &target.socket, &args.resource, out).await,
+        Command::WaitSync(args) => return watch::wait_sync(&mut client, &target.socket, &args.resource, args.timeout, out).await,
         Command::Status(args) => {
             let req = StatusRequest { resource: args.resource.clone() };
             let reply = with_timeout(&target, "status", STATUS_TIMEOUT, client.status(req)).await?;
