@@ -141,6 +141,11 @@ impl Cluster {
 
     /// Start node i's clusterd as the last argument of `wrapper` (e.g. `prlimit --fsize=N --`).
     pub fn start_wrapped(&mut self, i: usize, wrapper: &[&str]) -> Result<()> {
+        self.start_with(i, wrapper, &[], &[])
+    }
+
+    /// Start node i's clusterd with extra arguments and environment variables.
+    pub fn start_with(&mut self, i: usize, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.nodes[i].log)?;
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -155,7 +160,9 @@ impl Cluster {
             .arg(self.config_for(i))
             .arg("--node")
             .arg(NODES[i])
+            .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -173,6 +180,17 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!("clusterd {} did not come up: {}", NODES[i], self.log(i))
+    }
+
+    /// Adds a `metrics:` section (node1 on 127.0.0.1, node2 on 127.0.0.2, free ports) and returns the
+    /// two listen addresses.
+    pub fn enable_metrics(&self) -> Result<[std::net::SocketAddr; 2]> {
+        let port = free_port();
+        let addrs = [format!("127.0.0.1:{port}").parse()?, format!("127.0.0.2:{port}").parse()?];
+        let mut yaml = std::fs::read_to_string(&self.config)?;
+        yaml.push_str(&format!("metrics:\n  on: {{ node1: \"{}\", node2: \"{}\" }}\n", addrs[0], addrs[1]));
+        std::fs::write(&self.config, yaml)?;
+        Ok(addrs)
     }
 
     /// SIGKILL, like a crash.
@@ -288,4 +306,55 @@ pub fn sha1_file(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// `GET path` over plain HTTP/1.1 (the daemon's monitoring listener): (status code, body). Bounded by
+/// a 10 s timeout.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    http_get_with(addr, path, "")
+}
+
+/// [`http_get`] with extra request header lines (`"Accept: ...\r\n"`).
+pub fn http_get_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> Result<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).with_context(|| format!("read the answer to GET {path}"))?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").with_context(|| format!("no HTTP header end in {text:?}"))?;
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).with_context(|| format!("no status in {head:?}"))?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body)? } else { body.to_string() };
+    Ok((code, body))
+}
+
+fn dechunk(mut s: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").context("chunk size line")?;
+        let n = usize::from_str_radix(size.trim(), 16).with_context(|| format!("chunk size {size:?}"))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..n).context("short chunk")?);
+        s = rest.get(n + 2..).context("chunk end")?;
+    }
+}
+
+/// The value of the sample `name{labels...}` (labels given as `k="v"` in exposition order, a
+/// subset matches) in OpenMetrics text; None when absent.
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        (n == name && labels.iter().all(|lab| rest.contains(lab))).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Fails the test loudly when a tool it needs is missing (tests/run installs them all).
+pub fn require_tool(name: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    found.unwrap_or_else(|| panic!("`{name}` is not installed: apt-get install {package} (tests/run installs it)"))
 }

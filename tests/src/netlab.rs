@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub const VIP: &str = "10.66.1.100";
 pub const IQN: &str = "iqn.2026-11.org.example:ha";
 pub const NODES: [&str; 2] = ["node1", "node2"];
+/// Each node serves /metrics and its status page on its public address, this port.
+pub const METRICS_PORT: u16 = 9942;
 
 fn sh(args: &[&str]) -> Result<Output> {
     let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("run {args:?}"))?;
@@ -140,6 +142,8 @@ targets:
     portals: ["{VIP}:3260"]
     luns:
       0: {{ resource: r0 }}
+metrics:
+  on: {{ node1: "10.66.1.1:{METRICS_PORT}", node2: "10.66.1.2:{METRICS_PORT}" }}
 "#,
             d = d.display(),
             extra = extra_cluster_yaml.replace("DIR", &d.display().to_string())
