@@ -305,6 +305,16 @@ metrics:
         s.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_string)
     }
 
+    /// Node i's `/metrics` (classic text), fetched with curl from the client namespace.
+    pub fn metrics(&self, i: usize) -> Result<String> {
+        let url = format!("http://10.66.1.{}:{METRICS_PORT}/metrics", i + 1);
+        let out = self.exec("client", &["curl", "-sS", "--max-time", "5", &url])?;
+        if !out.status.success() {
+            bail!("curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// `iscsi-inq` from the client namespace at the VIP.
     pub fn inquiry(&self) -> Result<Output> {
         self.exec("client", &["timeout", "15", "iscsi-inq", &format!("iscsi://{VIP}/{IQN}/0")])

@@ -6,7 +6,7 @@
 
 use anyhow::{Result, ensure};
 use ha_tests::netlab::{NetLab, VIP, holder, phase};
-use ha_tests::{field, resource};
+use ha_tests::{field, resource, sample};
 use std::time::{Duration, Instant};
 
 const FENCE: &str = "  guard: { fence-command: \"/bin/sh DIR/fence.sh\" }\n";
@@ -67,6 +67,16 @@ fn kill9_failover_one_link_cut_and_standby() -> Result<()> {
     ensure!(inq.status.success(), "iscsi-inq at the VIP on node2 failed: {}\n{}", String::from_utf8_lossy(&inq.stderr), lab.logs());
     ensure!(std::fs::read_to_string(lab.path("fence.log"))?.contains("fenced node1 from node2"), "fence command not run");
     eprintln!("failover after kill -9: group held by node2 {took:?} after the kill");
+    // The survivor counted the failover, its duration, the guard and the fence command.
+    let m = lab.metrics(1)?;
+    ensure!(sample(&m, "clusterd_failovers_total", &[]) == Some(1.0), "{m}");
+    ensure!(sample(&m, "clusterd_failover_duration_seconds_count", &[]) == Some(1.0), "{m}");
+    let secs = sample(&m, "clusterd_failover_duration_seconds_sum", &[]).unwrap_or(0.0);
+    ensure!(secs > 0.0 && secs < took.as_secs_f64(), "failover duration {secs} s against {took:?} from the kill: {m}");
+    ensure!(sample(&m, "clusterd_fence_commands_total", &[r#"result="fenced""#]) == Some(1.0), "{m}");
+    ensure!(sample(&m, "clusterd_guard_runs_total", &[r#"result="confirmed""#]).unwrap_or(0.0) >= 1.0, "{m}");
+    ensure!(sample(&m, "clusterd_group_holder", &[r#"node="node2""#]) == Some(1.0), "{m}");
+    ensure!(sample(&m, "clusterd_peer_online", &[r#"peer="node1""#]) == Some(0.0), "{m}");
 
     // node1 comes back as the Secondary (auto-failback off) and resyncs.
     lab.reap(0);
@@ -87,6 +97,8 @@ fn kill9_failover_one_link_cut_and_standby() -> Result<()> {
     ensure!(phase(&s1) != "holding" && !lab.has_vip("node1"), "node1 took the group with one link cut: {s1:#}");
     let public = s1["cluster"]["links"].as_array().and_then(|l| l.iter().find(|l| l["name"] == "public").cloned()).unwrap_or_default();
     ensure!(public["up"] == false, "the cut link is not reported down: {public}");
+    let m = lab.metrics(1)?;
+    ensure!(sample(&m, "clusterd_failovers_total", &[]) == Some(1.0), "a cut link is no failover: {m}");
 
     // standby on node2: the group moves back to node1 and the initiator finds it there.
     lab.haadm_ok(1, &["standby"])?;
@@ -94,6 +106,9 @@ fn kill9_failover_one_link_cut_and_standby() -> Result<()> {
     ensure!(lab.has_vip("node1") && !lab.has_vip("node2"), "the VIP did not move with standby");
     let inq = lab.inquiry()?;
     ensure!(inq.status.success(), "iscsi-inq after standby failed: {}\n{}", String::from_utf8_lossy(&inq.stderr), lab.logs());
+    // A hand-over counts as the group moving to node1 (restarted since, so its first).
+    let m = lab.metrics(0)?;
+    ensure!(sample(&m, "clusterd_failovers_total", &[]) == Some(1.0), "{m}");
     Ok(())
 }
 
@@ -117,5 +132,8 @@ fn wrong_heartbeat_key_is_not_accepted() -> Result<()> {
     ensure!(peer_online["online"] == false, "node2 with the wrong key is shown online: {s:#}");
     ensure!(s["cluster"]["peer_generation"].as_u64() == Some(0), "a generation was accepted from node2: {s:#}");
     ensure!(lab.log(0).contains("heartbeat packet refused"), "the refused packets are not logged:\n{}", lab.logs());
+    let m = lab.metrics(0)?;
+    ensure!(sample(&m, "clusterd_heartbeat_rejected_total", &[r#"link="public""#, r#"reason="bad_mac""#]).unwrap_or(0.0) > 0.0, "{m}");
+    ensure!(sample(&m, "clusterd_peer_online", &[r#"peer="node2""#]) == Some(0.0), "{m}");
     Ok(())
 }
