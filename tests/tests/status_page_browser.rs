@@ -4,7 +4,7 @@
 //! iSCSI session on the group's target. The page renders without JavaScript and shows both nodes;
 //! with JavaScript its progress value changes in place (no reload) while the resync runs;
 //! phone-sized, no sideways scrolling, no forms or buttons.
-//! Set `STATUS_PAGE_SCREENSHOT=PATH` to keep the screenshot (docs/status-page.png was made so).
+//! Set `STATUS_PAGE_SCREENSHOT=PATH` to keep the screenshot (deploy/docs/status-page.png was made so).
 
 use anyhow::{Context, Result, ensure};
 use ha_tests::initiator::{Initiator, InitiatorConfig};

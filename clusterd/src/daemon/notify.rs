@@ -99,6 +99,7 @@ pub async fn supervise(notifier: Arc<Notifier>, watchdog: Option<Duration>, s: S
     let (mut ready, mut last_status) = (false, String::new());
     let mut last_passes = None;
     let mut stalled_warned = false;
+    let mut send_failing = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -128,10 +129,16 @@ pub async fn supervise(notifier: Arc<Notifier>, watchdog: Option<Duration>, s: S
                 tracing::error!("the group loop made no pass for {period:?}: not feeding the systemd watchdog");
             }
         }
-        if !msg.is_empty()
-            && let Err(e) = notifier.send(&msg.join("\n"))
-        {
-            tracing::warn!("sd_notify: {e}");
+        if !msg.is_empty() {
+            // Warned once per outage, not once a second.
+            match notifier.send(&msg.join("\n")) {
+                Err(e) if !send_failing => {
+                    send_failing = true;
+                    tracing::warn!("sd_notify: {e}");
+                }
+                Err(_) => {}
+                Ok(()) => send_failing = false,
+            }
         }
     }
 }
