@@ -2,13 +2,18 @@
 //!
 //! The full state (not only APTPL registrations) is saved before every PERSISTENT RESERVE OUT
 //! completes: after a failover the initiator sees an I_T nexus loss, not a power loss, so its
-//! registrations and reservation must still be there on the peer. A later layer replicates the blob.
+//! registrations and reservation must still be there on the peer. For a replicated LUN the store is
+//! the resource itself (clusterd's `VolumePrStore`: the blob lives in the replicated metadata and a save
+//! completes only when the peer has it too); a standalone LUN keeps a local file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use super::{ItNexus, ScsiError};
+use crate::backend::BoxFut;
 
 /// Encoding version written in the first byte after the magic.
 const VERSION: u8 = 1;
@@ -44,10 +49,17 @@ pub struct PrState {
     pub reservation: Option<PrReservation>,
 }
 
-/// Where a LU keeps its PR state. `save` must be durable when it returns.
+/// Where a LU keeps its PR state. A `save` that returns Ok is durable (for a replicated LUN: on both
+/// nodes, or recorded as owed to a disconnected peer, exactly like a protocol-C write); one that fails
+/// may or may not have landed, and the LU then keeps its old state.
 pub trait PrStore: Send + Sync {
     fn load(&self) -> Result<Option<Vec<u8>>, ScsiError>;
-    fn save(&self, blob: &[u8]) -> Result<(), ScsiError>;
+    fn save(&self, blob: Bytes) -> BoxFut<'_, Result<(), ScsiError>>;
+    /// Largest encoded state the store holds; a PERSISTENT RESERVE OUT whose new state would not fit
+    /// fails with INSUFFICIENT REGISTRATION RESOURCES and changes nothing.
+    fn capacity(&self) -> usize {
+        usize::MAX
+    }
 }
 
 fn put_nexus(out: &mut Vec<u8>, n: &ItNexus) {
@@ -222,21 +234,23 @@ impl PrStore for MemPrStore {
     fn load(&self) -> Result<Option<Vec<u8>>, ScsiError> {
         Ok(self.blob.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
-    fn save(&self, blob: &[u8]) -> Result<(), ScsiError> {
+    fn save(&self, blob: Bytes) -> BoxFut<'_, Result<(), ScsiError>> {
         *self.blob.lock().unwrap_or_else(|e| e.into_inner()) = Some(blob.to_vec());
-        Ok(())
+        Box::pin(async { Ok(()) })
     }
 }
 
-/// File store: write a temp file, fsync it, rename over the old one, fsync the directory, so a crash
-/// leaves either the old or the new state, never a torn one.
+/// File store (standalone LUNs): write a temp file, fsync it, rename over the old one, fsync the
+/// directory, so a crash leaves either the old or the new state, never a torn one.
 pub struct FilePrStore {
-    path: PathBuf,
+    path: Arc<PathBuf>,
 }
 
 impl FilePrStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: Arc::new(path.into()),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -244,32 +258,41 @@ impl FilePrStore {
     }
 }
 
+fn save_file(path: &Path, blob: &[u8]) -> Result<(), ScsiError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(blob)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 impl PrStore for FilePrStore {
     fn load(&self) -> Result<Option<Vec<u8>>, ScsiError> {
-        match std::fs::read(&self.path) {
+        match std::fs::read(&*self.path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    fn save(&self, blob: &[u8]) -> Result<(), ScsiError> {
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tmp");
-        let tmp = dir.join(tmp_name);
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(blob)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
+    fn save(&self, blob: Bytes) -> BoxFut<'_, Result<(), ScsiError>> {
+        let path = Arc::clone(&self.path);
+        Box::pin(async move {
+            match tokio::task::spawn_blocking(move || save_file(&path, &blob)).await {
+                Ok(r) => r,
+                Err(e) => Err(ScsiError::PrStoreIo(std::io::Error::other(e.to_string()))),
+            }
+        })
     }
 }
 
@@ -338,16 +361,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn file_store_roundtrip() {
+    #[tokio::test]
+    async fn file_store_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
         let store = FilePrStore::new(dir.path().join("pr.bin"));
         assert!(store.load().unwrap().is_none());
-        store.save(b"one").unwrap();
-        store.save(b"two").unwrap();
+        store.save(Bytes::from_static(b"one")).await.unwrap();
+        store.save(Bytes::from_static(b"two")).await.unwrap();
         assert_eq!(store.load().unwrap().as_deref(), Some(&b"two"[..]));
         let mem = MemPrStore::new();
-        mem.save(b"x").unwrap();
+        mem.save(Bytes::from_static(b"x")).await.unwrap();
         assert_eq!(mem.load().unwrap().as_deref(), Some(&b"x"[..]));
     }
 }

@@ -6,8 +6,6 @@
 //! SPC-4 names and never to the nexus that issued the command (tgt 1.0.85 sent RESERVATIONS RELEASED to
 //! the unregistering holder itself and failed libiscsi's ProutReserve.Ownership tests).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::ItNexus;
@@ -614,18 +612,12 @@ pub(super) async fn persistent_reserve_out(
     if let Some(new_state) = outcome.state {
         // Durable before visible: a failover right after GOOD must not lose this PROUT.
         let blob = encode_pr_state(&new_state);
-        let store = Arc::clone(&lu.pr_store);
-        let saved = tokio::task::spawn_blocking(move || store.save(&blob)).await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "saving persistent reservation state failed");
-                return Err(check(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "persistent reservation save task failed");
-                return Err(check(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE));
-            }
+        if blob.len() > lu.pr_store.capacity() {
+            return Err(illegal(asc::INSUFFICIENT_REGISTRATION_RESOURCES));
+        }
+        if let Err(e) = lu.pr_store.save(Bytes::from(blob)).await {
+            tracing::error!(error = %e, "saving persistent reservation state failed");
+            return Err(check(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE));
         }
         *lock(&lu.pr) = new_state;
     }

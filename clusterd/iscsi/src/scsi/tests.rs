@@ -661,7 +661,7 @@ async fn identity_validation() {
     assert!(LogicalUnit::new(id, backend.clone(), 512, store.clone()).is_err());
     let odd: Arc<dyn BlockBackend> = Arc::new(MemBackend::new(4096 + 512));
     assert!(LogicalUnit::new(identity(false), odd, 4096, store.clone()).is_err());
-    store.save(b"garbage").unwrap();
+    store.save(Bytes::from_static(b"garbage")).await.unwrap();
     assert!(matches!(
         LogicalUnit::new(identity(false), backend, 512, store),
         Err(ScsiError::CorruptPrState(_))

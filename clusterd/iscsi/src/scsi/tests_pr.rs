@@ -499,8 +499,8 @@ impl PrStore for FailingStore {
     fn load(&self) -> Result<Option<Vec<u8>>, ScsiError> {
         Ok(None)
     }
-    fn save(&self, _blob: &[u8]) -> Result<(), ScsiError> {
-        Err(ScsiError::PrStoreIo(std::io::Error::other("disk gone")))
+    fn save(&self, _blob: bytes::Bytes) -> crate::backend::BoxFut<'_, Result<(), ScsiError>> {
+        Box::pin(async { Err(ScsiError::PrStoreIo(std::io::Error::other("disk gone"))) })
     }
 }
 
