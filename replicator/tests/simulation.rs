@@ -21,7 +21,7 @@
 use replicator::machine::policy::Policies;
 use replicator::machine::state::{ConnState, DiskState, Role};
 use replicator::machine::Input;
-use replicator::sim::model::{fill, tag, Model};
+use replicator::sim::model::{fill, pr_blob, pr_id, tag, Model};
 use replicator::sim::world::{params, AppDone, World, SECTOR};
 use std::collections::HashMap;
 
@@ -465,79 +465,5 @@ impl Run {
             return Err(format!("PR states differ after the final resync: {:?} vs {:?}", pr[0].as_deref().map(pr_id), pr[1].as_deref().map(pr_id)));
         }
         Ok(())
-    }
-}
-
-/// A PR blob for update `id`: the id, then `len - 8` bytes derived from it (so a torn or mixed blob is
-/// recognisable).
-fn pr_blob(id: u64, len: usize) -> bytes::Bytes {
-    let mut b = id.to_le_bytes().to_vec();
-    b.extend((0..len - 8).map(|k| (id as u8).wrapping_mul(31).wrapping_add(k as u8)));
-    bytes::Bytes::from(b)
-}
-
-/// The update id a stored blob belongs to (None: no state yet), or why it is not one update's blob.
-fn pr_id(blob: &[u8]) -> Result<Option<u64>, String> {
-    if blob.is_empty() {
-        return Ok(None);
-    }
-    let id = u64::from_le_bytes(blob.get(..8).ok_or("shorter than 8 bytes")?.try_into().map_err(|_| "short")?);
-    if blob[8..].iter().enumerate().any(|(k, &v)| v != (id as u8).wrapping_mul(31).wrapping_add(k as u8)) {
-        return Err(format!("blob of update {id} does not match its pattern (torn or mixed)"));
-    }
-    Ok(Some(id))
-}
-
-fn run_seed(seed: u64, allow_split: bool) -> Result<Stats, (String, Vec<String>)> {
-    let mut run = Run::new(seed);
-    let result = run.bootstrap().and_then(|()| run.chaos(15_000, allow_split)).and_then(|()| run.finish());
-    match result {
-        Ok(()) => Ok(run.stats),
-        Err(e) => Err((e, std::mem::take(&mut run.w.trace))),
-    }
-}
-
-fn report(seed: u64, e: &str, trace: &[String]) -> String {
-    let tail: Vec<_> = trace.iter().rev().take(60).rev().cloned().collect();
-    format!("seed {seed} FAILED: {e}\n--- last trace lines ---\n{}\nreplay: SIM_SEED={seed} cargo test -p replicator --test simulation replay_one_seed -- --nocapture", tail.join("\n"))
-}
-
-#[test]
-fn many_seeds_no_acked_write_lost_replicas_identical_split_brain_never_silent() {
-    let n: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
-    let base: u64 = std::env::var("SIM_BASE").ok().and_then(|s| s.parse().ok()).unwrap_or(0xC0FFEE);
-    let started = std::time::Instant::now();
-    let mut total = Stats::default();
-    for k in 0..n {
-        let seed = base.wrapping_add(k);
-        match run_seed(seed, true) {
-            Ok(s) => {
-                total.writes_acked += s.writes_acked;
-                total.crashes += s.crashes;
-                total.partitions += s.partitions;
-                total.failovers += s.failovers;
-                total.split_brains += s.split_brains;
-                total.disk_failures += s.disk_failures;
-                total.pr_acked += s.pr_acked;
-            }
-            Err((e, trace)) => panic!("{}", report(seed, &e, &trace)),
-        }
-    }
-    eprintln!("simulated {n} seeds in {:.1?}: {total:?}", started.elapsed());
-    assert!(total.crashes > 0 && total.partitions > 0 && total.writes_acked > 0, "the schedule injected no faults: {total:?}");
-    assert!(total.pr_acked > 0, "no persistent-reservation update was acknowledged: {total:?}");
-}
-
-#[test]
-fn replay_one_seed() {
-    let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) else { return };
-    match run_seed(seed, true) {
-        Ok(s) => eprintln!("seed {seed} passed: {s:?}"),
-        Err((e, trace)) => {
-            for line in &trace {
-                eprintln!("{line}");
-            }
-            panic!("seed {seed}: {e}");
-        }
     }
 }

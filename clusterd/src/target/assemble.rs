@@ -8,7 +8,7 @@ use crate::config::{ChapUser, HaConfig, LunDef, LunSource, NodeConfig, TargetDef
 use anyhow::{Context, Result, anyhow, bail};
 use iscsi_target::backend::{BlockBackend, FileBackend};
 use iscsi_target::login::{ChapAccount, Digest, TargetParams};
-use iscsi_target::scsi::{FilePrStore, LogicalUnit, LunIdentity, ScsiTarget};
+use iscsi_target::scsi::{FilePrStore, LogicalUnit, LunIdentity, PrStore, ScsiTarget};
 use iscsi_target::server::{Acl, ServerConfig, TargetConfig};
 use replicator::engine::Volume;
 use sha1::{Digest as _, Sha1};
@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::volume_backend::VolumeBackend;
+use super::volume_pr::VolumePrStore;
 
 /// One LUN as `haadm target show` describes it.
 #[derive(Debug, Clone)]
@@ -82,6 +83,7 @@ fn logical_unit(
     volumes: &BTreeMap<String, Volume>,
     pr_dir: &Path,
 ) -> Result<(LogicalUnit, LunSummary)> {
+    let mut volume = None;
     let backend: Arc<dyn BlockBackend> = match &lun.source {
         // With a write-back cache reported to the initiator the page cache IS that cache (flushed on
         // SYNCHRONIZE CACHE / FUA); write-through LUNs bypass it with O_DIRECT where the backing allows.
@@ -91,6 +93,7 @@ fn logical_unit(
         ),
         LunSource::Resource(name) => {
             let v = volumes.get(name).ok_or_else(|| anyhow!("resource `{name}` is not up on this node"))?;
+            volume = Some(v.clone());
             Arc::new(VolumeBackend::new(v.clone()))
         }
     };
@@ -113,8 +116,14 @@ fn logical_unit(
         write_cache: lun.write_cache,
         thin: backend.supports_unmap(),
     };
-    std::fs::create_dir_all(pr_dir).with_context(|| format!("create {}", pr_dir.display()))?;
-    let store = Arc::new(FilePrStore::new(pr_dir.join(format!("{serial}.pr"))));
+    // A replicated LUN's PR state is replicated with it; a standalone one keeps a local file.
+    let store: Arc<dyn PrStore> = match volume {
+        Some(v) => Arc::new(VolumePrStore::new(v, Some(pr_dir.join(format!("{serial}.pr"))))),
+        None => {
+            std::fs::create_dir_all(pr_dir).with_context(|| format!("create {}", pr_dir.display()))?;
+            Arc::new(FilePrStore::new(pr_dir.join(format!("{serial}.pr"))))
+        }
+    };
     let backing = backend.describe();
     let size = backend.size();
     let lu = LogicalUnit::new(identity, backend, lun.block_size, store).map_err(|e| anyhow!("{e}"))?;

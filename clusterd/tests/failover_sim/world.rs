@@ -546,6 +546,9 @@ impl World {
                 let inc = self.nodes[p].generation;
                 let ledger = self.split.is_none();
                 self.store.write(p, inc, &mut self.rng, ledger);
+                if self.rng.chance(0.05) {
+                    self.store.pr_update(p, inc, &mut self.rng, ledger);
+                }
             }
         }
     }

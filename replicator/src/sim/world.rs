@@ -326,6 +326,13 @@ impl World {
         MetaStore::open(Box::new(copy), self.size, &loc).map(|(s, _)| s.superblock().current_uuid).unwrap_or(0)
     }
 
+    /// The persistent-reservation state on node i's metadata (what a restart loads; readable while down).
+    pub fn pr_on_disk(&self, i: usize) -> Vec<u8> {
+        let loc = MetaLocation::External { path: "mem".into(), index: None };
+        let copy = MemDev { bytes: Arc::new(Mutex::new(self.meta[i].bytes.lock().unwrap().clone())), last_write: Arc::new(Mutex::new(None)) };
+        MetaStore::open(Box::new(copy), self.size, &loc).map(|(s, _)| s.superblock().pr.clone()).unwrap_or_default()
+    }
+
     /// Feed an input to a live node.
     pub fn input(&mut self, i: usize, input: Input) {
         let Some(n) = self.nodes[i].as_mut() else { return };
