@@ -139,6 +139,8 @@ mod tests_pr;
 #[cfg(test)]
 mod tests_pr_abort;
 #[cfg(test)]
+mod tests_pr_access;
+#[cfg(test)]
 mod tests_pr_params;
 #[cfg(test)]
 mod tests_pr_service;
