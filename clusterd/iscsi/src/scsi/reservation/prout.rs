@@ -61,30 +61,41 @@ pub(crate) fn apply_prout(
     target_ports: &[TargetPort],
 ) -> Result<ProutOutcome, Failure> {
     let own = old.registration_index(nexus);
-    if let ProutAction::Register {
-        ignore_existing_key,
-        all_target_ports,
-        specify_initiator_ports,
-        specified,
-    } = &req.action
-    {
-        let how = Register {
-            ignore_existing_key: *ignore_existing_key,
-            all_target_ports: *all_target_ports,
-            specify_initiator_ports: *specify_initiator_ports,
-            specified,
-        };
-        return register(old, nexus, own, req, how);
-    }
-    // Every other service action needs a registered I_T nexus presenting its own key (§6.17.3).
-    let own = own
-        .filter(|&i| old.registrations[i].key == req.key)
-        .ok_or(Failure::ReservationConflict)?;
+    // Every service action but REGISTER* needs a registered I_T nexus presenting its own key
+    // (§6.17.3), checked before anything else about the request.
+    let own_with_key = || {
+        own.filter(|&i| old.registrations[i].key == req.key)
+            .ok_or(Failure::ReservationConflict)
+    };
     match &req.action {
-        ProutAction::Reserve { pr_type } => reserve(old, nexus, *pr_type),
-        ProutAction::Release { pr_type } => release(old, nexus, *pr_type),
-        ProutAction::Clear => Ok(clear(old)),
+        ProutAction::Register {
+            ignore_existing_key,
+            all_target_ports,
+            specify_initiator_ports,
+            specified,
+        } => {
+            let how = Register {
+                ignore_existing_key: *ignore_existing_key,
+                all_target_ports: *all_target_ports,
+                specify_initiator_ports: *specify_initiator_ports,
+                specified,
+            };
+            register(old, nexus, own, req, how)
+        }
+        ProutAction::Reserve { pr_type } => {
+            own_with_key()?;
+            reserve(old, nexus, *pr_type)
+        }
+        ProutAction::Release { pr_type } => {
+            own_with_key()?;
+            release(old, nexus, *pr_type)
+        }
+        ProutAction::Clear => {
+            own_with_key()?;
+            Ok(clear(old))
+        }
         ProutAction::Preempt { pr_type, abort } => {
+            let own = own_with_key()?;
             preempt(old, nexus, own, req.sa_key, *pr_type, *abort)
         }
         ProutAction::RegisterAndMove {
@@ -92,6 +103,7 @@ pub(crate) fn apply_prout(
             relative_port,
             unregister,
         } => {
+            let own = own_with_key()?;
             let how = Move {
                 destination,
                 relative_port: *relative_port,
@@ -99,7 +111,6 @@ pub(crate) fn apply_prout(
             };
             register_and_move(old, nexus, own, req, how, target_ports)
         }
-        ProutAction::Register { .. } => Err(invalid_cdb_field(1, Some(4))),
     }
 }
 
