@@ -71,11 +71,15 @@ fn holding(lab: &NetLab, i: usize, limit: Duration) -> Result<()> {
     Ok(())
 }
 
-fn in_sync(lab: &NetLab, i: usize) -> Result<()> {
-    lab.wait_status(i, "r0 connected and UpToDate on both", Duration::from_secs(60), |s| {
-        let r = resource(s, "r0").unwrap_or_default();
-        field(&r, "connection") == "Connected" && field(&r, "disk") == "UpToDate" && field(&r, "peer_disk") == "UpToDate"
-    })?;
+/// Both nodes see r0 connected and both disks UpToDate (asked of both: right after a restart the
+/// survivor may not have noticed the old connection is gone yet).
+fn in_sync(lab: &NetLab) -> Result<()> {
+    for i in 0..2 {
+        lab.wait_status(i, "r0 connected and UpToDate on both", Duration::from_secs(60), |s| {
+            let r = resource(s, "r0").unwrap_or_default();
+            field(&r, "connection") == "Connected" && field(&r, "disk") == "UpToDate" && field(&r, "peer_disk") == "UpToDate"
+        })?;
+    }
     Ok(())
 }
 
@@ -126,6 +130,21 @@ fn check_after_failover(a: &PrHost, b: &PrHost, c: &PrHost, acked: &[Vec<u8>; 4]
     Ok(())
 }
 
+/// `haadm standby`/`takeover` on node `i`, retried while the sequencer still refuses on a peer state the
+/// heartbeat has not refreshed yet (a resync that just finished), bounded.
+fn hand_over(lab: &NetLab, i: usize, verb: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match lab.haadm_ok(i, &[verb]) {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("refused") => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[test]
 fn persistent_reservations_survive_kill_standby_and_a_replication_cut() -> Result<()> {
     if !is_root() {
@@ -164,21 +183,21 @@ fn persistent_reservations_survive_kill_standby_and_a_replication_cut() -> Resul
     let acked = pr_view(&b)?;
     ensure!(generation(&acked) > gen0, "PRgeneration did not advance with PREEMPT AND ABORT");
     lab.start(0)?;
-    in_sync(&lab, 1)?;
+    in_sync(&lab)?;
 
     // 2. standby on node2 hands the group back to node1; A unfences itself (REGISTER again) there.
-    lab.haadm_ok(1, &["standby"])?;
+    hand_over(&lab, 1, "standby")?;
     holding(&lab, 0, Duration::from_secs(30))?;
     check_after_failover(&a, &b, &c, &acked, "after standby of node2")?;
     good(prout(&a, sa::REGISTER_AND_IGNORE, 0, 0, KEY_A)?, "A registers again")?;
     ensure!(matches!(a.outcome(HostOp::Write(106))?, Outcome::Good(_)), "re-registered A refused under WERO");
     let acked = pr_view(&a)?;
-    lab.haadm_ok(1, &["takeover"])?;
+    hand_over(&lab, 1, "takeover")?;
     holding(&lab, 1, Duration::from_secs(30))?;
     check_after_failover(&a, &b, &c, &acked, "after takeover by node2")?;
-    lab.haadm_ok(0, &["takeover"])?;
+    hand_over(&lab, 0, "takeover")?;
     holding(&lab, 0, Duration::from_secs(30))?;
-    in_sync(&lab, 0)?;
+    in_sync(&lab)?;
 
     // 3. Replication cut: the reservation changes on the Primary while the peer cannot store it; after
     //    heal the peer catches up, and a failover then serves the changed state.
@@ -190,7 +209,7 @@ fn persistent_reservations_survive_kill_standby_and_a_replication_cut() -> Resul
     good(prout(&a, sa::RESERVE, WERO, KEY_A, 0)?, "A RESERVE during the cut")?;
     let acked = pr_view(&a)?;
     lab.exec("node1", &["ip", "link", "set", "repl0", "up"])?;
-    in_sync(&lab, 0)?;
+    in_sync(&lab)?;
     lab.kill9(0);
     holding(&lab, 1, Duration::from_secs(30))?;
     check_after_failover(&a, &b, &c, &acked, "after the cut, heal and kill -9 of node1")?;
