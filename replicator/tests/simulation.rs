@@ -467,3 +467,56 @@ impl Run {
         Ok(())
     }
 }
+fn run_seed(seed: u64, allow_split: bool) -> Result<Stats, (String, Vec<String>)> {
+    let mut run = Run::new(seed);
+    let result = run.bootstrap().and_then(|()| run.chaos(15_000, allow_split)).and_then(|()| run.finish());
+    match result {
+        Ok(()) => Ok(run.stats),
+        Err(e) => Err((e, std::mem::take(&mut run.w.trace))),
+    }
+}
+
+fn report(seed: u64, e: &str, trace: &[String]) -> String {
+    let tail: Vec<_> = trace.iter().rev().take(60).rev().cloned().collect();
+    format!("seed {seed} FAILED: {e}\n--- last trace lines ---\n{}\nreplay: SIM_SEED={seed} cargo test -p replicator --test simulation replay_one_seed -- --nocapture", tail.join("\n"))
+}
+
+#[test]
+fn many_seeds_no_acked_write_lost_replicas_identical_split_brain_never_silent() {
+    let n: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
+    let base: u64 = std::env::var("SIM_BASE").ok().and_then(|s| s.parse().ok()).unwrap_or(0xC0FFEE);
+    let started = std::time::Instant::now();
+    let mut total = Stats::default();
+    for k in 0..n {
+        let seed = base.wrapping_add(k);
+        match run_seed(seed, true) {
+            Ok(s) => {
+                total.writes_acked += s.writes_acked;
+                total.crashes += s.crashes;
+                total.partitions += s.partitions;
+                total.failovers += s.failovers;
+                total.split_brains += s.split_brains;
+                total.disk_failures += s.disk_failures;
+                total.pr_acked += s.pr_acked;
+            }
+            Err((e, trace)) => panic!("{}", report(seed, &e, &trace)),
+        }
+    }
+    eprintln!("simulated {n} seeds in {:.1?}: {total:?}", started.elapsed());
+    assert!(total.crashes > 0 && total.partitions > 0 && total.writes_acked > 0, "the schedule injected no faults: {total:?}");
+    assert!(total.pr_acked > 0, "no persistent-reservation update was acknowledged: {total:?}");
+}
+
+#[test]
+fn replay_one_seed() {
+    let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) else { return };
+    match run_seed(seed, true) {
+        Ok(s) => eprintln!("seed {seed} passed: {s:?}"),
+        Err((e, trace)) => {
+            for line in &trace {
+                eprintln!("{line}");
+            }
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
