@@ -36,7 +36,7 @@ pub(super) fn identity(thin: bool) -> LunIdentity {
 }
 
 pub(super) struct Harness {
-    pub target: ScsiTarget,
+    pub target: Arc<ScsiTarget>,
     pub lu: Arc<LogicalUnit>,
     pub backend: Arc<MemBackend>,
     pub a: ItNexus,
@@ -45,10 +45,21 @@ pub(super) struct Harness {
 
 pub(super) fn harness_with(bs: u32, thin: bool, store: Arc<dyn PrStore>) -> Harness {
     let backend = Arc::new(MemBackend::new(BLOCKS * u64::from(bs)));
-    let lu = Arc::new(LogicalUnit::new(identity(thin), backend.clone(), bs, store).unwrap());
+    harness_on(backend.clone(), backend, bs, thin, store)
+}
+
+/// A harness whose LU runs on `lu_backend` (e.g. a wrapper around `backend`).
+pub(super) fn harness_on(
+    backend: Arc<MemBackend>,
+    lu_backend: Arc<dyn BlockBackend>,
+    bs: u32,
+    thin: bool,
+    store: Arc<dyn PrStore>,
+) -> Harness {
+    let lu = Arc::new(LogicalUnit::new(identity(thin), lu_backend, bs, store).unwrap());
     let mut luns = BTreeMap::new();
     luns.insert(0, Arc::clone(&lu));
-    let target = ScsiTarget::new("iqn.2024-01.test:target".into(), luns);
+    let target = Arc::new(ScsiTarget::new("iqn.2024-01.test:target".into(), luns));
     let (a, b) = (nexus("iqn.init-a", 1), nexus("iqn.init-b", 2));
     target.nexus_added(&a);
     target.nexus_added(&b);
