@@ -75,6 +75,7 @@ mod tests {
             suspended: None,
             held_acks: 0,
             in_flight: Default::default(),
+            peer_pr_stale: false,
         }
     }
 
