@@ -7,8 +7,9 @@ pub mod targets;
 pub mod group_steps;
 pub mod cluster;
 mod io_fencing;
+mod fence_peer;
 
-use crate::config::HaConfig;
+use crate::config::{HaConfig, Manager};
 use crate::control::{ControlService, Speedometer};
 use anyhow::{bail, Context, Result};
 use proto::control::control_server::ControlServer;
@@ -33,20 +34,33 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     let socket = me.control_socket.clone();
     let listener = bind_control_socket(&socket)?;
     tracing::info!(node = %me.name, config = %config_path.display(), socket = %socket.display(), "clusterd starting");
+    // Under Pacemaker, the agents bring resources up, promote them and serve the target; clusterd
+    // only does what it is told (and its fence-peer handling), so a node started outside the cluster
+    // touches nothing.
+    let external = config.manager == Manager::Pacemaker;
+    let peer = config.peer_of(&me.name).map(|p| p.name.clone());
     let resources = Arc::new(Resources::new(Arc::new(config), me.name.clone()));
-    for name in resources.select("all").await.map_err(anyhow::Error::msg)? {
-        match resources.up(&name).await {
-            Ok(m) => tracing::info!("{m}"),
-            // Keep serving: status shows the reason, the operator fixes it and runs `haadm up`.
-            Err(e) => tracing::error!("{e}"),
+    if external {
+        tracing::info!("cluster.manager: pacemaker: resources and targets wait for the resource agents");
+    } else {
+        for name in resources.select("all").await.map_err(anyhow::Error::msg)? {
+            match resources.up(&name).await {
+                Ok(m) => tracing::info!("{m}"),
+                // Keep serving: status shows the reason, the operator fixes it and runs `haadm up`.
+                Err(e) => tracing::error!("{e}"),
+            }
         }
     }
     let targets = Arc::new(TargetHost::new(Arc::clone(&resources.config), me.clone()));
     // Without an HA group the node serves its targets from the start (the standalone target); with
     // one, the failover sequence starts them when this node takes the group.
-    if resources.config.group.is_none() && targets.configured() {
+    if !external && resources.config.group.is_none() && targets.configured() {
         targets.start(&resources).await.context("start the iSCSI target")?;
     }
+    let fence_watchers = match (&peer, external) {
+        (Some(peer), true) => fence_peer::spawn(&resources, &me.name, peer),
+        _ => Vec::new(),
+    };
     let cluster = cluster::start(Arc::clone(&resources.config), &me, Arc::clone(&resources), Arc::clone(&targets))
         .await
         .context("start the cluster layer (heartbeats, failover)")?
@@ -85,6 +99,9 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     sampler.abort();
+    for w in &fence_watchers {
+        w.abort();
+    }
     if let Some(c) = &cluster {
         c.shutdown().await;
     }

@@ -119,6 +119,9 @@ pub struct StatusArgs {
     /// Add statistics, addresses and generation identifiers.
     #[arg(long, short)]
     pub verbose: bool,
+    /// One `key=value` line per field of one resource, for scripts (the OCF agents).
+    #[arg(long, conflicts_with_all = ["json", "verbose"])]
+    pub shell: bool,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +142,12 @@ pub enum TargetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Serve every target of this node (under `cluster.manager: pacemaker`: the target agent's start).
+    Start,
+    /// Stop serving them (sessions are asked to log out and drained first).
+    Stop,
+    /// Print `running` or `stopped`.
+    State,
 }
 
 #[derive(Debug, Args)]
@@ -267,7 +276,7 @@ mod tests {
         assert!(matches!(cli.command, Command::Connect(ConnectArgs { discard_my_data: true, .. })));
         let cli = parse(&["haadm", "status"]);
         match cli.command {
-            Command::Status(s) => assert_eq!((s.resource.as_str(), s.json, s.verbose), ("all", false, false)),
+            Command::Status(s) => assert_eq!((s.resource.as_str(), s.json, s.verbose, s.shell), ("all", false, false, false)),
             other => panic!("{other:?}"),
         }
         let cli = parse(&["haadm", "invalidate-remote", "r0"]);
@@ -276,6 +285,11 @@ mod tests {
         assert!(matches!(cli.command, Command::CreateMd(CreateMdArgs { force: true, .. })));
         let cli = parse(&["haadm", "target", "show"]);
         assert!(matches!(cli.command, Command::Target { command: TargetCommand::Show { json: false } }));
+        let cli = parse(&["haadm", "target", "start"]);
+        assert!(matches!(cli.command, Command::Target { command: TargetCommand::Start }));
+        let cli = parse(&["haadm", "status", "r0", "--shell"]);
+        assert!(matches!(cli.command, Command::Status(StatusArgs { shell: true, .. })));
+        assert!(Cli::try_parse_from(os(&["haadm", "status", "r0", "--shell", "--json"])).is_err());
         let cli = parse(&["haadm", "events", "--now"]);
         assert!(matches!(cli.command, Command::Events(EventsArgs { now: true, resource: None })));
         let cli = parse(&["haadm", "completion", "bash"]);
