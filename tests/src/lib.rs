@@ -4,6 +4,7 @@
 
 pub mod initiator;
 pub mod netlab;
+pub mod pacemaker;
 pub mod standalone;
 pub mod writer;
 
