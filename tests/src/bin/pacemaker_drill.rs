@@ -5,8 +5,9 @@
 //! everything the holder runs (corosync, Pacemaker, clusterd), Pacemaker fences it (test fence agent),
 //! promotes the survivor and starts the group there; measured kill -> first acknowledged write exactly as
 //! tests/bench/failover.sh measures the embedded manager. The killed node is restarted and must rejoin,
-//! resync and lose the fence constraint. Finally `pcs resource move` moves the group back and the writer
-//! goes on. Every acknowledged write is checked on the final holder's disk and through the VIP; 0 lost.
+//! resync and lose the fence constraint. Then `pcs resource move` moves the group back and the writer
+//! goes on, and finally the Secondary's node is killed: the Primary suspends I/O until clusterd's
+//! fence-peer handler (crm-fence-peer) has constrained or fenced it, and writes go on. Every acknowledged write is checked on the final holder's disk and through the VIP; 0 lost.
 //!
 //! Needs root, Debian's pacemaker, corosync, crmsh, pcs and resource-agents. Every wait is bounded; the
 //! namespaces and processes are removed when the lab is dropped (also on error).
@@ -35,6 +36,13 @@ fn initiator_cfg() -> InitiatorConfig {
     let mut c = InitiatorConfig::new(&format!("{VIP}:3260"), IQN);
     c.connect_timeout = CONNECT_TIMEOUT;
     c
+}
+
+fn writer_cfg(pm: &PmLab) -> WriterConfig {
+    let mut cfg = WriterConfig::new(Some(&pm.lab.ns("client")), initiator_cfg(), REGION_BLOCKS);
+    cfg.backoff = BACKOFF;
+    cfg.time_limit = Duration::from_secs(300);
+    cfg
 }
 
 fn r0(pm: &PmLab, i: usize) -> serde_json::Value {
@@ -166,6 +174,37 @@ fn diagnose(pm: &PmLab) -> String {
     out
 }
 
+/// kill -9 of the Secondary's node: the Primary (`fencing resource-and-stonith`) suspends its
+/// acknowledgements, clusterd runs the fence-peer handler (crm-fence-peer), which places the constraint
+/// and answers 4 (the peer still a member: the constraint binds it) or 7 (fenced); then I/O resumes.
+/// Returns the longest write pause. Runs last: the Secondary stays down.
+fn secondary_loss(pm: &PmLab, writer: &WriterHandle, primary: usize) -> Result<Duration> {
+    let secondary = 1 - primary;
+    let killed = Instant::now();
+    pm.kill_node(secondary);
+    writer.wait_acked(writer.acked_count() + STEADY_WRITES, RESUME_LIMIT)?;
+    let log = writer.snapshot();
+    // From a little before the kill: the pause spans the last acknowledgement before it.
+    let (pause, _) = log.longest_gap(killed - Duration::from_secs(2), Instant::now()).context("no writes after the Secondary's loss")?;
+    let scsi = log.errors_since(killed).filter(|e| e.scsi_failure).count();
+    ensure!(scsi == 0, "{scsi} writes failed with SCSI errors after the Secondary's loss");
+    ensure!(has_fence_constraint(pm, primary), "no ha-fence-r0 constraint after the Primary lost its peer");
+    let log_text = std::fs::read_to_string(pm.dir().join(NODES[primary]).join("clusterd.log")).unwrap_or_default();
+    ensure!(
+        log_text.contains("I/O suspended after losing") && log_text.contains("I/O resumed (the fence-peer handler"),
+        "clusterd on {} did not suspend I/O and resume it through the fence-peer handler\n{}",
+        NODES[primary],
+        pm.logs()
+    );
+    ensure!(holds_group(pm, primary), "{} lost the group when its Secondary died", NODES[primary]);
+    println!("kill -9 of the Secondary ({}): longest write pause {:.2} s (suspended I/O until crm-fence-peer confirmed), 0 SCSI errors", NODES[secondary], pause.as_secs_f64());
+    // Pacemaker fences the lost node in any case (the harness records it).
+    let fenced_after = |n: &str| pm.fences.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(f, at)| f == n && *at > killed);
+    poll_until(RESUME_LIMIT, || fenced_after(NODES[secondary]).then_some(()))
+        .with_context(|| format!("{} was never fenced\n{}", NODES[secondary], pm.logs()))?;
+    Ok(pause)
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
@@ -173,8 +212,7 @@ fn secs(d: Duration) -> String {
 fn run(kills: usize) -> Result<()> {
     let pm = PmLab::new(DISK_SIZE)?;
     bring_up(&pm)?;
-    let mut cfg = WriterConfig::new(Some(&pm.lab.ns("client")), initiator_cfg(), REGION_BLOCKS);
-    cfg.backoff = BACKOFF;
+    let mut cfg = writer_cfg(&pm);
     cfg.time_limit = (RESUME_LIMIT * 3 + REJOIN_LIMIT * 2 + Duration::from_secs(60)) * u32::try_from(kills + 1).context("PM_KILLS")?;
     let writer = WriterHandle::spawn(cfg)?;
     writer.wait_acked(200, Duration::from_secs(30)).with_context(|| diagnose(&pm))?;
@@ -224,6 +262,18 @@ fn run(kills: usize) -> Result<()> {
     let (h1, h2) = (sha1_file(&pm.dir().join("node1-data.img"))?, sha1_file(&pm.dir().join("node2-data.img"))?);
     ensure!(h1 == h2, "the backing files differ at the end ({h1} vs {h2})");
     println!("both backing files identical (sha1 {h1})");
+
+    // Last: the Primary loses its Secondary, with a fresh writer running.
+    let writer = WriterHandle::spawn(writer_cfg(&pm))?;
+    writer.wait_acked(200, Duration::from_secs(30))?;
+    secondary_loss(&pm, &writer, holder).context("the Secondary's loss")?;
+    let log = writer.stop()?;
+    let expected = log.latest_acked();
+    let on_disk = verify_file(&pm.dir().join(format!("{final_holder}-data.img")), &expected)?;
+    ensure!(on_disk.bad.is_empty(), "after the Secondary's loss, {} of {} acknowledged blocks wrong on {final_holder}", on_disk.bad.len(), on_disk.checked);
+    let via_vip = verify_through_target(Some(&pm.lab.ns("client")), &initiator_cfg(), &expected)?;
+    ensure!(via_vip.bad.is_empty(), "after the Secondary's loss, {} of {} acknowledged blocks wrong through the VIP", via_vip.bad.len(), via_vip.checked);
+    println!("after the Secondary's loss: {} blocks checked on {final_holder}'s disk and through the VIP: 0 acknowledged writes lost", on_disk.checked);
     Ok(())
 }
 
