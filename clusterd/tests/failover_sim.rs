@@ -182,6 +182,7 @@ fn many_seeds_keep_one_safe_holder_and_every_acknowledged_write() {
         assert!(total.failovers > 0 && total.handoffs > 0 && total.refusals > 0, "nothing exercised: {total:?}");
         assert!(total.split_warnings > 0 && total.escalations > 0, "no split/escalation exercised: {total:?}");
         assert!(total.writes_acked > 0 && total.promotions_checked > 0 && total.final_resyncs_checked > 0, "no data checked: {total:?}");
+        assert!(total.pr_updates_acked > 0, "no persistent-reservation update acknowledged: {total:?}");
     }
     if n >= 50 {
         assert!(

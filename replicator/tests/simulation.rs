@@ -6,7 +6,11 @@
 //! node is restarted on its old contents later); some seeds also force a split brain. Afterwards the faults heal and the
 //! checks run: no acknowledged write lost (read back on both disks), both replicas byte-identical after
 //! the final resync, and a split brain under the `disconnect` policy was reported (StandAlone, flagged)
-//! and nothing was synced until an operator resolved it.
+//! and nothing was synced until an operator resolved it. Persistent-reservation updates (whole-state
+//! blobs, `Input::PrUpdate`) are interleaved with all of it: an update that completed OK is present on
+//! every Primary from then on (whichever node serves next), a stored state is always one update's blob
+//! whole, a split brain's rogue updates never survive its resolution, and both nodes end with the same
+//! state.
 //!
 //! `SIM_SEEDS=N` sets the number of seeds; `SIM_SEED=S cargo test -p replicator --test simulation
 //! replay_one_seed -- --nocapture` replays one with its trace.
@@ -17,7 +21,7 @@
 use replicator::machine::policy::Policies;
 use replicator::machine::state::{ConnState, DiskState, Role};
 use replicator::machine::Input;
-use replicator::sim::model::{fill, tag, Model};
+use replicator::sim::model::{fill, pr_blob, pr_id, tag, Model};
 use replicator::sim::world::{params, AppDone, World, SECTOR};
 use std::collections::HashMap;
 
@@ -30,6 +34,12 @@ struct Run {
     next_id: u64,
     inflight: HashMap<u64, (usize, u64, u64, bool, u64)>,
     reads: HashMap<u64, (usize, u64, u64, u64)>,
+    /// PR updates in flight: id → (node, rogue, incarnation).
+    pr_inflight: HashMap<u64, (usize, bool, u64)>,
+    /// Highest PR update id acknowledged OK (updates are issued in id order by the one Primary).
+    pr_acked: Option<u64>,
+    /// Ids issued by a split brain's rogue Primary.
+    pr_rogue: std::collections::HashSet<u64>,
     last_primary: usize,
     split: Option<SplitState>,
     stats: Stats,
@@ -43,6 +53,7 @@ struct Stats {
     failovers: u64,
     split_brains: u64,
     disk_failures: u64,
+    pr_acked: u64,
 }
 
 struct SplitState {
@@ -67,6 +78,9 @@ impl Run {
             next_id: 1,
             inflight: HashMap::new(),
             reads: HashMap::new(),
+            pr_inflight: HashMap::new(),
+            pr_acked: None,
+            pr_rogue: Default::default(),
             last_primary: 0,
             split: None,
             stats: Stats::default(),
@@ -99,6 +113,34 @@ impl Run {
         self.w.input(p, Input::Write { id, offset: first * SECTOR as u64, data, fua });
     }
 
+    /// Issue one persistent-reservation update on node `p`: a whole-state blob naming its id.
+    fn pr_update(&mut self, p: usize) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let rogue = self.split.as_ref().is_some_and(|s| s.rogue == p);
+        if rogue {
+            self.pr_rogue.insert(id);
+        }
+        let len = 8 + self.w.rng.below(600) as usize;
+        self.pr_inflight.insert(id, (p, rogue, self.w.inc[p]));
+        self.w.input(p, Input::PrUpdate { id, blob: pr_blob(id, len) });
+    }
+
+    /// The invariants of a node's stored PR state (see the module doc).
+    fn check_pr(&self, i: usize, what: &str) -> Result<(), String> {
+        let Some(n) = self.w.nodes[i].as_ref() else { return Ok(()) };
+        let id = pr_id(n.node.pr_state()).map_err(|e| format!("{what}: node{i} holds a damaged PR state: {e}"))?;
+        if let Some(acked) = self.pr_acked
+            && id.is_none_or(|v| v < acked)
+        {
+            return Err(format!("{what}: node{i} serves PR state {id:?}, older than the acknowledged update {acked}"));
+        }
+        if self.split.is_none() && id.is_some_and(|v| self.pr_rogue.contains(&v)) {
+            return Err(format!("{what}: node{i} kept PR update {id:?} of a resolved split brain's rogue Primary"));
+        }
+        Ok(())
+    }
+
     fn read(&mut self, p: usize) {
         let n = 1 + self.w.rng.below(32);
         let first = self.w.rng.below(2048 - n);
@@ -114,9 +156,17 @@ impl Run {
         let w = &self.w;
         self.inflight.retain(|_, v| live(w, v.0, v.4));
         self.reads.retain(|_, v| live(w, v.0, v.3));
+        self.pr_inflight.retain(|_, v| live(w, v.0, v.2));
         for d in std::mem::take(&mut self.w.done) {
             match d {
                 AppDone::Write { id, ok } => {
+                    if let Some((_, rogue, _)) = self.pr_inflight.remove(&id) {
+                        if ok && !rogue {
+                            self.pr_acked = self.pr_acked.max(Some(id));
+                            self.stats.pr_acked += 1;
+                        }
+                        continue;
+                    }
                     let Some((_, first, n, rogue, _)) = self.inflight.remove(&id) else { continue };
                     if ok && !rogue {
                         self.model.acked(id, first, n);
@@ -143,13 +193,14 @@ impl Run {
     /// The oracle cluster manager: it promotes the other node only when that loses nothing — its disk
     /// holds every acknowledged write and the dead Primary's generation did not move on — which is what
     /// fencing/outdating guarantees in production (a later issue); otherwise it waits for the Primary.
-    fn manage(&mut self) {
+    fn manage(&mut self) -> Result<(), String> {
         let primaries: Vec<usize> = (0..2).filter(|&i| self.w.role(i) == Some(Role::Primary)).collect();
         if !primaries.is_empty() {
             if let Some(&p) = primaries.iter().find(|&&p| self.split.as_ref().is_none_or(|s| s.rogue != p)) {
                 self.last_primary = p;
+                self.check_pr(p, "serving Primary")?;
             }
-            return;
+            return Ok(());
         }
         let lp = self.last_primary;
         let up = |w: &World, i: usize| w.snapshot(i).is_some_and(|s| s.disk == DiskState::UpToDate);
@@ -171,8 +222,10 @@ impl Run {
                 }
                 self.w.note(format!("manager promoted node{c}"));
                 self.last_primary = c;
+                self.check_pr(c, "promoted node")?;
             }
         }
+        Ok(())
     }
 
     fn chaos(&mut self, t_end: u64, allow_split: bool) -> Result<(), String> {
@@ -225,6 +278,9 @@ impl Run {
                     self.next_id += 1;
                     self.w.input(p, Input::Flush { id });
                 }
+                if self.w.rng.chance(0.01) {
+                    self.pr_update(p);
+                }
             }
             // Faults.
             let r = self.w.rng.below(1000);
@@ -264,7 +320,7 @@ impl Run {
                 self.force_split_brain()?;
             }
             if self.w.now.is_multiple_of(50) {
-                self.manage();
+                self.manage()?;
             }
             for i in 0..2 {
                 if self.w.nodes[i].is_none() && restart_at[i].is_none() {
@@ -310,6 +366,9 @@ impl Run {
                 if self.w.role(q) == Some(Role::Primary) && self.inflight.values().filter(|v| v.0 == q).count() < 4 {
                     self.write(q);
                 }
+                if self.w.role(q) == Some(Role::Primary) && self.w.rng.chance(0.02) {
+                    self.pr_update(q);
+                }
             }
             let now = self.w.now;
             self.w.run_until(now + 5);
@@ -343,7 +402,7 @@ impl Run {
         self.w.note("split brain detected on both nodes; resolving by hand on the rogue".into());
         // Operator: the rogue gives up (drbdadm secondary; connect --discard-my-data), the survivor connects.
         let deadline = self.w.now + 5_000;
-        while self.inflight.values().any(|v| v.0 == rogue) && self.w.now < deadline {
+        while (self.inflight.values().any(|v| v.0 == rogue) || self.pr_inflight.values().any(|v| v.0 == rogue)) && self.w.now < deadline {
             let now = self.w.now;
             self.w.run_until(now + 5);
             self.collect()?;
@@ -364,9 +423,9 @@ impl Run {
             self.w.run_until(now + 10);
             self.collect()?;
             if self.w.now.is_multiple_of(50) {
-                self.manage();
+                self.manage()?;
             }
-            if self.w.converged() && self.inflight.is_empty() {
+            if self.w.converged() && self.inflight.is_empty() && self.pr_inflight.is_empty() {
                 return Ok(());
             }
         }
@@ -398,10 +457,16 @@ impl Run {
             return Err(format!("replicas differ after the final resync (first difference at byte {first})"));
         }
         self.model.check(&self.w.data[0], "node0")?;
-        self.model.check(&self.w.data[1], "node1")
+        self.model.check(&self.w.data[1], "node1")?;
+        self.check_pr(0, "after the final resync")?;
+        self.check_pr(1, "after the final resync")?;
+        let pr = [0, 1].map(|i| self.w.nodes[i].as_ref().map(|n| n.node.pr_state().clone()));
+        if pr[0] != pr[1] {
+            return Err(format!("PR states differ after the final resync: {:?} vs {:?}", pr[0].as_deref().map(pr_id), pr[1].as_deref().map(pr_id)));
+        }
+        Ok(())
     }
 }
-
 fn run_seed(seed: u64, allow_split: bool) -> Result<Stats, (String, Vec<String>)> {
     let mut run = Run::new(seed);
     let result = run.bootstrap().and_then(|()| run.chaos(15_000, allow_split)).and_then(|()| run.finish());
@@ -432,12 +497,14 @@ fn many_seeds_no_acked_write_lost_replicas_identical_split_brain_never_silent() 
                 total.failovers += s.failovers;
                 total.split_brains += s.split_brains;
                 total.disk_failures += s.disk_failures;
+                total.pr_acked += s.pr_acked;
             }
             Err((e, trace)) => panic!("{}", report(seed, &e, &trace)),
         }
     }
     eprintln!("simulated {n} seeds in {:.1?}: {total:?}", started.elapsed());
     assert!(total.crashes > 0 && total.partitions > 0 && total.writes_acked > 0, "the schedule injected no faults: {total:?}");
+    assert!(total.pr_acked > 0, "no persistent-reservation update was acknowledged: {total:?}");
 }
 
 #[test]

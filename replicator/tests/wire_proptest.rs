@@ -98,6 +98,8 @@ fn control_frame() -> BoxedStrategy<Frame> {
         Just(Frame::Outdate),
         any::<bool>().prop_map(|ok| Frame::OutdateAck { ok }),
         (any::<u32>(), text()).prop_map(|(code, reason)| Frame::Abort { code, reason }),
+        (any::<u64>(), bytes_of(0..=4096)).prop_map(|(seq, blob)| Frame::PrState { seq, blob }),
+        (any::<u64>(), any::<bool>()).prop_map(|(seq, ok)| Frame::PrAck { seq, ok }),
     ]
     .boxed()
 }

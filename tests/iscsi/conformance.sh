@@ -6,7 +6,7 @@
 # Prints passed / skipped / failed counts, the failed and skipped test names, and exits non-zero on
 # any failure or when fewer than MIN_PASSED (default 200) tests really passed.
 # Env: MIN_PASSED, TIMEOUT (seconds, default 900), EXTRA_ARGS (e.g. "-S"), LOG (full output file),
-# MULTIPATH (default 1). The MultipathIO suite needs a second URL; without one, MULTIPATH=1 passes
+# MULTIPATH (default 1), TESTS (iscsi-test-cu -t spec, default ALL). The MultipathIO suite needs a second URL; without one, MULTIPATH=1 passes
 # the same URL again: two sessions (I_T nexuses) to the same LU are exactly what a multipath
 # initiator uses, and what those tests check. MULTIPATH=0 runs the plain single-URL suite.
 set -uo pipefail
@@ -21,7 +21,7 @@ TIMEOUT=${TIMEOUT:-900}
 LOG=${LOG:-$(mktemp /tmp/iscsi-conformance.XXXXXX)}
 
 # shellcheck disable=SC2086
-timeout "$TIMEOUT" iscsi-test-cu -d -t ALL \
+timeout "$TIMEOUT" iscsi-test-cu -d -t "${TESTS:-ALL}" \
     --initiator-name=iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test \
     --initiator-name-2=iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2 \
     ${EXTRA_ARGS:-} "$URL" ${MPATH:+"$MPATH"} >"$LOG" 2>&1

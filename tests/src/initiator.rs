@@ -19,8 +19,9 @@ use tokio::net::TcpStream;
 
 /// The largest data segment we accept from the target (declared at login).
 const OUR_MAX_RECV: u32 = 262_144;
-/// A fixed ISID (type "random", RFC 7143 §11.12.5) — one session per connection is all the drills need.
-const ISID: [u8; 6] = [0x80, 0x12, 0x34, 0x56, 0x00, 0x01];
+/// The default ISID (type "random", RFC 7143 §11.12.5): one fixed value, as open-iscsi keeps one per
+/// interface, so a reconnect after a failover is the same I_T nexus.
+pub const DEFAULT_ISID: [u8; 6] = [0x80, 0x12, 0x34, 0x56, 0x00, 0x01];
 const STATUS_GOOD: u8 = 0x00;
 const STATUS_CHECK_CONDITION: u8 = 0x02;
 /// SCSI sense key UNIT ATTENTION.
@@ -83,6 +84,8 @@ pub struct InitiatorConfig {
     pub connect_timeout: Duration,
     /// Bound on every other await (one PDU read or write, one command's whole exchange).
     pub io_timeout: Duration,
+    /// The initiator part of the I_T nexus, with `initiator_name` (persistent reservations key on it).
+    pub isid: [u8; 6],
 }
 
 impl InitiatorConfig {
@@ -93,6 +96,7 @@ impl InitiatorConfig {
             initiator_name: "iqn.2026-11.org.example:drill-initiator".to_string(),
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(5),
+            isid: DEFAULT_ISID,
         }
     }
 }
@@ -206,7 +210,7 @@ impl Initiator {
             nsg: 3,
             version_max: 0,
             version_min: 0,
-            isid: ISID,
+            isid: self.cfg.isid,
             tsih: 0,
             itt,
             cid: 0,
@@ -510,6 +514,64 @@ impl Initiator {
             .map(|c| c.data)
     }
 
+    /// PERSISTENT RESERVE IN with service action `sa` (0 READ KEYS, 1 READ RESERVATION, 2 REPORT
+    /// CAPABILITIES, 3 READ FULL STATUS): the parameter data.
+    pub async fn persistent_reserve_in(&mut self, sa: u8, alloc: u16) -> Result<Vec<u8>, InitiatorError> {
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x5e;
+        cdb[1] = sa & 0x1f;
+        cdb[7..9].copy_from_slice(&alloc.to_be_bytes());
+        let mut d = self.command(cdb, None, u32::from(alloc)).await?.data;
+        // The target may return less than allocated; the residual says how much.
+        if let Some(n) = prin_len(sa, &d) {
+            d.truncate(n);
+        }
+        Ok(d)
+    }
+
+    /// PERSISTENT RESERVE OUT (basic 24-byte parameter list): `sa` service action, `pr_type` (0 where
+    /// the action has none), reservation key, service action reservation key, and the flags byte
+    /// (SPEC_I_PT 0x08, ALL_TG_PT 0x04, APTPL 0x01).
+    pub async fn persistent_reserve_out(
+        &mut self,
+        sa: u8,
+        pr_type: u8,
+        key: u64,
+        sa_key: u64,
+        flags: u8,
+    ) -> Result<(), InitiatorError> {
+        let mut params = vec![0u8; 24];
+        params[..8].copy_from_slice(&key.to_be_bytes());
+        params[8..16].copy_from_slice(&sa_key.to_be_bytes());
+        params[20] = flags;
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x5f;
+        cdb[1] = sa & 0x1f;
+        cdb[2] = pr_type & 0x0f;
+        cdb[5..9].copy_from_slice(&24u32.to_be_bytes());
+        self.command(cdb, Some(Bytes::from(params)), 0).await.map(|_| ())
+    }
+
+    /// INQUIRY: standard data (`page` None) or a VPD page; the data the target returned.
+    pub async fn inquiry(&mut self, page: Option<u8>, alloc: u16) -> Result<Vec<u8>, InitiatorError> {
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x12;
+        if let Some(p) = page {
+            cdb[1] = 0x01;
+            cdb[2] = p;
+        }
+        cdb[3..5].copy_from_slice(&alloc.to_be_bytes());
+        let mut d = self.command(cdb, None, u32::from(alloc)).await?.data;
+        let len = match page {
+            None => d.get(4).map(|n| usize::from(*n) + 5),
+            Some(_) => d.get(2..4).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])) + 4),
+        };
+        if let Some(n) = len {
+            d.truncate(n);
+        }
+        Ok(d)
+    }
+
     /// SYNCHRONIZE CACHE(10) of the whole LU.
     pub async fn sync_cache(&mut self) -> Result<(), InitiatorError> {
         self.command(cdb10(0x35, 0, 0), None, 0).await.map(|_| ())
@@ -607,6 +669,16 @@ impl Initiator {
             }
         }
     }
+}
+
+/// Bytes of PERSISTENT RESERVE IN data the header says are there (header included).
+fn prin_len(sa: u8, d: &[u8]) -> Option<usize> {
+    let be32 = |o: usize| d.get(o..o + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let n = match sa {
+        2 => d.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))?,
+        _ => 8 + be32(4)?,
+    };
+    Some(n.min(d.len()))
 }
 
 fn blocks_of(len: usize, block_size: u32) -> Result<u16, InitiatorError> {

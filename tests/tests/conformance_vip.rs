@@ -3,7 +3,8 @@
 //! LUN of a two-node lab (root only). It must report 0 failed and at least `MIN_PASSED` real passes; then,
 //! once the replication link reports both disks UpToDate with nothing out of sync, the two backing files
 //! must be byte-identical: every write the suite made (WRITE, WRITE SAME, COMPARE AND WRITE, ...) went to
-//! both disks under protocol C.
+//! both disks under protocol C. Then node1's clusterd is killed and the persistent-reservation suites run
+//! again through the VIP on node2: the same passes, no new skips, no failure (PR state is replicated).
 
 use anyhow::{Context, Result, ensure};
 use ha_tests::netlab::{IQN, NetLab, VIP};
@@ -85,8 +86,33 @@ fn conformance_suite_through_the_vip_on_the_replicated_lun() -> Result<()> {
     let (h1, h2) = (sha1_file(&lab.path("node1-data.img"))?, sha1_file(&lab.path("node2-data.img"))?);
     eprintln!("backing files after the suite: node1 {h1}, node2 {h2}");
     ensure!(h1 == h2, "backing files differ after the suite ({h1} vs {h2})\n{}", lab.logs());
+
+    // The persistent-reservation suites before and after a failover: identical results.
+    let pr = |lab: &NetLab, tag: &str| -> Result<(u32, u32, u32, u32)> {
+        let log = lab.path(&format!("conformance-pr-{tag}.log"));
+        let out = lab.exec(
+            "client",
+            &["env", "MIN_PASSED=1", "TIMEOUT=240", "MULTIPATH=0", &format!("TESTS={PR_SUITES}"), &format!("LOG={}", log.display()), script, &url],
+        )?;
+        let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("PR suites ({tag}):\n{summary}");
+        counts(&summary).with_context(|| format!("no summary from the PR suites ({tag}): {summary}"))
+    };
+    let before = pr(&lab, "node1")?;
+    lab.kill9(0);
+    lab.wait_status(1, "node2 holding after kill -9 of node1", Duration::from_secs(30), |s| {
+        ha_tests::netlab::holder(s) == "node2" && ha_tests::netlab::phase(s) == "holding"
+    })?;
+    let after = pr(&lab, "node2")?;
+    eprintln!("PR suites through the VIP: before the failover {before:?}, after {after:?} (run, passed, skipped, failed)");
+    ensure!(before.3 == 0 && after.3 == 0, "PR suite failures: before {before:?}, after {after:?}");
+    ensure!(before.1 >= 20 && after == before, "PR suites differ across the failover: before {before:?}, after {after:?}");
     Ok(())
 }
+
+/// The persistent-reservation suites of iscsi-test-cu (they register and reserve with two initiator
+/// names and check every access rule).
+const PR_SUITES: &str = "ALL.PrinReadKeys,ALL.PrinServiceactionRange,ALL.PrinReportCapabilities,ALL.ProutRegister,ALL.ProutReserve,ALL.ProutClear,ALL.ProutPreempt";
 
 #[test]
 fn conformance_summary_line_is_parsed() {

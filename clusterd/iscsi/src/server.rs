@@ -166,6 +166,10 @@ pub struct TargetServer {
 
 impl TargetServer {
     pub fn new(config: ServerConfig) -> Self {
+        for t in &config.targets {
+            t.scsi
+                .add_target_port(crate::scsi::TargetPort::for_tpgt(&t.iqn, t.tpgt));
+        }
         TargetServer {
             config,
             registry: Mutex::new(Registry::default()),

@@ -74,6 +74,7 @@ mod tests {
             pending_peer: 0,
             suspended: None,
             held_acks: 0,
+            peer_pr_stale: false,
         }
     }
 

@@ -8,7 +8,7 @@ use crate::config::{ChapUser, HaConfig, LunDef, LunSource, NodeConfig, TargetDef
 use anyhow::{Context, Result, anyhow, bail};
 use iscsi_target::backend::{BlockBackend, FileBackend};
 use iscsi_target::login::{ChapAccount, Digest, TargetParams};
-use iscsi_target::scsi::{FilePrStore, LogicalUnit, LunIdentity, ScsiTarget};
+use iscsi_target::scsi::{FilePrStore, LogicalUnit, LunIdentity, PrStore, ScsiTarget};
 use iscsi_target::server::{Acl, ServerConfig, TargetConfig};
 use replicator::engine::Volume;
 use sha1::{Digest as _, Sha1};
@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::volume_backend::VolumeBackend;
+use super::volume_pr::VolumePrStore;
 
 /// One LUN as `haadm target show` describes it.
 #[derive(Debug, Clone)]
@@ -82,6 +83,7 @@ fn logical_unit(
     volumes: &BTreeMap<String, Volume>,
     pr_dir: &Path,
 ) -> Result<(LogicalUnit, LunSummary)> {
+    let mut volume = None;
     let backend: Arc<dyn BlockBackend> = match &lun.source {
         // With a write-back cache reported to the initiator the page cache IS that cache (flushed on
         // SYNCHRONIZE CACHE / FUA); write-through LUNs bypass it with O_DIRECT where the backing allows.
@@ -91,17 +93,13 @@ fn logical_unit(
         ),
         LunSource::Resource(name) => {
             let v = volumes.get(name).ok_or_else(|| anyhow!("resource `{name}` is not up on this node"))?;
+            volume = Some(v.clone());
             Arc::new(VolumeBackend::new(v.clone()))
         }
     };
-    // One hash of the stable names gives the serial and the NAA designator.
-    let digest = Sha1::digest(format!("{}/lun/{number}", t.iqn).as_bytes());
-    let word = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&digest[i..i + 8]);
-        u64::from_be_bytes(b)
-    };
-    let serial = lun.serial.clone().unwrap_or_else(|| hex::encode(&digest[..8]));
+    let ids = DerivedIds::of(&t.iqn, number);
+    let word = |i: usize| if i == 0 { ids.naa } else { ids.naa_ext };
+    let serial = lun.serial.clone().unwrap_or_else(|| ids.serial.clone());
     let identity = LunIdentity {
         vendor: t.vendor.clone(),
         product: t.product.clone(),
@@ -113,8 +111,14 @@ fn logical_unit(
         write_cache: lun.write_cache,
         thin: backend.supports_unmap(),
     };
-    std::fs::create_dir_all(pr_dir).with_context(|| format!("create {}", pr_dir.display()))?;
-    let store = Arc::new(FilePrStore::new(pr_dir.join(format!("{serial}.pr"))));
+    // A replicated LUN's PR state is replicated with it; a standalone one keeps a local file.
+    let store: Arc<dyn PrStore> = match volume {
+        Some(v) => Arc::new(VolumePrStore::new(v, Some(pr_dir.join(format!("{serial}.pr"))))),
+        None => {
+            std::fs::create_dir_all(pr_dir).with_context(|| format!("create {}", pr_dir.display()))?;
+            Arc::new(FilePrStore::new(pr_dir.join(format!("{serial}.pr"))))
+        }
+    };
     let backing = backend.describe();
     let size = backend.size();
     let lu = LogicalUnit::new(identity, backend, lun.block_size, store).map_err(|e| anyhow!("{e}"))?;
@@ -122,6 +126,27 @@ fn logical_unit(
     let summary =
         LunSummary { target: t.iqn.clone(), lun: number, size, block_size: lun.block_size, serial, naa, backing };
     Ok((lu, summary))
+}
+
+/// The identifiers a LUN derives from its target IQN and LUN number alone (never from the host), so
+/// both nodes present the same device, and no upgrade may change them: a multipath or Windows host would
+/// see a different disk (the test below pins them).
+struct DerivedIds {
+    serial: String,
+    naa: u64,
+    naa_ext: u64,
+}
+
+impl DerivedIds {
+    fn of(iqn: &str, lun: u64) -> Self {
+        let digest = Sha1::digest(format!("{iqn}/lun/{lun}").as_bytes());
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&digest[i..i + 8]);
+            u64::from_be_bytes(b)
+        };
+        DerivedIds { serial: hex::encode(&digest[..8]), naa: word(0), naa_ext: word(8) }
+    }
 }
 
 fn chap_account(user: Option<&ChapUser>) -> Result<Option<ChapAccount>> {
@@ -179,4 +204,20 @@ pub fn target_params(o: &TargetParamOverrides) -> Result<TargetParams> {
         p.data_digest = digests(d)?;
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DerivedIds;
+
+    /// Golden values: these identify existing LUNs in the field; a change here is a change of every
+    /// deployed LUN's identity (serial, VPD 0x83 NAA) and must never ship.
+    #[test]
+    fn lun_identity_is_stable_across_releases() {
+        let ids = DerivedIds::of("iqn.2008-04.local.home:storage.disk.0", 0);
+        assert_eq!(ids.serial, "02bcfe0ce076ca4a");
+        let naa = format!("6{:015x}{:016x}", ids.naa & 0x0fff_ffff_ffff_ffff, ids.naa_ext);
+        assert_eq!(naa, "62bcfe0ce076ca4a1b5a2af5bf06eb8c");
+        assert_ne!(DerivedIds::of("iqn.2008-04.local.home:storage.disk.0", 1).serial, ids.serial);
+    }
 }

@@ -5,6 +5,7 @@ mod assemble;
 mod runtime;
 mod show;
 mod volume_backend;
+mod volume_pr;
 
 pub use assemble::{Assembled, LunSummary, assemble, target_params};
 pub use runtime::TargetRuntime;

@@ -12,7 +12,7 @@ use clusterd::failover::{LocalVolumes, volumes_view};
 use replicator::machine::Input;
 use replicator::machine::policy::Policies;
 use replicator::machine::state::{ConnState, DiskState, Role};
-use replicator::sim::model::{Model, fill};
+use replicator::sim::model::{Model, check_pr, fill, pr_blob};
 use replicator::sim::world::{AppDone, SECTOR, World as ReplWorld, params};
 use std::collections::HashMap;
 
@@ -44,6 +44,12 @@ pub struct Storage {
     pub acked: u64,
     /// Acknowledged writes per node since the last [`Storage::reset_split_ledger`].
     pub acked_by: [u64; 2],
+    /// Persistent-reservation updates in flight: id → (node, incarnation).
+    pr_inflight: HashMap<u64, (usize, u64)>,
+    /// Highest PR update acknowledged OK (ledger), and the highest acknowledged while replicated.
+    pr_acked: Option<u64>,
+    pr_replicated: Option<u64>,
+    pub pr_acks: u64,
 }
 
 impl Storage {
@@ -79,7 +85,20 @@ impl Storage {
         repl.run_until(t);
         repl.trace.clear();
         let offset = repl.now;
-        Ok(Storage { repl, model: Model::new(SIZE), model_replicated: Model::new(SIZE), offset, next_id: 1, inflight: HashMap::new(), acked: 0, acked_by: [0; 2] })
+        Ok(Storage {
+            repl,
+            model: Model::new(SIZE),
+            model_replicated: Model::new(SIZE),
+            offset,
+            next_id: 1,
+            inflight: HashMap::new(),
+            acked: 0,
+            acked_by: [0; 2],
+            pr_inflight: HashMap::new(),
+            pr_acked: None,
+            pr_replicated: None,
+            pr_acks: 0,
+        })
     }
 
     /// Runs the replication world up to failover-world time `now`.
@@ -165,12 +184,38 @@ impl Storage {
         self.repl.input(i, Input::Write { id, offset: first * SECTOR as u64, data, fua });
     }
 
+    /// The target on node i runs a PERSISTENT RESERVE OUT: the whole new PR state goes to the
+    /// replicated resource (`ledger` as for writes).
+    pub fn pr_update(&mut self, i: usize, incarnation: u64, rng: &mut super::world::Rng, ledger: bool) {
+        let id = self.next_id;
+        self.next_id += 1;
+        if ledger {
+            self.pr_inflight.insert(id, (i, incarnation));
+        }
+        let len = rng.range(8, 400) as usize;
+        self.repl.input(i, Input::PrUpdate { id, blob: pr_blob(id, len) });
+    }
+
     /// Takes the machines' completions: an Ok for a write whose target still runs (same incarnation)
     /// is an acknowledgement the application saw. Writes of a crashed target stay "maybe" forever.
     pub fn collect(&mut self, live: [Option<u64>; 2], ledger: bool) {
         self.inflight.retain(|_, w| live[w.node] == Some(w.incarnation));
+        self.pr_inflight.retain(|_, (node, inc)| live[*node] == Some(*inc));
         for d in std::mem::take(&mut self.repl.done) {
             let AppDone::Write { id, ok } = d else { continue };
+            if let Some((node, _)) = self.pr_inflight.remove(&id) {
+                if ok && ledger {
+                    self.pr_acked = self.pr_acked.max(Some(id));
+                    self.pr_acks += 1;
+                    let replicated = self.repl.snapshot(node).is_some_and(|s| {
+                        s.conn == ConnState::Connected && s.peer_disk == DiskState::UpToDate
+                    });
+                    if replicated {
+                        self.pr_replicated = self.pr_replicated.max(Some(id));
+                    }
+                }
+                continue;
+            }
             let Some(w) = self.inflight.remove(&id) else { continue };
             if ok {
                 self.acked += 1;
@@ -188,14 +233,25 @@ impl Storage {
         }
     }
 
-    /// Every acknowledged write (latest per sector) is on node i's disk.
+    /// Every acknowledged write (latest per sector) is on node i's disk, and its persistent-reservation
+    /// state is not older than the last acknowledged PERSISTENT RESERVE OUT.
     pub fn check_has_acked(&self, i: usize, who: &str) -> Result<(), String> {
-        self.model.check(&self.repl.data[i], who)
+        self.model.check(&self.repl.data[i], who)?;
+        check_pr(&self.pr_of(i), self.pr_acked, who)
     }
 
-    /// Every write acknowledged while replication was connected (latest per sector) is on node i's disk.
+    /// The same for what was acknowledged while replication was connected.
     pub fn check_has_replicated(&self, i: usize, who: &str) -> Result<(), String> {
-        self.model_replicated.check(&self.repl.data[i], who)
+        self.model_replicated.check(&self.repl.data[i], who)?;
+        check_pr(&self.pr_of(i), self.pr_replicated, who)
+    }
+
+    /// Node i's persistent-reservation state: the running machine's, or what its metadata holds.
+    fn pr_of(&self, i: usize) -> Vec<u8> {
+        match self.repl.machine(i) {
+            Some(m) => m.pr_state().to_vec(),
+            None => self.repl.pr_on_disk(i),
+        }
     }
 
     /// Both running, connected, UpToDate on both sides, nothing out of sync or in flight.

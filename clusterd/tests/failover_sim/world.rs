@@ -63,6 +63,7 @@ pub struct Stats {
     pub step_failures: u64,
     pub promote_refused: u64,
     pub writes_acked: u64,
+    pub pr_updates_acked: u64,
     pub promotions_checked: u64,
     pub final_resyncs_checked: u64,
     /// Takeovers from a silent peer that lost writes the peer acknowledged with its replication link
@@ -109,6 +110,7 @@ impl Stats {
         self.step_failures += o.step_failures;
         self.promote_refused += o.promote_refused;
         self.writes_acked += o.writes_acked;
+        self.pr_updates_acked += o.pr_updates_acked;
         self.promotions_checked += o.promotions_checked;
         self.final_resyncs_checked += o.final_resyncs_checked;
         self.known_gap_losses += o.known_gap_losses;
@@ -443,9 +445,10 @@ impl World {
             }
         }
         let ledger = self.split.is_none();
-        let before = self.store.acked;
+        let (before, pr_before) = (self.store.acked, self.store.pr_acks);
         self.store.collect(self.live(), ledger);
         self.stats.writes_acked += self.store.acked - before;
+        self.stats.pr_updates_acked += self.store.pr_acks - pr_before;
         self.track_suspensions()?;
         for line in self.store.drain_trace() {
             self.trace.push(format!("        repl {line}"));
@@ -546,6 +549,9 @@ impl World {
                 let inc = self.nodes[p].generation;
                 let ledger = self.split.is_none();
                 self.store.write(p, inc, &mut self.rng, ledger);
+                if self.rng.chance(0.05) {
+                    self.store.pr_update(p, inc, &mut self.rng, ledger);
+                }
             }
         }
     }

@@ -82,7 +82,8 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
     let bitmap = store.bitmap().clone();
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| EngineError::Refused(format!("no randomness: {e}")))?;
-    let (node, first) = Node::new(params.clone(), persisted, bitmap, al, u64::from_le_bytes(seed));
+    let (mut node, first) = Node::new(params.clone(), persisted, bitmap, al, u64::from_le_bytes(seed));
+    node.load_pr(Bytes::from(sb.pr.clone()));
 
     let (tx, rx) = channel::<Msg>();
     let (snap_tx, snap_rx) = watch::channel(node.snapshot());
@@ -95,6 +96,7 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         local_reads: node.local_reads_ok().into(),
         retry_failed_reads: spec.on_io_error == IoErrorPolicy::Detach,
         snapshot: snap_rx,
+        pr: std::sync::Mutex::new(Bytes::from(sb.pr.clone())),
     });
     let done_tx = tx.clone();
     let disk = DiskPool::start(Arc::clone(&data), spec.disk_threads.max(1), move |i| {
@@ -225,6 +227,11 @@ impl Actor {
                 let id = self.id();
                 self.writes.insert(id, reply);
                 self.node.step(Input::Flush { id })
+            }
+            Msg::PrUpdate { blob, reply } => {
+                let id = self.id();
+                self.writes.insert(id, reply);
+                self.node.step(Input::PrUpdate { id, blob })
             }
             Msg::Read { offset, len, reply } => {
                 let id = self.id();
@@ -404,6 +411,12 @@ impl Actor {
                     if let Err(e) = self.store.write_al_transaction(&tx) {
                         tracing::error!(resource = %self.shared.name, "writing the activity log failed: {e}");
                     }
+                }
+                Action::PersistPr(blob) => {
+                    if let Err(e) = self.store.write_pr(&blob) {
+                        tracing::error!(resource = %self.shared.name, "writing the persistent-reservation state failed: {e}");
+                    }
+                    *self.shared.pr.lock().unwrap_or_else(|e| e.into_inner()) = blob;
                 }
                 Action::Complete { id, result } => {
                     if let Some(r) = self.writes.remove(&id) {

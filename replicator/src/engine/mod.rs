@@ -93,6 +93,7 @@ pub(crate) enum Msg {
     Input(crate::machine::Input),
     Write { offset: u64, data: Bytes, fua: bool, reply: oneshot::Sender<Result<(), IoFailure>> },
     Flush { reply: oneshot::Sender<Result<(), IoFailure>> },
+    PrUpdate { blob: Bytes, reply: oneshot::Sender<Result<(), IoFailure>> },
     Read { offset: u64, len: u64, reply: oneshot::Sender<Result<Bytes, IoFailure>> },
     Verb { verb: Verb, reply: oneshot::Sender<Result<String, String>> },
     Snapshot { reply: oneshot::Sender<Snapshot> },
@@ -109,6 +110,8 @@ pub(crate) struct Shared {
     /// asks the peer) instead of failing.
     pub retry_failed_reads: bool,
     pub snapshot: watch::Receiver<Snapshot>,
+    /// The persistent-reservation state as stored on this node (kept current by the actor).
+    pub pr: std::sync::Mutex<Bytes>,
 }
 
 /// Handle to a running replicated volume. Cheap to clone.
@@ -170,6 +173,23 @@ impl Volume {
         self.send(Msg::Flush { reply })?;
         rx.await.map_err(|_| IoFailure::Down)?
     }
+
+    /// Replace the resource's persistent-reservation state (the whole blob). Completes like a protocol-C
+    /// write: Ok once this node and the peer stored it, or this node stored it and recorded that the
+    /// peer is owed it (no peer taking it). At most [`Volume::PR_CAPACITY`] bytes.
+    pub async fn pr_update(&self, blob: Bytes) -> Result<(), IoFailure> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::PrUpdate { blob, reply })?;
+        rx.await.map_err(|_| IoFailure::Down)?
+    }
+
+    /// The persistent-reservation state as stored on this node (empty: none yet).
+    pub fn pr_state(&self) -> Bytes {
+        self.shared.pr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Largest persistent-reservation state a resource holds (it lives in the superblock).
+    pub const PR_CAPACITY: usize = crate::meta::superblock::PR_MAX;
 
     /// Run an administrative verb; Ok carries a human message, Err the refusal reason.
     pub async fn verb(&self, verb: Verb) -> Result<String, String> {

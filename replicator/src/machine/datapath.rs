@@ -347,7 +347,7 @@ impl Node {
 
     /// Completes an application write or flush, unless acknowledgements are held back (a success is
     /// then kept until [`Node::thaw`]; a failure is no promise and goes out at once).
-    fn complete(&mut self, id: u64, result: Result<(), IoFailure>) {
+    pub(crate) fn complete(&mut self, id: u64, result: Result<(), IoFailure>) {
         if self.frozen.is_some() && result.is_ok() {
             self.held.push((id, result));
         } else {
@@ -371,7 +371,8 @@ impl Node {
         }
         // Writes made while suspended are in the bitmap; once they are acknowledged the peer (if it is
         // not receiving them) is behind: start the generation that says so, before the acks go out.
-        if !self.peer_receiving() && self.bitmap.count() > 0 {
+        let pr_owed = self.persisted.flags & crate::meta::superblock::flags::PEER_PR_STALE != 0;
+        if !self.peer_receiving() && (self.bitmap.count() > 0 || pr_owed) {
             self.ensure_new_generation("writes acknowledged after the peer was outdated or fenced");
         }
         let held = std::mem::take(&mut self.held);

@@ -24,6 +24,8 @@ pub(crate) const ABORT_FATAL: u32 = 1;
 pub(crate) const ABORT_SPLIT_BRAIN: u32 = 2;
 const UF_DISCARD_MY_DATA: u64 = 1;
 const UF_CRASHED_PRIMARY: u64 = 2;
+/// Uuids flag: the sender's persistent-reservation state is newer than its peer's copy (`pr.rs`).
+pub(crate) const UF_PR_STALE: u64 = 4;
 
 impl Node {
     pub(crate) fn on_transport_up(&mut self, conn: u64) {
@@ -49,6 +51,7 @@ impl Node {
             last_rx_ms: self.now_ms,
             ping_sent_ms: None,
             expected_peer_repl: None,
+            proto: 0,
         });
         self.send(conn, Frame::Hello {
             proto_min: PROTOCOL_VERSION_MIN,
@@ -121,6 +124,7 @@ impl Node {
             return;
         }
         let Some(link) = self.link.as_mut() else { return };
+        link.proto = agreed;
         if self.p.secret.is_some() {
             link.stage = Stage::Challenge;
             let c = bytes::Bytes::copy_from_slice(&link.my_challenge);
@@ -232,6 +236,9 @@ impl Node {
         }
         if self.crashed_primary {
             fl |= UF_CRASHED_PRIMARY;
+        }
+        if self.persisted.flags & flags::PEER_PR_STALE != 0 {
+            fl |= UF_PR_STALE;
         }
         let u = self.persisted.uuids;
         UuidsMsg {
@@ -434,6 +441,7 @@ impl Node {
         // promoted until it has everything): held acknowledgements are safe now.
         self.thaw("the peer reconnected");
         self.start_waiting_writes();
+        self.pr_link_up();
         self.pump_resync();
     }
 
@@ -481,6 +489,8 @@ impl Node {
                 }
             }
             Frame::ResyncFinished => self.on_resync_finished(conn),
+            Frame::PrState { seq, blob } => self.on_peer_pr(conn, seq, blob),
+            Frame::PrAck { seq, ok } => self.on_pr_ack(seq, ok),
             Frame::Outdate => {
                 let ok = self.role != Role::Primary;
                 if ok && self.disk.is_consistent() {
@@ -581,6 +591,7 @@ impl Node {
             self.set_conn(ConnState::StandAlone);
         }
         self.peer_lost_for_inflight();
+        self.pr_peer_lost();
         self.changed();
     }
 }
@@ -622,5 +633,7 @@ pub(crate) fn frame_name(f: &Frame) -> &'static str {
         Frame::Outdate => "Outdate",
         Frame::OutdateAck { .. } => "OutdateAck",
         Frame::Abort { .. } => "Abort",
+        Frame::PrState { .. } => "PrState",
+        Frame::PrAck { .. } => "PrAck",
     }
 }

@@ -10,6 +10,7 @@ mod datapath;
 mod detach;
 mod verbs;
 mod link;
+mod pr;
 mod resync;
 mod verify;
 

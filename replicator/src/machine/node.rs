@@ -124,6 +124,9 @@ pub enum Input {
     Frame { conn: u64, frame: Frame },
     Write { id: u64, offset: u64, data: Bytes, fua: bool },
     Flush { id: u64 },
+    /// Replace the resource's persistent-reservation state (whole blob) on the Primary; completes like
+    /// a protocol-C write (see `pr.rs`).
+    PrUpdate { id: u64, blob: Bytes },
     /// Reads normally bypass the machine; this slow path serves reads when the local copy may be stale.
     Read { id: u64, offset: u64, len: u64 },
     DiskDone { token: u64, result: Result<Option<Bytes>, String> },
@@ -145,6 +148,9 @@ pub enum Action {
     /// Write these bitmap pages (taken from [`Node::bitmap`]) and sync.
     PersistBitmap(Vec<u32>),
     PersistAl(AlTransaction),
+    /// Store this persistent-reservation state in the superblock and sync (same rules as the other
+    /// Persist actions: complete before the next action).
+    PersistPr(Bytes),
     Complete { id: u64, result: Result<(), IoFailure> },
     ReadDone { id: u64, result: Result<Bytes, IoFailure> },
     RunHandler(&'static str),
@@ -194,6 +200,8 @@ pub struct Snapshot {
     pub suspended: Option<String>,
     /// Acknowledgements held back meanwhile.
     pub held_acks: usize,
+    /// Our persistent-reservation state is newer than the peer's copy (sent when it reconnects).
+    pub peer_pr_stale: bool,
 }
 
 /// What a disk token was for.
@@ -277,6 +285,8 @@ pub(crate) struct Link {
     pub last_rx_ms: u64,
     pub ping_sent_ms: Option<u64>,
     pub expected_peer_repl: Option<ReplState>,
+    /// Protocol version both sides agreed on in Hello (0 until then).
+    pub proto: u32,
 }
 
 /// Resync as SyncSource.
@@ -342,6 +352,10 @@ pub struct Node {
     /// Set in the step that detaches the disk: how many of that step's actions (up to and including
     /// the Outdated mark) may still write metadata.
     pub(crate) detach_mark: Option<usize>,
+    /// The resource's persistent-reservation state as stored on this node (see `pr.rs`).
+    pub(crate) pr: Bytes,
+    pub(crate) pr_queue: VecDeque<(u64, Bytes)>,
+    pub(crate) pr_inflight: Option<super::pr::PrInflight>,
     pub(crate) out: Vec<Action>,
 }
 
@@ -401,6 +415,9 @@ impl Node {
             frozen: None,
             held: Vec::new(),
             detach_mark: None,
+            pr: Bytes::new(),
+            pr_queue: VecDeque::new(),
+            pr_inflight: None,
             out: Vec::new(),
         };
         // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
@@ -439,6 +456,7 @@ impl Node {
             Input::Frame { conn, frame } => self.on_frame(conn, frame),
             Input::Write { id, offset, data, fua } => self.on_app_write(id, offset, data, fua),
             Input::Flush { id } => self.on_app_flush(id),
+            Input::PrUpdate { id, blob } => self.on_pr_update(id, blob),
             Input::Read { id, offset, len } => self.on_app_read(id, offset, len),
             Input::DiskDone { token, result } => self.on_disk_done(token, result),
             Input::Tick { now_ms } => self.on_tick(now_ms),
@@ -451,7 +469,11 @@ impl Node {
             let mut k = 0;
             out.retain(|a| {
                 k += 1;
-                k <= keep || !matches!(a, Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_))
+                k <= keep
+                    || !matches!(
+                        a,
+                        Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_) | Action::PersistPr(_)
+                    )
             });
         }
         out
@@ -504,6 +526,7 @@ impl Node {
             pending_peer: self.writes.values().filter(|w| w.peer_pending > 0).count(),
             suspended: self.frozen.clone(),
             held_acks: self.held.len(),
+            peer_pr_stale: self.persisted.flags & flags::PEER_PR_STALE != 0,
         }
     }
 
@@ -530,7 +553,12 @@ impl Node {
 
     /// Nothing is in flight (used by `down` and by tests).
     pub fn idle(&self) -> bool {
-        self.writes.is_empty() && self.waiting.is_empty() && self.flushes.is_empty() && self.tokens.is_empty()
+        self.writes.is_empty()
+            && self.waiting.is_empty()
+            && self.flushes.is_empty()
+            && self.tokens.is_empty()
+            && self.pr_queue.is_empty()
+            && self.pr_inflight.is_none()
     }
 
     fn on_tick(&mut self, now_ms: u64) {

@@ -121,7 +121,7 @@ impl Node {
             return;
         }
         self.fail_held("demoted while write acknowledgements were held");
-        if !self.writes.is_empty() || !self.waiting.is_empty() {
+        if !self.writes.is_empty() || !self.waiting.is_empty() || self.pr_inflight.is_some() || !self.pr_queue.is_empty() {
             self.log(true, "secondary refused: writes are still in flight".into());
             return;
         }
@@ -184,6 +184,9 @@ impl Node {
         self.fail_held("going down while write acknowledgements were held");
         self.on_disconnect_verb();
         self.fail_waiting(IoFailure::Down);
+        for (id, _) in std::mem::take(&mut self.pr_queue) {
+            self.out.push(Action::Complete { id, result: Err(IoFailure::Down) });
+        }
         if self.role == Role::Primary && self.writes.is_empty() {
             self.role = Role::Secondary;
             self.persisted.uuids.set_role_bit(false);

@@ -7,7 +7,7 @@
 use super::activity_log::{encode_initialized_ring, recover, ActivityLog, AlRecovery, AlRing, AlTransaction};
 use super::bitmap::{Bitmap, PageLoad};
 use super::layout::{Layout, MetaLocation, AL_EXTENT_SIZE, BLOCK_SIZE, META_PAGE};
-use super::superblock::{flags, pick_newest, Superblock, FORMAT_VERSION, MAX_RESOURCE_LEN, UUID_JUST_CREATED};
+use super::superblock::{flags, pick_newest, Superblock, FORMAT_VERSION, MAX_RESOURCE_LEN, PR_MAX, UUID_JUST_CREATED};
 use super::MetaError;
 use std::fs::File;
 use std::io;
@@ -142,6 +142,7 @@ pub fn create_md(
         device_uuid: u64::from_le_bytes(device_uuid),
         flags: flags::AL_CLEAN,
         node_generation: 0,
+        pr: Vec::new(),
     };
     // Everything else is durable before a superblock makes it valid metadata.
     sync(meta, "metadata")?;
@@ -332,6 +333,16 @@ impl MetaStore {
         self.newest_slot = slot;
         self.sb = sb.clone();
         Ok(())
+    }
+
+    /// Replace the persistent-reservation state (a superblock write: crash-safe, synced on return).
+    pub fn write_pr(&mut self, blob: &[u8]) -> Result<(), MetaError> {
+        if blob.len() > PR_MAX {
+            return Err(MetaError::BadField { field: "pr", problem: format!("PR state of {} bytes, at most {PR_MAX}", blob.len()) });
+        }
+        let mut sb = self.sb.clone();
+        sb.pr = blob.to_vec();
+        self.write_superblock(&mut sb)
     }
 
     /// Write bitmap pages of `bm` (contiguous pages coalesced), then the CRC-table pages covering them,

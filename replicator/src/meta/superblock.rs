@@ -1,6 +1,12 @@
 //! The superblock: identity, geometry, generation UUIDs and flags, in two 4 KiB slots with a sequence
 //! number and CRC32C. A writer always overwrites the slot that does not hold the newest valid copy, so a
 //! torn write leaves the previous superblock intact.
+//!
+//! The slot's second half carries the resource's SCSI persistent-reservation state (an opaque blob the
+//! target encodes, with its own magic, version and CRC): it is replicated state of the resource like its
+//! data (see `machine/pr.rs`), and keeping it here makes every update as crash-safe as the generation
+//! UUIDs — a torn write leaves the previous state. Superblocks written before it existed hold zeroes
+//! there, which read as "no PR state"; older releases ignore the area (the CRC covers the whole slot).
 
 use super::layout::{al_slots_for, bitmap_bytes_for, AL_EXTENTS_MAX, AL_EXTENTS_MIN, MAX_DATA_SIZE};
 use super::MetaError;
@@ -12,6 +18,10 @@ pub const UUID_JUST_CREATED: u64 = 4;
 /// Longest resource name the superblock holds.
 pub const MAX_RESOURCE_LEN: usize = 63;
 const SB_SIZE: usize = 4096;
+/// Where the PR area starts in a slot: `len u32, reserved u32, blob`.
+const PR_AREA: usize = 512;
+/// Largest PR blob a superblock holds.
+pub const PR_MAX: usize = SB_SIZE - PR_AREA - 8;
 
 /// Superblock flags (DRBD's MDF_* in spirit).
 pub mod flags {
@@ -24,7 +34,9 @@ pub mod flags {
     pub const FULL_SYNC: u32 = 1 << 6;
     pub const CONNECTED_IND: u32 = 1 << 7;
     pub const OUTDATED: u32 = 1 << 8;
-    pub const NAMES: [(u32, &str); 9] = [
+    /// Our persistent-reservation state changed without the peer storing it: send it on reconnect.
+    pub const PEER_PR_STALE: u32 = 1 << 9;
+    pub const NAMES: [(u32, &str); 10] = [
         (CONSISTENT, "consistent"),
         (WAS_UP_TO_DATE, "was-up-to-date"),
         (PRIMARY_IND, "primary"),
@@ -34,6 +46,7 @@ pub mod flags {
         (FULL_SYNC, "full-sync"),
         (CONNECTED_IND, "connected"),
         (OUTDATED, "outdated"),
+        (PEER_PR_STALE, "peer-pr-stale"),
     ];
 }
 
@@ -56,6 +69,8 @@ pub struct Superblock {
     pub flags: u32,
     /// Spare counter for the daemon.
     pub node_generation: u64,
+    /// The resource's persistent-reservation state (empty: none), at most [`PR_MAX`] bytes.
+    pub pr: Vec<u8>,
 }
 
 fn rd64(b: &[u8], o: usize) -> u64 {
@@ -102,6 +117,10 @@ impl Superblock {
         let n = name.len().min(63);
         b[112] = n as u8;
         b[113..113 + n].copy_from_slice(&name[..n]);
+        // Callers keep the blob within PR_MAX (MetaStore::write_pr checks); cut defensively anyway.
+        let pr = &self.pr[..self.pr.len().min(PR_MAX)];
+        put32(&mut b, PR_AREA, pr.len() as u32);
+        b[PR_AREA + 8..PR_AREA + 8 + pr.len()].copy_from_slice(pr);
         let crc = crc_of(&b);
         put32(&mut b, 12, crc);
         b
@@ -133,6 +152,11 @@ impl Superblock {
         let resource = std::str::from_utf8(&b[113..113 + n])
             .map_err(|_| MetaError::BadField { field: "resource", problem: "not UTF-8".into() })?
             .to_string();
+        let pr_len = rd32(b, PR_AREA) as usize;
+        if pr_len > PR_MAX {
+            return Err(MetaError::BadField { field: "pr", problem: format!("PR state of {pr_len} bytes, at most {PR_MAX}") });
+        }
+        let pr = b[PR_AREA + 8..PR_AREA + 8 + pr_len].to_vec();
         let sb = Superblock {
             version,
             seq: rd64(b, 16),
@@ -149,6 +173,7 @@ impl Superblock {
             device_uuid: rd64(b, 88),
             node_generation: rd64(b, 96),
             md_size: rd64(b, 104),
+            pr,
         };
         if sb.bytes_per_bit != 4096 {
             return Err(MetaError::BadField { field: "bytes_per_bit", problem: format!("{} (only 4096 is supported)", sb.bytes_per_bit) });
@@ -225,6 +250,7 @@ mod tests {
             device_uuid: 99,
             flags: flags::CONSISTENT | flags::AL_CLEAN,
             node_generation: 3,
+            pr: Vec::new(),
         }
     }
 
@@ -232,6 +258,25 @@ mod tests {
     fn round_trip() {
         let s = sample();
         assert_eq!(Superblock::decode(&s.encode()).unwrap(), s);
+    }
+
+    #[test]
+    fn pr_area_round_trips_and_old_superblocks_read_as_empty() {
+        let mut s = sample();
+        s.pr = (0..PR_MAX).map(|i| i as u8).collect();
+        assert_eq!(Superblock::decode(&s.encode()).unwrap(), s);
+        // A superblock from before the PR area: zeroes there, an empty blob.
+        let mut old = sample().encode();
+        old[PR_AREA..].fill(0);
+        let c = crc_of(&old);
+        old[12..16].copy_from_slice(&c.to_le_bytes());
+        assert!(Superblock::decode(&old).unwrap().pr.is_empty());
+        // A length beyond the area is refused even with a good checksum.
+        let mut b = sample().encode();
+        b[PR_AREA..PR_AREA + 4].copy_from_slice(&((PR_MAX + 1) as u32).to_le_bytes());
+        let c = crc_of(&b);
+        b[12..16].copy_from_slice(&c.to_le_bytes());
+        assert!(matches!(Superblock::decode(&b), Err(MetaError::BadField { field: "pr", .. })));
     }
 
     #[test]

@@ -84,3 +84,36 @@ impl Model {
         Ok(())
     }
 }
+
+/// A persistent-reservation blob for update `id` (simulations): the id, then `len - 8` bytes derived
+/// from it, so a torn or mixed blob is recognisable.
+pub fn pr_blob(id: u64, len: usize) -> bytes::Bytes {
+    let mut b = id.to_le_bytes().to_vec();
+    b.extend((0..len.saturating_sub(8)).map(|k| (id as u8).wrapping_mul(31).wrapping_add(k as u8)));
+    bytes::Bytes::from(b)
+}
+
+/// The update id a stored PR blob belongs to (None: no state yet), or why it is not one update's blob.
+pub fn pr_id(blob: &[u8]) -> Result<Option<u64>, String> {
+    if blob.is_empty() {
+        return Ok(None);
+    }
+    let head: [u8; 8] = blob.get(..8).ok_or("PR blob shorter than 8 bytes")?.try_into().map_err(|_| "PR blob header")?;
+    let id = u64::from_le_bytes(head);
+    if blob[8..].iter().enumerate().any(|(k, &v)| v != (id as u8).wrapping_mul(31).wrapping_add(k as u8)) {
+        return Err(format!("PR blob of update {id} does not match its pattern (torn or mixed)"));
+    }
+    Ok(Some(id))
+}
+
+/// Checks a node's PR state against the highest update acknowledged OK (updates are issued in id
+/// order by the one Primary): it must be one update's whole blob, not older than that.
+pub fn check_pr(blob: &[u8], acked: Option<u64>, who: &str) -> Result<(), String> {
+    let id = pr_id(blob).map_err(|e| format!("{who}: damaged PR state: {e}"))?;
+    match acked {
+        Some(a) if id.is_none_or(|v| v < a) => {
+            Err(format!("{who}: PR state {id:?} is older than the acknowledged update {a}"))
+        }
+        _ => Ok(()),
+    }
+}

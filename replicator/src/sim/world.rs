@@ -245,7 +245,8 @@ impl World {
         let al = store.activity_log();
         let bitmap = store.bitmap().clone();
         let seed = self.rng.next();
-        let (node, actions) = Node::new(self.params[i].clone(), persisted, bitmap, al, seed);
+        let (mut node, actions) = Node::new(self.params[i].clone(), persisted, bitmap, al, seed);
+        node.load_pr(Bytes::from(sb.pr.clone()));
         self.nodes[i] = Some(SimNode { node, store, pending: HashMap::new(), connecting: false });
         self.note(format!("node{i} started (incarnation {})", self.inc[i]));
         self.execute(i, actions);
@@ -325,6 +326,13 @@ impl World {
         MetaStore::open(Box::new(copy), self.size, &loc).map(|(s, _)| s.superblock().current_uuid).unwrap_or(0)
     }
 
+    /// The persistent-reservation state on node i's metadata (what a restart loads; readable while down).
+    pub fn pr_on_disk(&self, i: usize) -> Vec<u8> {
+        let loc = MetaLocation::External { path: "mem".into(), index: None };
+        let copy = MemDev { bytes: Arc::new(Mutex::new(self.meta[i].bytes.lock().unwrap().clone())), last_write: Arc::new(Mutex::new(None)) };
+        MetaStore::open(Box::new(copy), self.size, &loc).map(|(s, _)| s.superblock().pr.clone()).unwrap_or_default()
+    }
+
     /// Feed an input to a live node.
     pub fn input(&mut self, i: usize, input: Input) {
         let Some(n) = self.nodes[i].as_mut() else { return };
@@ -347,7 +355,10 @@ impl World {
         for (k, a) in actions.into_iter().enumerate() {
             if Some(k) == crash_at {
                 // The crash hits while this action is being carried out.
-                let persist = matches!(a, Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_));
+                let persist = matches!(
+                    a,
+                    Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_) | Action::PersistPr(_)
+                );
                 if persist {
                     self.apply(i, a);
                     let torn = self.meta[i].tear_last(&mut self.rng);
@@ -409,6 +420,10 @@ impl World {
             Action::PersistAl(tx) => {
                 let Some(n) = self.nodes[i].as_mut() else { return };
                 n.store.write_al_transaction(&tx).expect("sim al write");
+            }
+            Action::PersistPr(blob) => {
+                let Some(n) = self.nodes[i].as_mut() else { return };
+                n.store.write_pr(&blob).expect("sim PR state write");
             }
             Action::Complete { id, result } => {
                 self.done.push(AppDone::Write { id, ok: result.is_ok() });

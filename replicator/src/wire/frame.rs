@@ -40,6 +40,12 @@
 //! | 24 | Outdate | — |
 //! | 25 | OutdateAck | ok bool |
 //! | 26 | Abort | code u32, reason str |
+//! | 27 | PrState | seq u64, blob (rest, at most [`MAX_PR_STATE`] bytes; protocol 2) |
+//! | 28 | PrAck | seq u64, ok bool (protocol 2) |
+//!
+//! Protocol versions: 1 is the first release; 2 adds PrState/PrAck (persistent-reservation state
+//! replicated with the resource). A frame of a later version is only sent once the handshake agreed on
+//! it ([`PROTOCOL_VERSION_MAX`] of both sides), so an older peer never sees a kind it does not know.
 //!
 //! Every payload must be consumed exactly: bytes left over after the last field are an error, so two
 //! implementations that disagree about a layout fail loudly instead of misreading fields.
@@ -52,7 +58,11 @@ pub const HEADER_LEN: usize = 12;
 /// Largest payload: a 4 MiB write plus room for its fixed fields.
 pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024 + 4096;
 pub const PROTOCOL_VERSION_MIN: u32 = 1;
-pub const PROTOCOL_VERSION_MAX: u32 = 1;
+pub const PROTOCOL_VERSION_MAX: u32 = 2;
+/// First protocol version with PrState/PrAck.
+pub const PROTOCOL_PR: u32 = 2;
+/// Largest persistent-reservation state a PrState frame carries.
+pub const MAX_PR_STATE: usize = 64 * 1024;
 /// Data flag: force unit access (stable on the peer's disk before its ack).
 pub const DATA_FUA: u32 = 1;
 /// Longest string field in bytes; the encoder cuts longer strings at a character boundary.
@@ -107,7 +117,9 @@ mod kind {
     pub const OUTDATE: u16 = 24;
     pub const OUTDATE_ACK: u16 = 25;
     pub const ABORT: u16 = 26;
-    pub const MAX: u16 = ABORT;
+    pub const PR_STATE: u16 = 27;
+    pub const PR_ACK: u16 = 28;
+    pub const MAX: u16 = PR_ACK;
 }
 
 /// Names indexed by `code - 1`, for errors and logs.
@@ -115,6 +127,7 @@ const KIND_NAMES: [&str; kind::MAX as usize] = [
     "Hello", "AuthChallenge", "AuthResponse", "Params", "Uuids", "State", "BitmapChunk", "SyncUuid",
     "ResyncFinished", "Data", "WriteAck", "NegAck", "Flush", "FlushAck", "RsData", "RsAck", "ReadRequest",
     "ReadReply", "VerifyRequest", "VerifyReply", "OutOfSync", "Ping", "PingAck", "Outdate", "OutdateAck", "Abort",
+    "PrState", "PrAck",
 ];
 
 /// Connection parameters both sides must agree on (DRBD's `P_PROTOCOL` + `P_SIZES` + verify-alg).
@@ -174,6 +187,9 @@ pub enum Frame {
     Outdate,
     OutdateAck { ok: bool },
     Abort { code: u32, reason: String },
+    // persistent-reservation state (protocol 2)
+    PrState { seq: u64, blob: Bytes },
+    PrAck { seq: u64, ok: bool },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +250,8 @@ impl Frame {
             Frame::Outdate => OUTDATE,
             Frame::OutdateAck { .. } => OUTDATE_ACK,
             Frame::Abort { .. } => ABORT,
+            Frame::PrState { .. } => PR_STATE,
+            Frame::PrAck { .. } => PR_ACK,
         }
     }
 
@@ -270,6 +288,13 @@ fn check_digest(kind: &'static str, len: usize) -> Result<(), WireError> {
     Ok(())
 }
 
+fn check_pr_state(kind: &'static str, len: usize) -> Result<(), WireError> {
+    if len > MAX_PR_STATE {
+        return Err(bad_length(kind, format!("PR state of {len} bytes, at most {MAX_PR_STATE}")));
+    }
+    Ok(())
+}
+
 fn check_read_reply(kind: &'static str, ok: bool, len: usize) -> Result<(), WireError> {
     if !ok && len != 0 {
         return Err(bad_length(kind, format!("failed read carries {len} bytes of data")));
@@ -287,6 +312,7 @@ fn check_encodable(frame: &Frame) -> Result<(), WireError> {
         Frame::Data { data, .. } | Frame::RsData { data, .. } => check_sectors(kind, data.len()),
         Frame::ReadReply { ok, data, .. } => check_read_reply(kind, *ok, data.len()),
         Frame::VerifyReply { digest, .. } => check_digest(kind, digest.len()),
+        Frame::PrState { blob, .. } => check_pr_state(kind, blob.len()),
         _ => Ok(()),
     }
 }
@@ -393,6 +419,14 @@ fn put_payload(frame: &Frame, out: &mut BytesMut) {
         Frame::Abort { code, reason } => {
             out.put_u32_le(*code);
             put_str(out, reason);
+        }
+        Frame::PrState { seq, blob } => {
+            out.put_u64_le(*seq);
+            out.put_slice(blob);
+        }
+        Frame::PrAck { seq, ok } => {
+            out.put_u64_le(*seq);
+            put_bool(out, *ok);
         }
     }
 }
@@ -636,6 +670,13 @@ fn parse_payload(code: u16, payload: Bytes) -> Result<Frame, WireError> {
         OUTDATE => Frame::Outdate,
         OUTDATE_ACK => Frame::OutdateAck { ok: r.bool()? },
         ABORT => Frame::Abort { code: r.u32()?, reason: r.str()? },
+        PR_STATE => {
+            let seq = r.u64()?;
+            let blob = r.rest();
+            check_pr_state(name, blob.len())?;
+            Frame::PrState { seq, blob }
+        }
+        PR_ACK => Frame::PrAck { seq: r.u64()?, ok: r.bool()? },
         other => return Err(WireError::UnknownKind(other)),
     };
     r.finish()?;

@@ -43,6 +43,8 @@ fn samples() -> Vec<Frame> {
         Frame::Outdate,
         Frame::OutdateAck { ok: true },
         Frame::Abort { code: 1, reason: "split brain".into() },
+        Frame::PrState { seq: 11, blob: Bytes::from(vec![0x5cu8; 300]) },
+        Frame::PrAck { seq: 11, ok: true },
     ]
 }
 
@@ -50,6 +52,19 @@ fn encoded(f: &Frame) -> BytesMut {
     let mut b = BytesMut::new();
     encode(f, &mut b);
     b
+}
+
+#[test]
+fn pr_state_over_its_cap_is_refused_both_ways() {
+    let big = Frame::PrState { seq: 1, blob: Bytes::from(vec![0u8; MAX_PR_STATE + 1]) };
+    assert!(try_encode(&big, &mut BytesMut::new()).is_err());
+    let mut raw = BytesMut::new();
+    put_header(kind::PR_STATE, 8 + MAX_PR_STATE + 1, &mut raw);
+    raw.put_u64_le(1);
+    raw.put_slice(&vec![0u8; MAX_PR_STATE + 1]);
+    assert!(matches!(parse(&raw), Err(WireError::BadLength { .. })));
+    let empty = Frame::PrState { seq: 2, blob: Bytes::new() };
+    assert_eq!(parse(&encoded(&empty)).unwrap().unwrap().0, empty);
 }
 
 #[test]

@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::opcodes::{self, Access, CommandInfo, Handler as H, Lookup, UaPolicy, op};
-use super::pr_state::{PrState, PrStore, decode_pr_state};
+use super::opcodes::{self, CommandInfo, Handler as H, Lookup, UaPolicy, op};
+use super::pr_state::{PrState, PrStore, Registrant, TargetPort, TargetPorts, decode_pr_state};
+use super::reservation::access;
 use super::sense::{self, CmdResult, Failure, Sense, asc, check, invalid_cdb_field, key};
+use super::task_set::{AbortWaits, AdmittedTask, TaskClaim, TaskSet};
 use super::unit_attention::UnitAttentions;
 use super::xcopy::HeldCopyResults;
 use super::{
@@ -40,6 +42,15 @@ pub struct LunIdentity {
     pub thin: bool,
 }
 
+/// What the per-command access check reads and a PERSISTENT RESERVE OUT changes, under one lock: the
+/// PR state and the tasks admitted against it, so PREEMPT AND ABORT finds every task that was checked
+/// against the old state (see `task_set`). Commands take this lock once, briefly, as before.
+#[derive(Default)]
+pub(super) struct AccessState {
+    pub(super) pr: PrState,
+    pub(super) tasks: TaskSet,
+}
+
 /// A SCSI logical unit backed by a [`BlockBackend`].
 pub struct LogicalUnit {
     pub(super) identity: LunIdentity,
@@ -51,11 +62,16 @@ pub struct LogicalUnit {
     pub(super) swp: AtomicBool,
     /// SPC-2 RESERVE(6)/(10) holder.
     pub(super) legacy_holder: Mutex<Option<ItNexus>>,
-    /// Persistent reservation state; read on every command, so a short sync lock.
-    pub(super) pr: Mutex<PrState>,
+    /// Persistent reservation state and running tasks; read on every command, so a short sync lock.
+    pub(super) access: Mutex<AccessState>,
     /// Serializes PERSISTENT RESERVE OUT so save-then-commit is atomic.
     pub(super) pr_update: tokio::sync::Mutex<()>,
     pub(super) pr_store: Arc<dyn PrStore>,
+    /// Where PREEMPT AND ABORT waits for the tasks it aborted.
+    pub(super) abort_waits: AbortWaits,
+    /// The target ports this LU is reachable through (REGISTER AND MOVE names one by its relative
+    /// port identifier).
+    target_ports: Mutex<Vec<TargetPort>>,
     /// Writes take it shared, COMPARE AND WRITE exclusive: makes CAW atomic against all writes.
     pub(super) write_gate: tokio::sync::RwLock<()>,
     /// Nexuses with PREVENT MEDIUM REMOVAL in effect.
@@ -96,10 +112,13 @@ impl LogicalUnit {
         if size == 0 || !size.is_multiple_of(u64::from(block_size)) {
             return Err(ScsiError::InvalidBackendSize { size, block_size });
         }
-        let pr = match pr_store.load()? {
+        let mut pr = match pr_store.load()? {
             Some(blob) => decode_pr_state(&blob)?,
             None => PrState::default(),
         };
+        if pr_store.loads_after_power_loss() {
+            pr = pr.at_power_on();
+        }
         Ok(Self {
             identity,
             capacity: AtomicU64::new(size / u64::from(block_size)),
@@ -108,9 +127,14 @@ impl LogicalUnit {
             ua: UnitAttentions::default(),
             swp: AtomicBool::new(false),
             legacy_holder: Mutex::new(None),
-            pr: Mutex::new(pr),
+            access: Mutex::new(AccessState {
+                pr,
+                tasks: TaskSet::default(),
+            }),
             pr_update: tokio::sync::Mutex::new(()),
             pr_store,
+            abort_waits: AbortWaits::default(),
+            target_ports: Mutex::new(Vec::new()),
             write_gate: tokio::sync::RwLock::new(()),
             prevent: Mutex::new(HashSet::new()),
             copy_results: Mutex::new(HeldCopyResults::default()),
@@ -143,7 +167,48 @@ impl LogicalUnit {
 
     /// A copy of the current persistent reservation state.
     pub fn pr_state(&self) -> PrState {
-        lock(&self.pr).clone()
+        lock(&self.access).pr.clone()
+    }
+
+    /// Records a target port this LU is exported through.
+    pub(super) fn add_target_port(&self, port: TargetPort) {
+        let mut ports = lock(&self.target_ports);
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+
+    pub(super) fn target_ports(&self) -> Vec<TargetPort> {
+        lock(&self.target_ports).clone()
+    }
+
+    /// Queues `code` for every I_T nexus of `registrant` except `issuer` (the nexus whose command
+    /// caused it never gets a PR unit attention). For an ALL_TG_PT registrant those are its logged-in
+    /// nexuses; a single nexus gets it even if it is not logged in (a later login replaces it with
+    /// POWER ON, RESET anyway).
+    pub(super) fn unit_attention_to(
+        &self,
+        registrant: &Registrant,
+        issuer: &ItNexus,
+        code: asc::Code,
+    ) {
+        match &registrant.ports {
+            TargetPorts::One(port) => {
+                let nexus = ItNexus {
+                    initiator: registrant.initiator.name.clone(),
+                    isid: registrant.initiator.isid,
+                    target: port.name.clone(),
+                    tpgt: port.tpgt,
+                    relative_port: port.relative_id,
+                };
+                if &nexus != issuer {
+                    self.ua.add(&nexus, code);
+                }
+            }
+            TargetPorts::All => self
+                .ua
+                .add_where(|n| n != issuer && registrant.initiator.is_of(n), code),
+        }
     }
 
     /// Pending unit attentions for `nexus` (diagnostics and tests).
@@ -157,6 +222,7 @@ impl LogicalUnit {
     }
 
     pub(super) fn nexus_added(&self, nexus: &ItNexus) {
+        self.add_target_port(TargetPort::of(nexus));
         self.ua.nexus_added(nexus);
     }
 
@@ -167,6 +233,7 @@ impl LogicalUnit {
             *holder = None;
         }
         lock(&self.prevent).remove(nexus);
+        lock(&self.access).tasks.forget(nexus);
     }
 
     /// SAM-5 logical unit reset: SPC-2 reservation and PREVENT state cleared, mode parameters back to
@@ -200,12 +267,15 @@ impl LogicalUnit {
         Ok(())
     }
 
-    /// Executes one command for `nexus`; `luns` is the target's LUN list (for REPORT LUNS).
+    /// Executes one command for `nexus`; `luns` is the target's LUN list (for REPORT LUNS). `claim`
+    /// decides between the command's response and an abort (the caller sends the response only if
+    /// `claim.respond()`).
     pub(super) async fn execute(
         &self,
         nexus: &ItNexus,
         cmd: &ScsiCommand,
         luns: &[u64],
+        claim: &Arc<TaskClaim>,
     ) -> ScsiResponse {
         let found = opcodes::lookup(&cmd.cdb);
         let reports_ua = match &found {
@@ -225,8 +295,14 @@ impl LogicalUnit {
             }
         };
         let transfer_len = self.transfer_len(info, &cmd.cdb);
-        let result = match self.check_access(nexus, info) {
-            Ok(()) => self.run(nexus, info, cmd, luns).await,
+        let result = match self.admit(nexus, info, &cmd.cdb, claim) {
+            Ok(()) => {
+                let _admitted = AdmittedTask {
+                    claim,
+                    waits: &self.abort_waits,
+                };
+                self.run(nexus, info, cmd, luns, claim).await
+            }
             Err(f) => Err(f),
         };
         match result {
@@ -266,8 +342,15 @@ impl LogicalUnit {
         alloc.unwrap_or(0)
     }
 
-    /// Reservation conflict check (SPC-2 reservations and SPC-4 §5.13.1 for persistent ones).
-    fn check_access(&self, nexus: &ItNexus, info: &CommandInfo) -> Result<(), Failure> {
+    /// Reservation conflict check (SPC-2 reservations, and SPC-4 §5.13.1 for persistent ones, see
+    /// `reservation::access`); a command that passes is recorded in the task set under the same lock.
+    fn admit(
+        &self,
+        nexus: &ItNexus,
+        info: &CommandInfo,
+        cdb: &[u8; 16],
+        claim: &Arc<TaskClaim>,
+    ) -> Result<(), Failure> {
         if let Some(holder) = lock(&self.legacy_holder).as_ref()
             && holder != nexus
         {
@@ -284,26 +367,19 @@ impl LogicalUnit {
                 return Err(Failure::ReservationConflict);
             }
         }
-        let pr = lock(&self.pr);
-        let Some(res) = pr.reservation.as_ref() else {
-            return Ok(());
-        };
-        let registered = pr.registrations.iter().any(|r| &r.nexus == nexus);
-        if reservation::is_holder(res, nexus, registered) {
-            return Ok(());
+        let mut state = lock(&self.access);
+        if let Some(res) = &state.pr.reservation
+            && !state.pr.is_holder(nexus)
+            && access::non_holder_conflicts(
+                res.pr_type,
+                state.pr.is_registered(nexus),
+                access::class_of(info, cdb),
+            )
+        {
+            return Err(Failure::ReservationConflict);
         }
-        let allowed = match info.access {
-            Access::Always => true,
-            // RESERVE conflicts with any persistent reservation; RELEASE is a no-op (SPC-4 §5.13.3).
-            Access::Legacy => info.handler == H::Release,
-            Access::Read => reservation::non_holder_may_read(res.pr_type, registered),
-            Access::Write => reservation::non_holder_may_write(res.pr_type, registered),
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(Failure::ReservationConflict)
-        }
+        state.tasks.admit(nexus, claim);
+        Ok(())
     }
 
     async fn run(
@@ -312,6 +388,7 @@ impl LogicalUnit {
         info: &CommandInfo,
         cmd: &ScsiCommand,
         luns: &[u64],
+        claim: &Arc<TaskClaim>,
     ) -> CmdResult {
         let c = &cmd.cdb;
         match info.handler {
@@ -340,8 +417,11 @@ impl LogicalUnit {
             H::GetLbaStatus => rw::get_lba_status(self, c).await,
             H::Reserve => reservation::reserve_legacy(self, nexus, c),
             H::Release => reservation::release_legacy(self, nexus, c),
-            H::PrIn => reservation::persistent_reserve_in(self, nexus, c),
-            H::PrOut => reservation::persistent_reserve_out(self, nexus, c, &cmd.data_out).await,
+            H::PrIn => reservation::prin::persistent_reserve_in(self, c),
+            H::PrOut => {
+                reservation::prout::persistent_reserve_out(self, nexus, c, &cmd.data_out, claim)
+                    .await
+            }
             H::ReportLuns => super::target::report_luns(c, luns),
             H::ReportTargetPortGroups => inquiry::report_target_port_groups(self, nexus, c),
             H::ReportSupportedOpcodes => opcodes::report_supported_opcodes(c, self.thin()),

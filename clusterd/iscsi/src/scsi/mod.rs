@@ -11,10 +11,11 @@ mod lu;
 mod mode;
 pub mod opcodes;
 mod pr_state;
-mod reservation;
+pub mod reservation;
 mod rw;
 pub mod sense;
 mod target;
+mod task_set;
 pub mod unit_attention;
 mod xcopy;
 
@@ -23,10 +24,11 @@ use bytes::Bytes;
 pub use cdb::{data_out_len, data_out_len_with_block_size};
 pub use lu::{LogicalUnit, LunIdentity};
 pub use pr_state::{
-    FilePrStore, MemPrStore, PrRegistration, PrReservation, PrState, PrStore, decode_pr_state,
-    encode_pr_state,
+    FilePrStore, InitiatorPort, MemPrStore, PrRegistration, PrReservation, PrState, PrStore,
+    Registrant, TargetPort, TargetPorts, decode_pr_state, encode_pr_state,
 };
 pub use target::ScsiTarget;
+pub use task_set::TaskClaim;
 
 /// SCSI status codes carried in [`ScsiResponse::status`].
 pub const STATUS_GOOD: u8 = 0x00;
@@ -124,12 +126,24 @@ pub enum ScsiError {
     PrStoreIo(#[from] std::io::Error),
     #[error("persistent reservation state is corrupt: {0}")]
     CorruptPrState(String),
+    /// The state does not fit the on-store encoding (a PERSISTENT RESERVE OUT that would produce it
+    /// gets INSUFFICIENT REGISTRATION RESOURCES).
+    #[error("persistent reservation state cannot be encoded: {0}")]
+    PrStateTooLarge(String),
 }
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_pr;
+#[cfg(test)]
+mod tests_pr_abort;
+#[cfg(test)]
+mod tests_pr_access;
+#[cfg(test)]
+mod tests_pr_params;
+#[cfg(test)]
+mod tests_pr_service;
 #[cfg(test)]
 mod tests_rw;
 #[cfg(test)]

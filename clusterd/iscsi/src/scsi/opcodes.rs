@@ -101,14 +101,17 @@ pub enum Handler {
 }
 
 /// How a command interacts with reservations held by another I_T nexus (SPC-4 §5.13.1 table,
-/// SBC-3 table of commands allowed in the presence of reservations).
+/// SBC-3 table of commands allowed in the presence of reservations; see `reservation::access`, which
+/// also refines PREVENT ALLOW MEDIUM REMOVAL and START STOP UNIT by their CDB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// Never conflicts (INQUIRY, REPORT LUNS, TUR, READ CAPACITY, PR commands, ...).
     Always,
-    /// Allowed under Write Exclusive types, conflicts under Exclusive Access.
+    /// Allowed under Write Exclusive types and for registrants under registrants-only /
+    /// all-registrants types; conflicts otherwise (reads, MODE SENSE, REPORT SUPPORTED OPERATION
+    /// CODES, ...).
     Read,
-    /// Conflicts under every reservation type held by someone else.
+    /// Allowed only for registrants under registrants-only / all-registrants types.
     Write,
     /// RESERVE/RELEASE(6/10): their own rules.
     Legacy,
@@ -491,7 +494,7 @@ pub static COMMANDS: &[CommandInfo] = &[
         op::MAINTENANCE_IN,
         op::MI_REPORT_SUPPORTED_OPCODES,
         H::ReportSupportedOpcodes,
-        Always,
+        Read,
         &[
             0, 0x0C, 0x87, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0,
         ],

@@ -54,8 +54,10 @@ pub mod asc {
     pub const RESERVATIONS_RELEASED: Code = (0x2A, 0x04);
     pub const REGISTRATIONS_PREEMPTED: Code = (0x2A, 0x05);
     pub const CAPACITY_DATA_CHANGED: Code = (0x2A, 0x09);
+    pub const COMMANDS_CLEARED_BY_ANOTHER_INITIATOR: Code = (0x2F, 0x00);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: Code = (0x39, 0x00);
     pub const INTERNAL_TARGET_FAILURE: Code = (0x44, 0x00);
+    pub const INSUFFICIENT_REGISTRATION_RESOURCES: Code = (0x55, 0x04);
 }
 
 /// Sense-key-specific "field pointer" for ILLEGAL REQUEST (SPC-4 §4.5.2.4.2).

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use super::cdb::be32;
 use super::lu::LogicalUnit;
 use super::opcodes::op;
+use super::pr_state::TargetPort;
 use super::sense::{CmdResult, Sense, asc, illegal, invalid_cdb_field, key};
+use super::task_set::TaskClaim;
 use super::{ItNexus, ScsiCommand, ScsiResponse, inquiry};
 
 /// A target: name plus LUN → LU map (fixed for the target's lifetime; reconfiguration builds a new one).
@@ -52,9 +54,28 @@ impl ScsiTarget {
 
     /// Executes one command. Safe to call concurrently from many tasks.
     pub async fn execute(&self, nexus: &ItNexus, cmd: ScsiCommand) -> ScsiResponse {
+        self.execute_task(nexus, cmd, &Arc::new(TaskClaim::default()))
+            .await
+    }
+
+    /// Executes one command whose response the caller sends only if `claim.respond()`: an abort (ABORT
+    /// TASK, or a PREEMPT AND ABORT from another I_T nexus) claims it instead.
+    pub async fn execute_task(
+        &self,
+        nexus: &ItNexus,
+        cmd: ScsiCommand,
+        claim: &Arc<TaskClaim>,
+    ) -> ScsiResponse {
         match self.luns.get(&cmd.lun) {
-            Some(lu) => lu.execute(nexus, &cmd, &self.lun_list).await,
+            Some(lu) => lu.execute(nexus, &cmd, &self.lun_list, claim).await,
             None => self.execute_missing_lun(&cmd),
+        }
+    }
+
+    /// Records a target port every LU of this target is exported through (PR data names ports).
+    pub fn add_target_port(&self, port: TargetPort) {
+        for lu in self.luns.values() {
+            lu.add_target_port(port.clone());
         }
     }
 

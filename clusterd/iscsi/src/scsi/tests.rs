@@ -36,7 +36,7 @@ pub(super) fn identity(thin: bool) -> LunIdentity {
 }
 
 pub(super) struct Harness {
-    pub target: ScsiTarget,
+    pub target: Arc<ScsiTarget>,
     pub lu: Arc<LogicalUnit>,
     pub backend: Arc<MemBackend>,
     pub a: ItNexus,
@@ -45,10 +45,21 @@ pub(super) struct Harness {
 
 pub(super) fn harness_with(bs: u32, thin: bool, store: Arc<dyn PrStore>) -> Harness {
     let backend = Arc::new(MemBackend::new(BLOCKS * u64::from(bs)));
-    let lu = Arc::new(LogicalUnit::new(identity(thin), backend.clone(), bs, store).unwrap());
+    harness_on(backend.clone(), backend, bs, thin, store)
+}
+
+/// A harness whose LU runs on `lu_backend` (e.g. a wrapper around `backend`).
+pub(super) fn harness_on(
+    backend: Arc<MemBackend>,
+    lu_backend: Arc<dyn BlockBackend>,
+    bs: u32,
+    thin: bool,
+    store: Arc<dyn PrStore>,
+) -> Harness {
+    let lu = Arc::new(LogicalUnit::new(identity(thin), lu_backend, bs, store).unwrap());
     let mut luns = BTreeMap::new();
     luns.insert(0, Arc::clone(&lu));
-    let target = ScsiTarget::new("iqn.2024-01.test:target".into(), luns);
+    let target = Arc::new(ScsiTarget::new("iqn.2024-01.test:target".into(), luns));
     let (a, b) = (nexus("iqn.init-a", 1), nexus("iqn.init-b", 2));
     target.nexus_added(&a);
     target.nexus_added(&b);
@@ -661,7 +672,7 @@ async fn identity_validation() {
     assert!(LogicalUnit::new(id, backend.clone(), 512, store.clone()).is_err());
     let odd: Arc<dyn BlockBackend> = Arc::new(MemBackend::new(4096 + 512));
     assert!(LogicalUnit::new(identity(false), odd, 4096, store.clone()).is_err());
-    store.save(b"garbage").unwrap();
+    store.save(Bytes::from_static(b"garbage")).await.unwrap();
     assert!(matches!(
         LogicalUnit::new(identity(false), backend, 512, store),
         Err(ScsiError::CorruptPrState(_))

@@ -1,15 +1,18 @@
-//! Persistent reservation tests: access matrix per type, UA routing, PRIN formats, persistence.
+//! Persistent reservation tests (libiscsi-style end to end through the LU): access matrix per type,
+//! UA routing, PRIN formats, persistence; plus the helpers the other PR test files share.
 
 use std::sync::Arc;
 
 use super::opcodes::op;
-use super::reservation::{apply_prout, pr_type, prout_sa};
+use super::reservation::params::{ProutAction, ProutRequest};
+use super::reservation::prout::apply_prout;
+use super::reservation::{pr_type, prout_sa};
 use super::tests::{
     assert_good, assert_sense, clear_ua, harness, harness_with, nexus, read10, run, write10,
 };
 use super::*;
 
-fn prout(sa: u8, ptype: u8, key: u64, sark: u64, flags: u8) -> (Vec<u8>, Vec<u8>) {
+pub(super) fn prout(sa: u8, ptype: u8, key: u64, sark: u64, flags: u8) -> (Vec<u8>, Vec<u8>) {
     let cdb = vec![op::PERSISTENT_RESERVE_OUT, sa, ptype, 0, 0, 0, 0, 0, 24, 0];
     let mut p = Vec::with_capacity(24);
     p.extend_from_slice(&key.to_be_bytes());
@@ -18,7 +21,7 @@ fn prout(sa: u8, ptype: u8, key: u64, sark: u64, flags: u8) -> (Vec<u8>, Vec<u8>
     (cdb, p)
 }
 
-async fn pr_out(
+pub(super) async fn pr_out(
     h: &tests::Harness,
     n: &ItNexus,
     sa: u8,
@@ -30,7 +33,7 @@ async fn pr_out(
     run(h, n, &c, &p).await
 }
 
-async fn pr_in(h: &tests::Harness, n: &ItNexus, sa: u8) -> Vec<u8> {
+pub(super) async fn pr_in(h: &tests::Harness, n: &ItNexus, sa: u8) -> Vec<u8> {
     let r = run(
         h,
         n,
@@ -42,7 +45,7 @@ async fn pr_in(h: &tests::Harness, n: &ItNexus, sa: u8) -> Vec<u8> {
     r.data_in.to_vec()
 }
 
-async fn can_read(h: &tests::Harness, n: &ItNexus) -> bool {
+pub(super) async fn can_read(h: &tests::Harness, n: &ItNexus) -> bool {
     let r = run(h, n, &read10(0, 1), &[]).await;
     assert!(
         r.status == STATUS_GOOD || r.status == STATUS_RESERVATION_CONFLICT,
@@ -51,7 +54,7 @@ async fn can_read(h: &tests::Harness, n: &ItNexus) -> bool {
     r.status == STATUS_GOOD
 }
 
-async fn can_write(h: &tests::Harness, n: &ItNexus) -> bool {
+pub(super) async fn can_write(h: &tests::Harness, n: &ItNexus) -> bool {
     let r = run(h, n, &write10(0, 1), &[0u8; 512]).await;
     assert!(
         r.status == STATUS_GOOD || r.status == STATUS_RESERVATION_CONFLICT,
@@ -226,8 +229,10 @@ async fn release_clear_preempt_ua_routing() {
     assert!(h.lu.pending_unit_attentions(&h.b).is_empty());
     let st = h.lu.pr_state();
     assert_eq!(
-        st.reservation.as_ref().map(|r| (&r.holder, r.pr_type)),
-        Some((&h.b, 3))
+        st.reservation
+            .as_ref()
+            .map(|r| (r.holder.as_ref(), r.pr_type)),
+        Some((Some(&h.b), 3))
     );
     assert_eq!(st.registrations.len(), 2);
     clear_ua(&h.lu, &h.a);
@@ -303,11 +308,11 @@ async fn register_rules_and_generation() {
         0x24,
         0,
     );
-    // Parameter list must be 24 bytes; SPEC_I_PT / ALL_TG_PT unsupported.
+    // Parameter list must be 24 bytes; SPEC_I_PT only with REGISTER.
     let (mut c, p) = prout(prout_sa::REGISTER, 0, 9, 10, 0);
     c[8] = 20;
     assert_sense(&run(&h, &h.a, &c, &p[..20]).await, 5, 0x1A, 0);
-    let (c, p) = prout(prout_sa::REGISTER, 0, 9, 10, 0x04);
+    let (c, p) = prout(prout_sa::REGISTER_AND_IGNORE_EXISTING_KEY, 0, 9, 10, 0x08);
     assert_sense(&run(&h, &h.a, &c, &p).await, 5, 0x26, 0);
     // A second reservation by a different holder conflicts; same holder and type is a no-op.
     assert_good(&pr_out(&h, &h.b, prout_sa::REGISTER, 0, 0, 0xB).await);
@@ -350,8 +355,17 @@ async fn prin_service_action_range_and_capabilities() {
     let caps = pr_in(&h, &h.a, 2).await;
     assert_eq!(caps.len(), 8);
     assert_eq!(&caps[0..2], &[0, 8]);
-    assert_eq!(caps[3] & 0x80, 0x80, "TMV");
+    assert_eq!(caps[2], 0x1D, "CRH, SIP_C, ATP_C, PTPL_C");
+    assert_eq!(
+        caps[3],
+        0x80 | 0x30,
+        "TMV, ALLOW COMMANDS 011b, PTPL_A clear"
+    );
     assert_eq!((caps[4], caps[5]), (0xEA, 0x01));
+    // PTPL_A follows the last APTPL.
+    let (c, p) = prout(prout_sa::REGISTER, 0, 0, 0xA, 0x01);
+    assert_good(&run(&h, &h.a, &c, &p).await);
+    assert_eq!(pr_in(&h, &h.a, 2).await[3] & 0x01, 0x01);
 }
 
 #[tokio::test]
@@ -431,7 +445,10 @@ async fn register_and_move() {
     );
     assert_good(&run(&h, &h.a, &c, &p).await);
     let st = h.lu.pr_state();
-    assert_eq!(st.reservation.as_ref().map(|r| &r.holder), Some(&h.b));
+    assert_eq!(
+        st.reservation.as_ref().and_then(|r| r.holder.as_ref()),
+        Some(&h.b)
+    );
     assert_eq!(st.registrations.len(), 1);
     assert_eq!(st.registrations[0].key, 0xB);
     assert!(can_write(&h, &h.b).await);
@@ -447,51 +464,86 @@ fn unregistered_nexus_conflict_matrix() {
         let mut st = PrState::default();
         st.registrations.push(PrRegistration {
             key: 1,
-            nexus: a.clone(),
+            registrant: Registrant::nexus(&a),
         });
-        st.reservation = Some(PrReservation {
-            holder: a.clone(),
-            pr_type: t,
-            scope: 0,
-        });
-        for sa in [
-            prout_sa::RESERVE,
-            prout_sa::RELEASE,
-            prout_sa::CLEAR,
-            prout_sa::PREEMPT,
-            prout_sa::PREEMPT_AND_ABORT,
-        ] {
-            let req = reservation::ProutRequest {
-                service_action: sa,
-                scope: 0,
+        st.reservation = Some(PrReservation::new(t, &a));
+        for action in [
+            ProutAction::Reserve { pr_type: t },
+            ProutAction::Release { pr_type: t },
+            ProutAction::Clear,
+            ProutAction::Preempt {
                 pr_type: t,
+                abort: false,
+            },
+            ProutAction::Preempt {
+                pr_type: t,
+                abort: true,
+            },
+            ProutAction::RegisterAndMove {
+                destination: InitiatorPort::of(&a),
+                relative_port: 1,
+                unregister: false,
+            },
+        ] {
+            let req = ProutRequest {
+                action: action.clone(),
                 key: 0,
                 sa_key: 1,
                 aptpl: false,
-                move_to: None,
             };
-            let r = apply_prout(&st, &b, &req);
+            let r = apply_prout(&st, &b, &req, &[]);
             assert!(
                 matches!(r, Err(sense::Failure::ReservationConflict)),
-                "type {t} sa {sa}: {r:?}"
+                "type {t} {action:?}: {r:?}"
             );
         }
     }
 }
 
-/// PR state is saved before PROUT completes and restored by a fresh LU (failover).
+/// PR state is saved before PROUT completes and restored by a fresh LU (failover: the store is not a
+/// power loss, so APTPL=0 state survives whole, PRgeneration included).
 #[tokio::test]
 async fn state_survives_into_new_logical_unit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn PrStore> = Arc::new(FilePrStore::new(dir.path().join("lun0.pr")));
+    let store: Arc<dyn PrStore> = Arc::new(MemPrStore::new());
     let h = harness_with(512, false, Arc::clone(&store));
     assert_good(&pr_out(&h, &h.a, prout_sa::REGISTER, 0, 0, 0xA).await);
     assert_good(&pr_out(&h, &h.a, prout_sa::RESERVE, 6, 0xA, 0).await);
     let before = h.lu.pr_state();
+    assert!(!before.aptpl);
     let h2 = harness_with(512, false, store);
     assert_eq!(h2.lu.pr_state(), before);
     assert!(!can_read(&h2, &h2.b).await);
     assert!(can_write(&h2, &h2.a).await);
+}
+
+/// A standalone target's file store is read at start, a power loss for the initiators: APTPL=0 state
+/// is gone, APTPL=1 state stays with PRgeneration back at 0.
+#[tokio::test]
+async fn only_aptpl_state_survives_a_power_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    for aptpl in [false, true] {
+        let path = dir.path().join(format!("lun-{aptpl}.pr"));
+        let store: Arc<dyn PrStore> = Arc::new(FilePrStore::new(&path));
+        let h = harness_with(512, false, Arc::clone(&store));
+        let (c, p) = prout(prout_sa::REGISTER, 0, 0, 0xA, u8::from(aptpl));
+        assert_good(&run(&h, &h.a, &c, &p).await);
+        assert_good(&pr_out(&h, &h.a, prout_sa::RESERVE, 6, 0xA, 0).await);
+        let before = h.lu.pr_state();
+        let h2 = harness_with(512, false, Arc::new(FilePrStore::new(&path)));
+        if aptpl {
+            assert_eq!(
+                h2.lu.pr_state(),
+                PrState {
+                    generation: 0,
+                    ..before
+                }
+            );
+            assert!(!can_read(&h2, &h2.b).await);
+        } else {
+            assert_eq!(h2.lu.pr_state(), PrState::default());
+            assert!(can_write(&h2, &h2.b).await);
+        }
+    }
 }
 
 struct FailingStore;
@@ -499,8 +551,8 @@ impl PrStore for FailingStore {
     fn load(&self) -> Result<Option<Vec<u8>>, ScsiError> {
         Ok(None)
     }
-    fn save(&self, _blob: &[u8]) -> Result<(), ScsiError> {
-        Err(ScsiError::PrStoreIo(std::io::Error::other("disk gone")))
+    fn save(&self, _blob: bytes::Bytes) -> crate::backend::BoxFut<'_, Result<(), ScsiError>> {
+        Box::pin(async { Err(ScsiError::PrStoreIo(std::io::Error::other("disk gone"))) })
     }
 }
 

@@ -67,6 +67,15 @@ impl UnitAttentions {
         }
     }
 
+    /// Queues `code` for every known nexus `select` picks.
+    pub fn add_where(&self, select: impl Fn(&ItNexus) -> bool, code: asc::Code) {
+        let mut st = self.lock();
+        let targets: Vec<ItNexus> = st.known.iter().filter(|n| select(n)).cloned().collect();
+        for n in targets {
+            Self::push(&mut st, &n, code);
+        }
+    }
+
     fn push(st: &mut UaState, nexus: &ItNexus, code: asc::Code) {
         let q = st.pending.entry(nexus.clone()).or_default();
         if q.contains(&code) {

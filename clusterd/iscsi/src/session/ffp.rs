@@ -17,11 +17,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::cmdsn::{CmdSequencer, Submitted, WindowCounters};
+use super::text_exchange::TextExchange;
 use super::transfer::{
     CommandOutcome, DIRECT_COLLECT_MIN, MAX_WRITE_BYTES, ResponseContext, TransferError,
     TransferLimits, WriteCollector, build_response,
 };
-use super::text_exchange::TextExchange;
 use super::writer::{Outbound, Stat, run_writer};
 use super::{ConnError, Established, SessionIo, decode_lun, unregister};
 use crate::login::{Digest, SessionParams, SessionType};
@@ -29,7 +29,7 @@ use crate::pdu::{
     BHS_LEN, DataOut, DigestConfig, Frame, NopIn, Pdu, PduError, R2t, RESERVED_TAG, Reject,
     ScsiCommandPdu, decode_frame, peek_data_out,
 };
-use crate::scsi::{ItNexus, ScsiCommand, ScsiTarget};
+use crate::scsi::{ItNexus, ScsiCommand, ScsiTarget, TargetPort, TaskClaim};
 use crate::server::TargetServer;
 
 mod control;
@@ -38,7 +38,7 @@ mod job;
 mod stall;
 
 use directed::Directed;
-use job::{CommandJob, TaskClaim};
+use job::CommandJob;
 
 /// Reject reasons (RFC 7143 §11.17.1).
 mod reject_reason {
@@ -54,7 +54,10 @@ enum Flow {
 
 /// A non-immediate PDU waiting for its CmdSN turn.
 enum Queued {
-    Scsi { itt: u32, serial: u64 },
+    Scsi {
+        itt: u32,
+        serial: u64,
+    },
     Other(Frame),
     /// A CmdSN consumed without a command (see `Conn::abort_task`).
     Received,
@@ -172,16 +175,18 @@ pub(crate) async fn run<S: SessionIo>(
         .target
         .as_ref()
         .and_then(|t| server.target(&t.name))
-        .map(|t| ScsiContext {
-            scsi: t.scsi.clone(),
-            nexus: Arc::new(ItNexus {
-                initiator: login.initiator_name.clone(),
-                isid: login.isid,
-                target: t.iqn.clone(),
-                tpgt: t.tpgt,
-                // The relative target port follows the TPGT so both HA nodes report the same port.
-                relative_port: t.tpgt.max(1),
-            }),
+        .map(|t| {
+            let port = TargetPort::for_tpgt(&t.iqn, t.tpgt);
+            ScsiContext {
+                scsi: t.scsi.clone(),
+                nexus: Arc::new(ItNexus {
+                    initiator: login.initiator_name.clone(),
+                    isid: login.isid,
+                    target: port.name,
+                    tpgt: port.tpgt,
+                    relative_port: port.relative_id,
+                }),
+            }
         });
     if let Some(c) = &ctx {
         c.scsi.nexus_added(&c.nexus);

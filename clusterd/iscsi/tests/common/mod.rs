@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use iscsi_target::backend::MemBackend;
+use iscsi_target::backend::{BlockBackend, MemBackend};
 use iscsi_target::login::chap::{ChapAlgorithm, decode_binary, encode_hex};
 use iscsi_target::login::{ChapAccount, TargetParams, encode_text, parse_text};
 use iscsi_target::pdu::*;
@@ -31,7 +31,12 @@ pub struct TestServer {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-fn scsi_target(name: &str) -> Arc<ScsiTarget> {
+pub fn scsi_target(name: &str) -> Arc<ScsiTarget> {
+    scsi_target_on(name, Arc::new(MemBackend::new(LUN_BYTES)))
+}
+
+/// A target with one LUN on `backend`.
+pub fn scsi_target_on(name: &str, backend: Arc<dyn BlockBackend>) -> Arc<ScsiTarget> {
     let identity = LunIdentity {
         vendor: "TEST".into(),
         product: "MEMDISK".into(),
@@ -43,13 +48,8 @@ fn scsi_target(name: &str) -> Arc<ScsiTarget> {
         write_cache: false,
         thin: false,
     };
-    let lu = LogicalUnit::new(
-        identity,
-        Arc::new(MemBackend::new(LUN_BYTES)),
-        512,
-        Arc::new(MemPrStore::new()),
-    )
-    .expect("logical unit");
+    let lu = LogicalUnit::new(identity, backend, 512, Arc::new(MemPrStore::new()))
+        .expect("logical unit");
     let mut luns = BTreeMap::new();
     luns.insert(0, Arc::new(lu));
     Arc::new(ScsiTarget::new(name.into(), luns))
@@ -57,13 +57,21 @@ fn scsi_target(name: &str) -> Arc<ScsiTarget> {
 
 /// Starts a server with TARGET (open ACL unless changed) and HIDDEN (ACL that refuses INITIATOR).
 pub async fn start(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    start_with(scsi_target(TARGET), configure).await
+}
+
+/// Like [`start`], with TARGET's LUNs given.
+pub async fn start_with(
+    main_scsi: Arc<ScsiTarget>,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let main = TargetConfig {
         iqn: TARGET.into(),
         alias: Some("test disk".into()),
         tpgt: 1,
-        scsi: scsi_target(TARGET),
+        scsi: main_scsi,
         acl: Acl::default(),
         chap: None,
         mutual_chap: None,

@@ -1,45 +1,14 @@
 //! One SCSI command executing in its own task: runs it on the SCSI layer and queues the response PDUs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::scsi::{ItNexus, ScsiCommand, ScsiTarget};
+use crate::scsi::{ItNexus, ScsiCommand, ScsiTarget, TaskClaim};
 use crate::session::cmdsn::WindowCounters;
 use crate::session::transfer::{CommandOutcome, ResponseContext, build_response};
 use crate::session::writer::{Outbound, Stat};
-
-/// Who answers a running command: the command itself (its response) or an abort (its TMF response).
-/// Exactly one wins, so an initiator never sees both "write GOOD" and "abort: function complete" for
-/// the same task (libiscsi's AbortTaskSimpleAsync accepts either outcome, never both).
-#[derive(Debug, Default)]
-pub(super) struct TaskClaim(AtomicU8);
-
-const RUNNING: u8 = 0;
-const RESPONDING: u8 = 1;
-const ABORTED: u8 = 2;
-
-impl TaskClaim {
-    /// The command's claim to send its response; false if an abort came first.
-    fn respond(&self) -> bool {
-        self.0
-            .compare_exchange(RUNNING, RESPONDING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// The abort's claim; false if the command already answered (the task completed).
-    pub(super) fn abort(&self) -> bool {
-        match self
-            .0
-            .compare_exchange(RUNNING, ABORTED, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => true,
-            Err(state) => state == ABORTED,
-        }
-    }
-}
 
 /// Everything a spawned command needs.
 pub(super) struct CommandJob {
@@ -64,7 +33,11 @@ impl CommandJob {
     pub(super) async fn run(self) {
         let itt = self.cmd.task_tag;
         let edtl = self.cmd.expected_len;
-        let resp = self.scsi.execute(&self.nexus, self.cmd).await;
+        // The claim is shared with the LU: a PREEMPT AND ABORT from another I_T nexus can take it.
+        let resp = self
+            .scsi
+            .execute_task(&self.nexus, self.cmd, &self.claim)
+            .await;
         let outcome = CommandOutcome {
             status: resp.status,
             data_in: resp.data_in,
