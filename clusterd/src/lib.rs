@@ -5,6 +5,7 @@ pub mod heartbeat;
 pub mod control;
 pub mod daemon;
 pub mod failover;
+pub mod fencing;
 pub mod target;
 pub mod netops;
 pub mod monitor;

@@ -157,17 +157,44 @@ _haadm() {
             haadm__subcmd__help__subcmd__target,show)
                 cmd="haadm__subcmd__help__subcmd__target__subcmd__show"
                 ;;
+            haadm__subcmd__help__subcmd__target,start)
+                cmd="haadm__subcmd__help__subcmd__target__subcmd__start"
+                ;;
+            haadm__subcmd__help__subcmd__target,state)
+                cmd="haadm__subcmd__help__subcmd__target__subcmd__state"
+                ;;
+            haadm__subcmd__help__subcmd__target,stop)
+                cmd="haadm__subcmd__help__subcmd__target__subcmd__stop"
+                ;;
             haadm__subcmd__target,help)
                 cmd="haadm__subcmd__target__subcmd__help"
                 ;;
             haadm__subcmd__target,show)
                 cmd="haadm__subcmd__target__subcmd__show"
                 ;;
+            haadm__subcmd__target,start)
+                cmd="haadm__subcmd__target__subcmd__start"
+                ;;
+            haadm__subcmd__target,state)
+                cmd="haadm__subcmd__target__subcmd__state"
+                ;;
+            haadm__subcmd__target,stop)
+                cmd="haadm__subcmd__target__subcmd__stop"
+                ;;
             haadm__subcmd__target__subcmd__help,help)
                 cmd="haadm__subcmd__target__subcmd__help__subcmd__help"
                 ;;
             haadm__subcmd__target__subcmd__help,show)
                 cmd="haadm__subcmd__target__subcmd__help__subcmd__show"
+                ;;
+            haadm__subcmd__target__subcmd__help,start)
+                cmd="haadm__subcmd__target__subcmd__help__subcmd__start"
+                ;;
+            haadm__subcmd__target__subcmd__help,state)
+                cmd="haadm__subcmd__target__subcmd__help__subcmd__state"
+                ;;
+            haadm__subcmd__target__subcmd__help,stop)
+                cmd="haadm__subcmd__target__subcmd__help__subcmd__stop"
                 ;;
             *)
                 ;;
@@ -664,7 +691,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__target)
-            opts="show"
+            opts="show start stop state"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -678,6 +705,48 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__target__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__target__subcmd__start)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__target__subcmd__state)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__target__subcmd__stop)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -968,7 +1037,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__status)
-            opts="-v -w -h --json --verbose --watch --config --node --socket --help"
+            opts="-v -w -h --json --verbose --watch --shell --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1020,7 +1089,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__target)
-            opts="-h --config --node --socket --help show help"
+            opts="-h --config --node --socket --help show start stop state help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1046,7 +1115,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__target__subcmd__help)
-            opts="show help"
+            opts="show start stop state help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1087,8 +1156,128 @@ _haadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        haadm__subcmd__target__subcmd__help__subcmd__start)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__target__subcmd__help__subcmd__state)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__target__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         haadm__subcmd__target__subcmd__show)
             opts="-h --json --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__target__subcmd__start)
+            opts="-h --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__target__subcmd__state)
+            opts="-h --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__target__subcmd__stop)
+            opts="-h --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

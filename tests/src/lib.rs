@@ -4,6 +4,7 @@
 
 pub mod initiator;
 pub mod netlab;
+pub mod pacemaker;
 pub mod pr_host;
 pub mod standalone;
 pub mod writer;

@@ -204,6 +204,14 @@ impl WriterLog {
         self.acked.iter().find(|a| a.at > t).map(|a| a.at - t)
     }
 
+    /// Kill → first acknowledged write, as the drills and failover benchmarks measure an outage: a write
+    /// may still complete on the dying connection just after the kill, so the outage starts at the
+    /// writer's first error after `killed` and ends with the first write acknowledged after that error.
+    pub fn outage_after(&self, killed: Instant) -> Option<Duration> {
+        let outage_start = self.errors_since(killed).next().map_or(killed, |e| e.at);
+        self.first_ack_after(outage_start).map(|d| d + (outage_start - killed))
+    }
+
     /// The longest time between two consecutive acknowledged writes acknowledged in `from..to`, and
     /// when it ended.
     pub fn longest_gap(&self, from: Instant, to: Instant) -> Option<(Duration, Instant)> {

@@ -2,6 +2,7 @@
 //! Heartbeat's ha.cf, with the same timer rules (deadtime > 2 × keepalive, initdead ≥ deadtime), so
 //! a tuned ha.cf carries over. The authkeys file is only named here; the heartbeat module reads it.
 
+use super::fence_agent::{FenceAgentConfig, build_fence_agent};
 use super::fields::Fields;
 use super::raw::{RawCluster, RawGuard, RawLink, Scalar};
 use super::{ConfigError, NodeConfig, Source, check_name, format_duration};
@@ -20,6 +21,17 @@ pub mod cluster_defaults {
     /// Heartbeat's `udpport` default (IANA `ha-cluster`).
     pub const PORT: u16 = 694;
     pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+}
+
+/// Who decides where the resources run and when the target is served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Manager {
+    /// clusterd itself: heartbeats, the failover sequencer, the VIP (the `cluster` and `group` sections).
+    #[default]
+    Embedded,
+    /// Pacemaker through the OCF agents: clusterd attaches, connects, promotes and serves the target only
+    /// when an agent tells it to (haadm verbs); no heartbeat, no sequencer, no VIP of its own.
+    Pacemaker,
 }
 
 /// Longest link name.
@@ -91,6 +103,8 @@ pub struct GuardConfig {
     pub ping_timeout: Duration,
     /// Fences (powers off) the peer; must succeed before takeover.
     pub fence_command: Option<String>,
+    /// A standard fence agent doing the same (`action=off`, then `status` until off).
+    pub fence_agent: Option<FenceAgentConfig>,
 }
 
 impl Default for GuardConfig {
@@ -99,14 +113,20 @@ impl Default for GuardConfig {
             ping_nodes: Vec::new(),
             ping_timeout: cluster_defaults::PING_TIMEOUT,
             fence_command: None,
+            fence_agent: None,
         }
     }
 }
 
 impl GuardConfig {
-    /// No ping node and no fence command: nothing protects against a split brain.
+    /// No ping node and no way to fence: nothing protects against a split brain.
     pub fn is_empty(&self) -> bool {
-        self.ping_nodes.is_empty() && self.fence_command.is_none()
+        self.ping_nodes.is_empty() && !self.can_fence()
+    }
+
+    /// A fence command or a fence agent is configured.
+    pub fn can_fence(&self) -> bool {
+        self.fence_command.is_some() || self.fence_agent.is_some()
     }
 }
 
@@ -127,13 +147,59 @@ impl ClusterConfig {
     }
 }
 
+/// The `cluster` section: the manager, and with the embedded one its heartbeat settings.
 pub(super) fn build_cluster(
     src: &Source<'_>,
     raw: &RawCluster,
     nodes: &[NodeConfig],
-) -> Result<ClusterConfig, ConfigError> {
-    use cluster_defaults as d;
+) -> Result<(Manager, Option<ClusterConfig>), ConfigError> {
     let f = Fields::new(src, "cluster");
+    let manager = match raw.manager.as_ref().map(|m| m.text.as_str()) {
+        None | Some("embedded") => Manager::Embedded,
+        Some("pacemaker") => Manager::Pacemaker,
+        Some(_) => {
+            return Err(f.invalid(
+                "manager",
+                format_args!(
+                    "unknown manager {}; expected `embedded` (clusterd's heartbeats and failover) or `pacemaker`",
+                    raw.manager.as_ref().map(Scalar::shown).unwrap_or_default()
+                ),
+            ));
+        }
+    };
+    if manager == Manager::Pacemaker {
+        refuse_embedded_settings(&f, raw)?;
+        return Ok((manager, None));
+    }
+    build_embedded(&f, raw, nodes).map(|c| (manager, Some(c)))
+}
+
+/// Under Pacemaker, Corosync's totem settings and Pacemaker's STONITH take these jobs: a value left
+/// here would look like it does something.
+fn refuse_embedded_settings(f: &Fields<'_>, raw: &RawCluster) -> Result<(), ConfigError> {
+    let set = [
+        ("keepalive", raw.keepalive.is_some()),
+        ("warntime", raw.warntime.is_some()),
+        ("deadtime", raw.deadtime.is_some()),
+        ("initdead", raw.initdead.is_some()),
+        ("auto-failback", raw.auto_failback.is_some()),
+        ("authkeys-file", raw.authkeys_file.is_some()),
+        ("links", !raw.links.is_empty()),
+        ("guard", raw.guard.fence_command.is_some() || raw.guard.fence_agent.is_some() || !raw.guard.ping_nodes.is_empty() || raw.guard.ping_timeout.is_some()),
+        ("escalation-command", raw.escalation_command.is_some()),
+    ];
+    if let Some((field, _)) = set.iter().find(|(_, s)| *s) {
+        return Err(f.invalid(
+            field,
+            "not used with `manager: pacemaker` (Corosync's totem settings detect a dead node and Pacemaker's \
+             STONITH fences it); remove it",
+        ));
+    }
+    Ok(())
+}
+
+fn build_embedded(f: &Fields<'_>, raw: &RawCluster, nodes: &[NodeConfig]) -> Result<ClusterConfig, ConfigError> {
+    use cluster_defaults as d;
     let keepalive = f.positive_duration("keepalive", raw.keepalive.as_ref(), d::KEEPALIVE)?;
     let warntime = f.positive_duration("warntime", raw.warntime.as_ref(), d::WARNTIME)?;
     let deadtime = f.positive_duration("deadtime", raw.deadtime.as_ref(), d::DEADTIME)?;
@@ -204,7 +270,7 @@ pub(super) fn build_cluster(
         }
         links.push(link);
     }
-    let guard = build_guard(&f.nested("guard"), &raw.guard)?;
+    let guard = build_guard(&f.nested("guard"), &raw.guard, nodes)?;
     let escalation_command = raw
         .escalation_command
         .as_ref()
@@ -322,7 +388,10 @@ fn build_link(
     })
 }
 
-fn build_guard(f: &Fields<'_>, raw: &RawGuard) -> Result<GuardConfig, ConfigError> {
+fn build_guard(f: &Fields<'_>, raw: &RawGuard, nodes: &[NodeConfig]) -> Result<GuardConfig, ConfigError> {
+    if raw.fence_command.is_some() && raw.fence_agent.is_some() {
+        return Err(f.invalid("fence-agent", "set `fence-command` or `fence-agent`, not both (one way to power the peer off)"));
+    }
     let mut ping_nodes = Vec::with_capacity(raw.ping_nodes.len());
     for (i, s) in raw.ping_nodes.iter().enumerate() {
         let ip = f.ip(&format!("ping-nodes[{i}]"), s)?;
@@ -345,6 +414,11 @@ fn build_guard(f: &Fields<'_>, raw: &RawGuard) -> Result<GuardConfig, ConfigErro
             .fence_command
             .as_ref()
             .map(|s| f.text("fence-command", s))
+            .transpose()?,
+        fence_agent: raw
+            .fence_agent
+            .as_ref()
+            .map(|a| build_fence_agent(&f.nested("fence-agent"), a, nodes))
             .transpose()?,
     })
 }

@@ -9,6 +9,7 @@
 //! [`read_secret_file`].
 
 mod cluster;
+mod fence_agent;
 mod fields;
 mod group;
 mod metrics;
@@ -21,8 +22,9 @@ mod target_params;
 mod targets;
 mod units;
 
+pub use fence_agent::{FenceAgentConfig, fence_agent_defaults};
 pub use cluster::{
-    ClusterConfig, GuardConfig, HeartbeatLink, LinkEndpoint, LinkMode, MAX_LINK_NAME_LEN,
+    ClusterConfig, GuardConfig, Manager, HeartbeatLink, LinkEndpoint, LinkMode, MAX_LINK_NAME_LEN,
     cluster_defaults,
 };
 pub use group::{GroupConfig, MAX_GARP_COUNT, VipConfig, group_defaults};
@@ -151,7 +153,9 @@ pub struct HaConfig {
     /// One or two nodes, in file order.
     pub nodes: Vec<NodeConfig>,
     pub resources: BTreeMap<String, ResourceConfig>,
-    /// Heartbeat settings; required with two nodes and a group, absent otherwise.
+    /// Who runs the show: clusterd's own heartbeats and sequencer, or Pacemaker (`cluster.manager`).
+    pub manager: Manager,
+    /// Heartbeat settings; required with two nodes and a group, absent otherwise (and under Pacemaker).
     pub cluster: Option<ClusterConfig>,
     /// The failover group; `None` when nothing fails over (e.g. a standalone target).
     pub group: Option<GroupConfig>,
@@ -200,17 +204,28 @@ impl HaConfig {
             resources.insert(name.clone(), resource);
         }
         check_resources_do_not_collide(&src, &nodes, &resources)?;
-        let cluster = raw
-            .cluster
-            .as_ref()
-            .map(|c| cluster::build_cluster(&src, c, &nodes))
-            .transpose()?;
+        let (manager, cluster) = match raw.cluster.as_ref() {
+            Some(c) => cluster::build_cluster(&src, c, &nodes)?,
+            None => (Manager::Embedded, None),
+        };
         let group = raw
             .group
             .as_ref()
             .map(|g| group::build_group(&src, g, &nodes, &resources))
             .transpose()?;
-        check_cluster_and_group_go_together(&src, &nodes, cluster.is_some(), group.is_some())?;
+        if manager == Manager::Pacemaker && group.is_some() {
+            return Err(src.invalid(
+                "group",
+                "not used with `cluster.manager: pacemaker`: the VIP, the port block and the target are Pacemaker \
+                 resources there (IPaddr2, portblock, the ha-iscsi target agent; see the README); remove `group` \
+                 and give the targets' `portals`",
+            ));
+        }
+        if manager == Manager::Embedded {
+            check_cluster_and_group_go_together(&src, &nodes, cluster.is_some(), group.is_some())?;
+        } else {
+            check_pacemaker_fencing(&src, &resources)?;
+        }
         let iscsi = targets::build_iscsi(&src, &raw.iscsi)?;
         let ctx = targets::TargetContext {
             resources: &resources,
@@ -223,6 +238,7 @@ impl HaConfig {
             path: path.to_path_buf(),
             nodes,
             resources,
+            manager,
             cluster,
             group,
             iscsi,
@@ -277,8 +293,11 @@ impl HaConfig {
                 ));
             }
         }
-        let in_group = |name: &str| self.group.as_ref().is_some_and(|g| g.resources.iter().any(|r| r == name));
-        let fence_command = self.cluster.as_ref().is_some_and(|c| c.guard.fence_command.is_some());
+        // Under Pacemaker every resource is managed (and fenced through the fence-peer handler, which
+        // loading checked); the embedded manager only fences for the group.
+        let pacemaker = self.manager == Manager::Pacemaker;
+        let in_group = |name: &str| pacemaker || self.group.as_ref().is_some_and(|g| g.resources.iter().any(|r| r == name));
+        let fence_command = pacemaker || self.cluster.as_ref().is_some_and(|c| c.guard.can_fence());
         for r in self.resources.values() {
             let why = match r.disk.fencing {
                 Fencing::DontCare => continue,
@@ -291,7 +310,7 @@ impl HaConfig {
                     reconnects (nothing outdates or fences the peer for it)"
                     .to_string(),
                 Fencing::ResourceAndStonith if !fence_command => "`resource-and-stonith` without \
-                    cluster.guard.fence-command: if the peer goes silent on every link, the Primary's I/O \
+                    cluster.guard.fence-command or fence-agent: if the peer goes silent on every link, the Primary's I/O \
                     stays suspended until the peer returns"
                     .to_string(),
                 Fencing::ResourceAndStonith => continue,
@@ -481,6 +500,22 @@ fn check_cluster_and_group_go_together(
         )),
         _ => Ok(()),
     }
+}
+
+/// Under Pacemaker, a Primary that lost its peer with `resource-and-stonith` resumes I/O only when the
+/// fence-peer handler confirms (as DRBD's crm-fence-peer does); without one it would stay suspended.
+fn check_pacemaker_fencing(src: &Source<'_>, resources: &BTreeMap<String, ResourceConfig>) -> Result<(), ConfigError> {
+    for r in resources.values() {
+        if r.disk.fencing == Fencing::ResourceAndStonith && !r.handlers.contains_key("fence-peer") {
+            return Err(src.invalid(
+                format!("resources.{}.handlers.fence-peer", r.name),
+                "required with `disk.fencing: resource-and-stonith` and `cluster.manager: pacemaker`: it keeps \
+                 the peer from being promoted before I/O resumes (the package ships \
+                 /usr/lib/ocf/lib/ha-iscsi/crm-fence-peer)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Rules across resources: on one node, two resources must not share a listening address, a data

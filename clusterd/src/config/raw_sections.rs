@@ -13,6 +13,8 @@ use serde::Deserialize;
     expecting = "a mapping of cluster settings"
 )]
 pub(crate) struct RawCluster {
+    /// `embedded` (default: clusterd's heartbeats and failover sequencer) or `pacemaker`.
+    pub manager: Option<Scalar>,
     pub keepalive: Option<Scalar>,
     pub warntime: Option<Scalar>,
     pub deadtime: Option<Scalar>,
@@ -63,6 +65,26 @@ pub(crate) struct RawGuard {
     pub ping_nodes: Vec<Scalar>,
     pub ping_timeout: Option<Scalar>,
     pub fence_command: Option<Scalar>,
+    pub fence_agent: Option<RawFenceAgent>,
+}
+
+/// `cluster.guard.fence-agent` — a standard fence-agents agent and its parameters.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a fence agent (a mapping with `agent`, and `params`, `on`, `password-file`, ...)"
+)]
+pub(crate) struct RawFenceAgent {
+    pub agent: Scalar,
+    #[serde(default)]
+    pub params: UniqueMap<Scalar>,
+    #[serde(default)]
+    pub on: UniqueMap<UniqueMap<Scalar>>,
+    pub password_file: Option<Scalar>,
+    pub timeout: Option<Scalar>,
+    pub retries: Option<Scalar>,
+    pub confirm_timeout: Option<Scalar>,
 }
 
 /// `group:` — the failover group (one haresources line).

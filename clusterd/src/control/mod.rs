@@ -55,6 +55,34 @@ impl ControlService {
         Ok(reply(out))
     }
 
+    /// `target start` / `target stop` for an external manager (Pacemaker's target agent), or on a
+    /// standalone node. The embedded sequencer owns the target of its group: starting it behind the
+    /// sequencer's back would serve it without the VIP, the port block and the promotion order.
+    async fn target_verb(&self, start: bool) -> Result<Response<VerbReply>, Status> {
+        let what = if start { "target start" } else { "target stop" };
+        if self.cluster.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "`{what}`: the failover group of {} serves the target where it runs (use standby/takeover, \
+                 or `cluster.manager: pacemaker` and the target agent)",
+                self.resources.config.path.display()
+            )));
+        }
+        if !self.targets.configured() {
+            return Err(Status::failed_precondition(format!("`{what}`: no targets in {}", self.resources.config.path.display())));
+        }
+        let r = if start {
+            self.targets.start(&self.resources).await.map(|()| "target: serving".to_string()).map_err(|e| format!("target start failed: {e:#}"))
+        } else {
+            self.targets.stop().await;
+            Ok("target: stopped".to_string())
+        };
+        match &r {
+            Ok(m) => tracing::info!("{m}"),
+            Err(e) => tracing::warn!("{e}"),
+        }
+        Ok(reply(vec![r]))
+    }
+
     async fn admin(&self, cmd: AdminCmd) -> Result<Response<VerbReply>, Status> {
         let what = match cmd { AdminCmd::Standby => "standby", AdminCmd::Takeover => "takeover" };
         let Some(c) = &self.cluster else {
@@ -83,8 +111,11 @@ impl Control for ControlService {
             if !names.contains(&st.name) {
                 continue;
             }
-            let rate = self.resources.config.resources.get(&st.name).and_then(|r| r.syncer.rate.0);
-            resources.push(convert::resource_status(st, rate, &self.speedo));
+            let cfg = self.resources.config.resources.get(&st.name);
+            let rate = cfg.and_then(|r| r.syncer.rate.0);
+            let mut status = convert::resource_status(st, rate, &self.speedo);
+            status.fencing = cfg.map(|r| r.disk.fencing.as_str().to_string()).unwrap_or_default();
+            resources.push(status);
         }
         let cluster = self.cluster.as_ref().map(|c| convert::cluster_status(&c.view(), &self.resources.node));
         let sessions = self.targets.sessions().await;
@@ -181,7 +212,14 @@ impl Control for ControlService {
     }
     async fn target_show(&self, req: Request<TargetShowRequest>) -> Result<Response<TargetShowReply>, Status> {
         let (text, json) = self.targets.show(req.into_inner().json).await;
-        Ok(Response::new(TargetShowReply { text, json }))
+        let running = self.targets.is_running().await;
+        Ok(Response::new(TargetShowReply { text, json, running }))
+    }
+    async fn target_start(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.target_verb(true).await
+    }
+    async fn target_stop(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.target_verb(false).await
     }
 
     async fn io_write(&self, req: Request<IoWriteRequest>) -> Result<Response<VerbReply>, Status> {

@@ -18,6 +18,7 @@ use crate::heartbeat::{
     AuthKeys, Generation, HeartbeatHandle, HeartbeatRuntimeConfig, HeartbeatService, LinkMode, LinkRuntime,
     MembershipEvent, MembershipParams, MembershipStatus,
 };
+use crate::fencing::Fencer;
 use crate::monitor::counters::{ClusterCounters, FenceResult, GuardResult};
 use crate::netops;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,7 +101,7 @@ fn sequencer_params(cfg: &HaConfig, c: &ClusterConfig, g: &GroupConfig, me: &str
         .unwrap_or(Duration::ZERO);
     p.start_timeout = g.start_timeout;
     p.stop_timeout = g.stop_timeout;
-    p.guard = match (!c.guard.ping_nodes.is_empty(), c.guard.fence_command.is_some()) {
+    p.guard = match (!c.guard.ping_nodes.is_empty(), c.guard.can_fence()) {
         (false, false) => GuardKind::None,
         (true, false) => GuardKind::PingNodes,
         (false, true) => GuardKind::FenceCommand,
@@ -153,18 +154,6 @@ async fn local_volumes(resources: &Resources, names: &[String]) -> LocalVolumes 
         snapshots.push(resources.volume(n).await.ok().map(|v| v.snapshot()));
     }
     volumes_view(&snapshots)
-}
-
-/// Runs the configured fence command against `peer`; true when it confirmed the peer down. Like DRBD's
-/// fence-peer handler, the command learns whom to fence from the environment (HA_NODE, HA_PEER).
-pub(super) async fn run_fence_command(cmd: &str, me: &str, peer: &str) -> (bool, String) {
-    let st = tokio::process::Command::new("/bin/sh").arg("-c").arg(cmd).env("HA_NODE", me).env("HA_PEER", peer).status().await;
-    let fenced = matches!(&st, Ok(s) if s.success());
-    let outcome = match st {
-        Ok(s) => s.to_string(),
-        Err(e) => e.to_string(),
-    };
-    (fenced, format!("fence command `{cmd}`: {outcome}"))
 }
 
 /// Feeds the peer's published group state to the sequencer when it changed since the last call.
@@ -294,7 +283,8 @@ impl Driver {
         });
     }
 
-    /// Ping nodes (any answering = our uplink works) and/or the fence command (exit 0 = peer confirmed down).
+    /// Ping nodes (any answering = our uplink works) and/or fencing (the fence command's exit 0, or the
+    /// fence agent's status reporting off = peer confirmed down).
     fn run_guard(&self) {
         let guard = self.cluster.guard.clone();
         let tx = self.step_tx.clone();
@@ -312,7 +302,7 @@ impl Driver {
                 detail.push(format!("ping nodes {}", if up { "reachable" } else { "unreachable" }));
                 ok &= up;
             }
-            if ok && let Some(cmd) = &guard.fence_command {
+            if ok && let Some(fencer) = Fencer::from_guard(&guard) {
                 if !fence_delay.is_zero() {
                     tracing::info!(target: "failover", "waiting {fence_delay:?} before fencing {peer}, which held the group (fencing resource-and-stonith)");
                     tokio::time::sleep(fence_delay).await;
@@ -324,7 +314,7 @@ impl Driver {
                         return;
                     }
                 }
-                let (fenced, outcome) = run_fence_command(cmd, &me, &peer).await;
+                let (fenced, outcome) = fencer.fence(&me, &peer).await;
                 counters.fence_command(if fenced { FenceResult::Fenced } else { FenceResult::Failed });
                 detail.push(outcome);
                 ok &= fenced;

@@ -17,7 +17,7 @@
 
 use super::resources::Resources;
 use crate::config::Fencing;
-use super::cluster::run_fence_command;
+use crate::fencing::Fencer;
 use crate::failover::{DiskView, GroupState, Phase};
 use replicator::engine::Verb;
 use replicator::machine::state::{ConnState, DiskState, Role};
@@ -31,7 +31,7 @@ const FENCE_RETRY: Duration = Duration::from_secs(5);
 pub(super) struct IoFencing {
     /// Group resources configured with `fencing resource-and-stonith`.
     resources: Vec<String>,
-    fence_command: Option<String>,
+    fencer: Option<Fencer>,
     me: String,
     peer: String,
     fence_running: Option<oneshot::Receiver<bool>>,
@@ -49,7 +49,7 @@ impl IoFencing {
             .collect();
         IoFencing {
             resources,
-            fence_command: config.cluster.as_ref().and_then(|c| c.guard.fence_command.clone()),
+            fencer: config.cluster.as_ref().and_then(|c| Fencer::from_guard(&c.guard)),
             me: me.to_string(),
             peer: peer.to_string(),
             fence_running: None,
@@ -115,14 +115,14 @@ impl IoFencing {
             return;
         }
         if !peer_alive && self.fence_running.is_none() && self.last_fence.is_none_or(|t| t.elapsed() >= FENCE_RETRY) {
-            let Some(cmd) = self.fence_command.clone() else { return };
+            let Some(fencer) = self.fencer.clone() else { return };
             self.last_fence = Some(Instant::now());
             tracing::warn!(target: "failover", "I/O suspended and {} is silent on every heartbeat link: running the fence command", self.peer);
             let (tx, rx) = oneshot::channel();
             self.fence_running = Some(rx);
             let (me, peer) = (self.me.clone(), self.peer.clone());
             tokio::spawn(async move {
-                let (ok, outcome) = run_fence_command(&cmd, &me, &peer).await;
+                let (ok, outcome) = fencer.fence(&me, &peer).await;
                 if !ok {
                     tracing::error!(target: "failover", "{outcome}: did not confirm; I/O stays suspended");
                 }

@@ -9,8 +9,9 @@ pub mod cluster;
 mod io_fencing;
 pub mod notify;
 mod state_log;
+mod fence_peer;
 
-use crate::config::HaConfig;
+use crate::config::{HaConfig, Manager};
 use crate::control::{ControlService, Speedometer};
 use crate::monitor::Monitor;
 use iscsi_target::stats::TargetStats;
@@ -39,12 +40,21 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     let socket = me.control_socket.clone();
     let listener = bind_control_socket(&socket)?;
     tracing::info!(node = %me.name, config = %config_path.display(), socket = %socket.display(), "clusterd starting");
+    // Under Pacemaker, the agents bring resources up, promote them and serve the target; clusterd
+    // only does what it is told (and its fence-peer handling), so a node started outside the cluster
+    // touches nothing.
+    let external = config.manager == Manager::Pacemaker;
+    let peer = config.peer_of(&me.name).map(|p| p.name.clone());
     let resources = Arc::new(Resources::new(Arc::new(config), me.name.clone()));
-    for name in resources.select("all").await.map_err(anyhow::Error::msg)? {
-        match resources.up(&name).await {
-            Ok(m) => tracing::info!("{m}"),
-            // Keep serving: status shows the reason, the operator fixes it and runs `haadm up`.
-            Err(e) => tracing::error!("{e}"),
+    if external {
+        tracing::info!("cluster.manager: pacemaker: resources and targets wait for the resource agents");
+    } else {
+        for name in resources.select("all").await.map_err(anyhow::Error::msg)? {
+            match resources.up(&name).await {
+                Ok(m) => tracing::info!("{m}"),
+                // Keep serving: status shows the reason, the operator fixes it and runs `haadm up`.
+                Err(e) => tracing::error!("{e}"),
+            }
         }
     }
     // Counting on the data path is off unless this node serves metrics (the benchmark's reference).
@@ -53,9 +63,13 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     let targets = Arc::new(TargetHost::new(Arc::clone(&resources.config), me.clone(), Arc::clone(&target_stats)));
     // Without an HA group the node serves its targets from the start (the standalone target); with
     // one, the failover sequence starts them when this node takes the group.
-    if resources.config.group.is_none() && targets.configured() {
+    if !external && resources.config.group.is_none() && targets.configured() {
         targets.start(&resources).await.context("start the iSCSI target")?;
     }
+    let fence_watchers = match (&peer, external) {
+        (Some(peer), true) => fence_peer::spawn(&resources, &me.name, peer),
+        _ => Vec::new(),
+    };
     let cluster = cluster::start(Arc::clone(&resources.config), &me, Arc::clone(&resources), Arc::clone(&targets))
         .await
         .context("start the cluster layer (heartbeats, failover)")?
@@ -87,7 +101,7 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         }
     };
     if let Some(n) = &notifier {
-        let watched = notify::Supervised { resources: Arc::clone(&resources), cluster: cluster.clone() };
+        let watched = notify::Supervised { resources: Arc::clone(&resources), cluster: cluster.clone(), external_manager: external };
         tokio::spawn(notify::supervise(Arc::clone(n), notify::watchdog_interval(), watched, background.clone()));
     }
     let service = ControlService {
@@ -133,6 +147,9 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         && tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await.is_err()
     {
         t.abort();
+    }
+    for w in &fence_watchers {
+        w.abort();
     }
     if let Some(c) = &cluster {
         c.shutdown().await;

@@ -60,6 +60,9 @@ pub fn watchdog_interval() -> Option<Duration> {
 pub struct Supervised {
     pub resources: Arc<Resources>,
     pub cluster: Option<Arc<ClusterHandle>>,
+    /// `cluster.manager: pacemaker`: the resource agents attach the resources, and they need this
+    /// daemon's control socket to do it, so waiting for them here would hold systemd's start forever.
+    pub external_manager: bool,
 }
 
 impl Supervised {
@@ -87,6 +90,10 @@ impl Supervised {
         }
         // The group loop publishes its first view after its first pass: heartbeats run by then.
         let cluster_running = self.cluster.as_ref().is_none_or(|c| c.view().sequencer.is_some());
+        if self.external_manager {
+            parts.push("resources are Pacemaker's to bring up".into());
+            return (true, parts.join("; "));
+        }
         (attached == published.len() && cluster_running, parts.join("; "))
     }
 }

@@ -99,6 +99,10 @@ impl TargetHost {
             .collect()
     }
 
+    pub async fn is_running(&self) -> bool {
+        self.running.lock().await.is_some()
+    }
+
     pub async fn show(&self, json: bool) -> (String, String) {
         let running = self.running.lock().await;
         let state = if running.is_some() { "ready" } else { "stopped (not served on this node)" };

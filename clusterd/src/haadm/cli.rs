@@ -125,8 +125,11 @@ pub struct StatusArgs {
     pub verbose: bool,
     /// Keep watching: redraw in place with a progress bar per resync/verify on a terminal, print
     /// changed lines when piped; Ctrl-C ends it.
-    #[arg(long, short, conflicts_with_all = ["json", "verbose"])]
+    #[arg(long, short, conflicts_with_all = ["json", "verbose", "shell"])]
     pub watch: bool,
+    /// One `key=value` line per field of one resource, for scripts (the OCF agents).
+    #[arg(long, conflicts_with_all = ["json", "verbose"])]
+    pub shell: bool,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +160,12 @@ pub enum TargetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Serve every target of this node (under `cluster.manager: pacemaker`: the target agent's start).
+    Start,
+    /// Stop serving them (sessions are asked to log out and drained first).
+    Stop,
+    /// Print `running` or `stopped`.
+    State,
 }
 
 #[derive(Debug, Args)]
@@ -285,7 +294,7 @@ mod tests {
         assert!(matches!(cli.command, Command::Connect(ConnectArgs { discard_my_data: true, .. })));
         let cli = parse(&["haadm", "status"]);
         match cli.command {
-            Command::Status(s) => assert_eq!((s.resource.as_str(), s.json, s.verbose, s.watch), ("all", false, false, false)),
+            Command::Status(s) => assert_eq!((s.resource.as_str(), s.json, s.verbose, s.watch, s.shell), ("all", false, false, false, false)),
             other => panic!("{other:?}"),
         }
         let cli = parse(&["haadm", "invalidate-remote", "r0"]);
@@ -294,6 +303,11 @@ mod tests {
         assert!(matches!(cli.command, Command::CreateMd(CreateMdArgs { force: true, .. })));
         let cli = parse(&["haadm", "target", "show"]);
         assert!(matches!(cli.command, Command::Target { command: TargetCommand::Show { json: false } }));
+        let cli = parse(&["haadm", "target", "start"]);
+        assert!(matches!(cli.command, Command::Target { command: TargetCommand::Start }));
+        let cli = parse(&["haadm", "status", "r0", "--shell"]);
+        assert!(matches!(cli.command, Command::Status(StatusArgs { shell: true, .. })));
+        assert!(Cli::try_parse_from(os(&["haadm", "status", "r0", "--shell", "--json"])).is_err());
         let cli = parse(&["haadm", "events", "--now"]);
         assert!(matches!(cli.command, Command::Events(EventsArgs { now: true, resource: None })));
         let cli = parse(&["haadm", "status", "--watch", "r0"]);

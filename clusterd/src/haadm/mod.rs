@@ -182,7 +182,9 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
         Command::Status(args) => {
             let req = StatusRequest { resource: args.resource.clone() };
             let reply = with_timeout(&target, "status", STATUS_TIMEOUT, client.status(req)).await?;
-            let text = if args.json {
+            let text = if args.shell {
+                render::render_status_shell(&reply, &args.resource).map_err(HaadmError::VerbFailed)?
+            } else if args.json {
                 render::render_status_json(&reply)
             } else {
                 render::render_status(&reply, args.verbose)
@@ -198,6 +200,18 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
                 text.push('\n');
             }
             return out.write_all(text.as_bytes()).map_err(HaadmError::Output);
+        }
+        Command::Target { command: TargetCommand::State } => {
+            let req = TargetShowRequest { json: false };
+            let reply = with_timeout(&target, "target state", STATUS_TIMEOUT, client.target_show(req)).await?;
+            let state = if reply.running { "running\n" } else { "stopped\n" };
+            return out.write_all(state.as_bytes()).map_err(HaadmError::Output);
+        }
+        Command::Target { command: TargetCommand::Start } => {
+            with_timeout(&target, "target start", VERB_TIMEOUT, client.target_start(verb("all"))).await?
+        }
+        Command::Target { command: TargetCommand::Stop } => {
+            with_timeout(&target, "target stop", VERB_TIMEOUT, client.target_stop(verb("all"))).await?
         }
         Command::Up(a) => with_timeout(&target, "up", VERB_TIMEOUT, client.up(verb(&a.resource))).await?,
         Command::Down(a) => with_timeout(&target, "down", VERB_TIMEOUT, client.down(verb(&a.resource))).await?,

@@ -382,6 +382,35 @@ pub fn render_status_json(reply: &StatusReply) -> String {
     text
 }
 
+/// `status RES --shell`: `key=value` lines of one resource, values without blanks, for shell scripts
+/// (the OCF agents read them with `read`, no JSON parser needed).
+pub fn render_status_shell(reply: &StatusReply, which: &str) -> Result<String, String> {
+    let [r] = reply.resources.as_slice() else {
+        return Err(format!("--shell prints one resource; `{which}` selects {}", reply.resources.len()));
+    };
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let word = |s: &str| if s.is_empty() { "-".to_string() } else { s.replace(char::is_whitespace, "_") };
+    let mut text = String::new();
+    for (k, v) in [
+        ("resource", word(&r.name)),
+        ("attached", yes(r.attached).to_string()),
+        ("role", word(&r.role)),
+        ("disk", word(&r.disk)),
+        ("connection", word(&r.connection)),
+        ("replication", word(&r.replication)),
+        ("peer_role", word(&r.peer_role)),
+        ("peer_disk", word(&r.peer_disk)),
+        ("peer_node", word(&r.peer_node)),
+        ("split_brain", yes(r.split_brain).to_string()),
+        ("suspended", yes(r.suspended).to_string()),
+        ("fencing", word(&r.fencing)),
+        ("out_of_sync_bytes", r.out_of_sync_bytes.to_string()),
+    ] {
+        let _ = writeln!(text, "{k}={v}");
+    }
+    Ok(text)
+}
+
 /// One events2-style line: `change peer-device name:r0 replication:SyncSource done:42.17`; the
 /// end-of-dump marker (object `-`) renders as `exists -`.
 pub fn render_event(event: &Event) -> String {

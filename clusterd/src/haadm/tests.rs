@@ -124,7 +124,13 @@ impl Control for ScriptedControl {
     }
 
     async fn target_show(&self, _r: Request<TargetShowRequest>) -> Result<Response<TargetShowReply>, Status> {
-        Ok(Response::new(TargetShowReply { text: "no targets".into(), json: "{}".into() }))
+        Ok(Response::new(TargetShowReply { text: "no targets".into(), json: "{}".into(), running: false }))
+    }
+    async fn target_start(&self, r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.record("target start", r.into_inner())
+    }
+    async fn target_stop(&self, r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.record("target stop", r.into_inner())
     }
     // The diagnostic data path is not part of what haadm renders.
     async fn io_write(&self, _r: Request<proto::control::IoWriteRequest>) -> Result<Response<VerbReply>, Status> {
@@ -173,6 +179,17 @@ async fn online_verbs_over_unix_socket() {
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(out, "r0 role:Secondary\n  disk:UpToDate\n  node2 connection:StandAlone\n");
 
+    // The OCF agents read one resource as key=value lines.
+    let (result, out) = run(&["--socket", s, "status", "r0", "--shell"]).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(out.starts_with("resource=r0\nattached=no\nrole=Secondary\ndisk=UpToDate\nconnection=StandAlone\n"), "{out}");
+    assert!(out.contains("\nsplit_brain=no\n") && out.contains("\nfencing=-\n"), "{out}");
+    let (result, out) = run(&["--socket", s, "target", "state"]).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(out, "stopped\n");
+    let (result, _) = run(&["--socket", s, "target", "start"]).await;
+    assert!(result.is_ok(), "{result:?}");
+
     let (result, out) = run(&["--socket", s, "status", "--json"]).await;
     assert!(result.is_ok(), "{result:?}");
     assert!(out.contains("\"node\": \"node1\""), "{out}");
@@ -215,6 +232,7 @@ async fn online_verbs_over_unix_socket() {
     assert_eq!(
         summary,
         vec![
+            ("target start", "all", false, false),
             ("primary", "r0", true, false),
             ("primary", "r0", false, false),
             ("connect", "r0", false, true),

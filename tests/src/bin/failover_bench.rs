@@ -14,7 +14,7 @@
 use anyhow::{Context, Result, bail, ensure};
 use ha_tests::initiator::InitiatorConfig;
 use ha_tests::netlab::{IQN, NODES, NetLab, VIP, holder, phase};
-use ha_tests::writer::{VerifyReport, WriterConfig, WriterHandle, WriterLog, verify_file, verify_through_target};
+use ha_tests::writer::{VerifyReport, WriterConfig, WriterHandle, verify_file, verify_through_target};
 use ha_tests::{field, resource, sha1_file};
 use std::time::{Duration, Instant};
 
@@ -89,14 +89,6 @@ struct Sample {
     rejoin: Duration,
 }
 
-/// The outage as drill a measures it: a write may still complete on the dying connection just after the
-/// kill, so the outage starts at the writer's first error after the kill and ends with the first write
-/// acknowledged after that error.
-fn first_write_after(log: &WriterLog, killed: Instant) -> Option<Duration> {
-    let outage_start = log.errors_since(killed).next().map_or(killed, |e| e.at);
-    log.first_ack_after(outage_start).map(|d| d + (outage_start - killed))
-}
-
 /// Kills the holder `victim`, measures, restarts it and waits until it is back in sync.
 fn kill_cycle(lab: &mut NetLab, writer: &WriterHandle, victim: usize) -> Result<Sample> {
     let survivor = 1 - victim;
@@ -107,7 +99,7 @@ fn kill_cycle(lab: &mut NetLab, writer: &WriterHandle, victim: usize) -> Result<
     writer.wait_ack_after(Instant::now(), RESUME_LIMIT)?;
     writer.wait_acked(writer.acked_count() + STEADY_WRITES, RESUME_LIMIT)?;
     let log = writer.snapshot();
-    let first_write = first_write_after(&log, killed).context("no write acknowledged after the kill")?;
+    let first_write = log.outage_after(killed).context("no write acknowledged after the kill")?;
     let (mut errors, mut scsi_failures) = (0, 0);
     for e in log.errors_since(killed) {
         errors += 1;
