@@ -105,3 +105,24 @@ fn ready_only_when_attached_status_watchdog_stopping_and_json_logs() -> Result<(
     }
     Ok(())
 }
+
+/// Under Pacemaker (`cluster.manager: pacemaker`) the resource agents attach the resources through
+/// this daemon's control socket, after systemd's start of the unit has returned: READY=1 must come
+/// with nothing attached, or `systemctl start clusterd` would wait for agents that cannot run yet.
+#[test]
+fn pacemaker_mode_is_ready_before_the_agents_attach_anything() -> Result<()> {
+    let mut c = Cluster::new(32 << 20, "s3cret-notify-pm", None)?;
+    let mut yaml = std::fs::read_to_string(&c.config)?;
+    yaml.push_str("cluster:\n  manager: pacemaker\n");
+    std::fs::write(&c.config, yaml)?;
+    c.haadm_ok(0, &["create-md", "r0"])?;
+    let sock_path = c.path("notify-pm.sock");
+    let sock = UnixDatagram::bind(&sock_path)?;
+    let notify = sock_path.display().to_string();
+    c.start_with(0, &[], &[], &[("NOTIFY_SOCKET", notify.as_str())])?;
+    let got = collect(&sock, Duration::from_secs(10), |m| m.lines().any(|l| l == "READY=1"));
+    ensure!(lines(&got, "READY=1").len() == 1, "no READY=1 under Pacemaker: {got:?}");
+    ensure!(lines(&got, "STATUS=").iter().any(|s| s.contains("0/1 resources attached") && s.contains("Pacemaker")), "{got:?}");
+    c.stop(0);
+    Ok(())
+}
