@@ -431,7 +431,10 @@ impl Node {
                 budget_bytes: 0.0,
                 last_refill_ms: self.now_ms,
                 finishing: false,
+                stable: false,
             });
+            let token = self.token(super::node::Purpose::ResyncFlush { conn });
+            self.out.push(Action::DiskFlush { token });
             self.log(false, format!("{}: resync started as SyncSource, {} KiB to sync", self.p.resource, self.bitmap.count() * 4));
         } else if self.repl == ReplState::SyncTarget {
             self.out.push(Action::RunHandler("before-resync-target"));
