@@ -239,9 +239,11 @@ impl Node {
 
     /// Blocks entirely rewritten on both disks are in sync whatever they held before — once the
     /// rewrite is stable on both: callers pass FUA writes only. A plain write may sit in the target's
-    /// volatile cache while the target's media still holds the block from before the bit was set (older
-    /// than what the source flushed meanwhile); clearing the bit would let the target turn UpToDate and
-    /// a power loss then bring that old block back. The bit stays and the resync sends the block (FUA).
+    /// volatile cache while the target's media still holds the block from before the bit was set; its
+    /// bit stays and the resync sends the block (FUA). (Clearing it would be covered too, as long as
+    /// `barrier.rs` marks the write again when the peer is lost before a flush; keeping the bit means
+    /// no cleared bit ever depends on that, at the cost of resending blocks rewritten during a resync.
+    /// The power-loss simulation does not tell the two apart.)
     pub(crate) fn clear_fully_covered(&mut self, offset: u64, len: u64) {
         let first = offset.div_ceil(BLOCK);
         let end = (offset + len) / BLOCK;
