@@ -47,6 +47,10 @@ pub(crate) struct Flush {
     pub error: Option<String>,
     /// Retires the unflushed writes numbered up to this one (those completed when it was issued).
     pub cover: u64,
+    /// When it was issued: a peer that does not acknowledge it within `timeout` × `ko-count` is dropped
+    /// like one that does not acknowledge a write (`check_link_timers`), or a hung peer disk would hold
+    /// the activity log until every later write waits.
+    pub issued_ms: u64,
 }
 
 impl Node {
@@ -91,7 +95,7 @@ impl Node {
             let conn = self.link.as_ref().map(|l| l.conn).unwrap_or_default();
             self.send(conn, Frame::Flush { seq });
         }
-        self.flushes.insert(n, Flush { app, local_done: !local, peer_pending: peer, error: None, cover: self.unflushed_seq });
+        self.flushes.insert(n, Flush { app, local_done: !local, peer_pending: peer, error: None, cover: self.unflushed_seq, issued_ms: self.now_ms });
     }
 
     /// A barrier, unless one is in flight already or nothing waits for one.
