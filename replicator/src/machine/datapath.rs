@@ -1,10 +1,12 @@
 //! Application writes, flushes and reads on the Primary, and the peer side of them (protocol C).
 //!
 //! A write is issued to the local disk and, when a peer takes writes, to the peer at the same time; it
-//! completes when both report it stable. With no peer (or when the peer is lost mid-write) its blocks
-//! are recorded in the bitmap instead, and it completes on the local result alone. Every write holds
-//! activity-log references on its 4 MiB extents from before its data write until it completes, so a
-//! crash can only leave unreplicated data inside extents the activity log names.
+//! completes when both report it written — stable if FUA, otherwise possibly only in a volatile cache
+//! until a flush (`barrier.rs`). With no peer (or when the peer is lost mid-write) its blocks are
+//! recorded in the bitmap instead, and it completes on the local result alone. Every write holds
+//! activity-log references on its 4 MiB extents from before its data write until a flush of both disks
+//! covers it (or it fails), so a crash or a power loss can only leave differing data inside extents the
+//! activity log names.
 
 use super::node::{Action, AppWrite, IoFailure, Node, PendingWrite, Purpose, Stage, BLOCK, MAX_DATA_FRAME, SECTOR};
 use super::state::{DiskState, ReplState, Role};
@@ -80,7 +82,11 @@ impl Node {
         let last = ((w.offset + len - 1) / AL_EXTENT_SIZE) as u32;
         match self.al.begin(first, last) {
             AlBegin::Ready => {}
-            AlBegin::Busy => return false,
+            AlBegin::Busy => {
+                // Slots may be held by acknowledged writes waiting for a flush: flush, so they free up.
+                self.issue_barrier();
+                return false;
+            }
             AlBegin::NeedsTransaction(tx) => {
                 // Bits of an extent leaving the log must be on disk before the log forgets it.
                 let pages = self.bitmap.take_dirty_pages();
@@ -128,6 +134,7 @@ impl Node {
             peer_pending: pending,
             replicated: replicate,
             sent_ms: self.now_ms,
+            fua: w.fua,
         });
         self.last_app_write_ms = self.now_ms;
         true
@@ -197,7 +204,6 @@ impl Node {
             return;
         }
         let Some(w) = self.writes.remove(&id) else { return };
-        self.al.end(w.extents.0, w.extents.1);
         let result = match (self.diskless(), w.local_error) {
             // Only the peer's disk counts now (a local copy, if any, is on a detached disk).
             (true, _) if w.replicated => {
@@ -211,20 +217,33 @@ impl Node {
                 Err(IoFailure::Io(e))
             }
             (false, None) => {
-                if w.replicated {
+                if w.replicated && w.fua {
                     self.clear_fully_covered(w.offset, w.len);
                 }
                 self.stats.written_bytes += w.len;
                 Ok(())
             }
         };
+        if result.is_ok() {
+            // Acknowledged, but maybe only in a cache on either side: see `barrier.rs`.
+            self.hold_until_flushed(w.offset, w.len, w.extents, w.replicated, w.fua);
+        } else {
+            // Failed writes are marked out of sync (or not served at all): nothing to wait for.
+            self.al.end(w.extents.0, w.extents.1);
+        }
         self.complete(id, result);
         self.start_waiting_writes();
         self.pump_resync();
         self.pump_verify();
     }
 
-    /// Blocks entirely rewritten on both disks are in sync whatever they held before.
+    /// Blocks entirely rewritten on both disks are in sync whatever they held before — once the
+    /// rewrite is stable on both: callers pass FUA writes only. A plain write may sit in the target's
+    /// volatile cache while the target's media still holds the block from before the bit was set; its
+    /// bit stays and the resync sends the block (FUA). (Clearing it would be covered too, as long as
+    /// `barrier.rs` marks the write again when the peer is lost before a flush; keeping the bit means
+    /// no cleared bit ever depends on that, at the cost of resending blocks rewritten during a resync.
+    /// The power-loss simulation does not tell the two apart.)
     pub(crate) fn clear_fully_covered(&mut self, offset: u64, len: u64) {
         let first = offset.div_ceil(BLOCK);
         let end = (offset + len) / BLOCK;
@@ -257,6 +276,11 @@ impl Node {
         if !ids.is_empty() {
             self.ensure_new_generation("writes in flight lost the peer");
         }
+        // Acknowledged writes the peer took but never flushed: it may have lost them in a power loss
+        // that ends this connection, and it would not know. No new generation: the peer acknowledged
+        // them, so it is not behind as far as it can tell, and a survivor promoted with them must not
+        // look like a split brain; the marks make the next handshake resync them from here.
+        self.mark_unflushed_out_of_sync(|_| true);
         for id in &ids {
             if let Some(w) = self.writes.get_mut(id) {
                 w.peer_pending = 0;
@@ -268,8 +292,8 @@ impl Node {
         self.pending_acks.clear();
         if self.diskless() {
             // The peer held the only copy: flushes waiting for it cannot succeed.
-            for f in self.flushes.values_mut().filter(|f| f.1) {
-                f.2 = Some("the peer was lost and the local disk is detached".into());
+            for f in self.flushes.values_mut().filter(|f| f.peer_pending) {
+                f.error = Some("the peer was lost and the local disk is detached".into());
             }
         }
         let remote_reads: Vec<u64> = self.reads.drain().map(|(_, id)| id).collect();
@@ -277,12 +301,13 @@ impl Node {
             self.out.push(Action::ReadDone { id, result: Err(IoFailure::NoData(self.disk)) });
         }
         self.peer_flush_seq.clear();
-        let flush_ids: Vec<u64> = self.flushes.keys().copied().collect();
-        for id in flush_ids {
-            if let Some(f) = self.flushes.get_mut(&id) {
-                f.1 = false;
+        let mut flush_ids: Vec<u64> = self.flushes.keys().copied().collect();
+        flush_ids.sort_unstable();
+        for n in flush_ids {
+            if let Some(f) = self.flushes.get_mut(&n) {
+                f.peer_pending = false;
             }
-            self.maybe_complete_flush(id);
+            self.maybe_complete_flush(n);
         }
         for id in ids {
             self.maybe_complete_write(id);
@@ -291,58 +316,7 @@ impl Node {
     }
 
     pub(crate) fn on_app_flush(&mut self, id: u64) {
-        let local = !self.diskless();
-        let peer = self.peer_receiving();
-        if !local && !peer {
-            self.complete(id, Err(IoFailure::NoData(DiskState::Diskless)));
-            return;
-        }
-        if local {
-            let token = self.token(Purpose::AppFlush { id });
-            self.out.push(Action::DiskFlush { token });
-        }
-        if peer {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            self.peer_flush_seq.insert(seq, id);
-            let conn = self.link.as_ref().map(|l| l.conn).unwrap_or_default();
-            self.send(conn, Frame::Flush { seq });
-        }
-        self.flushes.insert(id, (!local, peer, None));
-    }
-
-    pub(crate) fn app_flush_local_done(&mut self, id: u64, result: Result<(), String>) {
-        if let Some(f) = self.flushes.get_mut(&id) {
-            f.0 = true;
-            if let Err(e) = result {
-                f.2 = Some(format!("local flush failed: {e}"));
-            }
-        }
-        self.maybe_complete_flush(id);
-    }
-
-    pub(crate) fn on_flush_ack(&mut self, seq: u64, ok: bool) {
-        let Some(id) = self.peer_flush_seq.remove(&seq) else { return };
-        if let Some(f) = self.flushes.get_mut(&id) {
-            f.1 = false;
-            if !ok {
-                f.2 = Some("the peer failed to flush its disk".into());
-            }
-        }
-        self.maybe_complete_flush(id);
-    }
-
-    fn maybe_complete_flush(&mut self, id: u64) {
-        if !self.flushes.get(&id).is_some_and(|f| f.0 && !f.1) {
-            return;
-        }
-        if let Some((_, _, err)) = self.flushes.remove(&id) {
-            let result = match err {
-                Some(e) => Err(IoFailure::Io(e)),
-                None => Ok(()),
-            };
-            self.complete(id, result);
-        }
+        self.start_flush(Some(id));
     }
 
     /// Completes an application write or flush, unless acknowledgements are held back (a success is
@@ -457,14 +431,15 @@ impl Node {
             return;
         }
         self.stats.received_bytes += len;
-        let token = self.token(Purpose::PeerWrite { conn, seq, offset, len });
-        self.out.push(Action::DiskWrite { token, offset, data, fua: flags & DATA_FUA != 0 });
+        let fua = flags & DATA_FUA != 0;
+        let token = self.token(Purpose::PeerWrite { conn, seq, offset, len, fua });
+        self.out.push(Action::DiskWrite { token, offset, data, fua });
     }
 
-    pub(crate) fn peer_write_done(&mut self, conn: u64, seq: u64, offset: u64, len: u64, result: Result<(), String>) {
+    pub(crate) fn peer_write_done(&mut self, conn: u64, seq: u64, offset: u64, len: u64, fua: bool, result: Result<(), String>) {
         match result {
             Ok(()) => {
-                if self.repl == ReplState::SyncTarget {
+                if self.repl == ReplState::SyncTarget && fua {
                     self.clear_fully_covered(offset, len);
                 }
                 self.send(conn, Frame::WriteAck { seq });

@@ -435,7 +435,10 @@ impl Node {
                 budget_bytes: 0.0,
                 last_refill_ms: self.now_ms,
                 finishing: false,
+                stable: false,
             });
+            let token = self.token(super::node::Purpose::ResyncFlush { conn });
+            self.out.push(Action::DiskFlush { token });
             self.log(false, format!("{}: resync started as SyncSource, {} KiB to sync", self.p.resource, self.bitmap.count() * 4));
         } else if self.repl == ReplState::SyncTarget {
             self.out.push(Action::RunHandler("before-resync-target"));
@@ -542,11 +545,14 @@ impl Node {
             _ => {}
         }
         let ko = t.timeout_ms.saturating_mul(t.ko_count.max(1));
-        if let Some(oldest) = self.writes.values().filter(|w| w.peer_pending > 0).map(|w| w.sent_ms).min()
+        // Flushes too: a barrier the peer never acknowledges would keep its writes in the activity log.
+        let writes = self.writes.values().filter(|w| w.peer_pending > 0).map(|w| w.sent_ms);
+        let flushes = self.flushes.values().filter(|f| f.peer_pending).map(|f| f.issued_ms);
+        if let Some(oldest) = writes.chain(flushes).min()
             && now.saturating_sub(oldest) > ko
         {
             self.out.push(Action::Close { conn });
-            self.drop_link(&format!("peer did not acknowledge a write within {ko} ms (timeout x ko-count)"), true);
+            self.drop_link(&format!("peer did not acknowledge a write or flush within {ko} ms (timeout x ko-count)"), true);
         }
     }
 

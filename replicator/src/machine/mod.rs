@@ -6,6 +6,7 @@ pub mod state;
 pub mod uuids;
 pub mod node;
 
+mod barrier;
 mod datapath;
 mod detach;
 mod verbs;

@@ -6,7 +6,10 @@
 //!
 //! Invariants (checked by the simulator after every run):
 //! - A write is acknowledged (`Action::Complete` Ok) only when the local disk has it AND the peer
-//!   acknowledged it stable, or when its blocks are recorded in the bitmap because no peer took it.
+//!   acknowledged it written, or when its blocks are recorded in the bitmap because no peer took it.
+//!   "Written" may mean "in a volatile cache": a flush (Ok) means every write acknowledged before it was
+//!   issued is stable on the local disk and on the peer's (a peer lost meanwhile gets those blocks
+//!   marked for resync instead), and a FUA write is stable likewise when acknowledged (`barrier.rs`).
 //! - A SyncTarget's disk is Inconsistent until it adopts the source's generation at the end; an
 //!   Inconsistent disk is never promoted.
 //! - Two writes touching the same 4 KiB block are never in flight together (so both replicas apply them
@@ -227,13 +230,16 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub(crate) enum Purpose {
     AppWrite { id: u64 },
-    AppFlush { id: u64 },
+    /// A flush: an application's or a barrier (see `barrier.rs`), by flush number.
+    Flush { n: u64 },
     AppRead { id: u64, offset: u64, len: u64 },
-    PeerWrite { conn: u64, seq: u64, offset: u64, len: u64 },
+    PeerWrite { conn: u64, seq: u64, offset: u64, len: u64, fua: bool },
     PeerFlush { conn: u64, seq: u64 },
     PeerRead { conn: u64, seq: u64 },
     ResyncWrite { conn: u64, offset: u64, len: u64 },
     ResyncRead { conn: u64, offset: u64 },
+    /// The SyncSource's flush of its own disk before the first block it sends.
+    ResyncFlush { conn: u64 },
     VerifyLocal { offset: u64 },
     PeerVerifyRead { conn: u64, offset: u64, len: u64 },
 }
@@ -243,13 +249,14 @@ impl Purpose {
     pub(crate) fn what(&self) -> &'static str {
         match self {
             Purpose::AppWrite { .. } => "application write",
-            Purpose::AppFlush { .. } => "application flush",
+            Purpose::Flush { .. } => "flush",
             Purpose::AppRead { .. } => "application read",
             Purpose::PeerWrite { .. } => "write for the peer",
             Purpose::PeerFlush { .. } => "flush for the peer",
             Purpose::PeerRead { .. } => "read for the peer",
             Purpose::ResyncWrite { .. } => "resync write",
             Purpose::ResyncRead { .. } => "resync read",
+            Purpose::ResyncFlush { .. } => "resync flush",
             Purpose::VerifyLocal { .. } | Purpose::PeerVerifyRead { .. } => "verify read",
         }
     }
@@ -268,6 +275,8 @@ pub(crate) struct AppWrite {
     /// The peer took part (so a full ack means the blocks are in sync).
     pub replicated: bool,
     pub sent_ms: u64,
+    /// FUA: stable on both disks when it completes (owes nothing to a later flush).
+    pub fua: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -319,6 +328,9 @@ pub(crate) struct Resync {
     pub budget_bytes: f64,
     pub last_refill_ms: u64,
     pub finishing: bool,
+    /// The source's own disk was flushed after the handshake: nothing is sent before (see
+    /// `resync.rs`).
+    pub stable: bool,
 }
 
 /// The state machine for one resource on one node.
@@ -340,9 +352,14 @@ pub struct Node {
     pub(crate) crashed_primary: bool,
     pub(crate) writes: BTreeMap<u64, AppWrite>,
     pub(crate) waiting: VecDeque<PendingWrite>,
-    /// Flushes: id → (local done, peer pending).
-    pub(crate) flushes: HashMap<u64, (bool, bool, Option<String>)>,
+    /// Flushes in flight (application flushes and barriers) by flush number.
+    pub(crate) flushes: HashMap<u64, super::barrier::Flush>,
+    /// Flush frames awaiting the peer's FlushAck: seq → flush number.
     pub(crate) peer_flush_seq: HashMap<u64, u64>,
+    pub(crate) next_flush: u64,
+    /// Acknowledged writes not yet covered by a flush of both disks, oldest first (see `barrier.rs`).
+    pub(crate) unflushed: VecDeque<super::barrier::Unflushed>,
+    pub(crate) unflushed_seq: u64,
     /// Remote reads: request seq → application read id.
     pub(crate) reads: HashMap<u64, u64>,
     /// Data frames awaiting the peer's ack: seq → application write id.
@@ -415,6 +432,9 @@ impl Node {
             waiting: VecDeque::new(),
             flushes: HashMap::new(),
             peer_flush_seq: HashMap::new(),
+            next_flush: 1,
+            unflushed: VecDeque::new(),
+            unflushed_seq: 0,
             reads: HashMap::new(),
             pending_acks: HashMap::new(),
             tokens: HashMap::new(),
@@ -597,6 +617,7 @@ impl Node {
         self.check_link_timers();
         self.pump_resync();
         self.pump_verify();
+        self.barrier_on_tick();
         // Lazily write bitmap pages changed by resync progress or disconnected writes (stale set bits
         // only cost extra resync; set bits of live extents are covered by the activity log).
         if self.now_ms.saturating_sub(self.last_bm_flush_ms) >= 5_000 {
@@ -621,9 +642,9 @@ impl Node {
                 // (see `maybe_complete_write`), a flush on the peer's, a read is retried on the peer;
                 // otherwise they fail (see `detach.rs`).
                 Purpose::AppWrite { id } => self.app_write_local_done(id, result.map(|_| ())),
-                Purpose::AppFlush { id } => {
+                Purpose::Flush { n } => {
                     let r = if self.peer_receiving() { Ok(()) } else { result.map(|_| ()) };
-                    self.app_flush_local_done(id, r)
+                    self.flush_local_done(n, r)
                 }
                 Purpose::AppRead { id, offset, len } => self.on_app_read(id, offset, len),
                 // Requests for the peer, the resync and a verify: the link is gone or the verify
@@ -634,9 +655,9 @@ impl Node {
         }
         match purpose {
             Purpose::AppWrite { id } => self.app_write_local_done(id, result.map(|_| ())),
-            Purpose::AppFlush { id } => self.app_flush_local_done(id, result.map(|_| ())),
+            Purpose::Flush { n } => self.flush_local_done(n, result.map(|_| ())),
             Purpose::AppRead { id, .. } => self.app_read_done(id, result),
-            Purpose::PeerWrite { conn, seq, offset, len } => self.peer_write_done(conn, seq, offset, len, result.map(|_| ())),
+            Purpose::PeerWrite { conn, seq, offset, len, fua } => self.peer_write_done(conn, seq, offset, len, fua, result.map(|_| ())),
             Purpose::PeerFlush { conn, seq } => {
                 self.send(conn, Frame::FlushAck { seq, ok: result.is_ok() });
             }
@@ -649,6 +670,7 @@ impl Node {
             }
             Purpose::ResyncWrite { conn, offset, len } => self.resync_write_done(conn, offset, len, result.map(|_| ())),
             Purpose::ResyncRead { conn, offset } => self.resync_read_done(conn, offset, result),
+            Purpose::ResyncFlush { conn } => self.resync_flush_done(conn, result.map(|_| ())),
             Purpose::VerifyLocal { offset } => self.verify_local_done(offset, result),
             Purpose::PeerVerifyRead { conn, offset, len } => self.peer_verify_read_done(conn, offset, len, result),
         }

@@ -4,6 +4,13 @@
 //! flight), honours the configured rate with a token bucket, and shrinks its window while the
 //! application writes so that foreground I/O keeps its latency.
 //!
+//! Before the first block goes out the source flushes its own disk. What it sends is what its disk
+//! *shows*, and the target writes it stably (FUA) and both clear the bits; if that data were only in
+//! the source's volatile cache — written by a previous incarnation that crashed, or received from the
+//! peer while Secondary, neither tracked by anything here — a power loss of the source would leave the
+//! two disks different with no bit set to say so. Writes made after the flush are the application's,
+//! held in the activity log until a flush covers them (`barrier.rs`).
+//!
 //! The end: the source retires its bitmap UUID (the target is about to hold its current generation),
 //! sends its generation tuple and `ResyncFinished`; the target adopts the tuple, becomes UpToDate and
 //! answers `ResyncFinished`. A target that crashes before adopting comes back Inconsistent and syncs
@@ -35,7 +42,7 @@ impl Node {
         let window = if busy { WINDOW_BUSY } else { WINDOW_IDLE };
         let rate = self.p.resync_rate;
         let Some(rs) = self.resync.as_mut() else { return };
-        if rs.finishing {
+        if rs.finishing || !rs.stable {
             return;
         }
         if let Some(r) = rate {
@@ -111,6 +118,18 @@ impl Node {
         }
     }
 
+    pub(crate) fn resync_flush_done(&mut self, conn: u64, result: Result<(), String>) {
+        let current = self.link.as_ref().is_some_and(|l| l.conn == conn);
+        let Some(rs) = self.resync.as_mut().filter(|_| current) else { return };
+        match result {
+            Ok(()) => {
+                rs.stable = true;
+                self.pump_resync();
+            }
+            Err(e) => self.abort(conn, &format!("resync source could not flush its disk: {e}"), true),
+        }
+    }
+
     pub(crate) fn resync_read_done(&mut self, conn: u64, offset: u64, result: Result<Option<Bytes>, String>) {
         let current = self.link.as_ref().is_some_and(|l| l.conn == conn) && self.resync.is_some();
         if !current {
@@ -156,7 +175,11 @@ impl Node {
         }
         self.stats.received_bytes += len;
         let token = self.token(Purpose::ResyncWrite { conn, offset, len });
-        self.out.push(Action::DiskWrite { token, offset, data, fua: false });
+        // FUA: the RsAck clears the source's bits and the completion clears ours (persisted lazily,
+        // and the end of the resync makes this disk UpToDate), so "written" must mean "stable": a
+        // resync write left in a volatile cache and lost in a power loss would be in sync for both
+        // bitmaps and never sent again. One flush per chunk (≤ 1 MiB) is cheap for a background copy.
+        self.out.push(Action::DiskWrite { token, offset, data, fua: true });
     }
 
     pub(crate) fn resync_write_done(&mut self, conn: u64, offset: u64, len: u64, result: Result<(), String>) {

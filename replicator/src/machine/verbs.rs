@@ -128,7 +128,15 @@ impl Node {
         self.role = Role::Secondary;
         self.persisted.uuids.set_role_bit(false);
         self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
-        self.persist_flags((self.persisted.flags & !flags::PRIMARY_IND) | flags::AL_CLEAN);
+        let mut fl = self.persisted.flags & !flags::PRIMARY_IND;
+        if self.unflushed.is_empty() {
+            fl |= flags::AL_CLEAN;
+        } else {
+            // Acknowledged writes may still be in a cache (here or on the peer): the log must go on
+            // naming their extents until a flush retires them (`retire` marks it clean then).
+            self.issue_barrier();
+        }
+        self.persist_flags(fl);
         self.broadcast_state();
         self.changed();
     }
@@ -194,7 +202,12 @@ impl Node {
         self.out.push(Action::PersistBitmap(self.bitmap.take_dirty_pages()));
         let mut fl = self.persisted.flags;
         if self.role == Role::Secondary && self.writes.is_empty() {
-            fl = (fl & !flags::PRIMARY_IND) | flags::AL_CLEAN;
+            fl &= !flags::PRIMARY_IND;
+            // Not clean while acknowledged writes may be only in a cache: a power loss after this
+            // stop must still resync their extents (see `barrier.rs`).
+            if self.unflushed.is_empty() {
+                fl |= flags::AL_CLEAN;
+            }
         }
         self.persist_flags(fl);
         self.changed();

@@ -6,10 +6,22 @@
 //!   close the connection; frames of a closed connection are lost. A closed connection is noticed by
 //!   the other side only if the path to it is up (a FIN/RST), otherwise by its own timers.
 //! - Data disks: writes complete after a random delay, in any order. A crash applies each write still in
-//!   flight fully, not at all, or torn at a 512-byte boundary. Completed writes survive.
-//! - Metadata: written synchronously by the real `MetaStore` code on an in-memory device. A crash can hit
-//!   in the middle of a step's action list; if the action it hits is a metadata write, that write is
-//!   torn (a random sector-aligned prefix lands); later actions of that step never happen.
+//!   flight fully, not at all, or torn at a 512-byte boundary. Completed writes survive a crash (the
+//!   process dies, the kernel and the disk keep what they were given).
+//! - Volatile write cache (off unless [`World::enable_volatile_cache`]): a completed non-FUA write is
+//!   visible (`data[node]`, what reads return) but only *dirty*: it sits, in completion order, on top of
+//!   the durable media image. A FUA write is durable when it completes. A flush makes durable exactly
+//!   the writes that had completed when it was *issued* (recorded then, applied when it completes);
+//!   later ones stay dirty. [`World::power_loss`] is a crash that also empties the cache: each dirty
+//!   write, oldest first, reaches the media fully, not at all, or torn at a 512-byte boundary (what the
+//!   kernel happened to write back), and the visible data becomes the media image. A FUA write drops
+//!   the older dirty copies of its sectors (the cache held one version, now on the media). Crashes,
+//!   orderly stops and restarts flush nothing: the cache outlives the process. Without the cache, a
+//!   completed write is durable and a power loss is just a crash.
+//! - Metadata: written synchronously by the real `MetaStore` code on an in-memory device; every write
+//!   is durable when it returns (the store syncs after each one; a power loss does not undo it). A
+//!   crash can hit in the middle of a step's action list; if the action it hits is a metadata write,
+//!   that write is torn (a random sector-aligned prefix lands); later actions of that step never happen.
 //! - Node crashes lose all memory; a restart re-opens the metadata (applying the activity log).
 
 use crate::machine::{Action, Input, Node, NodeParams, Persisted, Snapshot, Timing};
@@ -110,9 +122,62 @@ enum Ev {
 
 #[derive(Debug, Clone)]
 enum Io {
-    Write { offset: u64, data: Bytes },
+    Write { offset: u64, data: Bytes, fua: bool },
     Read { offset: u64, len: u64 },
-    Flush,
+    /// `cover`: the cache sequence number of the newest write that had completed when the flush was
+    /// issued; the flush makes durable that one and everything older, nothing newer.
+    Flush { cover: u64 },
+}
+
+/// A completed write that is still only in a node's volatile cache.
+#[derive(Debug, Clone)]
+struct Dirty {
+    seq: u64,
+    offset: u64,
+    data: Bytes,
+}
+
+/// A node's data disk with a volatile write cache: the durable image and the dirty writes above it.
+#[derive(Default)]
+struct Cache {
+    media: Vec<u8>,
+    /// Oldest first.
+    dirty: Vec<Dirty>,
+    /// Sequence number of the newest write that entered `dirty`.
+    seq: u64,
+}
+
+impl Cache {
+    /// Writes covered by a flush (completed when it was issued) reach the media, oldest first.
+    fn commit(&mut self, cover: u64) {
+        let n = self.dirty.iter().take_while(|d| d.seq <= cover).count();
+        for d in self.dirty.drain(..n) {
+            let o = d.offset as usize;
+            self.media[o..o + d.data.len()].copy_from_slice(&d.data);
+        }
+    }
+
+    /// A FUA write reached the media: older dirty copies of its sectors no longer exist anywhere (the
+    /// cache held one version per sector, now the FUA data), so they must never be "written back" over
+    /// it at a power loss. Drop those sectors from the dirty list (splitting entries; all sector-aligned).
+    fn supersede(&mut self, offset: u64, len: u64) {
+        let end = offset + len;
+        let mut kept = Vec::with_capacity(self.dirty.len());
+        for d in self.dirty.drain(..) {
+            let (s, e) = (d.offset, d.offset + d.data.len() as u64);
+            if e <= offset || s >= end {
+                kept.push(d);
+                continue;
+            }
+            if s < offset {
+                kept.push(Dirty { seq: d.seq, offset: s, data: d.data.slice(..(offset - s) as usize) });
+            }
+            if e > end {
+                kept.push(Dirty { seq: d.seq, offset: end, data: d.data.slice((end - s) as usize..) });
+            }
+        }
+        self.dirty = kept;
+    }
 }
 
 pub struct SimNode {
@@ -152,9 +217,19 @@ pub struct World {
     pub crash_next_step: [bool; 2],
     /// The node's data disk fails every request (`on-io-error` scenarios); it keeps its old contents.
     pub disk_failed: [bool; 2],
+    /// Volatile write caches in front of the data disks (see the module's fault model); `None` = off.
+    cache: Option<[Cache; 2]>,
     pub done: Vec<AppDone>,
     pub trace: Vec<String>,
     pub size: u64,
+}
+
+/// Requests in flight in issue order: a HashMap's iteration order differs between runs, and the fates
+/// drawn for them must not, or a seed would not replay.
+fn by_token(pending: HashMap<u64, Io>) -> Vec<(u64, Io)> {
+    let mut v: Vec<(u64, Io)> = pending.into_iter().collect();
+    v.sort_unstable_by_key(|(t, _)| *t);
+    v
 }
 
 pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
@@ -213,6 +288,7 @@ impl World {
             fifo_at: [0, 0],
             crash_next_step: [false, false],
             disk_failed: [false, false],
+            cache: None,
             done: Vec::new(),
             trace: Vec::new(),
             size,
@@ -256,18 +332,62 @@ impl World {
         self.push(self.now + 10, Ev::Tick { node: i, inc });
     }
 
-    /// Kill a node: in-flight data writes land fully, torn or not at all.
+    /// Turn on the volatile write caches (see the module's fault model). Call it before the first data
+    /// write: the media image starts as a copy of what the disks hold now.
+    pub fn enable_volatile_cache(&mut self) {
+        let cache = |d: &Vec<u8>| Cache { media: d.clone(), dirty: Vec::new(), seq: 0 };
+        self.cache = Some([cache(&self.data[0]), cache(&self.data[1])]);
+    }
+
+    pub fn volatile_cache(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// What node i's data disk would hold after a power loss that wrote back nothing (its media image;
+    /// without a volatile cache, everything it holds).
+    pub fn durable(&self, i: usize) -> &[u8] {
+        match &self.cache {
+            Some(c) => &c[i].media,
+            None => &self.data[i],
+        }
+    }
+
+    /// Completed writes on node i not yet on its media.
+    pub fn dirty_writes(&self, i: usize) -> usize {
+        self.cache.as_ref().map_or(0, |c| c[i].dirty.len())
+    }
+
+    /// A data write (or the part of it that made it) is on node i's disk: visible at once; durable now
+    /// if FUA (or without a cache), otherwise dirty in the cache.
+    fn land(&mut self, i: usize, offset: u64, data: Bytes, fua: bool) {
+        let o = offset as usize;
+        self.data[i][o..o + data.len()].copy_from_slice(&data);
+        let Some(c) = self.cache.as_mut().map(|c| &mut c[i]) else { return };
+        if fua {
+            c.supersede(offset, data.len() as u64);
+            c.media[o..o + data.len()].copy_from_slice(&data);
+        } else {
+            c.seq += 1;
+            c.dirty.push(Dirty { seq: c.seq, offset, data });
+        }
+    }
+
+    /// Kill a node: in-flight data writes land fully, torn or not at all (into the cache, if any: the
+    /// process died, not the machine).
     pub fn crash(&mut self, i: usize) {
         self.crash_next_step[i] = false;
         let Some(n) = self.nodes[i].take() else { return };
         self.open[i] = None;
-        for (_, io) in n.pending {
-            if let Io::Write { offset, data } = io {
+        for (_, io) in by_token(n.pending) {
+            if let Io::Write { offset, data, .. } = io {
+                // Not completed, so not durable even if FUA: it lands in the cache.
                 match self.rng.below(3) {
-                    0 => self.data[i][offset as usize..offset as usize + data.len()].copy_from_slice(&data),
+                    0 => self.land(i, offset, data, false),
                     1 => {
                         let keep = self.rng.below((data.len() / SECTOR) as u64) as usize * SECTOR;
-                        self.data[i][offset as usize..offset as usize + keep].copy_from_slice(&data[..keep]);
+                        if keep > 0 {
+                            self.land(i, offset, data.slice(..keep), false);
+                        }
                     }
                     _ => {}
                 }
@@ -283,15 +403,50 @@ impl World {
         self.note(format!("node{i} CRASHED"));
     }
 
+    /// Power loss of node i: a crash (if it is up), and its volatile cache is gone: each dirty write,
+    /// oldest first, reaches the media fully, not at all, or torn at a sector boundary (what the kernel
+    /// had written back), then the disk holds exactly its media image. Works on a node that is already
+    /// down too (its cache outlived the process). Without a cache this is [`World::crash`].
+    pub fn power_loss(&mut self, i: usize) {
+        self.crash(i);
+        let Some(mut c) = self.cache.as_mut().map(|c| std::mem::take(&mut c[i])) else { return };
+        let (mut full, mut torn, mut lost) = (0, 0, 0);
+        for d in std::mem::take(&mut c.dirty) {
+            let o = d.offset as usize;
+            let keep = match self.rng.below(3) {
+                0 => d.data.len(),
+                1 => self.rng.below((d.data.len() / SECTOR) as u64) as usize * SECTOR,
+                _ => 0,
+            };
+            match keep {
+                0 => lost += 1,
+                k if k == d.data.len() => full += 1,
+                _ => torn += 1,
+            }
+            c.media[o..o + keep].copy_from_slice(&d.data[..keep]);
+        }
+        self.data[i].copy_from_slice(&c.media);
+        if let Some(cs) = self.cache.as_mut() {
+            cs[i] = c;
+        }
+        self.note(format!("node{i} POWER LOSS: dirty writes written back {full}, torn {torn}, lost {lost}"));
+    }
+
     /// Orderly stop (the daemon shutting a resource down): the node's `Down` verb runs, its disk I/O
     /// still in flight completes, then it is gone until [`World::start`].
     pub fn shutdown(&mut self, i: usize) {
         self.input(i, Input::Down);
         let Some(n) = self.nodes[i].take() else { return };
         self.open[i] = None;
-        for (_, io) in n.pending {
-            if let Io::Write { offset, data } = io {
-                self.data[i][offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+        for (_, io) in by_token(n.pending) {
+            match io {
+                Io::Write { offset, data, fua } => self.land(i, offset, data, fua),
+                Io::Flush { cover } => {
+                    if let Some(c) = self.cache.as_mut() {
+                        c[i].commit(cover);
+                    }
+                }
+                Io::Read { .. } => {}
             }
         }
         if let Some(c) = self.conn.take()
@@ -399,9 +554,13 @@ impl World {
                     n.connecting = on;
                 }
             }
-            Action::DiskWrite { token, offset, data, .. } => self.disk(i, token, Io::Write { offset, data }),
+            Action::DiskWrite { token, offset, data, fua } => self.disk(i, token, Io::Write { offset, data, fua }),
             Action::DiskRead { token, offset, len } => self.disk(i, token, Io::Read { offset, len }),
-            Action::DiskFlush { token } => self.disk(i, token, Io::Flush),
+            Action::DiskFlush { token } => {
+                // What the flush covers is decided now, at issue: writes completed so far.
+                let cover = self.cache.as_ref().map_or(0, |c| c[i].seq);
+                self.disk(i, token, Io::Flush { cover })
+            }
             Action::PersistSuperblock(p) => {
                 let Some(n) = self.nodes[i].as_mut() else { return };
                 let mut sb = n.store.superblock().clone();
@@ -516,14 +675,19 @@ impl World {
                         continue;
                     }
                     let result = match io {
-                        Io::Write { offset, data } => {
-                            self.data[node][offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                        Io::Write { offset, data, fua } => {
+                            self.land(node, offset, data, fua);
                             Ok(None)
                         }
                         Io::Read { offset, len } => {
                             Ok(Some(Bytes::copy_from_slice(&self.data[node][offset as usize..(offset + len) as usize])))
                         }
-                        Io::Flush => Ok(None),
+                        Io::Flush { cover } => {
+                            if let Some(c) = self.cache.as_mut() {
+                                c[node].commit(cover);
+                            }
+                            Ok(None)
+                        }
                     };
                     self.input(node, Input::DiskDone { token, result });
                 }
