@@ -152,6 +152,23 @@ iscsi.config role:Primary
     assert_eq!(text, expected);
 }
 
+/// A PR OUT completed while the peer was away: the peer line says its reservations are behind.
+#[test]
+fn peer_behind_on_reservations() {
+    let r = ResourceStatus {
+        connection: "Connecting".into(),
+        replication: "Off".into(),
+        peer_role: "Unknown".into(),
+        peer_disk: "DUnknown".into(),
+        peer_pr_stale: true,
+        ..connected_idle()
+    };
+    let text = render_status(&reply(vec![r]), false);
+    assert!(text.contains("  node2 connection:Connecting reservations:behind\n"), "{text}");
+    let value = status_json(&reply(vec![connected_idle()]));
+    assert_eq!(value["resources"][0]["peer_pr_stale"], false, "{value:#}");
+}
+
 #[test]
 fn disconnected_primary_with_out_of_sync() {
     let r = ResourceStatus {

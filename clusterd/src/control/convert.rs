@@ -132,6 +132,7 @@ pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) 
         split_brain: s.split_brain,
         last_error: s.last_error.clone().or(error).unwrap_or_default(),
         suspended: s.suspended.is_some(),
+        peer_pr_stale: s.peer_pr_stale,
         attached: true,
         fencing: String::new(),
     }

@@ -187,6 +187,9 @@ pub fn render_resource(r: &ResourceStatus, verbose: bool) -> String {
     if r.split_brain {
         out.push_str(" split-brain:yes");
     }
+    if r.peer_pr_stale {
+        out.push_str(" reservations:behind");
+    }
     out.push('\n');
 
     if connected || verbose {
@@ -343,6 +346,7 @@ fn resource_json(r: &ResourceStatus) -> Value {
         "out_of_sync_bytes": r.out_of_sync_bytes,
         "split_brain": r.split_brain,
         "suspended": r.suspended,
+        "peer_pr_stale": r.peer_pr_stale,
         "last_error": r.last_error,
         "sync": {
             "active": r.connection == "Connected" && is_syncing(&r.replication),
@@ -403,6 +407,7 @@ pub fn render_status_shell(reply: &StatusReply, which: &str) -> Result<String, S
         ("peer_node", word(&r.peer_node)),
         ("split_brain", yes(r.split_brain).to_string()),
         ("suspended", yes(r.suspended).to_string()),
+        ("peer_pr_stale", yes(r.peer_pr_stale).to_string()),
         ("fencing", word(&r.fencing)),
         ("out_of_sync_bytes", r.out_of_sync_bytes.to_string()),
     ] {
