@@ -37,6 +37,9 @@ export OURS_PORT=3260
 export OURS_IQN=iqn.2026-01.bench:ours
 OURS_IQN_WT=iqn.2026-01.bench:ours-nocache
 export BENCH_FILE=$BENCH_DIR/disk.img
+# The write-through lines use their own copy: one file must not be two LUNs of one target (clusterd
+# refuses that configuration), and tgt uses the same copy so both sides still serve like files.
+BENCH_FILE_WT=$BENCH_DIR/disk-wt.img
 mkdir -p "$BENCH_DIR"
 
 QEMU_IMG=$("$ROOT/tests/bench/qemu-iscsi.sh" | tail -n1)
@@ -48,6 +51,11 @@ fi
 if [[ ! -f $BENCH_FILE || $(stat -c %s "$BENCH_FILE") -ne $((1 << 30)) ]]; then
     echo "writing 1 GiB backing file $BENCH_FILE" >&2
     dd if=/dev/zero of="$BENCH_FILE" bs=1M count=1024 conv=fsync status=none
+    rm -f "$BENCH_FILE_WT"
+fi
+if [[ ! -f $BENCH_FILE_WT || $(stat -c %s "$BENCH_FILE_WT") -ne $((1 << 30)) ]]; then
+    echo "writing 1 GiB backing file $BENCH_FILE_WT" >&2
+    dd if=/dev/zero of="$BENCH_FILE_WT" bs=1M count=1024 conv=fsync status=none
 fi
 
 pids=()
@@ -96,7 +104,7 @@ tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --b
 tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op bind --tid 1 --initiator-address ALL
 # The same file without a write cache: opened O_SYNC, every WRITE durable when acknowledged.
 tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op new --tid 2 --targetname "$TGT_IQN_WT"
-tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 2 --lun 1 --bsoflags sync --backing-store "$BENCH_FILE"
+tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 2 --lun 1 --bsoflags sync --backing-store "$BENCH_FILE_WT"
 tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op bind --tid 2 --initiator-address ALL
 
 # --- ours ------------------------------------------------------------------------------------
@@ -122,7 +130,7 @@ targets:
   $OURS_IQN_WT:
     portals: ["127.0.0.1:$OURS_PORT"]
     luns:
-      0: { path: $BENCH_FILE, write-cache: false }
+      0: { path: $BENCH_FILE_WT, write-cache: false }
 YAML
     RUST_LOG=warn timeout 300 "$CARGO_TARGET_DIR/release/clusterd" --config "$BENCH_DIR/bench.yaml" \
         >"$BENCH_DIR/ours.log" 2>&1 &
