@@ -181,19 +181,10 @@ pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> C
         out.peer_generation = m.generation.unwrap_or(0);
         out.nodes.push(NodeStatus { name: m.peer.clone(), online: m.peer_alive(), standby: false });
         for l in &m.links {
-            let d = &l.dropped;
-            let detail: Vec<String> = [
-                ("bad_mac", d.bad_mac),
-                ("unknown_key", d.unknown_key),
-                ("unsupported_version", d.unsupported_version),
-                ("malformed", d.malformed),
-                ("replay", d.replay),
-                ("stale_generation", d.stale_generation),
-                ("wrong_cluster", d.wrong_cluster),
-                ("from_self", d.from_self),
-                ("unknown_node", d.unknown_node),
-            ]
-            .iter()
+            let detail: Vec<String> = l
+                .dropped
+                .by_reason()
+                .iter()
             .filter(|(_, n)| *n > 0)
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
@@ -204,7 +195,7 @@ pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> C
                 heard: l.last_heard_ago.is_some(),
                 largest_gap_ms: l.largest_gap.as_millis() as u64,
                 packets_ok: l.packets_ok,
-                dropped: d.total(),
+                dropped: l.dropped.total(),
                 dropped_detail: detail.join(" "),
             });
         }

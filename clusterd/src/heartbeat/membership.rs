@@ -170,20 +170,23 @@ pub struct DropCounts {
 }
 
 impl DropCounts {
-    pub fn total(&self) -> u64 {
+    /// Each count with its reason's name (the `reason` label of the metric and status's detail).
+    pub fn by_reason(&self) -> [(&'static str, u64); 9] {
         [
-            self.bad_mac,
-            self.unknown_key,
-            self.unsupported_version,
-            self.malformed,
-            self.replay,
-            self.stale_generation,
-            self.wrong_cluster,
-            self.from_self,
-            self.unknown_node,
+            ("bad_mac", self.bad_mac),
+            ("unknown_key", self.unknown_key),
+            ("unsupported_version", self.unsupported_version),
+            ("malformed", self.malformed),
+            ("replay", self.replay),
+            ("stale_generation", self.stale_generation),
+            ("wrong_cluster", self.wrong_cluster),
+            ("from_self", self.from_self),
+            ("unknown_node", self.unknown_node),
         ]
-        .iter()
-        .fold(0u64, |acc, n| acc.saturating_add(*n))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_reason().iter().fold(0u64, |acc, (_, n)| acc.saturating_add(*n))
     }
 }
 

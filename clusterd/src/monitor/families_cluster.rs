@@ -39,18 +39,7 @@ pub fn encode_cluster(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
         counters(e, "clusterd_heartbeat_late", "Heartbeats that arrived later than warntime after the previous one", &late)?;
         let mut rejected = Vec::new();
         for l in &m.links {
-            let d = &l.dropped;
-            for (reason, n) in [
-                ("bad_mac", d.bad_mac),
-                ("unknown_key", d.unknown_key),
-                ("unsupported_version", d.unsupported_version),
-                ("malformed", d.malformed),
-                ("replay", d.replay),
-                ("stale_generation", d.stale_generation),
-                ("wrong_cluster", d.wrong_cluster),
-                ("from_self", d.from_self),
-                ("unknown_node", d.unknown_node),
-            ] {
+            for (reason, n) in l.dropped.by_reason() {
                 rejected.push((vec![("link", l.name.clone()), ("reason", reason.to_string())], n));
             }
         }
