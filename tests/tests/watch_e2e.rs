@@ -17,8 +17,11 @@ fn haadm_cmd(c: &Cluster, i: usize, args: &str) -> String {
 /// returns (exit code of cmd, everything it drew). Bounded by `limit`.
 fn on_tty(cmd: &str, keys: Option<(Duration, &[u8])>, limit: Duration) -> Result<(i32, String)> {
     let script = require_tool("script", "bsdutils");
+    // `exec`: without it a shell that forks (dash, which `script` runs when SHELL is unset, as
+    // under CI) stays the pty's foreground process too, dies of the ^C itself and makes `script`
+    // report 130 whatever haadm did.
     let mut child = Command::new(script)
-        .args(["-q", "-e", "-c", cmd, "/dev/null"])
+        .args(["-q", "-e", "-c", &format!("exec {cmd}"), "/dev/null"])
         .env("TERM", "xterm")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
