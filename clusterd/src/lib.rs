@@ -1,5 +1,6 @@
 //! clusterd: configuration, the per-node daemon and the control API server.
 pub mod config;
+pub mod adjust;
 pub mod haadm;
 pub mod heartbeat;
 pub mod control;

@@ -165,7 +165,9 @@ impl Registry {
 
 /// The iSCSI target server.
 pub struct TargetServer {
-    pub(crate) config: ServerConfig,
+    /// Swapped whole by [`TargetServer::reconfigure`]; a login reads the current one, a session keeps
+    /// the target (and LUNs) it logged in to.
+    config: std::sync::RwLock<Arc<ServerConfig>>,
     pub(crate) registry: Mutex<Registry>,
 }
 
@@ -176,13 +178,28 @@ impl TargetServer {
                 .add_target_port(crate::scsi::TargetPort::for_tpgt(&t.iqn, t.tpgt));
         }
         TargetServer {
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             registry: Mutex::new(Registry::default()),
         }
     }
 
-    pub fn config(&self) -> &ServerConfig {
-        &self.config
+    /// The configuration new logins use.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Live reconfiguration (targets, LUNs, ACLs, CHAP accounts, timers): new logins and discovery use
+    /// `config` from now on; logged-in sessions keep the target and LUNs they logged in to, so their
+    /// I/O is not disturbed. The listeners are not rebound: `config.portals` only changes what
+    /// SendTargets advertises, and the monitoring counters stay the running ones.
+    pub fn reconfigure(&self, mut config: ServerConfig) {
+        for t in &config.targets {
+            t.scsi
+                .add_target_port(crate::scsi::TargetPort::for_tpgt(&t.iqn, t.tpgt));
+        }
+        let mut current = self.config.write().unwrap_or_else(|p| p.into_inner());
+        config.stats = Arc::clone(&current.stats);
+        *current = Arc::new(config);
     }
 
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -190,11 +207,12 @@ impl TargetServer {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn target(&self, iqn: &str) -> Option<&TargetConfig> {
-        self.config
+    pub(crate) fn target(&self, iqn: &str) -> Option<TargetConfig> {
+        self.config()
             .targets
             .iter()
             .find(|t| t.iqn.eq_ignore_ascii_case(iqn))
+            .cloned()
     }
 
     /// Accepts connections until `shutdown` is cancelled, then closes every session (draining their
@@ -299,12 +317,13 @@ impl TargetServer {
             name => name.eq_ignore_ascii_case(iqn),
         };
         let mut out = Vec::new();
-        for t in &self.config.targets {
+        let config = self.config();
+        for t in &config.targets {
             if !wanted(&t.iqn) || !t.acl.allows(initiator, peer) {
                 continue;
             }
             out.push(("TargetName".to_string(), t.iqn.clone()));
-            for p in &self.config.portals {
+            for p in &config.portals {
                 let addr = if p.ip().is_unspecified() {
                     SocketAddr::new(local.ip(), p.port())
                 } else {
@@ -334,7 +353,7 @@ impl LoginDirectory for TargetServer {
     }
 
     fn discovery_chap(&self) -> Option<ChapAccount> {
-        self.config.discovery_chap.clone()
+        self.config().discovery_chap.clone()
     }
 
     fn discovery_params(&self) -> TargetParams {

@@ -9,6 +9,7 @@
 //! [`read_secret_file`].
 
 mod cluster;
+mod dump;
 mod fence_agent;
 mod fields;
 mod group;
@@ -22,6 +23,7 @@ mod target_params;
 mod targets;
 mod units;
 
+pub use dump::{config_digest, dump_value, dump_yaml};
 pub use fence_agent::{FenceAgentConfig, fence_agent_defaults};
 pub use cluster::{
     ClusterConfig, GuardConfig, Manager, HeartbeatLink, LinkEndpoint, LinkMode, MAX_LINK_NAME_LEN,
@@ -611,3 +613,5 @@ fn check_meta_slot<'a>(
 mod tests;
 #[cfg(test)]
 mod tests_sections;
+#[cfg(test)]
+mod tests_dump;

@@ -221,6 +221,11 @@ pub fn cluster_event(kind: &str, view: &crate::daemon::cluster::ClusterView) -> 
         for l in &m.links {
             fields.push(kv(&format!("link-{}", l.name), if l.up { "up".into() } else { "down".into() }));
         }
+        if let (Some(true), Some(mine), Some(theirs)) = (m.config_differs(), &m.local_config_digest, &m.peer_config_digest) {
+            fields.push(kv("config", format!("differs from {} ({mine} vs {theirs})", m.peer)));
+        } else if m.config_differs() == Some(false) {
+            fields.push(kv("config", "same".into()));
+        }
     }
     let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     Event { seq: 0, unix_ms, kind: kind.into(), object: "group".into(), name: "group".into(), fields }

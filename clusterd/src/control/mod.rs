@@ -24,6 +24,8 @@ pub struct ControlService {
     pub targets: Arc<TargetHost>,
     /// The HA group's loop; `None` without a `group` section.
     pub cluster: Option<Arc<ClusterHandle>>,
+    /// `haadm adjust` (issue 15).
+    pub adjuster: Arc<crate::adjust::apply::Adjuster>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
@@ -53,6 +55,15 @@ impl ControlService {
             out.push(r);
         }
         Ok(reply(out))
+    }
+
+    /// Issue 15: this node's configuration digest against the peer's (from its heartbeats).
+    fn config_digests(&self) -> ConfigDigests {
+        let local = self.adjuster.digest.borrow().clone();
+        let membership = self.cluster.as_ref().and_then(|c| c.view().membership);
+        let peer = membership.as_ref().and_then(|m| m.peer_config_digest.clone()).unwrap_or_default();
+        let peer_node = membership.map(|m| m.peer).unwrap_or_default();
+        ConfigDigests { mismatch: !peer.is_empty() && peer != local, local, peer, peer_node }
     }
 
     /// `target start` / `target stop` for an external manager (Pacemaker's target agent), or on a
@@ -107,19 +118,21 @@ impl Control for ControlService {
         let which = req.into_inner().resource;
         let names = self.resources.select(&which).await.map_err(Status::not_found)?;
         let mut resources = Vec::new();
+        let running = self.resources.running_config();
         for st in self.resources.status().await {
             if !names.contains(&st.name) {
                 continue;
             }
-            let cfg = self.resources.config.resources.get(&st.name);
+            let cfg = running.resources.get(&st.name);
             let rate = cfg.and_then(|r| r.syncer.rate.0);
             let mut status = convert::resource_status(st, rate, &self.speedo);
             status.fencing = cfg.map(|r| r.disk.fencing.as_str().to_string()).unwrap_or_default();
             resources.push(status);
         }
         let cluster = self.cluster.as_ref().map(|c| convert::cluster_status(&c.view(), &self.resources.node));
+        let config = Some(self.config_digests());
         let sessions = self.targets.sessions().await;
-        Ok(Response::new(StatusReply { node: self.resources.node.clone(), resources, cluster, sessions }))
+        Ok(Response::new(StatusReply { node: self.resources.node.clone(), resources, cluster, sessions, config }))
     }
 
     type EventsStream = EventStream;
@@ -220,6 +233,25 @@ impl Control for ControlService {
     }
     async fn target_stop(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.target_verb(false).await
+    }
+
+    async fn adjust(&self, req: Request<AdjustRequest>) -> Result<Response<AdjustReply>, Status> {
+        use crate::adjust::apply::AdjustError;
+        let r = req.into_inner();
+        let which = if r.resource.is_empty() { "all" } else { r.resource.as_str() };
+        let outcome = self.adjuster.adjust(which, r.dry_run).await.map_err(|e| match &e {
+            AdjustError::UnknownResource(m) => Status::not_found(m.clone()),
+            AdjustError::Invalid(_) | AdjustError::Refused(_) => Status::failed_precondition(e.to_string()),
+            AdjustError::Failed(_) => Status::aborted(e.to_string()),
+        })?;
+        let membership = self.cluster.as_ref().and_then(|c| c.view().membership);
+        Ok(Response::new(AdjustReply {
+            changes: outcome.lines,
+            new_digest: outcome.new_digest,
+            peer_digest: membership.as_ref().and_then(|m| m.peer_config_digest.clone()).unwrap_or_default(),
+            peer: membership.map(|m| m.peer).unwrap_or_default(),
+            applied: outcome.applied,
+        }))
     }
 
     async fn io_write(&self, req: Request<IoWriteRequest>) -> Result<Response<VerbReply>, Status> {

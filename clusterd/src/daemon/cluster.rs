@@ -376,7 +376,15 @@ async fn uplink(nodes: &[std::net::IpAddr], timeout: Duration) -> bool {
 }
 
 /// Starts heartbeats and the sequencer for this node's group. `None` when the config has no group.
-pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resources>, targets: Arc<TargetHost>) -> Result<Option<ClusterHandle>> {
+/// `config_digest`: this node's configuration digest (changed by `haadm adjust`), sent in every
+/// heartbeat so both nodes can tell that they run different configurations.
+pub async fn start(
+    config: Arc<HaConfig>,
+    me: &NodeConfig,
+    resources: Arc<Resources>,
+    targets: Arc<TargetHost>,
+    mut config_digest: watch::Receiver<String>,
+) -> Result<Option<ClusterHandle>> {
     let (Some(cluster), Some(group)) = (config.cluster.clone(), config.group.clone()) else { return Ok(None) };
     let peer = config.peer_of(&me.name).map(|p| p.name.clone());
     let generation = Generation::bump(&me.state_dir).with_context(|| format!("heartbeat generation in {}", me.state_dir.display()))?;
@@ -408,6 +416,16 @@ pub async fn start(config: Arc<HaConfig>, me: &NodeConfig, resources: Arc<Resour
         }
         None => None,
     };
+    if let Some((h, _)) = &hb {
+        let set = h.config_digest_setter();
+        set(config_digest.borrow_and_update().clone());
+        // Ends with the daemon (the sender side is dropped) or never needed again.
+        tokio::spawn(async move {
+            while config_digest.changed().await.is_ok() {
+                set(config_digest.borrow_and_update().clone());
+            }
+        });
+    }
     let (step_tx, mut step_rx) = mpsc::channel::<Input>(64);
     let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(8);
     let (view_tx, view) = watch::channel(ClusterView { generation, sequencer: None, membership: None });

@@ -70,7 +70,8 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         (Some(peer), true) => fence_peer::spawn(&resources, &me.name, peer),
         _ => Vec::new(),
     };
-    let cluster = cluster::start(Arc::clone(&resources.config), &me, Arc::clone(&resources), Arc::clone(&targets))
+    let adjuster = Arc::new(crate::adjust::apply::Adjuster::new(config_path.clone(), Arc::clone(&resources), Arc::clone(&targets)));
+    let cluster = cluster::start(Arc::clone(&resources.config), &me, Arc::clone(&resources), Arc::clone(&targets), adjuster.digest.subscribe())
         .await
         .context("start the cluster layer (heartbeats, failover)")?
         .map(Arc::new);
@@ -109,7 +110,9 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         speedo: Arc::clone(&speedo),
         targets: Arc::clone(&targets),
         cluster: cluster.clone(),
+        adjuster: Arc::clone(&adjuster),
     };
+    let reload = tokio::spawn(adjust_on_sighup(Arc::clone(&adjuster)));
     // Sample resync progress every second so `status` reports a speed even when polled rarely.
     let sampler = {
         let (resources, speedo) = (Arc::clone(&resources), Arc::clone(&speedo));
@@ -137,6 +140,7 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     sampler.abort();
+    reload.abort();
     if let Some(n) = &notifier
         && let Err(e) = n.send("STOPPING=1\nSTATUS=stopping: releasing the group and the resources")
     {
@@ -160,6 +164,22 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     served.context("control API server")?;
     tracing::info!("clusterd stopped");
     Ok(())
+}
+
+/// SIGHUP = `haadm adjust all`: the outcome goes to the log (there is nobody to answer).
+async fn adjust_on_sighup(adjuster: Arc<crate::adjust::apply::Adjuster>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; use `haadm adjust` to apply configuration changes");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: re-reading {} (adjust all)", adjuster.config_path.display());
+        match adjuster.adjust("all", false).await {
+            Ok(o) if o.lines.is_empty() => tracing::info!("SIGHUP: nothing to adjust"),
+            Ok(o) => tracing::info!("SIGHUP: adjusted: {}", o.lines.join("; ")),
+            Err(e) => tracing::error!("SIGHUP: adjust: {e}"),
+        }
+    }
 }
 
 /// Bind the control socket: refuse if another clusterd answers there, replace a stale file, 0600.

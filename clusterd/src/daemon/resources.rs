@@ -40,21 +40,59 @@ pub struct Published {
 
 /// All resources of this node.
 pub struct Resources {
+    /// The configuration clusterd started with.
     pub config: Arc<HaConfig>,
     pub node: String,
     pub slots: Mutex<BTreeMap<String, Slot>>,
+    /// The configuration in force: the start-up one until `haadm adjust` installs another.
+    running: std::sync::RwLock<Arc<HaConfig>>,
 }
 
 impl Resources {
     pub fn new(config: Arc<HaConfig>, node: String) -> Resources {
         let mut slots = BTreeMap::new();
-        for (name, r) in &config.resources {
-            let peer_name = config.peer_of(&node).map(|n| n.name.clone());
-            let local = r.on(&node).ok().map(|o| o.address);
-            let peer = peer_name.as_deref().and_then(|p| r.on(p).ok()).map(|o| o.address);
-            slots.insert(name.clone(), Slot { name: name.clone(), volume: None, error: None, local, peer, peer_name });
+        for name in config.resources.keys() {
+            slots.insert(name.clone(), new_slot(&config, name, &node));
         }
-        Resources { config, node, slots: Mutex::new(slots) }
+        let running = std::sync::RwLock::new(Arc::clone(&config));
+        Resources { config, node, slots: Mutex::new(slots), running }
+    }
+
+    /// The configuration in force (see [`crate::adjust`]).
+    pub fn running_config(&self) -> Arc<HaConfig> {
+        Arc::clone(&self.running.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// `haadm adjust`: the configuration in force from now on. Slots of resources it adds are created
+    /// (down); those of resources it drops must have been taken down by the caller.
+    pub async fn install_config(&self, config: Arc<HaConfig>) {
+        let mut slots = self.slots.lock().await;
+        for name in config.resources.keys() {
+            let slot = new_slot(&config, name, &self.node);
+            slots.entry(name.clone()).and_modify(|s| (s.local, s.peer) = (slot.local, slot.peer)).or_insert(slot);
+        }
+        slots.retain(|name, s| config.resources.contains_key(name) || s.volume.is_some());
+        *self.running.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    /// `haadm adjust`: pushes the running configuration's live options (rate, timers, policies,
+    /// secret, verify-alg, fencing, handlers) of `name` into its volume, if it is up.
+    pub async fn push_options(&self, name: &str) -> Result<(), String> {
+        let cfg = self.running_config();
+        let Ok(volume) = self.volume(name).await else { return Ok(()) };
+        let r = cfg.resources.get(name).ok_or_else(|| format!("no resource `{name}`"))?;
+        let spec = volume_spec(&cfg, r, name, &self.node)?;
+        let p = spec.params;
+        let options = replicator::machine::LiveOptions {
+            policies: p.policies,
+            secret: p.secret,
+            fencing_dont_care: p.fencing_dont_care,
+            freeze_io_on_peer_loss: p.freeze_io_on_peer_loss,
+            resync_rate: p.resync_rate,
+            timing: p.timing,
+            verify_alg: p.verify_alg,
+        };
+        volume.set_options(options, spec.handlers).await.map_err(|e| format!("{name}: {e}"))
     }
 
     /// Names matching `which` ("all" or a resource name).
@@ -66,7 +104,7 @@ impl Resources {
         if slots.contains_key(which) {
             Ok(vec![which.to_string()])
         } else {
-            Err(format!("no resource `{which}` in {} (resources: {})", self.config.path.display(), slots.keys().cloned().collect::<Vec<_>>().join(", ")))
+            Err(format!("no resource `{which}` in {} (resources: {})", self.running_config().path.display(), slots.keys().cloned().collect::<Vec<_>>().join(", ")))
         }
     }
 
@@ -77,8 +115,9 @@ impl Resources {
         if slot.volume.is_some() {
             return Ok(format!("{name}: already up"));
         }
-        let r = self.config.resources.get(name).ok_or_else(|| format!("no resource `{name}`"))?;
-        let spec = match volume_spec(&self.config, r, name, &self.node) {
+        let cfg = self.running_config();
+        let r = cfg.resources.get(name).ok_or_else(|| format!("no resource `{name}`"))?;
+        let spec = match volume_spec(&cfg, r, name, &self.node) {
             Ok(s) => s,
             Err(e) => {
                 slot.error = Some(e.clone());
@@ -191,6 +230,14 @@ impl Resources {
             v.down().await;
         }
     }
+}
+
+fn new_slot(config: &HaConfig, name: &str, node: &str) -> Slot {
+    let r = &config.resources[name];
+    let peer_name = config.peer_of(node).map(|n| n.name.clone());
+    let local = r.on(node).ok().map(|o| o.address);
+    let peer = peer_name.as_deref().and_then(|p| r.on(p).ok()).map(|o| o.address);
+    Slot { name: name.to_string(), volume: None, error: None, local, peer, peer_name }
 }
 
 /// Build the engine's spec for `name` on `node` from the configuration.

@@ -3,7 +3,7 @@
 
 use super::resources::Resources;
 use crate::config::{HaConfig, LunSource, NodeConfig};
-use crate::target::{TargetRuntime, assemble, render_json, render_text};
+use crate::target::{Reuse, TargetRuntime, assemble, assemble_reusing, render_json, render_text};
 use anyhow::Result;
 use iscsi_target::server::SessionInfo;
 use iscsi_target::stats::TargetStats;
@@ -16,7 +16,8 @@ use tokio::sync::Mutex;
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct TargetHost {
-    config: Arc<HaConfig>,
+    /// The configuration in force (replaced by `haadm adjust`).
+    config: std::sync::RwLock<Arc<HaConfig>>,
     node: NodeConfig,
     running: Mutex<Option<TargetRuntime>>,
     /// Monitoring counters, shared by every start of the target (they count for the process' life).
@@ -25,7 +26,37 @@ pub struct TargetHost {
 
 impl TargetHost {
     pub fn new(config: Arc<HaConfig>, node: NodeConfig, stats: Arc<TargetStats>) -> TargetHost {
-        TargetHost { config, node, running: Mutex::new(None), stats }
+        TargetHost { config: std::sync::RwLock::new(config), node, running: Mutex::new(None), stats }
+    }
+
+    fn config(&self) -> Arc<HaConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// `haadm adjust`: from now on the target is assembled from `config`; if it is served here, the
+    /// running target takes it at once for new logins and discovery (sessions logged in keep their
+    /// target and LUNs; LUNs defined as before stay the same objects). All or nothing: a LUN that
+    /// cannot be opened leaves the running target and the configuration as they were.
+    /// The configuration the next start assembles from, the running target left as it is (nothing of
+    /// the targets changed).
+    pub fn set_config(&self, config: Arc<HaConfig>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    pub async fn reconfigure(&self, config: Arc<HaConfig>, resources: &Resources) -> Result<()> {
+        let mut running = self.running.lock().await;
+        if let Some(r) = running.as_mut() {
+            let old = self.config();
+            let volumes = volumes_for(&config, resources).await?;
+            let server = r.server_config();
+            let luns = r.luns().to_vec();
+            let reuse = Reuse { old: &old, server: &server, luns: &luns };
+            let mut assembled = assemble_reusing(&config, &self.node, &volumes, Some(&reuse))?;
+            assembled.server.portals = r.portals().to_vec();
+            r.reconfigure(assembled);
+        }
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
     }
 
     /// For monitoring: whether the target is served here and its sessions; `None` while a start or
@@ -36,7 +67,7 @@ impl TargetHost {
     }
 
     pub fn configured(&self) -> bool {
-        !self.config.targets.is_empty()
+        !self.config().targets.is_empty()
     }
 
     /// Assembles the LUNs (replicated ones from the running volumes) and binds the portals.
@@ -45,16 +76,9 @@ impl TargetHost {
         if running.is_some() || !self.configured() {
             return Ok(());
         }
-        let mut volumes = BTreeMap::new();
-        for t in &self.config.targets {
-            for lun in t.luns.values() {
-                if let LunSource::Resource(name) = &lun.source {
-                    let v = resources.volume(name).await.map_err(anyhow::Error::msg)?;
-                    volumes.insert(name.clone(), v);
-                }
-            }
-        }
-        let mut assembled = assemble(&self.config, &self.node, &volumes)?;
+        let config = self.config();
+        let volumes = volumes_for(&config, resources).await?;
+        let mut assembled = assemble(&config, &self.node, &volumes)?;
         assembled.server.stats = Arc::clone(&self.stats);
         *running = Some(TargetRuntime::start(assembled)?);
         Ok(())
@@ -106,8 +130,23 @@ impl TargetHost {
     pub async fn show(&self, json: bool) -> (String, String) {
         let running = self.running.lock().await;
         let state = if running.is_some() { "ready" } else { "stopped (not served on this node)" };
-        let text = render_text(&self.config, running.as_ref(), state);
-        let json = if json { render_json(&self.config, running.as_ref(), state) } else { String::new() };
+        let config = self.config();
+        let text = render_text(&config, running.as_ref(), state);
+        let json = if json { render_json(&config, running.as_ref(), state) } else { String::new() };
         (text, json)
     }
+}
+
+/// The running volumes the replicated LUNs of `config` need.
+async fn volumes_for(config: &HaConfig, resources: &Resources) -> Result<BTreeMap<String, replicator::engine::Volume>> {
+    let mut volumes = BTreeMap::new();
+    for t in &config.targets {
+        for lun in t.luns.values() {
+            if let LunSource::Resource(name) = &lun.source {
+                let v = resources.volume(name).await.map_err(anyhow::Error::msg)?;
+                volumes.insert(name.clone(), v);
+            }
+        }
+    }
+    Ok(volumes)
 }

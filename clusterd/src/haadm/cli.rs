@@ -82,6 +82,30 @@ pub enum Command {
     DumpMd(ResourceArg),
     /// Print a shell completion script (bash by default).
     Completion(CompletionArgs),
+    /// Re-read ha.yaml and apply the difference to the running node live (SIGHUP to clusterd does
+    /// the same); refused, changing nothing, when a field cannot change while running.
+    Adjust(AdjustArgs),
+    /// Print the effective configuration with every default filled in (from ha.yaml; no daemon needed).
+    Dump(DumpArgs),
+}
+
+/// `adjust [--dry-run] [RES|all]` (issue 15).
+#[derive(Debug, Args)]
+pub struct AdjustArgs {
+    /// Print the plan, one line per change, and change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Resource name, or `all` (everything: resources, targets, iSCSI settings).
+    #[arg(value_name = "RES|all", default_value = "all")]
+    pub resource: String,
+}
+
+/// `dump [RES]` (issue 15).
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Only this resource (default: the whole configuration).
+    #[arg(value_name = "RES")]
+    pub resource: Option<String>,
 }
 
 /// A resource name or `all`.

@@ -5,6 +5,7 @@
 //! 3 clusterd cannot be reached (or does not answer in time), 4 `wait-sync --timeout` expired,
 //! 130 `wait-sync` interrupted by Ctrl-C.
 
+pub mod adjust;
 pub mod cli;
 pub mod client;
 pub mod offline;
@@ -171,6 +172,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
         Command::CreateMd(args) => return run_offline(cli, "create-md", &args.resource, Some(args.force), out),
         Command::DumpMd(args) => return run_offline(cli, "dump-md", &args.resource, None, out),
         Command::Completion(args) => return write_completion(args.shell, out),
+        Command::Dump(args) => return adjust::dump(cli, args.resource.as_deref(), out),
         _ => {}
     }
     let target = resolve_target(cli)?;
@@ -192,6 +194,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
             return out.write_all(text.as_bytes()).map_err(HaadmError::Output);
         }
         Command::Events(args) => return follow_events(&mut client, args.now, args.resource.as_deref(), out).await,
+        Command::Adjust(args) => return adjust::adjust(&mut client, &target.socket, args, out).await,
         Command::Target { command: TargetCommand::Show { json } } => {
             let req = TargetShowRequest { json: *json };
             let reply = with_timeout(&target, "target show", STATUS_TIMEOUT, client.target_show(req)).await?;
@@ -251,7 +254,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
         }
         Command::Standby => with_timeout(&target, "standby", VERB_TIMEOUT, client.standby(verb("all"))).await?,
         Command::Takeover => with_timeout(&target, "takeover", VERB_TIMEOUT, client.takeover(verb("all"))).await?,
-        Command::CreateMd(_) | Command::DumpMd(_) | Command::Completion(_) => {
+        Command::CreateMd(_) | Command::DumpMd(_) | Command::Completion(_) | Command::Dump(_) => {
             unreachable!("offline verbs returned above")
         }
     };

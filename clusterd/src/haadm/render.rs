@@ -281,6 +281,9 @@ fn render_cluster(cluster: &ClusterStatus) -> String {
 /// blank line (as `drbdadm status` separates them).
 pub fn render_status(reply: &StatusReply, verbose: bool) -> String {
     let mut out = reply.cluster.as_ref().map(render_cluster).unwrap_or_default();
+    if let Some(c) = reply.config.as_ref().filter(|c| c.mismatch) {
+        let _ = writeln!(out, "config: differs from {} ({} vs {}); copy ha.yaml there and run `haadm adjust` on both", c.peer_node, c.local, c.peer);
+    }
     if reply.resources.is_empty() {
         let _ = writeln!(out, "no resources on {}", reply.node);
         return out;
@@ -296,8 +299,10 @@ pub fn render_status(reply: &StatusReply, verbose: bool) -> String {
 pub fn status_json(reply: &StatusReply) -> Value {
     let resources: Vec<Value> = reply.resources.iter().map(resource_json).collect();
     let cluster = reply.cluster.clone().unwrap_or_default();
+    let config = reply.config.clone().unwrap_or_default();
     json!({
         "node": reply.node,
+        "config": { "local": config.local, "peer": config.peer, "peer_node": config.peer_node, "mismatch": config.mismatch },
         "resources": resources,
         "cluster": {
             "configured": cluster.configured,

@@ -6,6 +6,7 @@ use super::{HaadmError, execute};
 use crate::haadm::offline::OfflineError;
 use proto::control::control_server::{Control, ControlServer};
 use proto::control::{
+    AdjustReply, AdjustRequest,
     Event, EventsRequest, KeyValue, ResourceStatus, StatusReply, StatusRequest, TargetShowReply, TargetShowRequest,
     VerbReply, VerbRequest,
 };
@@ -141,6 +142,9 @@ impl Control for ScriptedControl {
     }
     async fn io_flush(&self, _r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         Err(Status::unimplemented("io_flush"))
+    }
+    async fn adjust(&self, _r: Request<AdjustRequest>) -> Result<Response<AdjustReply>, Status> {
+        Err(Status::unimplemented("adjust"))
     }
 }
 

@@ -221,6 +221,21 @@ pub struct MembershipStatus {
     /// The `group_state` of the peer's newest accepted packet.
     pub group_state: Option<Vec<u8>>,
     pub links: Vec<LinkStatus>,
+    /// The peer's configuration digest from its newest accepted packet; `None` when not heard or
+    /// the peer does not send one (an older release): unknown, not a mismatch.
+    pub peer_config_digest: Option<String>,
+    /// This node's digest as its heartbeats carry it (set by the service, not the core).
+    pub local_config_digest: Option<String>,
+}
+
+impl MembershipStatus {
+    /// `Some(true)` when both digests are known and differ; `None` while either is unknown.
+    pub fn config_differs(&self) -> Option<bool> {
+        match (&self.local_config_digest, &self.peer_config_digest) {
+            (Some(a), Some(b)) => Some(a != b),
+            _ => None,
+        }
+    }
 }
 
 impl MembershipStatus {
@@ -300,6 +315,7 @@ pub struct Membership {
     /// Newest seq accepted in `generation` on any link (decides whose group_state is current).
     newest_seq: Option<u64>,
     group_state: Option<Vec<u8>>,
+    config_digest: Option<String>,
 }
 
 impl Membership {
@@ -331,6 +347,7 @@ impl Membership {
             generation: None,
             newest_seq: None,
             group_state: None,
+            config_digest: None,
         }
     }
 
@@ -442,6 +459,7 @@ impl Membership {
         if self.newest_seq.is_none_or(|newest| hb.seq > newest) {
             self.newest_seq = Some(hb.seq);
             self.group_state = Some(hb.group_state);
+            self.config_digest = hb.config_digest.filter(|d| !d.is_empty());
         }
         if self.liveness != PeerLiveness::Alive {
             self.liveness = PeerLiveness::Alive;
@@ -485,6 +503,8 @@ impl Membership {
             liveness: self.liveness,
             generation: self.generation,
             group_state: self.group_state.clone(),
+            peer_config_digest: self.config_digest.clone(),
+            local_config_digest: None,
             links: self
                 .links
                 .iter()

@@ -144,7 +144,22 @@ mod tests {
             link: "ring0".into(),
             sent_unix_ms: 1_700_000_000_123,
             group_state: vec![1, 2, 3, 0xff],
+            config_digest: Some("0123456789abcdef".into()),
         }
+    }
+
+    /// A heartbeat of a release without `config_digest` (field 8 absent) decodes as "unknown", and a
+    /// current one carries its digest through the codec.
+    #[test]
+    fn config_digest_is_optional_on_the_wire() {
+        let keys = keys();
+        let key = keys.key(1).unwrap();
+        let decoded = decode_packet(&encode_packet(&sample(), 1, key).unwrap(), &keys).unwrap();
+        assert_eq!(decoded.config_digest.as_deref(), Some("0123456789abcdef"));
+        let old = Heartbeat { config_digest: None, ..sample() };
+        let bytes = encode_packet(&old, 1, key).unwrap();
+        assert!(!bytes.windows(16).any(|w| w == b"0123456789abcdef"));
+        assert_eq!(decode_packet(&bytes, &keys).unwrap().config_digest, None);
     }
 
     #[test]
@@ -261,6 +276,7 @@ mod tests {
                     link,
                     sent_unix_ms,
                     group_state,
+                    config_digest: None,
                 },
             )
     }

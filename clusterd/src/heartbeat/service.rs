@@ -101,11 +101,26 @@ pub struct HeartbeatHandle {
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     local_addrs: Vec<(String, SocketAddr)>,
+    /// This node's configuration digest, sent in every heartbeat once set.
+    config_digest: Arc<Mutex<Option<String>>>,
 }
 
 impl HeartbeatHandle {
     pub fn status(&self) -> MembershipStatus {
-        lock(&self.core).status(Instant::now())
+        let mut st = lock(&self.core).status(Instant::now());
+        st.local_config_digest = self.config_digest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        st
+    }
+
+    /// A setter for this node's configuration digest that outlives a borrow of the handle.
+    pub fn config_digest_setter(&self) -> impl Fn(String) + Send + Sync + 'static {
+        let slot = Arc::clone(&self.config_digest);
+        move |d| *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(d)
+    }
+
+    /// Sends `digest` as this node's configuration digest from the next heartbeat on.
+    pub fn set_config_digest(&self, digest: String) {
+        *self.config_digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(digest);
     }
 
     /// The peer's latest `group_state`, if heard.
@@ -194,11 +209,13 @@ impl HeartbeatService {
                 cancel.clone(),
             ));
         }
+        let config_digest = Arc::new(Mutex::new(None));
         let sender = PacketSender {
             cfg,
             keys,
             generation,
             group_state,
+            config_digest: Arc::clone(&config_digest),
             sockets,
             seq: 0,
         };
@@ -211,6 +228,7 @@ impl HeartbeatService {
                 cancel,
                 tasks,
                 local_addrs,
+                config_digest,
             },
             events_rx,
         ))
@@ -415,6 +433,7 @@ struct PacketSender {
     keys: Arc<AuthKeys>,
     generation: u64,
     group_state: watch::Receiver<Vec<u8>>,
+    config_digest: Arc<Mutex<Option<String>>>,
     sockets: Vec<(LinkRuntime, Arc<UdpSocket>)>,
     seq: u64,
 }
@@ -423,6 +442,7 @@ impl PacketSender {
     async fn send_round(&mut self, failing: &mut HashSet<String>) {
         self.seq = self.seq.saturating_add(1);
         let group_state = self.group_state.borrow().clone();
+        let config_digest = self.config_digest.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let sent_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -437,6 +457,7 @@ impl PacketSender {
                 link: link.name.clone(),
                 sent_unix_ms,
                 group_state: group_state.clone(),
+                config_digest: config_digest.clone(),
             };
             let wire = match encode_packet(&hb, key_id, key) {
                 Ok(wire) => wire,

@@ -29,6 +29,9 @@ pub fn encode_cluster(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
     }
     if let Some(m) = &c.view.membership {
         gauges(e, "clusterd_peer_online", "Boolean whether the peer is heard on at least one heartbeat link", &[(vec![("peer", m.peer.clone())], i64::from(m.peer_alive()))])?;
+        // Issue 15: 0 while the peer's digest is unknown (not heard, or an older release).
+        let differs = i64::from(m.config_differs() == Some(true));
+        gauges(e, "clusterd_config_digest_mismatch", "Boolean: the peer's heartbeats carry a configuration digest other than this node's (run haadm adjust on both with the same ha.yaml)", &[(vec![("peer", m.peer.clone())], differs)])?;
         let link = |name: &str| vec![("link", name.to_string())];
         gauges(e, "clusterd_heartbeat_link_up", "Boolean whether the heartbeat link is up", &m.links.iter().map(|l| (link(&l.name), i64::from(l.up))).collect::<Vec<_>>())?;
         let heard: Vec<(Labels, f64)> = m.links.iter().filter_map(|l| l.last_heard_ago.map(|d| (link(&l.name), d.as_secs_f64()))).collect();

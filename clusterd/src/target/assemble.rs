@@ -38,9 +38,40 @@ pub struct Assembled {
     pub luns: Vec<LunSummary>,
 }
 
+/// A running target whose logical units a reconfiguration keeps (`haadm adjust`): a LUN defined as
+/// before stays the same object, with its reservations, unit attentions and task set.
+pub struct Reuse<'a> {
+    /// The configuration the running target was assembled from.
+    pub old: &'a HaConfig,
+    pub server: &'a ServerConfig,
+    pub luns: &'a [LunSummary],
+}
+
+impl Reuse<'_> {
+    fn lu(&self, iqn: &str, number: u64, lun: &LunDef) -> Option<(Arc<LogicalUnit>, LunSummary)> {
+        let old_def = self.old.targets.iter().find(|t| t.iqn == iqn)?.luns.get(&number)?;
+        if old_def != lun {
+            return None;
+        }
+        let lu = self.server.targets.iter().find(|t| t.iqn == iqn)?.scsi.lun(number)?.clone();
+        let summary = self.luns.iter().find(|l| l.target == iqn && l.lun == number)?.clone();
+        Some((lu, summary))
+    }
+}
+
 /// Builds the server configuration for `node`. Replicated LUNs are looked up in `volumes` (the running
 /// volumes of this node, by resource name); the caller only assembles once those are Primary.
 pub fn assemble(cfg: &HaConfig, node: &NodeConfig, volumes: &BTreeMap<String, Volume>) -> Result<Assembled> {
+    assemble_reusing(cfg, node, volumes, None)
+}
+
+/// [`assemble`], keeping the logical units of `reuse` whose definition did not change.
+pub fn assemble_reusing(
+    cfg: &HaConfig,
+    node: &NodeConfig,
+    volumes: &BTreeMap<String, Volume>,
+    reuse: Option<&Reuse<'_>>,
+) -> Result<Assembled> {
     let mut targets = Vec::new();
     let mut luns_out = Vec::new();
     let mut portals: Vec<SocketAddr> = Vec::new();
@@ -48,9 +79,13 @@ pub fn assemble(cfg: &HaConfig, node: &NodeConfig, volumes: &BTreeMap<String, Vo
     for t in &cfg.targets {
         let mut luns = BTreeMap::new();
         for (&number, lun) in &t.luns {
-            let (lu, summary) = logical_unit(t, number, lun, volumes, &pr_dir)
-                .with_context(|| format!("{}: targets.{}.luns.{number}", cfg.path.display(), t.iqn))?;
-            luns.insert(number, Arc::new(lu));
+            let (lu, summary) = match reuse.and_then(|r| r.lu(&t.iqn, number, lun)) {
+                Some(kept) => kept,
+                None => logical_unit(t, number, lun, volumes, &pr_dir)
+                    .map(|(lu, summary)| (Arc::new(lu), summary))
+                    .with_context(|| format!("{}: targets.{}.luns.{number}", cfg.path.display(), t.iqn))?,
+            };
+            luns.insert(number, lu);
             luns_out.push(summary);
         }
         for p in &t.portals {

@@ -7,7 +7,7 @@ mod show;
 mod volume_backend;
 mod volume_pr;
 
-pub use assemble::{Assembled, LunSummary, assemble, target_params};
+pub use assemble::{Assembled, LunSummary, Reuse, assemble, assemble_reusing, target_params};
 pub use runtime::TargetRuntime;
 pub use show::{render_json, render_text};
 pub use volume_backend::VolumeBackend;

@@ -59,6 +59,17 @@ impl TargetRuntime {
         tracing::info!("iSCSI target stopped");
     }
 
+    /// `haadm adjust`: new logins use `assembled` (the portals stay bound as they are).
+    pub fn reconfigure(&mut self, assembled: Assembled) {
+        self.server.reconfigure(assembled.server);
+        self.luns = assembled.luns;
+    }
+
+    /// The configuration new logins use.
+    pub fn server_config(&self) -> Arc<iscsi_target::server::ServerConfig> {
+        self.server.config()
+    }
+
     /// Async Message "logout requested" to every session (graceful hand-over).
     pub fn request_logout_all(&self, time2wait: u16) -> usize {
         self.server.request_logout_all(time2wait)

@@ -251,6 +251,14 @@ impl Actor {
                 return;
             }
             Msg::Down { .. } => Vec::new(),
+            Msg::SetOptions { options, handlers, reply } => {
+                self.handlers = handlers;
+                let actions = self.node.step(Input::SetOptions(options));
+                self.execute(actions);
+                self.publish();
+                let _ = reply.send(());
+                return;
+            }
         };
         self.execute(actions);
     }

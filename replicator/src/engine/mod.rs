@@ -98,6 +98,7 @@ pub(crate) enum Msg {
     Verb { verb: Verb, reply: oneshot::Sender<Result<String, String>> },
     Snapshot { reply: oneshot::Sender<Snapshot> },
     Down { reply: oneshot::Sender<()> },
+    SetOptions { options: Box<crate::machine::LiveOptions>, handlers: BTreeMap<String, String>, reply: oneshot::Sender<()> },
 }
 
 pub(crate) struct Shared {
@@ -244,6 +245,14 @@ impl Volume {
         let (reply, rx) = oneshot::channel();
         self.send(Msg::Verb { verb, reply }).map_err(|e| e.to_string())?;
         rx.await.map_err(|_| "the resource's engine has stopped".to_string())?
+    }
+
+    /// `haadm adjust`: replace the live options (resync rate, timers, policies, secret, verify-alg,
+    /// fencing) and the handler commands of the running resource; returns once the actor took them.
+    pub async fn set_options(&self, options: crate::machine::LiveOptions, handlers: BTreeMap<String, String>) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::SetOptions { options: Box::new(options), handlers, reply }).map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
     }
 
     /// The last published state (refreshed on state changes and every 20 ms): cheap, for polling.

@@ -14,7 +14,9 @@ mod link;
 mod pr;
 mod resync;
 mod verify;
+mod options;
 
 pub use verify::verify_digest;
+pub use options::LiveOptions;
 
 pub use node::{Action, InFlight, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};

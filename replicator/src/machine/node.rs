@@ -134,6 +134,8 @@ pub enum Input {
     Read { id: u64, offset: u64, len: u64 },
     DiskDone { token: u64, result: Result<Option<Bytes>, String> },
     Tick { now_ms: u64 },
+    /// `haadm adjust`: new resync rate, timers, policies... (see `options.rs`).
+    SetOptions(Box<super::options::LiveOptions>),
 }
 
 /// What the I/O layer must do, in order.
@@ -499,6 +501,7 @@ impl Node {
             Input::Read { id, offset, len } => self.on_app_read(id, offset, len),
             Input::DiskDone { token, result } => self.on_disk_done(token, result),
             Input::Tick { now_ms } => self.on_tick(now_ms),
+            Input::SetOptions(o) => self.set_options(*o),
         }
         let mut out = std::mem::take(&mut self.out);
         if self.diskless() {

@@ -194,7 +194,7 @@ pub(crate) async fn run<S: SessionIo>(
     if let Some(c) = &ctx {
         c.scsi.nexus_added(&c.nexus);
     }
-    let stats = ctx.as_ref().and_then(|c| server.config.stats.session_started(&c.nexus.target));
+    let stats = ctx.as_ref().and_then(|c| server.config().stats.session_started(&c.nexus.target));
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut conn = Conn {
         server: server.clone(),
@@ -266,7 +266,7 @@ impl Conn {
         shutdown: &CancellationToken,
     ) -> Result<bool, ConnError> {
         // At least once a second: keepalive pings and the reply bound are checked on this tick.
-        let nop_interval = self.server.config.nop_interval;
+        let nop_interval = self.server.config().nop_interval;
         let tick_every = if nop_interval.is_zero() {
             Duration::from_secs(1)
         } else {
@@ -341,7 +341,7 @@ impl Conn {
     }
 
     fn keepalive(&mut self) -> Result<(), ConnError> {
-        let cfg = &self.server.config;
+        let cfg = self.server.config();
         if cfg.nop_interval.is_zero() {
             return Ok(());
         }

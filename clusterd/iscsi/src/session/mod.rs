@@ -138,7 +138,7 @@ pub(crate) async fn run_connection<S: SessionIo>(
     shutdown: CancellationToken,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let timeout = server.config.login_timeout;
+    let timeout = server.config().login_timeout;
     let login = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout(timeout, login_phase(&server, &mut stream, &mut buf, peer, &shutdown)) => r,
@@ -192,7 +192,7 @@ async fn login_phase<S: AsyncRead + AsyncWrite + Unpin>(
             }
             LoginOutcome::Failed => {
                 let (class, detail) = (step.response.status_class, step.response.status_detail);
-                server.config.stats.login_refused(LoginRefusal::from_status(class, detail));
+                server.config().stats.login_refused(LoginRefusal::from_status(class, detail));
                 send_login_response(stream, Pdu::LoginResponse(step.response), step.data).await?;
                 return Ok(None);
             }
@@ -203,7 +203,7 @@ async fn login_phase<S: AsyncRead + AsyncWrite + Unpin>(
                 let (tsih, registration) = match admitted {
                     Ok(a) => a,
                     Err(code) => {
-                        server.config.stats.login_refused(LoginRefusal::from_status(code.0, code.1));
+                        server.config().stats.login_refused(LoginRefusal::from_status(code.0, code.1));
                         step.response.transit = false;
                         step.response.nsg = 0;
                         step.response.status_class = code.0;
@@ -217,7 +217,7 @@ async fn login_phase<S: AsyncRead + AsyncWrite + Unpin>(
                         return Ok(None);
                     }
                 };
-                let depth = server.config.cmdsn_depth.max(1);
+                let depth = server.config().cmdsn_depth.max(1);
                 let counters = Arc::new(WindowCounters::new(result.exp_cmd_sn, depth));
                 step.response.tsih = tsih;
                 step.response.max_cmd_sn = counters.max_cmd_sn();

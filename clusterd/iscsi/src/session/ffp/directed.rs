@@ -44,7 +44,7 @@ impl Conn {
         };
         // The main loop's keepalive does not run meanwhile: an initiator that stops sending inside the
         // segment is given what keepalive would give it (a ping interval and its timeout), then dropped.
-        let cfg = &self.server.config;
+        let cfg = self.server.config();
         let stall = (!cfg.nop_interval.is_zero()).then(|| cfg.nop_interval + cfg.nop_timeout);
         let seg = len as usize;
         buf.advance(BHS_LEN);

@@ -39,7 +39,7 @@ impl Conn {
 
     /// Fails the connection if something has waited on the initiator longer than the reply bound.
     pub(super) fn check_stalls(&self) -> Result<(), ConnError> {
-        let bound = self.server.config.reply_timeout;
+        let bound = self.server.config().reply_timeout;
         if bound.is_zero() {
             return Ok(());
         }

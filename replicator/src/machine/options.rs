@@ -1,0 +1,52 @@
+//! Options a running resource takes without a restart (`haadm adjust`): the resync rate, the link
+//! timers, the split-brain policies, peer authentication, verify-alg and the fencing flags. The rate
+//! and the timers count from the next tick; what the handshake exchanges (policies, verify-alg, the
+//! secret) is used from the next connection, so an established link is never renegotiated under I/O.
+
+use super::node::{Node, Timing};
+use super::policy::Policies;
+use crate::wire::auth::Secret;
+
+/// The live part of [`super::NodeParams`].
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub policies: Policies,
+    pub secret: Option<Secret>,
+    pub fencing_dont_care: bool,
+    pub freeze_io_on_peer_loss: bool,
+    pub resync_rate: Option<u64>,
+    pub timing: Timing,
+    pub verify_alg: String,
+}
+
+impl Node {
+    pub(crate) fn set_options(&mut self, o: LiveOptions) {
+        let before = (self.p.resync_rate, self.p.timing);
+        self.p.policies = o.policies;
+        self.p.secret = o.secret;
+        self.p.fencing_dont_care = o.fencing_dont_care;
+        self.p.freeze_io_on_peer_loss = o.freeze_io_on_peer_loss;
+        self.p.resync_rate = o.resync_rate;
+        self.p.timing = o.timing;
+        self.p.verify_alg = o.verify_alg;
+        if before != (self.p.resync_rate, self.p.timing) {
+            let rate = self.p.resync_rate.map_or("unlimited".to_string(), |r| format!("{} KiB/s", r / 1024));
+            self.log(false, format!("{}: options adjusted (resync rate {rate})", self.p.resource));
+        }
+        // A raised rate takes effect now rather than at the next tick.
+        self.pump_resync();
+    }
+
+    /// The options in force, for tests and status.
+    pub fn live_options(&self) -> LiveOptions {
+        LiveOptions {
+            policies: self.p.policies,
+            secret: self.p.secret.clone(),
+            fencing_dont_care: self.p.fencing_dont_care,
+            freeze_io_on_peer_loss: self.p.freeze_io_on_peer_loss,
+            resync_rate: self.p.resync_rate,
+            timing: self.p.timing,
+            verify_alg: self.p.verify_alg.clone(),
+        }
+    }
+}
