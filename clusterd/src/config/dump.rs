@@ -293,7 +293,7 @@ fn target(t: &TargetDef) -> Value {
         put(&mut l, "serial", lun.serial.as_deref().map(s));
         put(&mut l, "block-size", Some(Value::from(lun.block_size)));
         put(&mut l, "write-cache", Some(b(lun.write_cache)));
-        luns.insert(s(&n.to_string()), l);
+        luns.insert(Value::from(*n), l);
     }
     let mut out = map([
         ("tpgt", Value::from(t.tpgt)),
