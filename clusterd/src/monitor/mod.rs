@@ -48,6 +48,8 @@ impl Monitor {
     pub async fn sample(&self) -> Sample {
         let peer = self.config.peer_of(&self.node).map(|p| p.name.clone());
         let peer_node_id = peer.as_ref().and_then(|p| self.config.nodes.iter().position(|n| &n.name == p)).unwrap_or(0);
+        // The rate in force: `haadm adjust` may have changed it since start.
+        let running = self.resources.running_config();
         let resources = self
             .resources
             .published()
@@ -55,7 +57,7 @@ impl Monitor {
             .into_iter()
             .enumerate()
             .map(|(minor, p)| ResourceSample {
-                rate_limit: self.config.resources.get(&p.name).and_then(|r| r.syncer.rate.0),
+                rate_limit: running.resources.get(&p.name).and_then(|r| r.syncer.rate.0),
                 speed: self.speedo.peek(&p.name),
                 minor,
                 running: p.running.map(|(snap, size, counters)| Running { snap, size, counters }),
