@@ -239,3 +239,59 @@ fn digest_mismatch_shown_on_both_nodes_until_both_adjusted() -> Result<()> {
     ensure!(sample(&page, "clusterd_config_digest_mismatch", &["peer=\"node2\""]) == Some(0.0), "metrics:\n{page}");
     Ok(())
 }
+
+/// A resource added to ha.yaml comes up and connects on `adjust`; removing it takes it down, refused
+/// while it is Primary.
+#[test]
+fn added_resource_comes_up_and_removed_one_goes_down() -> Result<()> {
+    let mut c = Cluster::new(16 << 20, "add-secret-1", None)?;
+    let base = std::fs::read_to_string(&c.config)?;
+    let r0 = &base[base.find("  r0:\n").context("r0 section")?..];
+    let port = free_port();
+    let old_port = r0.split("127.0.0.1:").nth(1).and_then(|s| s.split('"').next()).context("r0's port")?.to_string();
+    let r1 = r0
+        .replace("  r0:\n", "  r1:\n")
+        .replace("device: ha0", "device: ha1")
+        .replace("-data.img", "-r1-data.img")
+        .replace("-meta.img", "-r1-meta.img")
+        .replace(&format!(":{old_port}\""), &format!(":{port}\""));
+    for n in ["node1", "node2"] {
+        std::fs::File::create(c.path(&format!("{n}-r1-data.img")))?.set_len(16 << 20)?;
+        std::fs::File::create(c.path(&format!("{n}-r1-meta.img")))?.set_len(64 << 20)?;
+    }
+    let with_r1 = format!("{base}{r1}");
+    // Metadata for r1 while nothing runs (create-md is offline), from the file that has it.
+    std::fs::write(&c.config, &with_r1)?;
+    for i in 0..2 {
+        c.haadm_ok(i, &["create-md", "r1"])?;
+    }
+    std::fs::write(&c.config, &base)?;
+    c.up_connected_primary0()?;
+
+    std::fs::write(&c.config, &with_r1)?;
+    ensure!(c.haadm_ok(0, &["adjust", "--dry-run"])?.trim() == "r1: add resource");
+    for i in 0..2 {
+        ensure!(c.haadm_ok(i, &["adjust"])?.trim() == "r1: add resource");
+    }
+    let connected = poll_until(Duration::from_secs(20), || {
+        let st = c.status(1).ok()?;
+        (field(&resource(&st, "r1")?, "connection") == "Connected").then_some(())
+    });
+    ensure!(connected.is_some(), "r1 did not connect: {:?}\n{}", c.status(1), c.log(1));
+
+    c.haadm_ok(0, &["primary", "--force", "r1"])?;
+    std::fs::write(&c.config, &base)?;
+    let refused = c.haadm(0, &["adjust"])?;
+    ensure!(refused.status.code() == Some(1) && text(&refused).contains("resources.r1") && text(&refused).contains("Primary"), "{}", text(&refused));
+    ensure!(c.status(0)?["resources"].as_array().is_some_and(|a| a.len() == 2), "a refused adjust removed r1");
+    c.haadm_ok(0, &["secondary", "r1"])?;
+    for i in 0..2 {
+        ensure!(c.haadm_ok(i, &["adjust"])?.trim() == "r1: remove resource (take it down)");
+    }
+    let names = |i: usize| -> Result<Vec<String>> {
+        Ok(c.status(i)?["resources"].as_array().context("resources")?.iter().map(|r| r["name"].as_str().unwrap_or("").to_string()).collect())
+    };
+    ensure!(names(0)? == ["r0"] && names(1)? == ["r0"], "{:?} {:?}", names(0), names(1));
+    ensure!(c.haadm_ok(0, &["status"])?.contains("r0"), "r0 is unaffected");
+    Ok(())
+}
