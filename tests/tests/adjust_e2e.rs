@@ -260,15 +260,21 @@ fn added_resource_comes_up_and_removed_one_goes_down() -> Result<()> {
         std::fs::File::create(c.path(&format!("{n}-r1-meta.img")))?.set_len(64 << 20)?;
     }
     let with_r1 = format!("{base}{r1}");
-    // Metadata for r1 while nothing runs (create-md is offline), from the file that has it.
+    c.up_connected_primary0()?;
+
+    // The admin's order: add r1 to ha.yaml, write its metadata while clusterd runs (it does not
+    // have r1 yet, so create-md may touch r1's disks), then adjust. r0 is up: refused, by name.
     std::fs::write(&c.config, &with_r1)?;
     for i in 0..2 {
         c.haadm_ok(i, &["create-md", "r1"])?;
     }
-    std::fs::write(&c.config, &base)?;
-    c.up_connected_primary0()?;
-
-    std::fs::write(&c.config, &with_r1)?;
+    let refused = c.haadm(1, &["create-md", "--force", "r0"])?;
+    ensure!(
+        refused.status.code() == Some(1) && text(&refused).contains("r0 is up in clusterd on node node2") && text(&refused).contains("haadm down r0"),
+        "create-md on an attached resource must be refused: {:?} {}",
+        refused.status,
+        text(&refused)
+    );
     ensure!(c.haadm_ok(0, &["adjust", "--dry-run"])?.trim() == "r1: add resource");
     for i in 0..2 {
         ensure!(c.haadm_ok(i, &["adjust"])?.trim() == "r1: add resource");

@@ -169,8 +169,8 @@ async fn with_timeout<T>(
 /// Runs one command, writing its normal output to `out`.
 pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
     match &cli.command {
-        Command::CreateMd(args) => return run_offline(cli, "create-md", &args.resource, Some(args.force), out),
-        Command::DumpMd(args) => return run_offline(cli, "dump-md", &args.resource, None, out),
+        Command::CreateMd(args) => return run_offline(cli, "create-md", &args.resource, Some(args.force), out).await,
+        Command::DumpMd(args) => return run_offline(cli, "dump-md", &args.resource, None, out).await,
         Command::Completion(args) => return write_completion(args.shell, out),
         Command::Dump(args) => return adjust::dump(cli, args.resource.as_deref(), out),
         _ => {}
@@ -299,9 +299,9 @@ async fn follow_events(
     Ok(())
 }
 
-/// `create-md` / `dump-md`: load the configuration, refuse if clusterd answers on this node's
-/// socket, then work on the disks.
-fn run_offline(
+/// `create-md` / `dump-md`: load the configuration, refuse if clusterd has the resource attached
+/// on this node, then work on the disks.
+async fn run_offline(
     cli: &Cli,
     verb: &'static str,
     resource: &str,
@@ -312,7 +312,24 @@ fn run_offline(
     let node = find_node(&config, cli.node.as_deref())?;
     let socket = cli.socket.clone().unwrap_or_else(|| node.control_socket.clone());
     if client::socket_answers(&socket) {
-        return Err(OfflineError::DaemonRunning { node: node.name.clone(), socket, verb }.into());
+        // A running daemon leaves alone the disks of resources it does not have up: one added to
+        // ha.yaml for `adjust` gets its metadata here first, one taken `down` can be inspected.
+        let names: Vec<String> = offline::select_resources(&config, resource)?.into_iter().map(|(n, _)| n.clone()).collect();
+        let hint = client::StartHint { config: cli.config_path(), node: node.name.clone() };
+        let mut client = client::connect(&socket, &hint).await?;
+        for name in names {
+            let req = StatusRequest { resource: name.clone() };
+            let attached = match tokio::time::timeout(STATUS_TIMEOUT, client.status(req)).await {
+                Ok(Ok(reply)) => reply.into_inner().resources.iter().any(|r| r.name == name && r.attached),
+                // The daemon does not know it: its running config predates the resource.
+                Ok(Err(status)) if status.code() == tonic::Code::NotFound => false,
+                Ok(Err(status)) => return Err(status.into()),
+                Err(_) => return Err(HaadmError::Timeout { socket: socket.clone(), what: "status", timeout: STATUS_TIMEOUT }),
+            };
+            if attached {
+                return Err(OfflineError::DaemonRunning { node: node.name.clone(), socket, verb, resource: name }.into());
+            }
+        }
     }
     match create_force {
         Some(force) => {

@@ -24,10 +24,10 @@ pub enum OfflineError {
     #[error("{resource}: {source}")]
     Meta { resource: String, #[source] source: MetaError },
     #[error(
-        "clusterd is running on node {node} (its control socket {} answers); {verb} works on the disks directly, stop clusterd first",
+        "{resource} is up in clusterd on node {node} (control socket {}); {verb} works on the disks directly: run `haadm down {resource}` (or stop clusterd) first",
         socket.display()
     )]
-    DaemonRunning { node: String, socket: PathBuf, verb: &'static str },
+    DaemonRunning { node: String, socket: PathBuf, verb: &'static str, resource: String },
     #[error("{failed} of {total} resources failed")]
     SomeFailed { failed: usize, total: usize },
 }
