@@ -9,3 +9,4 @@ pub mod fencing;
 pub mod target;
 pub mod netops;
 pub mod monitor;
+pub mod versions;

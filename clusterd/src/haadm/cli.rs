@@ -82,6 +82,9 @@ pub enum Command {
     DumpMd(ResourceArg),
     /// Print a shell completion script (bash by default).
     Completion(CompletionArgs),
+    /// haadm's and this node's clusterd's versions, and the protocol versions clusterd speaks
+    /// (control API, replication, heartbeat); exit 5 when clusterd is too old to tell (issue 15 upgrade).
+    Version,
 }
 
 /// A resource name or `all`.
