@@ -143,6 +143,8 @@ fn previous_release_peer_replicates_heartbeats_and_hands_over() -> Result<()> {
         (cluster_field(&s, "peer_software_version") == env!("CARGO_PKG_VERSION")).then_some(())
     });
     ensure!(peer_version_seen.is_some(), "node1 does not see node2's version after the upgrade: {s1:#}");
-    ensure!(!c.haadm_ok(0, &["status"])?.contains("protocol:"), "mixed-version field shown on a uniform cluster");
+    let text = c.haadm_ok(0, &["status"])?;
+    ensure!(!text.contains(" protocol:"), "mixed-version field shown on a uniform cluster: {text}");
+    ensure!(text.contains(&format!("peer:node2 version:{} heartbeat-protocol:1", env!("CARGO_PKG_VERSION"))), "{text}");
     Ok(())
 }
