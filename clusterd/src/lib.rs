@@ -10,3 +10,4 @@ pub mod fencing;
 pub mod target;
 pub mod netops;
 pub mod monitor;
+pub mod versions;

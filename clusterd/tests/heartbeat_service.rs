@@ -43,6 +43,7 @@ fn config(me: &str, peer: &str, bind: SocketAddr, send_to: SocketAddr) -> Heartb
             interface: None,
         }],
         params: params(),
+        legacy_packets: false,
     }
 }
 
@@ -175,4 +176,28 @@ async fn start_refuses_links_that_do_not_match_the_params() {
         .await
         .unwrap_err();
     assert!(matches!(err, HeartbeatError::Params(_)), "{err}");
+}
+
+// issue 15 upgrade: a node of the previous release (no version fields) next to one of this release.
+#[tokio::test]
+async fn a_previous_release_peer_is_heard_as_version_1_and_sees_our_version() {
+    let addr_a = free_addr([127, 0, 0, 1]);
+    let addr_b = free_addr([127, 0, 0, 2]);
+    let key: &[(u8, &[u8])] = &[(1, b"shared key")];
+    let (a, mut events_a, _sa) = start(config("node-a", "node-b", addr_a, addr_b), keys(1, key), 4, b"A").await;
+    let old = HeartbeatRuntimeConfig { legacy_packets: true, ..config("node-b", "node-a", addr_b, addr_a) };
+    let (b, mut events_b, _sb) = start(old, keys(1, key), 5, b"B").await;
+    wait_for(&mut events_a, |e| *e == MembershipEvent::PeerAlive { generation: 5 }).await;
+    wait_for(&mut events_b, |e| *e == MembershipEvent::PeerAlive { generation: 4 }).await;
+    let seen_by_a = a.status().peer_versions.expect("a heard b");
+    assert_eq!((seen_by_a.heartbeat.min, seen_by_a.heartbeat.max, seen_by_a.agreed), (1, 1, 1));
+    assert_eq!(seen_by_a.software, "", "the previous release sends no software version");
+    let seen_by_b = b.status().peer_versions.expect("b heard a");
+    assert_eq!(seen_by_b.software, clusterd::versions::SOFTWARE_VERSION);
+    for h in [&a, &b] {
+        let link = h.status().link("ring0").unwrap().clone();
+        assert_eq!(link.dropped.total(), 0, "{link:?}");
+    }
+    a.stop().await;
+    b.stop().await;
 }

@@ -16,9 +16,6 @@ _haadm() {
             ",$1")
                 cmd="haadm"
                 ;;
-            haadm,adjust)
-                cmd="haadm__subcmd__adjust"
-                ;;
             haadm,completion)
                 cmd="haadm__subcmd__completion"
                 ;;
@@ -33,9 +30,6 @@ _haadm() {
                 ;;
             haadm,down)
                 cmd="haadm__subcmd__down"
-                ;;
-            haadm,dump)
-                cmd="haadm__subcmd__dump"
                 ;;
             haadm,dump-md)
                 cmd="haadm__subcmd__dump__subcmd__md"
@@ -88,11 +82,11 @@ _haadm() {
             haadm,verify)
                 cmd="haadm__subcmd__verify"
                 ;;
+            haadm,version)
+                cmd="haadm__subcmd__version"
+                ;;
             haadm,wait-sync)
                 cmd="haadm__subcmd__wait__subcmd__sync"
-                ;;
-            haadm__subcmd__help,adjust)
-                cmd="haadm__subcmd__help__subcmd__adjust"
                 ;;
             haadm__subcmd__help,completion)
                 cmd="haadm__subcmd__help__subcmd__completion"
@@ -108,9 +102,6 @@ _haadm() {
                 ;;
             haadm__subcmd__help,down)
                 cmd="haadm__subcmd__help__subcmd__down"
-                ;;
-            haadm__subcmd__help,dump)
-                cmd="haadm__subcmd__help__subcmd__dump"
                 ;;
             haadm__subcmd__help,dump-md)
                 cmd="haadm__subcmd__help__subcmd__dump__subcmd__md"
@@ -162,6 +153,9 @@ _haadm() {
                 ;;
             haadm__subcmd__help,verify)
                 cmd="haadm__subcmd__help__subcmd__verify"
+                ;;
+            haadm__subcmd__help,version)
+                cmd="haadm__subcmd__help__subcmd__version"
                 ;;
             haadm__subcmd__help,wait-sync)
                 cmd="haadm__subcmd__help__subcmd__wait__subcmd__sync"
@@ -215,34 +209,8 @@ _haadm() {
 
     case "${cmd}" in
         haadm)
-            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion adjust dump help"
+            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion version help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --node)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        haadm__subcmd__adjust)
-            opts="-n -h --dry-run --config --node --socket --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -396,32 +364,6 @@ _haadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        haadm__subcmd__dump)
-            opts="-h --config --node --socket --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --node)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         haadm__subcmd__dump__subcmd__md)
             opts="-h --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -475,22 +417,8 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help)
-            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion adjust dump help"
+            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion version help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        haadm__subcmd__help__subcmd__adjust)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -559,20 +487,6 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__down)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        haadm__subcmd__help__subcmd__dump)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -867,6 +781,20 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__version)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1421,6 +1349,32 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__verify)
+            opts="-h --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__version)
             opts="-h --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -80,6 +80,7 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
             timing: Timing { connect_int_ms: 200, ..Timing::default() },
             verify_alg: "sha1".into(),
             detach_on_io_error: false,
+            protocols: replicator::wire::frame::PROTOCOLS,
         },
         data_path: disk_dir(o, me).join(format!("{}.img", names[me])),
         meta: MetaLocation::Internal,

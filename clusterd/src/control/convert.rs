@@ -135,6 +135,11 @@ pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) 
         peer_pr_stale: s.peer_pr_stale,
         attached: true,
         fencing: String::new(),
+        protocol_min: s.protocols.min,
+        protocol_max: s.protocols.max,
+        peer_protocol_min: s.peer_protocols.map_or(0, |r| r.min),
+        peer_protocol_max: s.peer_protocols.map_or(0, |r| r.max),
+        agreed_protocol: s.agreed_protocol.unwrap_or(0),
     }
 }
 
@@ -179,6 +184,12 @@ pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> C
     out.nodes.push(NodeStatus { name: me.to_string(), online: true, standby: false });
     if let Some(m) = &view.membership {
         out.peer_generation = m.generation.unwrap_or(0);
+        if let Some(v) = &m.peer_versions {
+            out.peer_software_version = v.software.clone();
+            out.peer_heartbeat_min = v.heartbeat.min;
+            out.peer_heartbeat_max = v.heartbeat.max;
+            out.heartbeat_version = v.agreed;
+        }
         out.nodes.push(NodeStatus { name: m.peer.clone(), online: m.peer_alive(), standby: false });
         for l in &m.links {
             let detail: Vec<String> = l

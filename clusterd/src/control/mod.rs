@@ -132,7 +132,10 @@ impl Control for ControlService {
         let cluster = self.cluster.as_ref().map(|c| convert::cluster_status(&c.view(), &self.resources.node));
         let config = Some(self.config_digests());
         let sessions = self.targets.sessions().await;
-        Ok(Response::new(StatusReply { node: self.resources.node.clone(), resources, cluster, sessions, config }))
+        // The previous release (emulated by the test knob) had no version in its status.
+        let previous = crate::versions::release_or_current().previous;
+        let software_version = if previous { String::new() } else { crate::versions::SOFTWARE_VERSION.to_string() };
+        Ok(Response::new(StatusReply { node: self.resources.node.clone(), resources, cluster, sessions, config, software_version }))
     }
 
     type EventsStream = EventStream;
@@ -277,5 +280,27 @@ impl Control for ControlService {
         let v = self.resources.volume(&r.resource).await.map_err(Status::failed_precondition)?;
         v.flush().await.map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(reply(vec![Ok(format!("{}: flushed on both disks", r.resource))]))
+    }
+
+    // issue 15 upgrade
+    async fn version(&self, _: Request<VersionRequest>) -> Result<Response<VersionReply>, Status> {
+        let release = crate::versions::release_or_current();
+        if release.previous {
+            // What a daemon of control protocol 1 answers: it has no such RPC (tonic answers an
+            // unknown method with Unimplemented and no message).
+            return Err(Status::new(tonic::Code::Unimplemented, ""));
+        }
+        let control = crate::versions::CONTROL_PROTOCOL;
+        let heartbeat = crate::heartbeat::packet::VERSIONS;
+        Ok(Response::new(VersionReply {
+            software_version: crate::versions::SOFTWARE_VERSION.to_string(),
+            node: self.resources.node.clone(),
+            control_min: control.min,
+            control_max: control.max,
+            replication_min: release.replication.min,
+            replication_max: release.replication.max,
+            heartbeat_min: heartbeat.min,
+            heartbeat_max: heartbeat.max,
+        }))
     }
 }

@@ -143,6 +143,7 @@ fn heartbeat_config(cfg: &HaConfig, c: &ClusterConfig, me: &str, peer: &str) -> 
             links: c.links.iter().map(|l| l.name.clone()).collect(),
         },
         links,
+        legacy_packets: crate::versions::release_or_current().previous,
     })
 }
 

@@ -30,6 +30,14 @@ use tokio_stream::wrappers::UnixListenerStream;
 /// Run until a termination signal.
 pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     let config = HaConfig::load(&config_path)?;
+    let release = crate::versions::release().map_err(anyhow::Error::msg)?;
+    if release != crate::versions::Release::CURRENT {
+        tracing::warn!(
+            "TEST ONLY: {} is set: emulating the previous release (replication protocol {})",
+            crate::versions::TEST_MAX_PROTOCOL_ENV,
+            release.replication
+        );
+    }
     let me = crate::haadm::find_node(&config, node.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?.clone();
     for w in config.warnings() {
         tracing::warn!("{w}");

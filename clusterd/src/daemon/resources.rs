@@ -276,6 +276,7 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
         },
         verify_alg: r.syncer.verify_alg.to_string(),
         detach_on_io_error: r.disk.on_io_error == crate::config::OnIoError::Detach,
+        protocols: crate::versions::release_or_current().replication,
     };
     let meta = match &me.meta_disk {
         MetaDisk::Internal => MetaLocation::Internal,

@@ -76,6 +76,9 @@ mod tests {
             held_acks: 0,
             in_flight: Default::default(),
             peer_pr_stale: false,
+            protocols: replicator::wire::frame::PROTOCOLS,
+            peer_protocols: None,
+            agreed_protocol: None,
         }
     }
 

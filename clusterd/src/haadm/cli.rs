@@ -87,6 +87,9 @@ pub enum Command {
     Adjust(AdjustArgs),
     /// Print the effective configuration with every default filled in (from ha.yaml; no daemon needed).
     Dump(DumpArgs),
+    /// haadm's and this node's clusterd's versions, and the protocol versions clusterd speaks
+    /// (control API, replication, heartbeat); exit 5 when clusterd is too old to tell (issue 15 upgrade).
+    Version,
 }
 
 /// `adjust [--dry-run] [RES|all]` (issue 15).

@@ -3,11 +3,13 @@
 //!
 //! Exit codes: 0 success, 1 the verb failed (server's message printed), 2 usage error (clap),
 //! 3 clusterd cannot be reached (or does not answer in time), 4 `wait-sync --timeout` expired,
+//! 5 clusterd on this node is too old (or too new) for this haadm's verb (rolling upgrade),
 //! 130 `wait-sync` interrupted by Ctrl-C.
 
 pub mod adjust;
 pub mod cli;
 pub mod client;
+pub mod compat;
 pub mod offline;
 pub mod render;
 pub mod watch;
@@ -18,9 +20,10 @@ mod tests;
 use crate::config::{ConfigError, HaConfig, NodeConfig};
 use cli::{Cli, Command, TargetCommand};
 use client::{ClientError, StartHint};
+use compat::{CompatError, Daemon};
 use offline::OfflineError;
 use proto::control::control_client::ControlClient;
-use proto::control::{EventsRequest, StatusRequest, TargetShowRequest, VerbRequest, VerbReply};
+use proto::control::{EventsRequest, StatusRequest, TargetShowRequest, VerbRequest, VerbReply, VersionRequest};
 use std::future::Future;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -57,6 +60,8 @@ pub enum HaadmError {
     WaitTimeout { resource: String, limit: Duration },
     #[error("interrupted")]
     Interrupted,
+    #[error(transparent)]
+    Compat(#[from] CompatError),
 }
 
 impl HaadmError {
@@ -66,6 +71,7 @@ impl HaadmError {
             HaadmError::Client(_) | HaadmError::Timeout { .. } => 3,
             HaadmError::Rpc(status) if status.code() == tonic::Code::Unavailable => 3,
             HaadmError::WaitTimeout { .. } => 4,
+            HaadmError::Compat(_) => 5,
             HaadmError::Interrupted => 130,
             _ => 1,
         }
@@ -111,6 +117,8 @@ pub fn find_node<'a>(config: &'a HaConfig, cli_node: Option<&str>) -> Result<&'a
 struct Target {
     socket: PathBuf,
     hint: StartHint,
+    /// The daemon's control protocol, once asked (see `compat.rs`).
+    daemon: Option<Daemon>,
 }
 
 /// `--socket` wins and needs no configuration (useful for tests and odd setups); otherwise the
@@ -121,13 +129,14 @@ fn resolve_target(cli: &Cli) -> Result<Target, HaadmError> {
             Some(n) => n.clone(),
             None => hostname().unwrap_or_else(|_| "NAME".into()),
         };
-        return Ok(Target { socket: socket.clone(), hint: StartHint { config: cli.config_path(), node } });
+        return Ok(Target { socket: socket.clone(), hint: StartHint { config: cli.config_path(), node }, daemon: None });
     }
     let config = HaConfig::load(&cli.config_path())?;
     let node = find_node(&config, cli.node.as_deref())?;
     Ok(Target {
         socket: node.control_socket.clone(),
         hint: StartHint { config: cli.config_path(), node: node.name.clone() },
+        daemon: None,
     })
 }
 
@@ -160,9 +169,28 @@ async fn with_timeout<T>(
     timeout: Duration,
     call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, HaadmError> {
+    let daemon = target.daemon.clone().unwrap_or(Daemon::Legacy);
+    if target.daemon.is_some() {
+        compat::check(what, &daemon)?;
+    }
     match tokio::time::timeout(timeout, call).await {
+        Ok(Err(status)) if compat::is_unknown_rpc(&status, what, &daemon) => Err(compat::unimplemented(what, &daemon).into()),
         Ok(reply) => Ok(reply?.into_inner()),
         Err(_) => Err(HaadmError::Timeout { socket: target.socket.clone(), what, timeout }),
+    }
+}
+
+/// Asks the daemon which control protocol it speaks; a daemon without the `Version` RPC is of
+/// control protocol 1.
+async fn probe_daemon(client: &mut ControlClient<Channel>, target: &Target) -> Result<(Daemon, Option<proto::control::VersionReply>), HaadmError> {
+    match tokio::time::timeout(STATUS_TIMEOUT, client.version(VersionRequest {})).await {
+        Ok(Ok(reply)) => {
+            let reply = reply.into_inner();
+            Ok((Daemon::from_reply(&reply), Some(reply)))
+        }
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Ok((Daemon::Legacy, None)),
+        Ok(Err(status)) => Err(status.into()),
+        Err(_) => Err(HaadmError::Timeout { socket: target.socket.clone(), what: "version", timeout: STATUS_TIMEOUT }),
     }
 }
 
@@ -175,8 +203,11 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
         Command::Dump(args) => return adjust::dump(cli, args.resource.as_deref(), out),
         _ => {}
     }
-    let target = resolve_target(cli)?;
+    let mut target = resolve_target(cli)?;
     let mut client = client::connect(&target.socket, &target.hint).await?;
+    let (daemon, version) = probe_daemon(&mut client, &target).await?;
+    compat::check(if matches!(cli.command, Command::Version) { "version" } else { "" }, &daemon)?;
+    target.daemon = Some(daemon);
     let verb = |resource: &str| VerbRequest { resource: resource.to_string(), force: false, discard_my_data: false };
     let reply = match &cli.command {
         Command::Status(args) if args.watch => return watch::status_watch(&mut client, &target.socket, &args.resource, out).await,
@@ -191,6 +222,10 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
             } else {
                 render::render_status(&reply, args.verbose)
             };
+            return out.write_all(text.as_bytes()).map_err(HaadmError::Output);
+        }
+        Command::Version => {
+            let text = render::render_version(version.as_ref());
             return out.write_all(text.as_bytes()).map_err(HaadmError::Output);
         }
         Command::Events(args) => return follow_events(&mut client, args.now, args.resource.as_deref(), out).await,

@@ -204,6 +204,14 @@ pub fn render_resource(r: &ResourceStatus, verbose: bool) -> String {
         if verbose || sync.paused {
             fields.push(format!("resync-suspended:{}", yes_no(sync.paused)));
         }
+        // issue 15 upgrade: shown when the link runs below this node's newest version (mixed
+        // releases during a rolling upgrade) or with --verbose.
+        if r.agreed_protocol > 0 && (verbose || r.agreed_protocol < r.protocol_max) {
+            fields.push(format!(
+                "protocol:{} (peer {}..={}, this node {}..={})",
+                r.agreed_protocol, r.peer_protocol_min, r.peer_protocol_max, r.protocol_min, r.protocol_max
+            ));
+        }
         let _ = writeln!(out, "    {}", fields.join(" "));
         if verbose {
             let _ = writeln!(
@@ -260,6 +268,7 @@ fn render_cluster(cluster: &ClusterStatus) -> String {
     if !offline.is_empty() {
         let _ = writeln!(out, "  offline: [ {offline} ]");
     }
+    render_peer_versions(cluster, &mut out);
     for link in &cluster.links {
         let heard = if link.heard || link.last_heard_ms_ago > 0 { format!("{}ms", link.last_heard_ms_ago) } else { "never".into() };
         let _ = writeln!(
@@ -275,6 +284,41 @@ fn render_cluster(cluster: &ClusterStatus) -> String {
     }
     out.push('\n');
     out
+}
+
+/// `haadm version`: this haadm, then the daemon's answer.
+pub fn render_version(reply: Option<&proto::control::VersionReply>) -> String {
+    let mut out = format!(
+        "haadm {} control-protocol:{}\n",
+        crate::versions::SOFTWARE_VERSION,
+        crate::versions::CONTROL_PROTOCOL
+    );
+    if let Some(v) = reply {
+        let _ = writeln!(
+            out,
+            "clusterd {} node:{} control-protocol:{}..={} replication-protocol:{}..={} heartbeat-protocol:{}..={}",
+            v.software_version, v.node, v.control_min, v.control_max, v.replication_min, v.replication_max, v.heartbeat_min, v.heartbeat_max
+        );
+    }
+    out
+}
+
+/// The peer's release as its heartbeats announce it (issue 15 upgrade), e.g.
+/// `  peer:node2 version:0.1.0 heartbeat-protocol:1 (peer 1..=1, this node 1..=1)`.
+fn render_peer_versions(cluster: &ClusterStatus, out: &mut String) {
+    if cluster.heartbeat_version == 0 {
+        return;
+    }
+    let peer = cluster.nodes.iter().skip(1).map(|n| n.name.as_str()).next().unwrap_or("peer");
+    let version = if cluster.peer_software_version.is_empty() { "unknown(older release)" } else { &cluster.peer_software_version };
+    let _ = writeln!(
+        out,
+        "  peer:{peer} version:{version} heartbeat-protocol:{} (peer {}..={}, this node {})",
+        cluster.heartbeat_version,
+        cluster.peer_heartbeat_min,
+        cluster.peer_heartbeat_max,
+        crate::heartbeat::packet::VERSIONS
+    );
 }
 
 /// Full `haadm status` text: optional cluster summary, then one block per resource separated by a
@@ -303,6 +347,7 @@ pub fn status_json(reply: &StatusReply) -> Value {
     json!({
         "node": reply.node,
         "config": { "local": config.local, "peer": config.peer, "peer_node": config.peer_node, "mismatch": config.mismatch },
+        "software_version": reply.software_version,
         "resources": resources,
         "cluster": {
             "configured": cluster.configured,
@@ -315,6 +360,10 @@ pub fn status_json(reply: &StatusReply) -> Value {
             "last_failure": cluster.last_failure,
             "handoff": cluster.handoff,
             "peer_generation": cluster.peer_generation,
+            "peer_software_version": cluster.peer_software_version,
+            "peer_heartbeat_min": cluster.peer_heartbeat_min,
+            "peer_heartbeat_max": cluster.peer_heartbeat_max,
+            "heartbeat_version": cluster.heartbeat_version,
             "nodes": cluster.nodes.iter().map(|n| json!({
                 "name": n.name, "online": n.online, "standby": n.standby,
             })).collect::<Vec<_>>(),
@@ -353,6 +402,11 @@ fn resource_json(r: &ResourceStatus) -> Value {
         "suspended": r.suspended,
         "peer_pr_stale": r.peer_pr_stale,
         "last_error": r.last_error,
+        "protocol_min": r.protocol_min,
+        "protocol_max": r.protocol_max,
+        "peer_protocol_min": r.peer_protocol_min,
+        "peer_protocol_max": r.peer_protocol_max,
+        "agreed_protocol": r.agreed_protocol,
         "sync": {
             "active": r.connection == "Connected" && is_syncing(&r.replication),
             "done_percent": sync.done_percent,

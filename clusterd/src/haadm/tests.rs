@@ -22,6 +22,8 @@ use tonic::{Request, Response, Status};
 #[derive(Default, Clone)]
 struct ScriptedControl {
     calls: Arc<Mutex<Vec<(&'static str, VerbRequest)>>>,
+    /// Behave like a daemon of control protocol 1 (no `Version` RPC).
+    legacy: bool,
 }
 
 impl ScriptedControl {
@@ -146,6 +148,23 @@ impl Control for ScriptedControl {
     async fn adjust(&self, _r: Request<AdjustRequest>) -> Result<Response<AdjustReply>, Status> {
         Err(Status::unimplemented("adjust"))
     }
+
+    async fn version(&self, _r: Request<proto::control::VersionRequest>) -> Result<Response<proto::control::VersionReply>, Status> {
+        if self.legacy {
+            // A daemon of control protocol 1: tonic's answer to an unknown method.
+            return Err(Status::new(tonic::Code::Unimplemented, ""));
+        }
+        Ok(Response::new(proto::control::VersionReply {
+            software_version: "9.9.9".into(),
+            node: "node1".into(),
+            control_min: 1,
+            control_max: 2,
+            replication_min: 1,
+            replication_max: 2,
+            heartbeat_min: 1,
+            heartbeat_max: 1,
+        }))
+    }
 }
 
 fn cli(args: &[&str]) -> Cli {
@@ -161,9 +180,13 @@ async fn run(args: &[&str]) -> (Result<(), HaadmError>, String) {
 }
 
 fn start_server(dir: &Path) -> (PathBuf, ScriptedControl) {
+    start_server_as(dir, false)
+}
+
+fn start_server_as(dir: &Path, legacy: bool) -> (PathBuf, ScriptedControl) {
     let socket = dir.join("control.sock");
     let listener = tokio::net::UnixListener::bind(&socket).expect("bind control socket");
-    let control = ScriptedControl::default();
+    let control = ScriptedControl { legacy, ..ScriptedControl::default() };
     let service = ControlServer::new(control.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -327,4 +350,28 @@ async fn offline_dump_md_without_metadata_says_so() {
     let err = result.expect_err("no metadata yet");
     assert_eq!(err.exit_code(), 1);
     assert!(err.to_string().starts_with("r0: "), "{err}");
+}
+
+// issue 15 upgrade: haadm against a daemon of control protocol 1 and of this release.
+#[tokio::test]
+async fn version_checks_against_old_and_current_daemons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (socket, _) = start_server_as(dir.path(), true);
+    let s = socket.to_str().expect("utf-8 path");
+    // Verbs of the first release work against the old daemon.
+    let (result, _) = run(&["--socket", s, "status", "r0"]).await;
+    assert!(result.is_ok(), "{result:?}");
+    let (result, _) = run(&["--socket", s, "version"]).await;
+    let err = result.expect_err("an old daemon has no Version RPC");
+    assert_eq!(err.exit_code(), 5);
+    assert!(err.to_string().starts_with("clusterd on this node is an older release (control protocol 1); this haadm"), "{err}");
+    assert!(err.to_string().ends_with("needs control protocol 2 for `version`; upgrade clusterd on this node"), "{err}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (socket, _) = start_server_as(dir.path(), false);
+    let s = socket.to_str().expect("utf-8 path");
+    let (result, out) = run(&["--socket", s, "version"]).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(out.starts_with(&format!("haadm {} control-protocol:1..=2\n", crate::versions::SOFTWARE_VERSION)), "{out}");
+    assert!(out.contains("clusterd 9.9.9 node:node1 control-protocol:1..=2 replication-protocol:1..=2 heartbeat-protocol:1..=1"), "{out}");
 }

@@ -28,7 +28,7 @@
 //! - Packets from another cluster or from a node that is not our peer are dropped and counted
 //!   (two clusters may share a segment and key).
 
-use super::packet::{Heartbeat, PacketError};
+use super::packet::{Heartbeat, PacketError, VersionRange, announced_versions};
 use std::time::{Duration, Instant};
 
 /// Timers and link names. Heartbeat's defaults: keepalive 1 s, deadtime 30 s, warntime
@@ -226,6 +226,8 @@ pub struct MembershipStatus {
     pub peer_config_digest: Option<String>,
     /// This node's digest as its heartbeats carry it (set by the service, not the core).
     pub local_config_digest: Option<String>,
+    /// The versions the peer's newest accepted packet announced (issue 15 upgrade).
+    pub peer_versions: Option<PeerVersions>,
 }
 
 impl MembershipStatus {
@@ -235,6 +237,25 @@ impl MembershipStatus {
             (Some(a), Some(b)) => Some(a != b),
             _ => None,
         }
+    }
+}
+
+/// What the peer's heartbeats say about its release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerVersions {
+    /// Heartbeat versions it speaks (1..=1 for a release that predates the fields).
+    pub heartbeat: VersionRange,
+    /// The highest heartbeat version both nodes speak: what this node sends it.
+    pub agreed: u32,
+    /// Its software version; "" from a release that predates the field.
+    pub software: String,
+}
+
+impl PeerVersions {
+    /// `None` when the ranges share no version (the receive loop drops such packets first).
+    pub fn of(hb: &Heartbeat) -> Option<PeerVersions> {
+        let agreed = super::packet::agreed_version(super::packet::VERSIONS, hb).ok()?;
+        Some(PeerVersions { heartbeat: announced_versions(hb), agreed, software: hb.software_version.clone() })
     }
 }
 
@@ -316,6 +337,7 @@ pub struct Membership {
     newest_seq: Option<u64>,
     group_state: Option<Vec<u8>>,
     config_digest: Option<String>,
+    peer_versions: Option<PeerVersions>,
 }
 
 impl Membership {
@@ -348,6 +370,7 @@ impl Membership {
             newest_seq: None,
             group_state: None,
             config_digest: None,
+            peer_versions: None,
         }
     }
 
@@ -458,6 +481,7 @@ impl Membership {
 
         if self.newest_seq.is_none_or(|newest| hb.seq > newest) {
             self.newest_seq = Some(hb.seq);
+            self.peer_versions = PeerVersions::of(&hb);
             self.group_state = Some(hb.group_state);
             self.config_digest = hb.config_digest.filter(|d| !d.is_empty());
         }
@@ -505,6 +529,7 @@ impl Membership {
             group_state: self.group_state.clone(),
             peer_config_digest: self.config_digest.clone(),
             local_config_digest: None,
+            peer_versions: self.peer_versions.clone(),
             links: self
                 .links
                 .iter()
@@ -519,6 +544,11 @@ impl Membership {
                 })
                 .collect(),
         }
+    }
+
+    /// The heartbeat version to send the peer: the highest common one once heard, our lowest before.
+    pub fn send_version(&self) -> u32 {
+        self.peer_versions.as_ref().map_or(super::packet::VERSIONS.min, |v| v.agreed)
     }
 
     pub fn peer_group_state(&self) -> Option<&[u8]> {

@@ -79,7 +79,7 @@ fn hb(cluster: &str, node: &str, generation: u64, seq: u64) -> Heartbeat {
         link: "ring0".into(),
         sent_unix_ms: 0,
         group_state: seq.to_be_bytes().to_vec(),
-        config_digest: None,
+        ..Heartbeat::default()
     }
 }
 

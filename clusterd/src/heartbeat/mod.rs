@@ -20,7 +20,7 @@ pub use authkeys::{AuthKeys, AuthKeysError};
 pub use generation::{Generation, GenerationError};
 pub use membership::{
     DropCounts, LinkStatus, Membership, MembershipEvent, MembershipInput, MembershipParams, MembershipParamsError,
-    MembershipStatus, PeerLiveness, RejectReason,
+    MembershipStatus, PeerLiveness, PeerVersions, RejectReason,
 };
 pub use packet::{EncodeError, Heartbeat, PacketError, decode_packet, encode_packet};
 pub use service::{HeartbeatError, HeartbeatHandle, HeartbeatRuntimeConfig, HeartbeatService, LinkMode, LinkRuntime};

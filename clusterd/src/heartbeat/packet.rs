@@ -11,6 +11,73 @@ use prost::Message;
 use sha1::Sha1;
 
 pub use proto::heartbeat::Heartbeat;
+pub use replicator::wire::version::{NoCommonVersion, VersionRange};
+
+/// Heartbeat body versions this release speaks (fields `version_min`/`version_max`). Version 1 is
+/// fields 1..=7 of `Heartbeat` and the optional configuration digest (8); fields 9..=11 carry the
+/// versions themselves and are always sent.
+pub const VERSIONS: VersionRange = VersionRange::new(1, 1);
+
+/// The versions a received packet announces. A packet without them comes from a release that
+/// predates version negotiation: it speaks version 1 only.
+pub fn announced_versions(hb: &Heartbeat) -> VersionRange {
+    if hb.version_min == 0 && hb.version_max == 0 {
+        VersionRange::new(1, 1)
+    } else {
+        VersionRange::new(hb.version_min, hb.version_max)
+    }
+}
+
+/// The version to speak to the sender of `hb`: the highest both speak.
+pub fn agreed_version(ours: VersionRange, hb: &Heartbeat) -> Result<u32, NoCommonVersion> {
+    replicator::wire::version::negotiate("heartbeat", ours, announced_versions(hb))
+}
+
+/// What a node says in a heartbeat, whatever the version it is said in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatContent {
+    pub cluster: String,
+    pub node: String,
+    pub generation: u64,
+    pub seq: u64,
+    pub link: String,
+    pub sent_unix_ms: u64,
+    pub group_state: Vec<u8>,
+    /// This node's software version (clusterd's package version).
+    pub software_version: String,
+    /// Digest of this node's effective configuration (`None` until the daemon set it).
+    pub config_digest: Option<String>,
+}
+
+impl HeartbeatContent {
+    /// The body for a peer with which `version` is the highest common version (our lowest before
+    /// the peer is heard). `ours` is announced, unless `announce` is false: only a test emulating a
+    /// release that predates version negotiation sends a bare version-1 body.
+    pub fn to_packet(&self, ours: VersionRange, version: u32, announce: bool) -> Heartbeat {
+        debug_assert!(ours.contains(version), "heartbeat version {version} outside {ours}");
+        let mut hb = Heartbeat {
+            cluster: self.cluster.clone(),
+            node: self.node.clone(),
+            generation: self.generation,
+            seq: self.seq,
+            link: self.link.clone(),
+            sent_unix_ms: self.sent_unix_ms,
+            group_state: self.group_state.clone(),
+            ..Heartbeat::default()
+        };
+        if announce {
+            hb.version_min = ours.min;
+            hb.version_max = ours.max;
+            hb.software_version = self.software_version.clone();
+            // The digest came with the same release as the version fields (an older reader skips
+            // it either way; a test emulating the previous release sends neither).
+            hb.config_digest = self.config_digest.clone();
+        }
+        // A field of a later version is set here behind `if version >= N`, so an older peer is
+        // never sent what it would not understand. Version 1 has none beyond fields 1..=7.
+        hb
+    }
+}
 
 /// First four bytes of every heartbeat datagram.
 pub const MAGIC: [u8; 4] = *b"HAHB";
@@ -145,6 +212,9 @@ mod tests {
             sent_unix_ms: 1_700_000_000_123,
             group_state: vec![1, 2, 3, 0xff],
             config_digest: Some("0123456789abcdef".into()),
+            version_min: 1,
+            version_max: 1,
+            software_version: "0.1.0".into(),
         }
     }
 
@@ -266,9 +336,10 @@ mod tests {
             "[a-z0-9]{0,8}",
             any::<u64>(),
             proptest::collection::vec(any::<u8>(), 0..200),
+            (any::<u32>(), any::<u32>(), "[0-9.]{0,8}"),
         )
             .prop_map(
-                |(cluster, node, generation, seq, link, sent_unix_ms, group_state)| Heartbeat {
+                |(cluster, node, generation, seq, link, sent_unix_ms, group_state, versions)| Heartbeat {
                     cluster,
                     node,
                     generation,
@@ -277,6 +348,9 @@ mod tests {
                     sent_unix_ms,
                     group_state,
                     config_digest: None,
+                    version_min: versions.0,
+                    version_max: versions.1,
+                    software_version: versions.2,
                 },
             )
     }

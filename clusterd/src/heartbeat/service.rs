@@ -13,7 +13,7 @@ use super::membership::{
     Membership, MembershipEvent, MembershipInput, MembershipParams, MembershipParamsError, MembershipStatus,
     RejectReason,
 };
-use super::packet::{Heartbeat, decode_packet, encode_packet};
+use super::packet::{HeartbeatContent, VERSIONS, agreed_version, decode_packet, encode_packet};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,6 +62,9 @@ pub struct HeartbeatRuntimeConfig {
     pub links: Vec<LinkRuntime>,
     /// `params.links` must name the same links as `links`, in any order.
     pub params: MembershipParams,
+    /// TEST ONLY (`CLUSTERD_TEST_MAX_PROTOCOL`): send bodies without the version fields, as the
+    /// release before heartbeat versions did.
+    pub legacy_packets: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +221,7 @@ impl HeartbeatService {
             config_digest: Arc::clone(&config_digest),
             sockets,
             seq: 0,
+            core: Arc::clone(&core),
         };
         tasks.spawn(send_and_tick_loop(sender, core.clone(), events_tx, cancel.clone()));
         tracing::info!(generation, "heartbeat service started");
@@ -382,8 +386,17 @@ async fn receive_loop(
             }
         };
         let datagram = buf.get(..len).unwrap_or_default();
-        let input = match decode_packet(datagram, &keys) {
-            Ok(hb) => {
+        let input = match decode_packet(datagram, &keys).map(|hb| (agreed_version(VERSIONS, &hb), hb)) {
+            Ok((Err(no_common), _)) => {
+                // Authenticated, but from a release too far apart to understand: counted like a bad
+                // envelope version, logged once per link with both ranges.
+                let reason = RejectReason::UnsupportedVersion;
+                if logged.insert(reason) {
+                    tracing::warn!(link, %from_addr, "heartbeat packet refused: {no_common}");
+                }
+                MembershipInput::Rejected { link: link.clone(), reason, at }
+            }
+            Ok((Ok(_), hb)) => {
                 // A statement of its own, so the lock is released before `step` takes it again.
                 let clash = lock(&core).is_name_clash(&hb);
                 if clash && let Some(count) = name_clash.record(at) {
@@ -436,6 +449,8 @@ struct PacketSender {
     config_digest: Arc<Mutex<Option<String>>>,
     sockets: Vec<(LinkRuntime, Arc<UdpSocket>)>,
     seq: u64,
+    /// The membership core: the peer's versions decide what the packets carry.
+    core: Arc<Mutex<Membership>>,
 }
 
 impl PacketSender {
@@ -448,8 +463,9 @@ impl PacketSender {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
         let (key_id, key) = self.keys.send_key();
+        let version = lock(&self.core).send_version();
         for (link, socket) in &self.sockets {
-            let hb = Heartbeat {
+            let content = HeartbeatContent {
                 cluster: self.cfg.cluster.clone(),
                 node: self.cfg.me.clone(),
                 generation: self.generation,
@@ -458,7 +474,9 @@ impl PacketSender {
                 sent_unix_ms,
                 group_state: group_state.clone(),
                 config_digest: config_digest.clone(),
+                software_version: crate::versions::SOFTWARE_VERSION.to_string(),
             };
+            let hb = content.to_packet(VERSIONS, version, !self.cfg.legacy_packets);
             let wire = match encode_packet(&hb, key_id, key) {
                 Ok(wire) => wire,
                 Err(e) => {

@@ -75,7 +75,7 @@ impl HeartbeatNet {
                 link: LINKS[link].into(),
                 sent_unix_ms: now,
                 group_state: state.to_vec(),
-                config_digest: None,
+                ..Heartbeat::default()
             };
             let Ok(mut bytes) = encode_packet(&hb, KEY_ID, KEY) else { continue };
             if rng.chance(self.faults.corrupt) {

@@ -14,7 +14,8 @@ use super::state::{ConnState, DiskState, ReplState, Role};
 use super::uuids::{Fixup, SideInfo, Uuids};
 use crate::meta::superblock::flags;
 use crate::wire::auth;
-use crate::wire::frame::{Frame, Params, UuidsMsg, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
+use crate::wire::frame::{Frame, Params, UuidsMsg};
+use crate::wire::version::{negotiate, VersionRange};
 
 /// Bitmap words per BitmapChunk frame (512 KiB).
 const WORDS_PER_CHUNK: usize = 64 * 1024;
@@ -54,8 +55,8 @@ impl Node {
             proto: 0,
         });
         self.send(conn, Frame::Hello {
-            proto_min: PROTOCOL_VERSION_MIN,
-            proto_max: PROTOCOL_VERSION_MAX,
+            proto_min: self.p.protocols.min,
+            proto_max: self.p.protocols.max,
             node: self.p.node.clone(),
         });
     }
@@ -111,18 +112,24 @@ impl Node {
     }
 
     fn on_hello(&mut self, conn: u64, min: u32, max: u32, node: &str) {
-        let agreed = max.min(PROTOCOL_VERSION_MAX);
-        if agreed < min.max(PROTOCOL_VERSION_MIN) {
-            let msg = format!(
-                "incompatible protocol versions: peer speaks {min}..={max}, this node speaks {PROTOCOL_VERSION_MIN}..={PROTOCOL_VERSION_MAX}; upgrade the older node"
-            );
-            self.abort(conn, &msg, false);
-            return;
-        }
+        let peer = VersionRange::new(min, max);
+        self.peer_protocols = Some(peer);
+        let agreed = match negotiate("replication", self.p.protocols, peer) {
+            Ok(v) => v,
+            Err(e) => {
+                // Retrying cannot help until one node is upgraded: StandAlone with the reason in
+                // status (not a reconnect loop that logs the same refusal every connect-int).
+                self.abort(conn, &e.to_string(), false);
+                return;
+            }
+        };
         if self.p.peer.as_deref() != Some(node) {
             let msg = format!("peer introduced itself as `{node}`, expected `{}`", self.p.peer.as_deref().unwrap_or("-"));
             self.abort(conn, &msg, false);
             return;
+        }
+        if agreed < self.p.protocols.max {
+            self.log(false, format!("{}: peer `{node}` speaks replication protocol {peer}: using version {agreed}", self.p.resource));
         }
         let Some(link) = self.link.as_mut() else { return };
         link.proto = agreed;

@@ -23,6 +23,7 @@ use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::flags;
 use crate::wire::auth::Secret;
 use crate::wire::frame::Frame;
+use crate::wire::version::VersionRange;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -78,6 +79,8 @@ pub struct NodeParams {
     /// `on-io-error detach`: a local disk error drops the disk (see `detach.rs`); otherwise the
     /// failed request fails upward and its blocks are marked for resync.
     pub detach_on_io_error: bool,
+    /// Versions offered in Hello: [`crate::wire::frame::PROTOCOLS`] (lower: a test emulating an older release).
+    pub protocols: VersionRange,
 }
 
 /// The superblock fields the state machine owns.
@@ -226,6 +229,10 @@ pub struct Snapshot {
     pub in_flight: InFlight,
     /// Our persistent-reservation state is newer than the peer's copy (sent when it reconnects).
     pub peer_pr_stale: bool,
+    /// Our replication versions, the peer's last Hello's (kept after a disconnect), the link's agreed one.
+    pub protocols: VersionRange,
+    pub peer_protocols: Option<VersionRange>,
+    pub agreed_protocol: Option<u32>,
 }
 
 /// What a disk token was for.
@@ -394,6 +401,7 @@ pub struct Node {
     pub(crate) pr: Bytes,
     pub(crate) pr_queue: VecDeque<(u64, Bytes)>,
     pub(crate) pr_inflight: Option<super::pr::PrInflight>,
+    pub(crate) peer_protocols: Option<VersionRange>,
     pub(crate) out: Vec<Action>,
 }
 
@@ -459,6 +467,7 @@ impl Node {
             pr: Bytes::new(),
             pr_queue: VecDeque::new(),
             pr_inflight: None,
+            peer_protocols: None,
             out: Vec::new(),
         };
         // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
@@ -570,6 +579,9 @@ impl Node {
             held_acks: self.held.len(),
             in_flight: self.in_flight(),
             peer_pr_stale: self.persisted.flags & flags::PEER_PR_STALE != 0,
+            protocols: self.p.protocols,
+            peer_protocols: self.peer_protocols,
+            agreed_protocol: self.link.as_ref().map(|l| l.proto).filter(|&v| v > 0),
         }
     }
 

@@ -59,6 +59,9 @@ pub const HEADER_LEN: usize = 12;
 pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024 + 4096;
 pub const PROTOCOL_VERSION_MIN: u32 = 1;
 pub const PROTOCOL_VERSION_MAX: u32 = 2;
+/// The replication protocol versions this release speaks, offered in Hello.
+pub const PROTOCOLS: crate::wire::version::VersionRange =
+    crate::wire::version::VersionRange::new(PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
 /// First protocol version with PrState/PrAck.
 pub const PROTOCOL_PR: u32 = 2;
 /// Largest persistent-reservation state a PrState frame carries.

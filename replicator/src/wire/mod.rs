@@ -2,8 +2,10 @@
 //!
 //! - [`frame`]: the frames, their byte layout, `parse`/`decode`/`encode`.
 //! - [`codec`]: the same as a `tokio_util` codec for `FramedRead`/`FramedWrite`.
+//! - [`version`]: protocol version ranges and their negotiation (rolling upgrade).
 //! - [`auth`]: the HMAC-SHA1 challenge/response run right after `Hello`.
 
 pub mod auth;
 pub mod codec;
 pub mod frame;
+pub mod version;
