@@ -50,7 +50,13 @@ pub fn assemble(cfg: &HaConfig, node: &NodeConfig, volumes: &BTreeMap<String, Vo
         for (&number, lun) in &t.luns {
             let (lu, summary) = logical_unit(t, number, lun, volumes, &pr_dir)
                 .with_context(|| format!("{}: targets.{}.luns.{number}", cfg.path.display(), t.iqn))?;
-            luns.insert(number, Arc::new(lu));
+            let lu = Arc::new(lu);
+            if let LunSource::Resource(name) = &lun.source
+                && let Some(v) = volumes.get(name)
+            {
+                super::volume_backend::follow_size(Arc::downgrade(&lu), v);
+            }
+            luns.insert(number, lu);
             luns_out.push(summary);
         }
         for p in &t.portals {

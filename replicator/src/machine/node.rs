@@ -121,6 +121,8 @@ pub enum Input {
     /// Release the write acknowledgements held since the peer was lost: the peer is confirmed
     /// outdated or fenced (or the administrator says so: `resume-io`).
     Thaw { reason: String },
+    /// `resize`: grow to the smaller backing device of the two, or to `size` (see `resize.rs`).
+    Resize { size: Option<u64>, assume_clean: bool },
     Down,
     TransportUp { conn: u64 },
     TransportDown { conn: u64, reason: String },
@@ -154,6 +156,11 @@ pub enum Action {
     /// Store this persistent-reservation state in the superblock and sync (same rules as the other
     /// Persist actions: complete before the next action).
     PersistPr(Bytes),
+    /// Rewrite the metadata for `data_size` bytes with [`Node::bitmap`] (crash-safe, synced; before
+    /// the next action). Nothing beyond the old end is written or read before it.
+    PersistResize { data_size: u64 },
+    /// The answer to [`Input::Resize`]: the new size, or why not.
+    ResizeDone(Result<u64, String>),
     Complete { id: u64, result: Result<(), IoFailure> },
     ReadDone { id: u64, result: Result<Bytes, IoFailure> },
     RunHandler(&'static str),
@@ -224,6 +231,8 @@ pub struct Snapshot {
     pub in_flight: InFlight,
     /// Our persistent-reservation state is newer than the peer's copy (sent when it reconnects).
     pub peer_pr_stale: bool,
+    /// Usable size of the volume in bytes (changes with `resize`).
+    pub size: u64,
 }
 
 /// What a disk token was for.
@@ -392,6 +401,7 @@ pub struct Node {
     pub(crate) pr: Bytes,
     pub(crate) pr_queue: VecDeque<(u64, Bytes)>,
     pub(crate) pr_inflight: Option<super::pr::PrInflight>,
+    pub(crate) resize: super::resize::ResizeState,
     pub(crate) out: Vec<Action>,
 }
 
@@ -457,11 +467,13 @@ impl Node {
             pr: Bytes::new(),
             pr_queue: VecDeque::new(),
             pr_inflight: None,
+            resize: Default::default(),
             out: Vec::new(),
         };
         // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
         // bitmap first, then mark the log clean. Remember a crash as Primary until the next successful
         // handshake consumes it (it decides the sync direction, rule 40).
+        node.resize.capacity = node.p.data_size;
         node.bitmap.mark_all_pages_dirty();
         let pages = node.bitmap.take_dirty_pages();
         node.out.push(Action::PersistBitmap(pages));
@@ -489,6 +501,7 @@ impl Node {
             Input::Verify => self.on_verify_verb(),
             Input::Invalidate { remote } => self.on_invalidate(remote),
             Input::Thaw { reason } => self.thaw(&reason),
+            Input::Resize { size, assume_clean } => self.on_resize_verb(size, assume_clean),
             Input::Down => self.on_down(),
             Input::TransportUp { conn } => self.on_transport_up(conn),
             Input::TransportDown { conn, reason } => self.on_transport_down(conn, &reason),
@@ -511,7 +524,11 @@ impl Node {
                 k <= keep
                     || !matches!(
                         a,
-                        Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_) | Action::PersistPr(_)
+                        Action::PersistSuperblock(_)
+                            | Action::PersistBitmap(_)
+                            | Action::PersistAl(_)
+                            | Action::PersistPr(_)
+                            | Action::PersistResize { .. }
                     )
             });
         }
@@ -567,6 +584,7 @@ impl Node {
             held_acks: self.held.len(),
             in_flight: self.in_flight(),
             peer_pr_stale: self.persisted.flags & flags::PEER_PR_STALE != 0,
+            size: self.p.data_size,
         }
     }
 
