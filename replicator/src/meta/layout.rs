@@ -174,7 +174,7 @@ impl Layout {
         let (md_offset, md_size) = match loc {
             MetaLocation::Internal => ((backing_size & !(META_PAGE - 1)) - md, md),
             // Indexed slots keep their fixed place and size; flexible metadata starts at 0.
-            MetaLocation::External { .. } => (max.md_offset, if max.md_size == INDEXED_SLOT { INDEXED_SLOT } else { md }),
+            MetaLocation::External { index, .. } => (max.md_offset, if index.is_some() { INDEXED_SLOT } else { md }),
         };
         Ok(Layout::place(data_size, md_offset, md_size, loc, al_extents, al_slots))
     }

@@ -5,8 +5,11 @@
 //! 1. Everything of the new layout that lies outside the bytes the old layout uses: for internal
 //!    metadata (which moves to the new end of the grown device) that is all of it — a copy of the
 //!    activity-log ring, every bitmap page, the CRC table and both superblock slots cleared; for
-//!    external metadata the CRC table when it moves past the old one.
-//!    A crash here: the old superblock still describes the old layout, untouched → old size.
+//!    external metadata the CRC table when it moves past the old one. Also (external) the old bitmap
+//!    pages that change in place — the new area's marks in the old last page — each after its entry
+//!    in the old CRC table: a page whose old CRC still matched after the switch would hide the marks.
+//!    A crash here: the old superblock describes the old layout → old size, the old bitmap (a page
+//!    torn between its CRC and its bytes reads as all ones; bits past the old end are masked).
 //! 2. The commit: the new superblock (new size, seq + 1) — internal: slot A at the new end (slot B
 //!    there is cleared, so a torn slot A means "no superblock here" and `open_at` falls back to the
 //!    last known place, i.e. the old metadata); external: the older slot, as every superblock write.
@@ -86,8 +89,36 @@ impl MetaStore {
         }
         let crcs: Vec<u32> = (0..new.bm_pages).map(|p| bm.page_crc(p)).collect();
         let moved = new.bm_offset != old.bm_offset;
-        let changed: Vec<u32> =
+        let mut changed: Vec<u32> =
             (0..new.bm_pages).filter(|&p| moved || p >= old.bm_pages || bm.encode_page(p) != self.bitmap.encode_page(p)).collect();
+        // Pages of the old bitmap that change in place (the new area's marks in the old last page):
+        // written before the commit, their CRCs in the old table first, so the old layout reads them
+        // right (bits past its end are masked) or, torn in between, as all ones — never a page whose
+        // old CRC still matches after the switch, which would hide the new area's marks.
+        let mut in_place: Vec<(u64, Vec<u8>, &'static str)> = Vec::new();
+        if !moved {
+            let mut old_table = self.crcs.clone();
+            let here: Vec<u32> = changed.iter().copied().filter(|&p| p < old.bm_pages).collect();
+            changed.retain(|&p| p >= old.bm_pages);
+            for &p in &here {
+                old_table[p as usize] = crcs[p as usize];
+            }
+            let per_crc_page = (META_PAGE / 4) as u32;
+            let mut crc_pages: Vec<u32> = here.iter().map(|p| p / per_crc_page).collect();
+            crc_pages.dedup();
+            for cp in crc_pages {
+                let start = (cp * per_crc_page) as usize;
+                let end = (start + per_crc_page as usize).min(old_table.len());
+                let mut page = vec![0u8; META_PAGE as usize];
+                for (o, c) in page.chunks_exact_mut(4).zip(&old_table[start..end]) {
+                    o.copy_from_slice(&c.to_le_bytes());
+                }
+                in_place.push((old.crc_offset + u64::from(cp) * META_PAGE, page, "bitmap checksums (in place)"));
+            }
+            for &p in &here {
+                in_place.push((old.bm_offset + u64::from(p) * META_PAGE, bm.encode_page(p).to_vec(), "bitmap page (in place)"));
+            }
+        }
         let max_run = IO_CHUNK / META_PAGE as usize;
         let mut i = 0;
         while i < changed.len() {
@@ -112,8 +143,8 @@ impl MetaStore {
             return Err(MetaError::Geometry("internal metadata: the new area overlaps the old one".into()));
         }
 
-        // 1. Outside the old layout.
-        for (off, b, what) in &pre {
+        // 1. Outside the old layout (and the old pages that change in place, CRC first).
+        for (off, b, what) in in_place.iter().chain(&pre) {
             write(dev, b, *off, what)?;
         }
         sync(dev, "resized metadata")?;
