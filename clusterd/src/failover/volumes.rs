@@ -76,6 +76,7 @@ mod tests {
             held_acks: 0,
             in_flight: Default::default(),
             peer_pr_stale: false,
+            size: 64 << 20,
         }
     }
 

@@ -202,3 +202,158 @@ impl Node {
         self.changed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::node::{Input, Link, NodeParams, Persisted, Timing};
+    use super::super::uuids::Uuids;
+    use super::*;
+    use crate::meta::activity_log::ActivityLog;
+    use crate::meta::bitmap::Bitmap;
+    use crate::meta::superblock::flags;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A node of `size` bytes on an established link of protocol `proto` (no I/O: the machine only).
+    fn node(name: &str, peer: &str, size: u64, capacity: u64, proto: u32) -> Node {
+        let p = NodeParams {
+            node: name.into(),
+            peer: Some(peer.into()),
+            resource: "r0".into(),
+            data_size: size,
+            policies: Default::default(),
+            secret: None,
+            fencing_dont_care: true,
+            freeze_io_on_peer_loss: false,
+            resync_rate: None,
+            timing: Timing::default(),
+            verify_alg: "sha1".into(),
+            detach_on_io_error: false,
+        };
+        let persisted = Persisted { uuids: Uuids { current: 0x1234, ..Default::default() }, flags: flags::CONSISTENT | flags::AL_CLEAN };
+        let (mut n, _) = Node::new(p, persisted, Bitmap::new(size), ActivityLog::new(257, 8), 1);
+        n.set_capacity(capacity);
+        n.link = Some(Link {
+            conn: 1,
+            stage: Stage::Up,
+            my_challenge: [0; 64],
+            peer_uuids: None,
+            peer_words: Vec::new(),
+            peer_discard: false,
+            started_ms: 0,
+            last_rx_ms: 0,
+            ping_sent_ms: None,
+            expected_peer_repl: None,
+            proto,
+        });
+        n.repl = ReplState::Established;
+        n
+    }
+
+    fn sent(actions: &[Action]) -> Vec<Frame> {
+        actions.iter().filter_map(|a| if let Action::Send { frame, .. } = a { Some(frame.clone()) } else { None }).collect()
+    }
+
+    fn done(actions: &[Action]) -> Option<Result<u64, String>> {
+        actions.iter().find_map(|a| if let Action::ResizeDone(r) = a { Some(r.clone()) } else { None })
+    }
+
+    /// Drive a resize from `a` to `b` and back; the actions of each step.
+    fn exchange(a: &mut Node, b: &mut Node, size: Option<u64>, assume_clean: bool) -> (Vec<Action>, Vec<Action>, Vec<Action>) {
+        let first = a.step(Input::Resize { size, assume_clean });
+        let mut at_b = Vec::new();
+        for f in sent(&first) {
+            at_b.extend(b.step(Input::Frame { conn: 1, frame: f }));
+        }
+        let mut at_a = Vec::new();
+        for f in sent(&at_b) {
+            at_a.extend(a.step(Input::Frame { conn: 1, frame: f }));
+        }
+        (first, at_b, at_a)
+    }
+
+    #[test]
+    fn grows_to_the_smaller_capacity_peer_first_and_marks_the_new_area() {
+        let (mut a, mut b) = (node("node1", "node2", 64 * MIB, 96 * MIB, 3), node("node2", "node1", 64 * MIB, 80 * MIB, 3));
+        let (first, at_b, at_a) = exchange(&mut a, &mut b, None, false);
+        assert!(matches!(sent(&first)[..], [Frame::ResizeRequest { size, explicit: false, assume_clean: false }] if size == 96 * MIB));
+        // The peer persists before it answers.
+        let persist = at_b.iter().position(|a| matches!(a, Action::PersistResize { data_size } if *data_size == 80 * MIB)).expect("peer persists");
+        let reply = at_b.iter().position(|a| matches!(a, Action::Send { frame: Frame::ResizeReply { ok: true, .. }, .. })).expect("peer replies");
+        assert!(persist < reply);
+        assert!(at_a.iter().any(|a| matches!(a, Action::PersistResize { data_size } if *data_size == 80 * MIB)));
+        assert_eq!(done(&at_a), Some(Ok(80 * MIB)));
+        for n in [&a, &b] {
+            assert_eq!((n.data_size(), n.snapshot().size), (80 * MIB, 80 * MIB));
+            assert_eq!(n.bitmap.count(), 16 * MIB / BLOCK, "the new area is marked");
+        }
+    }
+
+    #[test]
+    fn assume_clean_marks_nothing() {
+        let (mut a, mut b) = (node("node1", "node2", 64 * MIB, 80 * MIB, 3), node("node2", "node1", 64 * MIB, 80 * MIB, 3));
+        let (_, _, at_a) = exchange(&mut a, &mut b, None, true);
+        assert_eq!(done(&at_a), Some(Ok(80 * MIB)));
+        assert_eq!((a.bitmap.count(), b.bitmap.count()), (0, 0));
+    }
+
+    #[test]
+    fn refusals_name_the_node_and_both_sizes_and_change_nothing() {
+        // The peer did not grow.
+        let (mut a, mut b) = (node("node1", "node2", 64 * MIB, 80 * MIB, 3), node("node2", "node1", 64 * MIB, 64 * MIB, 3));
+        let (_, at_b, at_a) = exchange(&mut a, &mut b, None, false);
+        assert!(!at_b.iter().any(|a| matches!(a, Action::PersistResize { .. })));
+        let e = done(&at_a).unwrap().unwrap_err();
+        assert!(e.contains("node2") && e.contains("did not grow") && e.contains(&(80 * MIB).to_string()) && e.contains(&(64 * MIB).to_string()), "{e}");
+        assert_eq!((a.data_size(), b.data_size()), (64 * MIB, 64 * MIB));
+        // This node did not grow.
+        let (mut a, mut b) = (node("node1", "node2", 64 * MIB, 64 * MIB, 3), node("node2", "node1", 64 * MIB, 80 * MIB, 3));
+        let e = done(&exchange(&mut a, &mut b, None, false).2).unwrap().unwrap_err();
+        assert!(e.contains("backing device of node1 did not grow"), "{e}");
+        // An older peer: protocol 2 has no resize frames.
+        let a = node("node1", "node2", 64 * MIB, 80 * MIB, 2);
+        let e = a.check_resize(None).unwrap_err();
+        assert!(e.contains("protocol 2") && e.contains("upgrade"), "{e}");
+        // Not connected.
+        let mut a = node("node1", "node2", 64 * MIB, 80 * MIB, 3);
+        a.link = None;
+        assert!(a.check_resize(None).unwrap_err().contains("not connected"));
+        // Shrinking with a Primary; the peer Primary drives instead.
+        let mut a = node("node1", "node2", 64 * MIB, 80 * MIB, 3);
+        a.role = Role::Primary;
+        assert!(a.check_resize(Some(32 * MIB)).unwrap_err().contains("Secondary on both"));
+        a.role = Role::Secondary;
+        a.peer_role = Role::Primary;
+        assert!(a.check_resize(None).unwrap_err().contains("node2 is Primary: run resize there"));
+    }
+
+    #[test]
+    fn explicit_shrink_with_both_secondary() {
+        let (mut a, mut b) = (node("node1", "node2", 64 * MIB, 64 * MIB, 3), node("node2", "node1", 64 * MIB, 64 * MIB, 3));
+        (a.peer_role, b.peer_role) = (Role::Secondary, Role::Secondary);
+        b.bitmap.set_range(40 * MIB, 4096);
+        let (_, _, at_a) = exchange(&mut a, &mut b, Some(32 * MIB), false);
+        assert_eq!(done(&at_a), Some(Ok(32 * MIB)));
+        assert_eq!((a.data_size(), b.data_size(), b.bitmap.count()), (32 * MIB, 32 * MIB, 0));
+    }
+
+    #[test]
+    fn a_lost_link_answers_the_waiting_resize() {
+        let mut a = node("node1", "node2", 64 * MIB, 80 * MIB, 3);
+        a.step(Input::Resize { size: None, assume_clean: false });
+        let acts = a.step(Input::TransportDown { conn: 1, reason: "killed".into() });
+        assert!(done(&acts).unwrap().unwrap_err().contains("connection was lost"));
+        assert_eq!(a.data_size(), 64 * MIB);
+    }
+
+    #[test]
+    fn the_smaller_side_adopts_a_larger_peer_at_the_handshake_if_it_has_room() {
+        let mut a = node("node1", "node2", 64 * MIB, 80 * MIB, 3);
+        a.adopt_peer_size(80 * MIB).unwrap();
+        assert_eq!((a.data_size(), a.bitmap.count()), (80 * MIB, 16 * MIB / BLOCK));
+        let mut a = node("node1", "node2", 64 * MIB, 64 * MIB, 3);
+        let e = a.adopt_peer_size(80 * MIB).unwrap_err();
+        assert!(e.contains("size mismatch") && e.contains("node1"), "{e}");
+        assert_eq!(a.data_size(), 64 * MIB);
+    }
+}
