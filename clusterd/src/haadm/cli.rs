@@ -336,6 +336,14 @@ mod tests {
         }
         let cli = parse(&["haadm", "invalidate-remote", "r0"]);
         assert!(matches!(cli.command, Command::InvalidateRemote(_)));
+        let cli = parse(&["haadm", "resize", "--size", "2G", "--assume-clean", "r0"]);
+        assert!(matches!(cli.command, Command::Resize(ResizeArgs { size: Some(s), assume_clean: true, .. }) if s == 2 << 30));
+        let cli = parse(&["haadm", "resize", "r0"]);
+        assert!(matches!(cli.command, Command::Resize(ResizeArgs { size: None, assume_clean: false, .. })));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("3X").unwrap_err().contains("suffix"));
+        assert!(parse_size("99999999999T").unwrap_err().contains("too large"));
+        assert!(Cli::try_parse_from(["haadm", "resize", "--size", "lots", "r0"]).is_err());
         let cli = parse(&["haadm", "create-md", "all", "--force"]);
         assert!(matches!(cli.command, Command::CreateMd(CreateMdArgs { force: true, .. })));
         let cli = parse(&["haadm", "target", "show"]);
