@@ -55,6 +55,9 @@ _haadm() {
             haadm,primary)
                 cmd="haadm__subcmd__primary"
                 ;;
+            haadm,resize)
+                cmd="haadm__subcmd__resize"
+                ;;
             haadm,resume-io)
                 cmd="haadm__subcmd__resume__subcmd__io"
                 ;;
@@ -81,9 +84,6 @@ _haadm() {
                 ;;
             haadm,verify)
                 cmd="haadm__subcmd__verify"
-                ;;
-            haadm,version)
-                cmd="haadm__subcmd__version"
                 ;;
             haadm,wait-sync)
                 cmd="haadm__subcmd__wait__subcmd__sync"
@@ -127,6 +127,9 @@ _haadm() {
             haadm__subcmd__help,primary)
                 cmd="haadm__subcmd__help__subcmd__primary"
                 ;;
+            haadm__subcmd__help,resize)
+                cmd="haadm__subcmd__help__subcmd__resize"
+                ;;
             haadm__subcmd__help,resume-io)
                 cmd="haadm__subcmd__help__subcmd__resume__subcmd__io"
                 ;;
@@ -153,9 +156,6 @@ _haadm() {
                 ;;
             haadm__subcmd__help,verify)
                 cmd="haadm__subcmd__help__subcmd__verify"
-                ;;
-            haadm__subcmd__help,version)
-                cmd="haadm__subcmd__help__subcmd__version"
                 ;;
             haadm__subcmd__help,wait-sync)
                 cmd="haadm__subcmd__help__subcmd__wait__subcmd__sync"
@@ -209,7 +209,7 @@ _haadm() {
 
     case "${cmd}" in
         haadm)
-            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion version help"
+            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -417,7 +417,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help)
-            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion version help"
+            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -599,6 +599,20 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__primary)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__resize)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -794,20 +808,6 @@ _haadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        haadm__subcmd__help__subcmd__version)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         haadm__subcmd__help__subcmd__wait__subcmd__sync)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -933,6 +933,36 @@ _haadm() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__resize)
+            opts="-h --size --assume-clean --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1349,32 +1379,6 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__verify)
-            opts="-h --config --node --socket --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --node)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        haadm__subcmd__version)
             opts="-h --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

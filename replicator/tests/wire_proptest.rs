@@ -100,6 +100,8 @@ fn control_frame() -> BoxedStrategy<Frame> {
         (any::<u32>(), text()).prop_map(|(code, reason)| Frame::Abort { code, reason }),
         (any::<u64>(), bytes_of(0..=4096)).prop_map(|(seq, blob)| Frame::PrState { seq, blob }),
         (any::<u64>(), any::<bool>()).prop_map(|(seq, ok)| Frame::PrAck { seq, ok }),
+        (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(size, explicit, assume_clean)| Frame::ResizeRequest { size, explicit, assume_clean }),
+        (any::<bool>(), any::<u64>(), any::<u64>(), "[a-z ]{0,40}").prop_map(|(ok, size, capacity, reason)| Frame::ResizeReply { ok, size, capacity, reason }),
     ]
     .boxed()
 }

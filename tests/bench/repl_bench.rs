@@ -91,6 +91,7 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
         direct_io: o.direct,
         connect: true,
         on_io_error: IoErrorPolicy::PassOn,
+        meta_locator: None,
     }
 }
 

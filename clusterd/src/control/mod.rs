@@ -275,6 +275,35 @@ impl Control for ControlService {
         Ok(Response::new(IoReadReply { data: data.to_vec() }))
     }
 
+    async fn resize(&self, req: Request<ResizeRequest>) -> Result<Response<VerbReply>, Status> {
+        let r = req.into_inner();
+        let names = self.resources.select(&r.resource).await.map_err(Status::not_found)?;
+        let size = (r.size > 0).then_some(r.size);
+        let mut out = Vec::new();
+        for n in names {
+            let res = match self.resources.volume(&n).await {
+                Err(e) => Err(e),
+                // A shrink takes blocks away from under whoever uses them: only with no target serving.
+                Ok(v) if size.is_some_and(|s| s < v.size()) && self.targets.is_running().await => Err(format!(
+                    "{n}: shrinking refused: the iSCSI target is serving on this node (stop it and demote both nodes first)"
+                )),
+                Ok(v) => {
+                    let old = v.size();
+                    v.resize(size, r.assume_clean).await.map(|new| {
+                        let how = if r.assume_clean { "new area assumed clean" } else { "new area resyncs from the Primary" };
+                        format!("{n}: resized from {old} to {new} bytes on both nodes ({how})")
+                    })
+                }
+            };
+            match &res {
+                Ok(m) => tracing::info!(resource = %n, "{m}"),
+                Err(e) => tracing::warn!(resource = %n, "resize refused: {e}"),
+            }
+            out.push(res);
+        }
+        Ok(reply(out))
+    }
+
     async fn io_flush(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         let r = req.into_inner();
         let v = self.resources.volume(&r.resource).await.map_err(Status::failed_precondition)?;

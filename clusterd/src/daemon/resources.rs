@@ -297,6 +297,8 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
             crate::config::OnIoError::PassOn => IoErrorPolicy::PassOn,
             crate::config::OnIoError::Detach => IoErrorPolicy::Detach,
         },
+        // issue 15 resize: where internal metadata was last found (it moves when the device grows).
+        meta_locator: cfg.nodes.iter().find(|n| n.name == node).map(|n| n.state_dir.join("meta").join(format!("{name}.sb-offset"))),
     })
 }
 

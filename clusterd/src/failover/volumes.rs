@@ -79,6 +79,7 @@ mod tests {
             protocols: replicator::wire::frame::PROTOCOLS,
             peer_protocols: None,
             agreed_protocol: None,
+            size: 64 << 20,
         }
     }
 

@@ -67,6 +67,9 @@ pub enum Command {
     /// Wait until the resource is connected and in sync (progress bar on a terminal); exit 0 when in
     /// sync, 1 when it cannot get there without you (down, StandAlone, split brain), 4 on --timeout.
     WaitSync(WaitSyncArgs),
+    /// Grow the volume online after both backing devices grew (the smaller of the two), or set it to
+    /// --size; the new area resyncs from the Primary unless --assume-clean. Needs the peer connected.
+    Resize(ResizeArgs),
     /// Move the resource group away from this node.
     Standby,
     /// Pull the resource group onto this node.
@@ -127,6 +130,40 @@ pub struct PrimaryArgs {
     /// Resource name, or `all`.
     #[arg(value_name = "RES|all")]
     pub resource: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ResizeArgs {
+    /// Exact size (bytes, or with K/M/G/T suffix: 1024-based), a multiple of 4 KiB; smaller than now
+    /// only with the resource Secondary on both nodes [default: the smaller backing device].
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u64>,
+    /// Do not resync the new area: both backing devices hold the same bytes there (e.g. zeroes).
+    #[arg(long)]
+    pub assume_clean: bool,
+    /// Resource name, or `all`.
+    #[arg(value_name = "RES|all")]
+    pub resource: String,
+}
+
+/// `4096`, `64M`, `2G`, `1T` (1024-based, DRBD style).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix `{c}` (K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (bytes, or a number with K, M, G or T)"))?;
+    n.checked_shl(shift).filter(|v| v >> shift == n).ok_or_else(|| format!("`{s}` is too large"))
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +363,14 @@ mod tests {
         }
         let cli = parse(&["haadm", "invalidate-remote", "r0"]);
         assert!(matches!(cli.command, Command::InvalidateRemote(_)));
+        let cli = parse(&["haadm", "resize", "--size", "2G", "--assume-clean", "r0"]);
+        assert!(matches!(cli.command, Command::Resize(ResizeArgs { size: Some(s), assume_clean: true, .. }) if s == 2 << 30));
+        let cli = parse(&["haadm", "resize", "r0"]);
+        assert!(matches!(cli.command, Command::Resize(ResizeArgs { size: None, assume_clean: false, .. })));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("3X").unwrap_err().contains("suffix"));
+        assert!(parse_size("99999999999T").unwrap_err().contains("too large"));
+        assert!(Cli::try_parse_from(["haadm", "resize", "--size", "lots", "r0"]).is_err());
         let cli = parse(&["haadm", "create-md", "all", "--force"]);
         assert!(matches!(cli.command, Command::CreateMd(CreateMdArgs { force: true, .. })));
         let cli = parse(&["haadm", "target", "show"]);

@@ -23,7 +23,7 @@ use client::{ClientError, StartHint};
 use compat::{CompatError, Daemon};
 use offline::OfflineError;
 use proto::control::control_client::ControlClient;
-use proto::control::{EventsRequest, StatusRequest, TargetShowRequest, VerbRequest, VerbReply, VersionRequest};
+use proto::control::{EventsRequest, ResizeRequest, StatusRequest, TargetShowRequest, VerbRequest, VerbReply, VersionRequest};
 use std::future::Future;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -286,6 +286,10 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
         }
         Command::ResumeIo(a) => {
             with_timeout(&target, "resume-io", VERB_TIMEOUT, client.resume_io(verb(&a.resource))).await?
+        }
+        Command::Resize(a) => {
+            let req = ResizeRequest { resource: a.resource.clone(), size: a.size.unwrap_or(0), assume_clean: a.assume_clean };
+            with_timeout(&target, "resize", VERB_TIMEOUT, client.resize(req)).await?
         }
         Command::Standby => with_timeout(&target, "standby", VERB_TIMEOUT, client.standby(verb("all"))).await?,
         Command::Takeover => with_timeout(&target, "takeover", VERB_TIMEOUT, client.takeover(verb("all"))).await?,

@@ -133,7 +133,14 @@ pub fn dump_md(config: &HaConfig, name: &str, node: &str) -> Result<String, Offl
         let meta_file = meta_path(&on.disk, &loc);
         // Read-only: dump-md must never change what it inspects.
         let file = File::open(meta_file).map_err(open_err(name, "metadata device", meta_file))?;
-        let (store, report) = MetaStore::open(Box::new(FileDevice::from_file(file)), data_size, &loc)
+        // issue 15 resize: internal metadata of a grown device is at its last known place (the file
+        // clusterd keeps in its state-dir, see `daemon::resources::volume_spec`).
+        let last_known = config
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| replicator::engine::meta_locator::read(&n.state_dir.join("meta").join(format!("{name}.sb-offset"))));
+        let (store, report) = MetaStore::open_at(Box::new(FileDevice::from_file(file)), data_size, &loc, last_known)
             .map_err(|source| OfflineError::Meta { resource: name.to_string(), source })?;
         for line in report.lines() {
             text.push_str(&format!("warning: {line}\n"));

@@ -142,6 +142,9 @@ impl Control for ScriptedControl {
     async fn io_read(&self, _r: Request<proto::control::IoReadRequest>) -> Result<Response<proto::control::IoReadReply>, Status> {
         Err(Status::unimplemented("io_read"))
     }
+    async fn resize(&self, _r: Request<proto::control::ResizeRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Status::unimplemented("resize"))
+    }
     async fn io_flush(&self, _r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         Err(Status::unimplemented("io_flush"))
     }

@@ -81,9 +81,18 @@ pub fn assemble_reusing(
         for (&number, lun) in &t.luns {
             let (lu, summary) = match reuse.and_then(|r| r.lu(&t.iqn, number, lun)) {
                 Some(kept) => kept,
-                None => logical_unit(t, number, lun, volumes, &pr_dir)
-                    .map(|(lu, summary)| (Arc::new(lu), summary))
-                    .with_context(|| format!("{}: targets.{}.luns.{number}", cfg.path.display(), t.iqn))?,
+                None => {
+                    let (lu, summary) = logical_unit(t, number, lun, volumes, &pr_dir)
+                        .with_context(|| format!("{}: targets.{}.luns.{number}", cfg.path.display(), t.iqn))?;
+                    let lu = Arc::new(lu);
+                    // A kept LU already follows its volume's size.
+                    if let LunSource::Resource(name) = &lun.source
+                        && let Some(v) = volumes.get(name)
+                    {
+                        super::volume_backend::follow_size(Arc::downgrade(&lu), v);
+                    }
+                    (lu, summary)
+                }
             };
             luns.insert(number, lu);
             luns_out.push(summary);

@@ -11,6 +11,30 @@ use iscsi_target::backend::{BackendError, BlockBackend, BoxFut, Extent};
 use replicator::engine::Volume;
 use replicator::machine::IoFailure;
 
+/// Keeps a replicated LUN's capacity equal to its volume's size (issue 15 resize): after an online
+/// resize — run here or adopted from the peer — the LU re-reads the size, so READ CAPACITY reports it,
+/// and queues CAPACITY DATA HAS CHANGED (2A/09) for every I_T nexus. The volume publishes the new
+/// size only after its metadata has it. Ends when the LU is dropped (target stopped) or the volume
+/// goes down.
+pub fn follow_size(lu: std::sync::Weak<iscsi_target::scsi::LogicalUnit>, volume: &Volume) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    let mut rx = volume.subscribe();
+    let name = volume.name().to_string();
+    rt.spawn(async move {
+        let mut last = rx.borrow_and_update().size;
+        while rx.changed().await.is_ok() {
+            let size = rx.borrow_and_update().size;
+            if size == last {
+                continue;
+            }
+            let Some(lu) = lu.upgrade() else { return };
+            lu.capacity_changed();
+            tracing::info!(resource = %name, "LUN capacity {last} -> {size} bytes: unit attention CAPACITY DATA HAS CHANGED queued for every nexus");
+            last = size;
+        }
+    });
+}
+
 /// Zero-fill granularity for `unmap`.
 const ZERO_CHUNK: u64 = 1 << 20;
 

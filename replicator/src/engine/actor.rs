@@ -8,6 +8,7 @@ use super::disk::{DataDisk, DiskJob, DiskPool};
 use super::transport::{self, TransportCmd, TransportSpec};
 use super::{EngineError, IoErrorPolicy, Msg, Shared, Verb, VolumeSpec, IO_ERROR_HANDLER_EVERY};
 use crate::machine::{Action, Input, IoFailure, Node, Persisted, Snapshot};
+use crate::wire::frame::Frame;
 use crate::meta::store::{FileDevice, MetaStore};
 use crate::meta::layout::MetaLocation;
 use crate::machine::uuids::Uuids;
@@ -43,6 +44,10 @@ struct Actor {
     /// Last local disk error seen (logged once per burst) and the last handler run.
     last_io_error: Option<Instant>,
     last_io_handler: Option<Instant>,
+    /// The caller of a resize the machine is carrying out.
+    resize_reply: Option<oneshot::Sender<Result<u64, String>>>,
+    /// Where internal metadata's last known place is recorded (see `meta_locator`).
+    meta_locator: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> {
@@ -58,7 +63,12 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
     };
     let meta_err = |source| EngineError::Meta { path: meta_path.display().to_string(), source };
     let dev = FileDevice::open(&meta_path).map_err(meta_err)?;
-    let (store, report) = MetaStore::open(Box::new(dev), data_dev_size, &spec.meta).map_err(meta_err)?;
+    let locator = spec.meta_locator.as_deref().filter(|_| spec.meta == MetaLocation::Internal);
+    let last_known = locator.and_then(super::meta_locator::read);
+    let (store, report) = MetaStore::open_at(Box::new(dev), data_dev_size, &spec.meta, last_known).map_err(meta_err)?;
+    if let Some(path) = locator {
+        super::meta_locator::write(path, store.layout().sb_offset).map_err(io(format!("record the metadata's place in {}", path.display())))?;
+    }
     for line in report.lines() {
         tracing::warn!(resource = %name, "{line}");
     }
@@ -90,7 +100,7 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
     let data = Arc::new(data);
     let shared = Arc::new(Shared {
         name: name.clone(),
-        size: sb.data_size,
+        size: sb.data_size.into(),
         tx: tx.clone(),
         data: Arc::clone(&data),
         local_reads: node.local_reads_ok().into(),
@@ -144,7 +154,10 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         on_io_error: spec.on_io_error,
         last_io_error: None,
         last_io_handler: None,
+        resize_reply: None,
+        meta_locator: locator.map(Into::into),
     };
+    actor.refresh_capacity();
     actor.execute(first);
     if spec.connect && spec.peer_addr.is_some() {
         let a = actor.node.step(Input::Connect { discard_my_data: false });
@@ -217,7 +230,20 @@ impl Actor {
                 if let Input::DiskDone { result: Err(e), .. } = &i {
                     self.local_io_error(e);
                 }
+                if let Input::Frame { frame: Frame::Params(_) | Frame::ResizeRequest { .. }, .. } = &i {
+                    // The machine compares sizes with what the backing device gives now.
+                    self.refresh_capacity();
+                }
                 self.node.step(i)
+            }
+            Msg::Resize { size, assume_clean, reply } => {
+                if self.resize_reply.is_some() {
+                    let _ = reply.send(Err(format!("{}: a resize is already in progress", self.shared.name)));
+                    return;
+                }
+                self.refresh_capacity();
+                self.resize_reply = Some(reply);
+                self.node.step(Input::Resize { size, assume_clean })
             }
             Msg::Write { offset, data, fua, reply } => {
                 let id = self.id();
@@ -422,6 +448,18 @@ impl Actor {
                         tracing::error!(resource = %self.shared.name, "writing the activity log failed: {e}");
                     }
                 }
+                Action::PersistResize { data_size } => self.persist_resize(data_size),
+                Action::ResizeDone(result) => {
+                    let name = &self.shared.name;
+                    let result = result.map_err(|e| format!("{name}: resize refused: {e}"));
+                    match &result {
+                        Ok(size) => tracing::info!(resource = %name, "resize done: {size} bytes"),
+                        Err(e) => tracing::warn!("{e}"),
+                    }
+                    if let Some(r) = self.resize_reply.take() {
+                        let _ = r.send(result);
+                    }
+                }
                 Action::PersistPr(blob) => {
                     if let Err(e) = self.store.write_pr(&blob) {
                         tracing::error!(resource = %self.shared.name, "writing the persistent-reservation state failed: {e}");
@@ -453,6 +491,49 @@ impl Actor {
         if changed {
             self.publish();
         }
+    }
+
+    /// Tell the machine how much data the backing device can hold now: the largest size a resize
+    /// could write metadata for (internal metadata that cannot move yet counts as not grown).
+    fn refresh_capacity(&mut self) {
+        let current = self.node.data_size();
+        let cap = device_size(self.data.file())
+            .map_err(|e| e.to_string())
+            .and_then(|dev| {
+                let cap = self.store.capacity(dev).map_err(|e| e.to_string())?;
+                match self.store.plan_resize(cap, dev) {
+                    Ok(_) => Ok(cap),
+                    Err(e) if cap > current => {
+                        tracing::warn!(resource = %self.shared.name, "the backing device grew but the volume cannot grow yet: {e}");
+                        Ok(current)
+                    }
+                    Err(_) => Ok(cap),
+                }
+            })
+            .unwrap_or_else(|e| {
+                tracing::warn!(resource = %self.shared.name, "size of the backing device: {e}");
+                current
+            });
+        self.node.set_capacity(cap);
+    }
+
+    /// Rewrite the metadata for the machine's new size (crash-safe, see `meta/store_resize.rs`),
+    /// record its place, and only then publish the size to the volume's users (the target).
+    fn persist_resize(&mut self, data_size: u64) {
+        let name = self.shared.name.clone();
+        let r = device_size(self.data.file())
+            .map_err(|e| e.to_string())
+            .and_then(|dev| self.store.resize(self.node.bitmap(), dev).map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            tracing::error!(resource = %name, "resizing the metadata to {data_size} bytes failed: {e}");
+            return;
+        }
+        if let Some(path) = &self.meta_locator
+            && let Err(e) = super::meta_locator::write(path, self.store.layout().sb_offset)
+        {
+            tracing::error!(resource = %name, "recording the metadata's place in {}: {e}", path.display());
+        }
+        self.shared.size.store(data_size, Ordering::Release);
     }
 
     fn publish(&self) {

@@ -6,6 +6,7 @@
 pub mod actor;
 pub mod bufpool;
 pub mod disk;
+pub mod meta_locator;
 pub mod transport;
 
 use crate::machine::{IoFailure, NodeParams, Snapshot};
@@ -37,6 +38,10 @@ pub struct VolumeSpec {
     pub connect: bool,
     /// What a failed local disk request does besides failing (see [`IoErrorPolicy`]).
     pub on_io_error: IoErrorPolicy,
+    /// Internal metadata: a small file recording where the superblock was last found or written (a
+    /// byte offset), so that after the backing device grew — before or during `resize` — the metadata
+    /// is still found (DRBD's "last known backing device" file). `None`: only the end is looked at.
+    pub meta_locator: Option<PathBuf>,
 }
 
 /// DRBD's `on-io-error`: what a failed local disk request does. Nothing acknowledged is lost in any
@@ -96,6 +101,7 @@ pub(crate) enum Msg {
     PrUpdate { blob: Bytes, reply: oneshot::Sender<Result<(), IoFailure>> },
     Read { offset: u64, len: u64, reply: oneshot::Sender<Result<Bytes, IoFailure>> },
     Verb { verb: Verb, reply: oneshot::Sender<Result<String, String>> },
+    Resize { size: Option<u64>, assume_clean: bool, reply: oneshot::Sender<Result<u64, String>> },
     Snapshot { reply: oneshot::Sender<Snapshot> },
     Down { reply: oneshot::Sender<()> },
     SetOptions { options: Box<crate::machine::LiveOptions>, handlers: BTreeMap<String, String>, reply: oneshot::Sender<()> },
@@ -103,7 +109,8 @@ pub(crate) enum Msg {
 
 pub(crate) struct Shared {
     pub name: String,
-    pub size: u64,
+    /// Usable bytes; grows (or shrinks) with `resize`, published by the actor after the metadata.
+    pub size: AtomicU64,
     pub tx: std::sync::mpsc::Sender<Msg>,
     pub data: Arc<disk::DataDisk>,
     pub local_reads: AtomicBool,
@@ -171,9 +178,19 @@ impl Volume {
         &self.shared.name
     }
 
-    /// Usable size in bytes.
+    /// Usable size in bytes (changes with [`Volume::resize`]; watch [`Snapshot::size`]).
     pub fn size(&self) -> u64 {
-        self.shared.size
+        self.shared.size.load(Ordering::Acquire)
+    }
+
+    /// Online resize (`haadm resize`): with the peer connected, grow to the smaller of both backing
+    /// devices, or set `size` explicitly (shrinking only with both nodes Secondary). `assume_clean`:
+    /// the new area is not resynced. Ok: the new size in bytes; Err: why not (nothing changed, or —
+    /// the link lost midway — the next handshake reconciles the sizes).
+    pub async fn resize(&self, size: Option<u64>, assume_clean: bool) -> Result<u64, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Resize { size, assume_clean, reply }).map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| "the resource's engine has stopped".to_string())?
     }
 
     /// Read from the local disk when it is up to date (no round trip through the state machine);
@@ -188,8 +205,9 @@ impl Volume {
 
     async fn read_inner(&self, offset: u64, len: u64) -> Result<Bytes, IoFailure> {
         let end = offset.checked_add(len);
-        if end.is_none_or(|e| e > self.shared.size) {
-            return Err(IoFailure::OutOfRange { offset, len, size: self.shared.size });
+        let size = self.size();
+        if end.is_none_or(|e| e > size) {
+            return Err(IoFailure::OutOfRange { offset, len, size });
         }
         if self.shared.local_reads.load(Ordering::Acquire) {
             let file = Arc::clone(&self.shared.data);

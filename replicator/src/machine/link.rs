@@ -14,7 +14,7 @@ use super::state::{ConnState, DiskState, ReplState, Role};
 use super::uuids::{Fixup, SideInfo, Uuids};
 use crate::meta::superblock::flags;
 use crate::wire::auth;
-use crate::wire::frame::{Frame, Params, UuidsMsg};
+use crate::wire::frame::{Frame, Params, UuidsMsg, PROTOCOL_RESIZE};
 use crate::wire::version::{negotiate, VersionRange};
 
 /// Bitmap words per BitmapChunk frame (512 KiB).
@@ -191,7 +191,16 @@ impl Node {
             self.abort(conn, &msg, false);
             return;
         }
-        if p.data_size != self.p.data_size {
+        let proto = self.link.as_ref().map_or(0, |l| l.proto);
+        if p.data_size > self.p.data_size && proto >= PROTOCOL_RESIZE {
+            if let Err(msg) = self.adopt_peer_size(p.data_size) {
+                self.abort(conn, &msg, false);
+                return;
+            }
+        } else if p.data_size < self.p.data_size && proto >= PROTOCOL_RESIZE {
+            // The peer adopts ours (or refuses the handshake) when it reads our Params.
+            self.log(true, format!("{}: the peer's volume is smaller ({} < {} bytes): it finishes the interrupted resize", self.p.resource, p.data_size, self.p.data_size));
+        } else if p.data_size != self.p.data_size {
             let msg = format!(
                 "size mismatch: peer's usable size is {} bytes, this node's is {} bytes; both backing devices must give the same size",
                 p.data_size, self.p.data_size
@@ -505,6 +514,8 @@ impl Node {
             Frame::ResyncFinished => self.on_resync_finished(conn),
             Frame::PrState { seq, blob } => self.on_peer_pr(conn, seq, blob),
             Frame::PrAck { seq, ok } => self.on_pr_ack(seq, ok),
+            Frame::ResizeRequest { size, explicit, assume_clean } => self.on_resize_request(conn, size, explicit, assume_clean),
+            Frame::ResizeReply { ok, size, capacity, reason } => self.on_resize_reply(ok, size, capacity, reason),
             Frame::Outdate => {
                 let ok = self.role != Role::Primary;
                 if ok && self.disk.is_consistent() {
@@ -609,6 +620,7 @@ impl Node {
         }
         self.peer_lost_for_inflight();
         self.pr_peer_lost();
+        self.resize_link_lost();
         self.changed();
     }
 }
@@ -652,5 +664,7 @@ pub(crate) fn frame_name(f: &Frame) -> &'static str {
         Frame::Abort { .. } => "Abort",
         Frame::PrState { .. } => "PrState",
         Frame::PrAck { .. } => "PrAck",
+        Frame::ResizeRequest { .. } => "ResizeRequest",
+        Frame::ResizeReply { .. } => "ResizeReply",
     }
 }

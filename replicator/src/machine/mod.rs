@@ -12,6 +12,7 @@ mod detach;
 mod verbs;
 mod link;
 mod pr;
+mod resize;
 mod resync;
 mod verify;
 mod options;

@@ -124,6 +124,8 @@ pub enum Input {
     /// Release the write acknowledgements held since the peer was lost: the peer is confirmed
     /// outdated or fenced (or the administrator says so: `resume-io`).
     Thaw { reason: String },
+    /// `resize`: grow to the smaller backing device of the two, or to `size` (see `resize.rs`).
+    Resize { size: Option<u64>, assume_clean: bool },
     Down,
     TransportUp { conn: u64 },
     TransportDown { conn: u64, reason: String },
@@ -159,6 +161,11 @@ pub enum Action {
     /// Store this persistent-reservation state in the superblock and sync (same rules as the other
     /// Persist actions: complete before the next action).
     PersistPr(Bytes),
+    /// Rewrite the metadata for `data_size` bytes with [`Node::bitmap`] (crash-safe, synced; before
+    /// the next action). Nothing beyond the old end is written or read before it.
+    PersistResize { data_size: u64 },
+    /// The answer to [`Input::Resize`]: the new size, or why not.
+    ResizeDone(Result<u64, String>),
     Complete { id: u64, result: Result<(), IoFailure> },
     ReadDone { id: u64, result: Result<Bytes, IoFailure> },
     RunHandler(&'static str),
@@ -233,6 +240,8 @@ pub struct Snapshot {
     pub protocols: VersionRange,
     pub peer_protocols: Option<VersionRange>,
     pub agreed_protocol: Option<u32>,
+    /// Usable size of the volume in bytes (changes with `resize`).
+    pub size: u64,
 }
 
 /// What a disk token was for.
@@ -402,6 +411,7 @@ pub struct Node {
     pub(crate) pr_queue: VecDeque<(u64, Bytes)>,
     pub(crate) pr_inflight: Option<super::pr::PrInflight>,
     pub(crate) peer_protocols: Option<VersionRange>,
+    pub(crate) resize: super::resize::ResizeState,
     pub(crate) out: Vec<Action>,
 }
 
@@ -468,11 +478,13 @@ impl Node {
             pr_queue: VecDeque::new(),
             pr_inflight: None,
             peer_protocols: None,
+            resize: Default::default(),
             out: Vec::new(),
         };
         // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
         // bitmap first, then mark the log clean. Remember a crash as Primary until the next successful
         // handshake consumes it (it decides the sync direction, rule 40).
+        node.resize.capacity = node.p.data_size;
         node.bitmap.mark_all_pages_dirty();
         let pages = node.bitmap.take_dirty_pages();
         node.out.push(Action::PersistBitmap(pages));
@@ -500,6 +512,7 @@ impl Node {
             Input::Verify => self.on_verify_verb(),
             Input::Invalidate { remote } => self.on_invalidate(remote),
             Input::Thaw { reason } => self.thaw(&reason),
+            Input::Resize { size, assume_clean } => self.on_resize_verb(size, assume_clean),
             Input::Down => self.on_down(),
             Input::TransportUp { conn } => self.on_transport_up(conn),
             Input::TransportDown { conn, reason } => self.on_transport_down(conn, &reason),
@@ -523,7 +536,11 @@ impl Node {
                 k <= keep
                     || !matches!(
                         a,
-                        Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_) | Action::PersistPr(_)
+                        Action::PersistSuperblock(_)
+                            | Action::PersistBitmap(_)
+                            | Action::PersistAl(_)
+                            | Action::PersistPr(_)
+                            | Action::PersistResize { .. }
                     )
             });
         }
@@ -582,6 +599,7 @@ impl Node {
             protocols: self.p.protocols,
             peer_protocols: self.peer_protocols,
             agreed_protocol: self.link.as_ref().map(|l| l.proto).filter(|&v| v > 0),
+            size: self.p.data_size,
         }
     }
 

@@ -193,6 +193,18 @@ impl Bitmap {
         b
     }
 
+    /// A copy covering `data_size` bytes (an online resize): the bits of the common blocks are kept,
+    /// blocks past a shrunken end dropped, new blocks clean. No page is dirty.
+    pub fn resized(&self, data_size: u64) -> Bitmap {
+        let mut b = Bitmap::new(data_size);
+        for (d, s) in b.words.iter_mut().zip(&self.words) {
+            *d = *s;
+        }
+        b.count = b.words.iter().map(|w| u64::from(w.count_ones())).sum();
+        b.mask_tail();
+        b
+    }
+
     /// Pages changed since the last call, ascending.
     pub fn take_dirty_pages(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.dirty).into_iter().collect()

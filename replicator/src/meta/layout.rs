@@ -155,6 +155,32 @@ impl Layout {
                 }
             }
         };
+        Ok(Layout::place(data_size, md_offset, md_size, loc, al_extents, al_slots))
+    }
+
+    /// The layout for exactly `data_size` bytes of data (at most what [`Layout::compute`] gives for
+    /// this device): an online resize's target, or the recorded size of a device that grew while the
+    /// volume kept its size. Internal metadata still ends at the end of `backing_size`.
+    pub fn with_data_size(data_size: u64, backing_size: u64, meta_dev_size: u64, loc: &MetaLocation, al_extents: u32) -> Result<Layout, MetaError> {
+        if data_size == 0 || !data_size.is_multiple_of(BLOCK_SIZE) || data_size > MAX_DATA_SIZE {
+            return Err(MetaError::Geometry(format!("data size {data_size} is not a non-zero multiple of 4096 up to {MAX_DATA_SIZE}")));
+        }
+        let max = Layout::compute(backing_size, meta_dev_size, loc, al_extents)?;
+        if data_size > max.data_size {
+            return Err(MetaError::DeviceShrank { recorded: data_size, available: max.data_size });
+        }
+        let al_slots = al_slots_for(al_extents);
+        let md = md_size_for(data_size, al_slots);
+        let (md_offset, md_size) = match loc {
+            MetaLocation::Internal => ((backing_size & !(META_PAGE - 1)) - md, md),
+            // Indexed slots keep their fixed place and size; flexible metadata starts at 0.
+            MetaLocation::External { index, .. } => (max.md_offset, if index.is_some() { INDEXED_SLOT } else { md }),
+        };
+        Ok(Layout::place(data_size, md_offset, md_size, loc, al_extents, al_slots))
+    }
+
+    /// Fill in every area from the data size and the metadata area.
+    fn place(data_size: u64, md_offset: u64, md_size: u64, loc: &MetaLocation, al_extents: u32, al_slots: u32) -> Layout {
         let pages = pages_for(data_size);
         // Internal: superblocks at the very end (findable without knowing the geometry); external: first.
         let (sb_offset, al_offset) = match loc {
@@ -163,7 +189,7 @@ impl Layout {
         };
         let bm_offset = al_offset + u64::from(al_slots) * META_PAGE;
         let crc_offset = bm_offset + pages * META_PAGE;
-        Ok(Layout {
+        Layout {
             data_size,
             md_offset,
             md_size,
@@ -176,7 +202,15 @@ impl Layout {
             bitmap_bytes: pages * META_PAGE,
             crc_offset,
             crc_size: crc_bytes_for(pages),
-        })
+        }
+    }
+
+    /// The bytes of the metadata device this layout uses (superblocks, activity log, bitmap, CRC
+    /// table; for indexed metadata not the unused rest of the slot). A resize writes nothing here
+    /// before its new superblock is committed.
+    pub fn used_range(&self) -> std::ops::Range<u64> {
+        let end = (self.crc_offset + self.crc_size).max(self.sb_offset + 2 * META_PAGE);
+        self.md_offset.min(self.sb_offset)..end
     }
 
     /// Where slot A of the superblock is, before the geometry is known.

@@ -166,6 +166,9 @@ pub struct OpenReport {
     /// Activity-log extents ORed into the bitmap (unclean stop).
     pub al_extents_applied: usize,
     pub al_torn_transactions: u32,
+    /// Internal metadata was not at the end of the backing device but at its last known place (the
+    /// device grew and the volume was not resized yet, or a resize was cut short).
+    pub found_at_last_known_place: Option<u64>,
 }
 
 impl OpenReport {
@@ -188,6 +191,11 @@ impl OpenReport {
         if self.al_torn_transactions > 0 {
             v.push(format!("{} torn or corrupt activity-log transaction(s) skipped", self.al_torn_transactions));
         }
+        if let Some(off) = self.found_at_last_known_place {
+            v.push(format!(
+                "internal metadata found at its last known place (superblock at byte {off}), not at the end of the grown backing device: the volume keeps its size until `haadm resize`"
+            ));
+        }
         v
     }
 }
@@ -195,6 +203,7 @@ impl OpenReport {
 /// Open metadata: the newest superblock, the bitmap, and where the next AL transaction goes.
 pub struct MetaStore {
     dev: Box<dyn MetaDevice>,
+    loc: MetaLocation,
     layout: Layout,
     sb: Superblock,
     /// Slot (0 = A, 1 = B) holding `sb`; the next write goes to the other one.
@@ -214,17 +223,39 @@ fn check_geometry(field: &'static str, recorded: u64, computed: u64) -> Result<(
 impl MetaStore {
     /// Read and validate; after an unclean stop (no AL_CLEAN), fold the activity log into the bitmap.
     pub fn open(dev: Box<dyn MetaDevice>, data_dev_size: u64, loc: &MetaLocation) -> Result<(MetaStore, OpenReport), MetaError> {
-        let (backing, meta_size) = backing_size(dev.as_ref(), data_dev_size, loc)?;
-        let sb_off = Layout::superblock_offset(backing, loc)?;
+        MetaStore::open_at(dev, data_dev_size, loc, None)
+    }
+
+    /// As [`MetaStore::open`]; for internal metadata not found at the end of the backing device, look at
+    /// `last_known_sb_offset` (where the superblock was when last opened or resized: the device grew
+    /// since, DRBD's "last known backing device" file does the same).
+    pub fn open_at(
+        dev: Box<dyn MetaDevice>,
+        data_dev_size: u64,
+        loc: &MetaLocation,
+        last_known_sb_offset: Option<u64>,
+    ) -> Result<(MetaStore, OpenReport), MetaError> {
+        let (mut backing, meta_size) = backing_size(dev.as_ref(), data_dev_size, loc)?;
+        let mut sb_off = Layout::superblock_offset(backing, loc)?;
         let slots = read(dev.as_ref(), sb_off, 2 * META_PAGE as usize, "superblocks")?;
-        let (sb, slot) = pick_newest(&slots[..META_PAGE as usize], &slots[META_PAGE as usize..])?;
+        let mut moved = None;
+        let (sb, slot) = match pick_newest(&slots[..META_PAGE as usize], &slots[META_PAGE as usize..]) {
+            Ok(found) => found,
+            Err(at_end) => match (loc, last_known_sb_offset) {
+                (MetaLocation::Internal, Some(off)) if off != sb_off && off % META_PAGE == 0 && off + 2 * META_PAGE <= meta_size => {
+                    let slots = read(dev.as_ref(), off, 2 * META_PAGE as usize, "superblocks (last known place)")?;
+                    let found = pick_newest(&slots[..META_PAGE as usize], &slots[META_PAGE as usize..]).map_err(|_| at_end)?;
+                    (sb_off, backing, moved) = (off, off + 2 * META_PAGE, Some(off));
+                    found
+                }
+                _ => return Err(at_end),
+            },
+        };
         let layout = match loc {
             MetaLocation::Internal => {
-                let l = Layout::compute(backing, meta_size, loc, sb.al_extents)?;
-                if l.data_size < sb.data_size {
-                    return Err(MetaError::DeviceShrank { recorded: sb.data_size, available: l.data_size });
-                }
-                check_geometry("data_size", sb.data_size, l.data_size)?;
+                // The recorded size, placed so that the metadata ends where the superblocks were found.
+                let l = Layout::with_data_size(sb.data_size, backing, meta_size, loc, sb.al_extents)?;
+                check_geometry("md_size", sb.md_size, l.md_size)?;
                 l
             }
             MetaLocation::External { .. } => {
@@ -243,6 +274,7 @@ impl MetaStore {
             superblock_slot: if slot.newest == 0 { 'A' } else { 'B' },
             superblock_seq: sb.seq,
             superblock_slot_problem: slot.other_problem,
+            found_at_last_known_place: moved,
             ..Default::default()
         };
 
@@ -279,6 +311,7 @@ impl MetaStore {
         }
         let store = MetaStore {
             dev,
+            loc: loc.clone(),
             layout,
             sb,
             newest_slot: slot.newest,
@@ -435,6 +468,13 @@ impl MetaStore {
     }
 }
 
+#[path = "store_resize.rs"]
+mod resize;
+
 #[cfg(test)]
 #[path = "store_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "store_resize_tests.rs"]
+mod resize_tests;

@@ -513,7 +513,11 @@ impl World {
                 // The crash hits while this action is being carried out.
                 let persist = matches!(
                     a,
-                    Action::PersistSuperblock(_) | Action::PersistBitmap(_) | Action::PersistAl(_) | Action::PersistPr(_)
+                    Action::PersistSuperblock(_)
+                        | Action::PersistBitmap(_)
+                        | Action::PersistAl(_)
+                        | Action::PersistPr(_)
+                        | Action::PersistResize { .. }
                 );
                 if persist {
                     self.apply(i, a);
@@ -585,6 +589,12 @@ impl World {
                 let Some(n) = self.nodes[i].as_mut() else { return };
                 n.store.write_pr(&blob).expect("sim PR state write");
             }
+            Action::PersistResize { .. } => {
+                // The simulated devices do not grow (capacity = size): no resize ever starts here.
+                let Some(n) = self.nodes[i].as_mut() else { return };
+                n.store.resize(n.node.bitmap(), self.size).expect("sim resize");
+            }
+            Action::ResizeDone(r) => self.note(format!("node{i} resize: {r:?}")),
             Action::Complete { id, result } => {
                 self.done.push(AppDone::Write { id, ok: result.is_ok() });
             }

@@ -42,9 +42,12 @@
 //! | 26 | Abort | code u32, reason str |
 //! | 27 | PrState | seq u64, blob (rest, at most [`MAX_PR_STATE`] bytes; protocol 2) |
 //! | 28 | PrAck | seq u64, ok bool (protocol 2) |
+//! | 29 | ResizeRequest | size u64, explicit bool, assume_clean bool (protocol 3) |
+//! | 30 | ResizeReply | ok bool, size u64, capacity u64, reason str (protocol 3) |
 //!
 //! Protocol versions: 1 is the first release; 2 adds PrState/PrAck (persistent-reservation state
-//! replicated with the resource). A frame of a later version is only sent once the handshake agreed on
+//! replicated with the resource); 3 adds ResizeRequest/ResizeReply (online resize) and lets the
+//! handshake's sizes differ (the smaller side adopts the larger one: a resize cut short). A frame of a later version is only sent once the handshake agreed on
 //! it ([`PROTOCOL_VERSION_MAX`] of both sides), so an older peer never sees a kind it does not know.
 //!
 //! Every payload must be consumed exactly: bytes left over after the last field are an error, so two
@@ -58,12 +61,14 @@ pub const HEADER_LEN: usize = 12;
 /// Largest payload: a 4 MiB write plus room for its fixed fields.
 pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024 + 4096;
 pub const PROTOCOL_VERSION_MIN: u32 = 1;
-pub const PROTOCOL_VERSION_MAX: u32 = 2;
+pub const PROTOCOL_VERSION_MAX: u32 = 3;
 /// The replication protocol versions this release speaks, offered in Hello.
 pub const PROTOCOLS: crate::wire::version::VersionRange =
     crate::wire::version::VersionRange::new(PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
 /// First protocol version with PrState/PrAck.
 pub const PROTOCOL_PR: u32 = 2;
+/// First protocol version with ResizeRequest/ResizeReply and handshakes of different sizes.
+pub const PROTOCOL_RESIZE: u32 = 3;
 /// Largest persistent-reservation state a PrState frame carries.
 pub const MAX_PR_STATE: usize = 64 * 1024;
 /// Data flag: force unit access (stable on the peer's disk before its ack).
@@ -122,7 +127,9 @@ mod kind {
     pub const ABORT: u16 = 26;
     pub const PR_STATE: u16 = 27;
     pub const PR_ACK: u16 = 28;
-    pub const MAX: u16 = PR_ACK;
+    pub const RESIZE_REQUEST: u16 = 29;
+    pub const RESIZE_REPLY: u16 = 30;
+    pub const MAX: u16 = RESIZE_REPLY;
 }
 
 /// Names indexed by `code - 1`, for errors and logs.
@@ -130,7 +137,7 @@ const KIND_NAMES: [&str; kind::MAX as usize] = [
     "Hello", "AuthChallenge", "AuthResponse", "Params", "Uuids", "State", "BitmapChunk", "SyncUuid",
     "ResyncFinished", "Data", "WriteAck", "NegAck", "Flush", "FlushAck", "RsData", "RsAck", "ReadRequest",
     "ReadReply", "VerifyRequest", "VerifyReply", "OutOfSync", "Ping", "PingAck", "Outdate", "OutdateAck", "Abort",
-    "PrState", "PrAck",
+    "PrState", "PrAck", "ResizeRequest", "ResizeReply",
 ];
 
 /// Connection parameters both sides must agree on (DRBD's `P_PROTOCOL` + `P_SIZES` + verify-alg).
@@ -193,6 +200,10 @@ pub enum Frame {
     // persistent-reservation state (protocol 2)
     PrState { seq: u64, blob: Bytes },
     PrAck { seq: u64, ok: bool },
+    // online resize (protocol 3): grow (or, `explicit`, set) the volume; the peer answers with the
+    // size it now has or why not, and its backing device's capacity either way.
+    ResizeRequest { size: u64, explicit: bool, assume_clean: bool },
+    ResizeReply { ok: bool, size: u64, capacity: u64, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +266,8 @@ impl Frame {
             Frame::Abort { .. } => ABORT,
             Frame::PrState { .. } => PR_STATE,
             Frame::PrAck { .. } => PR_ACK,
+            Frame::ResizeRequest { .. } => RESIZE_REQUEST,
+            Frame::ResizeReply { .. } => RESIZE_REPLY,
         }
     }
 
@@ -430,6 +443,17 @@ fn put_payload(frame: &Frame, out: &mut BytesMut) {
         Frame::PrAck { seq, ok } => {
             out.put_u64_le(*seq);
             put_bool(out, *ok);
+        }
+        Frame::ResizeRequest { size, explicit, assume_clean } => {
+            out.put_u64_le(*size);
+            put_bool(out, *explicit);
+            put_bool(out, *assume_clean);
+        }
+        Frame::ResizeReply { ok, size, capacity, reason } => {
+            put_bool(out, *ok);
+            out.put_u64_le(*size);
+            out.put_u64_le(*capacity);
+            put_str(out, reason);
         }
     }
 }
@@ -680,6 +704,8 @@ fn parse_payload(code: u16, payload: Bytes) -> Result<Frame, WireError> {
             Frame::PrState { seq, blob }
         }
         PR_ACK => Frame::PrAck { seq: r.u64()?, ok: r.bool()? },
+        RESIZE_REQUEST => Frame::ResizeRequest { size: r.u64()?, explicit: r.bool()?, assume_clean: r.bool()? },
+        RESIZE_REPLY => Frame::ResizeReply { ok: r.bool()?, size: r.u64()?, capacity: r.u64()?, reason: r.str()? },
         other => return Err(WireError::UnknownKind(other)),
     };
     r.finish()?;

@@ -45,6 +45,8 @@ fn samples() -> Vec<Frame> {
         Frame::Abort { code: 1, reason: "split brain".into() },
         Frame::PrState { seq: 11, blob: Bytes::from(vec![0x5cu8; 300]) },
         Frame::PrAck { seq: 11, ok: true },
+        Frame::ResizeRequest { size: 80 << 20, explicit: false, assume_clean: true },
+        Frame::ResizeReply { ok: false, size: 64 << 20, capacity: 64 << 20, reason: "backing device did not grow".into() },
     ]
 }
 
