@@ -14,7 +14,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/ha/ha.yaml";
     version,
     after_help = "drbdadm's order also works: haadm -- --overwrite-data-of-peer primary RES\n\
                   Exit status: 0 ok, 1 the verb failed, 2 usage error, 3 clusterd cannot be reached,\n\
-                  4 wait-sync --timeout expired, 130 wait-sync interrupted (Ctrl-C)."
+                  4 wait-sync/wait-connect --timeout expired, 130 wait-sync/wait-connect interrupted (Ctrl-C)."
 )]
 pub struct Cli {
     /// Configuration file (ha.yaml) shared by both nodes [default: $HA_CONFIG, else /etc/ha/ha.yaml].
@@ -82,6 +82,45 @@ pub enum Command {
     DumpMd(ResourceArg),
     /// Print a shell completion script (bash by default).
     Completion(CompletionArgs),
+    // issue 15 split-brain
+    /// Show both sides of a split brain (generations, changes, roles) and a recommended victim; with
+    /// --keep NODE, resolve it: run on the victim, it demotes, optionally saves its changed blocks,
+    /// and discards its changes (the survivor accepts by itself).
+    SplitBrain(SplitBrainArgs),
+    /// Wait until the replication link is Connected; exit 0 when it is, 1 when it cannot get there
+    /// without you (down, StandAlone, split brain), 4 on --timeout, 130 on Ctrl-C.
+    WaitConnect(WaitSyncArgs),
+    // issue 15 new-current-uuid
+    /// Start a new data generation; with --clear-bitmap skip the initial sync of two fresh, identical
+    /// (zeroed or thin) disks: connected, both Inconsistent, before any sync — run it on the node
+    /// that will be Primary.
+    NewCurrentUuid(NewCurrentUuidArgs),
+}
+
+// issue 15 new-current-uuid
+#[derive(Debug, Args)]
+pub struct NewCurrentUuidArgs {
+    /// Resource name, or `all`.
+    #[arg(value_name = "RES|all")]
+    pub resource: String,
+    /// Mark both disks UpToDate without a sync (only for disks that hold the same bytes).
+    #[arg(long)]
+    pub clear_bitmap: bool,
+}
+
+// issue 15 split-brain
+#[derive(Debug, Args)]
+pub struct SplitBrainArgs {
+    /// Resource name [default: all].
+    #[arg(value_name = "RES")]
+    pub resource: Option<String>,
+    /// Resolve: the node whose data survives (run this on the other node, the victim).
+    #[arg(long, value_name = "NODE")]
+    pub keep: Option<String>,
+    /// With --keep: first copy the victim's changed blocks to FILE (a new sparse image of the
+    /// volume's size holding only those blocks).
+    #[arg(long, value_name = "FILE", requires = "keep")]
+    pub save_victim: Option<PathBuf>,
 }
 
 /// A resource name or `all`.

@@ -13,6 +13,8 @@ mod verbs;
 mod link;
 mod pr;
 mod resync;
+mod new_uuid;
+pub mod split_brain;
 mod verify;
 
 pub use verify::verify_digest;

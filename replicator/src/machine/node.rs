@@ -121,6 +121,8 @@ pub enum Input {
     /// Release the write acknowledgements held since the peer was lost: the peer is confirmed
     /// outdated or fenced (or the administrator says so: `resume-io`).
     Thaw { reason: String },
+    /// `new-current-uuid [--clear-bitmap]` (checked first with [`Node::check_new_current_uuid`]).
+    NewCurrentUuid { clear_bitmap: bool },
     Down,
     TransportUp { conn: u64 },
     TransportDown { conn: u64, reason: String },
@@ -214,6 +216,8 @@ pub struct Snapshot {
     pub out_of_sync_blocks: u64,
     pub sync: Option<SyncProgress>,
     pub split_brain: bool,
+    /// Both sides as the handshake that found the last split brain saw them (issue 15).
+    pub split_brain_facts: Option<super::split_brain::SplitBrainFacts>,
     pub last_error: Option<String>,
     pub stats: Stats,
     pub pending_peer: usize,
@@ -315,6 +319,8 @@ pub(crate) struct Link {
     pub expected_peer_repl: Option<ReplState>,
     /// Protocol version both sides agreed on in Hello (0 until then).
     pub proto: u32,
+    /// Accepted while StandAlone after a split brain, only to be resolved (`split_brain.rs`).
+    pub resolve_only: bool,
 }
 
 /// Resync as SyncSource.
@@ -348,6 +354,8 @@ pub struct Node {
     pub(crate) link: Option<Link>,
     pub(crate) discard_my_data: bool,
     pub(crate) split_brain: bool,
+    /// Both sides of the last split brain found, until a handshake succeeds (`split_brain.rs`).
+    pub(crate) split_brain_facts: Option<super::split_brain::SplitBrainFacts>,
     pub(crate) last_error: Option<String>,
     pub(crate) crashed_primary: bool,
     pub(crate) writes: BTreeMap<u64, AppWrite>,
@@ -426,6 +434,7 @@ impl Node {
             link: None,
             discard_my_data: false,
             split_brain: false,
+            split_brain_facts: None,
             last_error: None,
             crashed_primary,
             writes: BTreeMap::new(),
@@ -488,6 +497,7 @@ impl Node {
             Input::ResumeSync => self.set_user_paused(false),
             Input::Verify => self.on_verify_verb(),
             Input::Invalidate { remote } => self.on_invalidate(remote),
+            Input::NewCurrentUuid { clear_bitmap } => self.on_new_current_uuid(clear_bitmap),
             Input::Thaw { reason } => self.thaw(&reason),
             Input::Down => self.on_down(),
             Input::TransportUp { conn } => self.on_transport_up(conn),
@@ -560,6 +570,7 @@ impl Node {
             out_of_sync_blocks: self.bitmap.count(),
             sync,
             split_brain: self.split_brain,
+            split_brain_facts: self.split_brain_facts,
             last_error: self.last_error.clone(),
             stats: self.stats,
             pending_peer: self.writes.values().filter(|w| w.peer_pending > 0).count(),
