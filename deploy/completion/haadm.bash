@@ -46,6 +46,9 @@ _haadm() {
             haadm,invalidate-remote)
                 cmd="haadm__subcmd__invalidate__subcmd__remote"
                 ;;
+            haadm,new-current-uuid)
+                cmd="haadm__subcmd__new__subcmd__current__subcmd__uuid"
+                ;;
             haadm,outdate)
                 cmd="haadm__subcmd__outdate"
                 ;;
@@ -64,6 +67,9 @@ _haadm() {
             haadm,secondary)
                 cmd="haadm__subcmd__secondary"
                 ;;
+            haadm,split-brain)
+                cmd="haadm__subcmd__split__subcmd__brain"
+                ;;
             haadm,standby)
                 cmd="haadm__subcmd__standby"
                 ;;
@@ -81,6 +87,9 @@ _haadm() {
                 ;;
             haadm,verify)
                 cmd="haadm__subcmd__verify"
+                ;;
+            haadm,wait-connect)
+                cmd="haadm__subcmd__wait__subcmd__connect"
                 ;;
             haadm,wait-sync)
                 cmd="haadm__subcmd__wait__subcmd__sync"
@@ -115,6 +124,9 @@ _haadm() {
             haadm__subcmd__help,invalidate-remote)
                 cmd="haadm__subcmd__help__subcmd__invalidate__subcmd__remote"
                 ;;
+            haadm__subcmd__help,new-current-uuid)
+                cmd="haadm__subcmd__help__subcmd__new__subcmd__current__subcmd__uuid"
+                ;;
             haadm__subcmd__help,outdate)
                 cmd="haadm__subcmd__help__subcmd__outdate"
                 ;;
@@ -133,6 +145,9 @@ _haadm() {
             haadm__subcmd__help,secondary)
                 cmd="haadm__subcmd__help__subcmd__secondary"
                 ;;
+            haadm__subcmd__help,split-brain)
+                cmd="haadm__subcmd__help__subcmd__split__subcmd__brain"
+                ;;
             haadm__subcmd__help,standby)
                 cmd="haadm__subcmd__help__subcmd__standby"
                 ;;
@@ -150,6 +165,9 @@ _haadm() {
                 ;;
             haadm__subcmd__help,verify)
                 cmd="haadm__subcmd__help__subcmd__verify"
+                ;;
+            haadm__subcmd__help,wait-connect)
+                cmd="haadm__subcmd__help__subcmd__wait__subcmd__connect"
                 ;;
             haadm__subcmd__help,wait-sync)
                 cmd="haadm__subcmd__help__subcmd__wait__subcmd__sync"
@@ -203,7 +221,7 @@ _haadm() {
 
     case "${cmd}" in
         haadm)
-            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion help"
+            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion split-brain wait-connect new-current-uuid help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -411,7 +429,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help)
-            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion help"
+            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync standby takeover target create-md dump-md completion split-brain wait-connect new-current-uuid help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -564,6 +582,20 @@ _haadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        haadm__subcmd__help__subcmd__new__subcmd__current__subcmd__uuid)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         haadm__subcmd__help__subcmd__outdate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -635,6 +667,20 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__secondary)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__split__subcmd__brain)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -788,6 +834,20 @@ _haadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        haadm__subcmd__help__subcmd__wait__subcmd__connect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         haadm__subcmd__help__subcmd__wait__subcmd__sync)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -830,6 +890,32 @@ _haadm() {
             ;;
         haadm__subcmd__invalidate__subcmd__remote)
             opts="-h --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__new__subcmd__current__subcmd__uuid)
+            opts="-h --clear-bitmap --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -991,6 +1077,40 @@ _haadm() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__split__subcmd__brain)
+            opts="-h --keep --save-victim --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --save-victim)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1335,6 +1455,36 @@ _haadm() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__wait__subcmd__connect)
+            opts="-h --timeout --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
