@@ -81,12 +81,20 @@ impl Node {
             }
             (_, Frame::Abort { code, reason }) => {
                 let msg = format!("peer aborted the connection: {reason}");
+                let peer_uuids = link.peer_uuids;
                 if code == ABORT_SPLIT_BRAIN {
                     self.split_brain = true;
                     self.stats.split_brains += 1;
                     self.out.push(Action::RunHandler("split-brain"));
+                    // The peer found it (or still holds one): keep both sides for `split-brain`.
+                    if let Some(pu) = peer_uuids {
+                        self.record_split_brain(&pu, Role::from_code(pu.role).unwrap_or(Role::Unknown));
+                    }
                 }
                 self.fatal(&msg, code == ABORT_RETRY);
+                if code == ABORT_SPLIT_BRAIN {
+                    self.stay_reachable_for_resolution();
+                }
             }
             (_, Frame::Ping { nonce }) => self.send(conn, Frame::PingAck { nonce }),
             (_, Frame::PingAck { .. }) => {}
@@ -166,7 +174,10 @@ impl Node {
             return;
         }
         link.stage = Stage::Params;
-        self.log(false, "peer authenticated using 20 bytes HMAC".into());
+        // Probes for a split-brain resolution repeat every connect-int: not worth a line each.
+        if !link.resolve_only {
+            self.log(false, "peer authenticated using 20 bytes HMAC".into());
+        }
         self.send_params(conn);
     }
 
@@ -253,6 +264,9 @@ impl Node {
         }
         if self.crashed_primary {
             fl |= UF_CRASHED_PRIMARY;
+        }
+        if self.link.as_ref().is_some_and(|l| l.resolve_only) {
+            fl |= super::split_brain::UF_RESOLVE_PROBE;
         }
         if self.persisted.flags & flags::PEER_PR_STALE != 0 {
             fl |= UF_PR_STALE;

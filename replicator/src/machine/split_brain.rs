@@ -14,11 +14,17 @@
 //!   a resolution decided on a stale view (either side resynced or started a generation since) is
 //!   refused, loudly.
 //!
-//! Every other handshake on such a link ends quietly after the Uuids frame (no bitmap is sent, the
-//! node stays StandAlone, nothing is logged as a warning), so two unresolved nodes probing each
-//! other cost one small handshake per `connect-int`. `disconnect` stops it (and forgets the facts).
+//! Every other handshake on such a link ends after the Uuids frame (no bitmap is sent, the node stays
+//! StandAlone): quietly when the peer is probing too (Uuids flag `resolve-probe`), so two unresolved
+//! nodes cost one small handshake per `connect-int`; with a split-brain abort when the peer connects
+//! in earnest without discarding (an operator's `connect`, or a node that missed the handshake that
+//! found the split brain), so it is flagged and records both sides too. `disconnect` stops it all
+//! (and forgets the facts).
 
-use super::link::{ABORT_FATAL, ABORT_RETRY};
+use super::link::{ABORT_FATAL, ABORT_RETRY, ABORT_SPLIT_BRAIN};
+
+/// Uuids flag: the sender is itself a split-brain node probing for a resolution (ends quietly).
+pub(crate) const UF_RESOLVE_PROBE: u64 = 16;
 use super::node::{Action, Node, Stage};
 use super::state::{ConnState, Role};
 use super::uuids::Uuids;
@@ -89,7 +95,16 @@ impl Node {
             return;
         };
         if u.flags & super::link::UF_DISCARD_MY_DATA == 0 {
-            self.quiet_teardown(conn, "split brain unresolved: the peer does not discard its data (run `haadm split-brain RES --keep NODE` on the victim)");
+            let why = "split brain unresolved: neither side discards its data (run `haadm split-brain RES --keep NODE` on the victim)";
+            if u.flags & UF_RESOLVE_PROBE != 0 {
+                self.quiet_teardown(conn, why);
+            } else {
+                // An ordinary connect (an operator's, or a node that missed the handshake that found
+                // the split brain): it must learn of it, as if it had decided itself.
+                self.send(conn, Frame::Abort { code: ABORT_SPLIT_BRAIN, reason: why.to_string() });
+                self.link = None;
+                self.out.push(Action::Close { conn });
+            }
             return;
         }
         let peer_now = Uuids { current: u.current, bitmap: u.bitmap, history: u.history };
