@@ -104,11 +104,13 @@ fn forced_split_brain_is_shown_and_resolved_keeping_node2_with_node1s_blocks_sav
         ensure!(shown.contains("diverged from generation") && !shown.contains("diverged from generation none"), "{shown}");
     }
 
-    // Wrong uses: unknown resource, a node that is not in the resource, run on the survivor,
-    // --save-victim without --keep.
+    // Wrong uses: unknown resource, a node that is not in the resource, --save-victim on the
+    // survivor, --keep from the survivor while the victim is still Primary, --save-victim without
+    // --keep.
     fails_with(&c, 0, &["split-brain", "nosuch"], 1, "nosuch")?;
     fails_with(&c, 0, &["split-brain", "r0", "--keep", "node9"], 1, "not a node of r0")?;
-    fails_with(&c, 1, &["split-brain", "r0", "--keep", "node2"], 1, "on the victim node1")?;
+    fails_with(&c, 1, &["split-brain", "r0", "--keep", "node2", "--save-victim", "/tmp/x.img"], 1, "on the victim node1")?;
+    fails_with(&c, 1, &["split-brain", "r0", "--keep", "node2"], 1, "node1 is Primary")?;
     fails_with(&c, 0, &["split-brain", "r0", "--save-victim", "x.img"], 2, "--keep")?;
     // The probes between the two unresolved nodes changed nothing.
     for i in 0..2 {
@@ -152,6 +154,31 @@ fn forced_split_brain_is_shown_and_resolved_keeping_node2_with_node1s_blocks_sav
     // Sparse: only the saved blocks take space.
     use std::os::unix::fs::MetadataExt;
     ensure!(img.metadata()?.blocks() * 512 <= 64 * BLOCK, "the saved image is not sparse ({} bytes allocated)", img.metadata()?.blocks() * 512);
+
+    // A second split brain, resolved from the survivor this time: once the victim is Secondary,
+    // `--keep node2` on node2 alone makes node1 discard.
+    c.haadm_ok(0, &["disconnect", "r0"])?;
+    c.haadm_ok(1, &["disconnect", "r0"])?;
+    c.haadm_ok(0, &["primary", "r0"])?;
+    let again1: BTreeSet<u64> = [7, 300].into_iter().collect();
+    let again2: BTreeSet<u64> = [300, 301, 302].into_iter().collect();
+    write_blocks(&c, 0, &again1, 0x33)?;
+    write_blocks(&c, 1, &again2, 0x44)?;
+    c.haadm_ok(0, &["connect", "r0"])?;
+    c.haadm_ok(1, &["connect", "r0"])?;
+    for i in 0..2 {
+        c.wait_r0(i, "second split brain", Duration::from_secs(20), |r| r["split_brain"] == true && field(r, "connection") == "StandAlone")?;
+    }
+    fails_with(&c, 1, &["split-brain", "r0", "--keep", "node2"], 1, "node1 is Primary")?;
+    c.haadm_ok(0, &["secondary", "r0"])?;
+    let out = c.haadm_ok(1, &["split-brain", "r0", "--keep", "node2"])?;
+    ensure!(out.contains("resolved"), "{out}");
+    for i in 0..2 {
+        c.wait_r0(i, "second resolution in sync", Duration::from_secs(60), connected_uptodate)?;
+    }
+    let (a, b) = (sha1_file(&c.path("node1-data.img"))?, sha1_file(&c.path("node2-data.img"))?);
+    ensure!(a == b, "backing files differ after the second resolution ({a} vs {b})");
+    ensure!(read_block(&data1, 7)? == zero && read_block(&data1, 300)? == content(300, 0x44), "node1 kept its changes");
     Ok(())
 }
 

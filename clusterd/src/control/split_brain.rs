@@ -3,11 +3,13 @@
 //! Showing: both sides as the handshake that found the split brain saw them (the replicator keeps
 //! them, `replicator/src/machine/split_brain.rs`), the common generation, and a recommended victim.
 //!
-//! Resolving runs on the victim: demote it (a Primary victim's writes are what is discarded), copy
-//! its changed blocks if asked, then `connect --discard-my-data`. The survivor needs no verb: a node
-//! left StandAlone by a split brain stays reachable for resolution and accepts exactly that offer
-//! when both sides' generations are still the recorded ones. Run on the survivor, the verb refuses
-//! and says to run it on the victim: the victim's demotion and the copy of its blocks belong there.
+//! Resolving from either node. On the victim: demote it (a Primary victim's writes are what is
+//! discarded), copy its changed blocks if asked, then `connect --discard-my-data`; the survivor
+//! needs no verb: a node left StandAlone by a split brain stays reachable for resolution and accepts
+//! exactly that offer when both sides' generations are still the recorded ones. On the survivor:
+//! connect asking the peer to discard; the victim, reachable the same way, checks the generations
+//! and refuses while it is Primary (its writes are being served: demoting it under its users is its
+//! own node's call). `--save-victim` needs the victim's disk, so it runs on the victim only.
 
 use crate::daemon::resources::Resources;
 use proto::control::{GenerationUuids, SplitBrainReply, SplitBrainRequest, SplitBrainSide, SplitBrainView};
@@ -92,19 +94,16 @@ pub async fn resolve(resources: &Resources, req: &SplitBrainRequest) -> Result<S
             view.connection
         )));
     }
-    if req.keep == me {
-        return Err(Status::failed_precondition(format!(
-            "{name}: --keep {me} names this node: run `haadm split-brain {name} --keep {me}` on the victim {peer} \
-             (it demotes, saves and discards its changes there; this node accepts its offer by itself)"
-        )));
-    }
-    if req.keep != peer {
+    if req.keep != peer && req.keep != me {
         return Err(Status::invalid_argument(format!("--keep {}: not a node of {name} (this node is {me}, its peer {peer})", req.keep)));
     }
     if !req.save_victim.is_empty() && !Path::new(&req.save_victim).is_absolute() {
         return Err(Status::invalid_argument(format!("--save-victim {}: needs an absolute path", req.save_victim)));
     }
     let vol = resources.volume(name).await.map_err(Status::failed_precondition)?;
+    if req.keep == me {
+        return keep_this_node(&vol, view, &me, &peer, req).await;
+    }
     let mut steps = Vec::new();
     if vol.current().await.role == Role::Primary {
         vol.verb(Verb::Secondary).await.map_err(|e| Status::failed_precondition(format!("{name}: cannot demote the victim {me}: {e}")))?;
@@ -117,10 +116,38 @@ pub async fn resolve(resources: &Resources, req: &SplitBrainRequest) -> Result<S
     tracing::warn!(resource = %name, keep = %peer, "split brain: discarding this node's changes ({})", steps.join("; "));
     vol.verb(Verb::Connect { discard_my_data: true }).await.map_err(Status::failed_precondition)?;
     steps.push(format!("{me} connects with --discard-my-data"));
+    wait_resolved(&vol, view, name, &peer, steps, &[ReplState::SyncTarget, ReplState::PausedSyncT]).await
+}
+
+/// `--keep THIS-NODE` on the survivor: connect asking the peer to discard; the peer (reachable for
+/// resolution) checks the generations and refuses while it is Primary.
+async fn keep_this_node(vol: &replicator::engine::Volume, view: SplitBrainView, me: &str, peer: &str, req: &SplitBrainRequest) -> Result<SplitBrainReply, Status> {
+    let name = req.resource.as_str();
+    if !req.save_victim.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "{name}: --save-victim copies the victim's blocks from its own disk: run `haadm split-brain {name} --keep {me} --save-victim FILE` on the victim {peer}"
+        )));
+    }
+    tracing::warn!(resource = %name, victim = %peer, "split brain: keeping this node's data, asking the peer to discard");
+    vol.verb(Verb::ResolveKeepMe).await.map_err(Status::failed_precondition)?;
+    let steps = vec![format!("{me} connects as the survivor, {peer} asked to discard its changes")];
+    wait_resolved(vol, view, name, peer, steps, &[ReplState::SyncSource, ReplState::PausedSyncS]).await
+}
+
+/// Wait (bounded) until the link is up after a resolution, or report why not.
+async fn wait_resolved(
+    vol: &replicator::engine::Volume,
+    view: SplitBrainView,
+    name: &str,
+    peer: &str,
+    mut steps: Vec<String>,
+    syncing: &[ReplState],
+) -> Result<SplitBrainReply, Status> {
+    let me = view.local.as_ref().map(|l| l.node.clone()).unwrap_or_default();
     let deadline = Instant::now() + RESOLVE_WAIT;
     loop {
         let s = vol.current().await;
-        let synced = matches!(s.repl, ReplState::SyncTarget | ReplState::PausedSyncT | ReplState::Established);
+        let synced = s.repl == ReplState::Established || syncing.contains(&s.repl);
         if s.conn == ConnState::Connected && synced {
             steps.push(format!("connected to {peer}, replication {} (resync from {peer})", s.repl));
             return Ok(SplitBrainReply { views: vec![view], ok: true, message: format!("{name}: split brain resolved, {peer} kept: {}", steps.join("; ")) });
@@ -134,7 +161,7 @@ pub async fn resolve(resources: &Resources, req: &SplitBrainRequest) -> Result<S
                 views: vec![view],
                 ok: false,
                 message: format!(
-                    "{name}: {peer} did not accept within {} s (connection {}); {me} stays Connecting with --discard-my-data ({})",
+                    "{name}: {peer} did not accept within {} s (connection {}); {me} stays Connecting ({})",
                     RESOLVE_WAIT.as_secs(),
                     s.conn,
                     steps.join("; ")

@@ -355,6 +355,12 @@ impl Actor {
                 let what = if clear_bitmap { "initial sync skipped, this disk is UpToDate; the peer follows" } else { "new data generation" };
                 (Ok(format!("{name}: new current UUID {:016X} ({what})", self.node.persisted().uuids.current)), a)
             }
+            Verb::ResolveKeepMe => {
+                if let Err(e) = self.node.check_resolve_keep_me() {
+                    return (Err(format!("{name}: {e}")), Vec::new());
+                }
+                (Ok(format!("{name}: connecting as the split brain's survivor")), self.node.step(Input::ResolveKeepMe))
+            }
             Verb::Outdate => {
                 let a = self.node.step(Input::Outdate);
                 let s = self.node.snapshot();

@@ -90,6 +90,8 @@ pub enum Verb {
     Thaw { reason: &'static str },
     /// `new-current-uuid [--clear-bitmap]` (issue 15).
     NewCurrentUuid { clear_bitmap: bool },
+    /// `split-brain --keep THIS-NODE` (issue 15): connect as the survivor, the peer discards.
+    ResolveKeepMe,
 }
 
 pub(crate) enum Msg {

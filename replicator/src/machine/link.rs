@@ -82,6 +82,7 @@ impl Node {
             (_, Frame::Abort { code, reason }) => {
                 let msg = format!("peer aborted the connection: {reason}");
                 let peer_uuids = link.peer_uuids;
+                let was_keeping = self.resolve_keep_me;
                 if code == ABORT_SPLIT_BRAIN {
                     self.split_brain = true;
                     self.stats.split_brains += 1;
@@ -92,7 +93,11 @@ impl Node {
                     }
                 }
                 self.fatal(&msg, code == ABORT_RETRY);
-                if code == ABORT_SPLIT_BRAIN {
+                if was_keeping {
+                    // The victim refused our resolution: still a split brain, still resolvable.
+                    self.split_brain = true;
+                }
+                if code == ABORT_SPLIT_BRAIN || was_keeping {
                     self.stay_reachable_for_resolution();
                 }
             }
@@ -268,6 +273,9 @@ impl Node {
         if self.link.as_ref().is_some_and(|l| l.resolve_only) {
             fl |= super::split_brain::UF_RESOLVE_PROBE;
         }
+        if self.resolve_keep_me {
+            fl |= super::split_brain::UF_KEEP_ME;
+        }
         if self.persisted.flags & flags::PEER_PR_STALE != 0 {
             fl |= UF_PR_STALE;
         }
@@ -305,7 +313,8 @@ impl Node {
         let conn = link.conn;
         let Some(pu) = link.peer_uuids else { return };
         let peer_words = std::mem::take(&mut link.peer_words);
-        let peer_discard = link.peer_discard;
+        // As a split brain's survivor we asked the peer to discard; it agreed by going on.
+        let peer_discard = link.peer_discard || self.resolve_keep_me;
         let peer_role = Role::from_code(pu.role).unwrap_or(Role::Secondary);
         let peer_disk = DiskState::from_code(pu.disk).unwrap_or(DiskState::DUnknown);
         let facts = HandshakeFacts {
@@ -406,6 +415,7 @@ impl Node {
         self.discard_my_data = false;
         self.split_brain = false;
         self.split_brain_facts = None;
+        self.resolve_keep_me = false;
         let mut fl = self.persisted.flags & !flags::CRASHED_PRIMARY;
         match repl {
             ReplState::SyncTarget => {
@@ -599,6 +609,7 @@ impl Node {
     /// Tear down the link; `retry` keeps Connecting, otherwise StandAlone (DRBD does not retry after an
     /// authentication failure, a split brain or incompatible settings).
     pub(crate) fn fatal(&mut self, reason: &str, retry: bool) {
+        self.resolve_keep_me = false;
         if let Some(l) = self.link.take_if(|l| l.resolve_only) {
             // A probe for a split-brain resolution: no state change, no warning (`split_brain.rs`).
             self.out.push(Action::Close { conn: l.conn });

@@ -123,6 +123,8 @@ pub enum Input {
     Thaw { reason: String },
     /// `new-current-uuid [--clear-bitmap]` (checked first with [`Node::check_new_current_uuid`]).
     NewCurrentUuid { clear_bitmap: bool },
+    /// `split-brain --keep THIS-NODE`: connect as the survivor (checked with `check_resolve_keep_me`).
+    ResolveKeepMe,
     Down,
     TransportUp { conn: u64 },
     TransportDown { conn: u64, reason: String },
@@ -356,6 +358,8 @@ pub struct Node {
     pub(crate) split_brain: bool,
     /// Both sides of the last split brain found, until a handshake succeeds (`split_brain.rs`).
     pub(crate) split_brain_facts: Option<super::split_brain::SplitBrainFacts>,
+    /// This node connects as a split brain's survivor, asking the peer to discard (`split_brain.rs`).
+    pub(crate) resolve_keep_me: bool,
     pub(crate) last_error: Option<String>,
     pub(crate) crashed_primary: bool,
     pub(crate) writes: BTreeMap<u64, AppWrite>,
@@ -435,6 +439,7 @@ impl Node {
             discard_my_data: false,
             split_brain: false,
             split_brain_facts: None,
+            resolve_keep_me: false,
             last_error: None,
             crashed_primary,
             writes: BTreeMap::new(),
@@ -498,6 +503,7 @@ impl Node {
             Input::Verify => self.on_verify_verb(),
             Input::Invalidate { remote } => self.on_invalidate(remote),
             Input::NewCurrentUuid { clear_bitmap } => self.on_new_current_uuid(clear_bitmap),
+            Input::ResolveKeepMe => self.on_resolve_keep_me(),
             Input::Thaw { reason } => self.thaw(&reason),
             Input::Down => self.on_down(),
             Input::TransportUp { conn } => self.on_transport_up(conn),

@@ -25,6 +25,8 @@ use super::link::{ABORT_FATAL, ABORT_RETRY, ABORT_SPLIT_BRAIN};
 
 /// Uuids flag: the sender is itself a split-brain node probing for a resolution (ends quietly).
 pub(crate) const UF_RESOLVE_PROBE: u64 = 16;
+/// Uuids flag: the sender resolves a split brain as its survivor and asks the peer to discard.
+pub(crate) const UF_KEEP_ME: u64 = 32;
 use super::node::{Action, Node, Stage};
 use super::state::{ConnState, Role};
 use super::uuids::Uuids;
@@ -94,7 +96,8 @@ impl Node {
             self.quiet_teardown(conn, "no split brain to resolve");
             return;
         };
-        if u.flags & super::link::UF_DISCARD_MY_DATA == 0 {
+        let peer_keeps = u.flags & UF_KEEP_ME != 0;
+        if u.flags & super::link::UF_DISCARD_MY_DATA == 0 && !peer_keeps {
             let why = "split brain unresolved: neither side discards its data (run `haadm split-brain RES --keep NODE` on the victim)";
             if u.flags & UF_RESOLVE_PROBE != 0 {
                 self.quiet_teardown(conn, why);
@@ -124,17 +127,51 @@ impl Node {
             self.out.push(Action::Close { conn });
             return;
         }
-        self.log(true, format!("{}: split brain: the peer discards its data; this node is the survivor and becomes SyncSource", self.p.resource));
+        if peer_keeps && self.role == Role::Primary {
+            let msg = format!(
+                "split-brain resolution refused: the victim {} is Primary (its writes are being served); demote it there first (haadm secondary {}), or run the resolution on it",
+                self.p.node, self.p.resource
+            );
+            self.send(conn, Frame::Abort { code: ABORT_FATAL, reason: msg.clone() });
+            self.log(true, format!("{}: {msg}", self.p.resource));
+            self.link = None;
+            self.out.push(Action::Close { conn });
+            return;
+        }
+        if peer_keeps {
+            self.log(true, format!("{}: split brain: the peer keeps its data; this node is the victim, discards its changes and becomes SyncTarget", self.p.resource));
+            self.discard_my_data = true;
+        } else {
+            self.log(true, format!("{}: split brain: the peer discards its data; this node is the survivor and becomes SyncSource", self.p.resource));
+        }
         self.split_brain = false;
         self.last_error = None;
         self.set_conn(ConnState::Connecting);
         if let Some(l) = self.link.as_mut() {
             l.resolve_only = false;
-            l.peer_discard = true;
+            l.peer_discard = !peer_keeps;
             l.peer_uuids = Some(u);
             l.stage = Stage::Bitmap;
         }
         self.send_bitmap(conn);
+    }
+
+    /// Whether this node may resolve as the survivor (`connect` asking the peer to discard).
+    pub fn check_resolve_keep_me(&self) -> Result<(), String> {
+        if self.split_brain_facts.is_none() || !self.split_brain || self.conn != ConnState::StandAlone {
+            return Err(format!("no unresolved split brain here (connection {})", self.conn));
+        }
+        self.check_connect()
+    }
+
+    /// Connect as the survivor: the peer, still reachable for resolution, discards its changes.
+    pub(crate) fn on_resolve_keep_me(&mut self) {
+        if let Err(e) = self.check_resolve_keep_me() {
+            self.log(true, format!("{}: split-brain resolution refused: {e}", self.p.resource));
+            return;
+        }
+        self.on_connect_verb(false);
+        self.resolve_keep_me = true;
     }
 
     /// End a resolve-only link without a state change or a warning.

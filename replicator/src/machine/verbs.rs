@@ -64,6 +64,7 @@ impl Node {
     pub(crate) fn on_disconnect_verb(&mut self) {
         // Also ends the split-brain resolution probing (`split_brain.rs`).
         self.split_brain_facts = None;
+        self.resolve_keep_me = false;
         self.out.push(Action::SetConnecting(false));
         if let Some(l) = self.link.as_ref() {
             let conn = l.conn;
