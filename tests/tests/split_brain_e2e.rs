@@ -3,7 +3,9 @@
 //! reconnect); `haadm split-brain r0` shows both sides and recommends the side that changed less;
 //! `haadm split-brain r0 --keep node2 --save-victim FILE` run on node1 resolves it: both Connected
 //! and UpToDate, both backing files identical and holding node2's data, and FILE holding exactly
-//! node1's diverged blocks (every other block a hole reading as zeroes). Also the wrong uses.
+//! node1's diverged blocks (every other block a hole reading as zeroes). A second split brain is
+//! resolved from the survivor (`--keep node2` on node2, refused while node1 is Primary). Also the
+//! wrong uses and `wait-connect`.
 
 use anyhow::{Context, Result, ensure};
 use clusterd::haadm::client::{StartHint, connect};

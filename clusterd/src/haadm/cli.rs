@@ -84,8 +84,8 @@ pub enum Command {
     Completion(CompletionArgs),
     // issue 15 split-brain
     /// Show both sides of a split brain (generations, changes, roles) and a recommended victim; with
-    /// --keep NODE, resolve it: run on the victim, it demotes, optionally saves its changed blocks,
-    /// and discards its changes (the survivor accepts by itself).
+    /// --keep NODE, resolve it from either node (on the victim: demote, optionally save its changed
+    /// blocks, discard; on the survivor: the victim, once Secondary, discards by itself).
     SplitBrain(SplitBrainArgs),
     /// Wait until the replication link is Connected; exit 0 when it is, 1 when it cannot get there
     /// without you (down, StandAlone, split brain), 4 on --timeout, 130 on Ctrl-C.
@@ -114,10 +114,10 @@ pub struct SplitBrainArgs {
     /// Resource name [default: all].
     #[arg(value_name = "RES")]
     pub resource: Option<String>,
-    /// Resolve: the node whose data survives (run this on the other node, the victim).
+    /// Resolve: the node whose data survives (this node or the peer).
     #[arg(long, value_name = "NODE")]
     pub keep: Option<String>,
-    /// With --keep: first copy the victim's changed blocks to FILE (a new sparse image of the
+    /// With --keep, on the victim: first copy its changed blocks to FILE (a new sparse image of the
     /// volume's size holding only those blocks).
     #[arg(long, value_name = "FILE", requires = "keep")]
     pub save_victim: Option<PathBuf>,

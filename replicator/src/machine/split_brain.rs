@@ -4,12 +4,13 @@
 //! their own and the peer's generation tuple, role, and count of blocks changed (set in the bitmap).
 //! `haadm split-brain` shows them and recommends a victim.
 //!
-//! Resolution: the victim demotes and runs `connect --discard-my-data` (what `haadm split-brain RES
-//! --keep SURVIVOR` does on the victim). The survivor needs no verb: while StandAlone after a split
-//! brain it stays *reachable for resolution* — it accepts the replication link (or, as the side that
-//! dials, dials it at `connect-int`), authenticated as always, but lets a handshake past the
-//! generation exchange only when
-//! - the peer offers to discard its data (the Uuids flag `discard-my-data`), and
+//! Resolution from either side: the victim demotes and runs `connect --discard-my-data`, or the
+//! survivor connects with the Uuids flag `keep-me` (what `haadm split-brain RES --keep SURVIVOR` does
+//! on either node). The other node needs no verb: while StandAlone after a split brain it stays
+//! *reachable for resolution* — it accepts the replication link (or, as the side that dials, dials
+//! it at `connect-int`), authenticated as always, but lets a handshake past the generation exchange
+//! only when
+//! - the peer offers a resolution (`discard-my-data`, or `keep-me` and this node is not Primary), and
 //! - both tuples are still the ones recorded when the split brain was found (ignoring the role bit):
 //!   a resolution decided on a stale view (either side resynced or started a generation since) is
 //!   refused, loudly.
