@@ -95,9 +95,9 @@ fn forced_split_brain_is_shown_and_resolved_keeping_node2_with_node1s_blocks_sav
     fails_with(&c, 0, &["wait-connect", "r0", "--timeout", "5s"], 1, "split brain")?;
 
     // Both nodes show both sides and agree on the victim: node1 changed less.
-    for i in 0..2 {
+    for (i, node) in NODES.iter().enumerate() {
         let shown = c.haadm_ok(i, &["split-brain", "r0"])?;
-        eprintln!("{}:\n{shown}", NODES[i]);
+        eprintln!("{node}:\n{shown}");
         ensure!(shown.contains("SPLIT BRAIN"), "{shown}");
         ensure!(shown.contains(&format!("{} blocks", node1_blocks.len())), "node1's changes missing: {shown}");
         ensure!(shown.contains(&format!("{} blocks", node2_blocks.len())), "node2's changes missing: {shown}");
