@@ -392,4 +392,27 @@ mod tests {
             os(&["haadm", "--node", "primary", "primary", "--force", "r0"])
         );
     }
+
+    // issue 15
+    #[test]
+    fn split_brain_wait_connect_and_new_current_uuid_parse() {
+        match parse(&["haadm", "split-brain", "r0", "--keep", "node2", "--save-victim", "v.img"]).command {
+            Command::SplitBrain(a) => assert_eq!(
+                (a.resource.as_deref(), a.keep.as_deref(), a.save_victim),
+                (Some("r0"), Some("node2"), Some(PathBuf::from("v.img")))
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&["haadm", "split-brain"]).command, Command::SplitBrain(SplitBrainArgs { resource: None, keep: None, .. })));
+        assert!(Cli::try_parse_from(os(&["haadm", "split-brain", "r0", "--save-victim", "v.img"])).is_err(), "--save-victim needs --keep");
+        match parse(&["haadm", "wait-connect", "r0", "--timeout", "5s"]).command {
+            Command::WaitConnect(w) => assert_eq!((w.resource.as_str(), w.timeout), ("r0", Some(std::time::Duration::from_secs(5)))),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["haadm", "new-current-uuid", "--clear-bitmap", "r0"]).command,
+            Command::NewCurrentUuid(NewCurrentUuidArgs { clear_bitmap: true, .. })
+        ));
+        assert!(matches!(parse(&["haadm", "new-current-uuid", "r0"]).command, Command::NewCurrentUuid(NewCurrentUuidArgs { clear_bitmap: false, .. })));
+    }
 }
