@@ -16,6 +16,9 @@ _haadm() {
             ",$1")
                 cmd="haadm"
                 ;;
+            haadm,adjust)
+                cmd="haadm__subcmd__adjust"
+                ;;
             haadm,completion)
                 cmd="haadm__subcmd__completion"
                 ;;
@@ -31,6 +34,9 @@ _haadm() {
             haadm,down)
                 cmd="haadm__subcmd__down"
                 ;;
+            haadm,dump)
+                cmd="haadm__subcmd__dump"
+                ;;
             haadm,dump-md)
                 cmd="haadm__subcmd__dump__subcmd__md"
                 ;;
@@ -45,6 +51,9 @@ _haadm() {
                 ;;
             haadm,invalidate-remote)
                 cmd="haadm__subcmd__invalidate__subcmd__remote"
+                ;;
+            haadm,new-current-uuid)
+                cmd="haadm__subcmd__new__subcmd__current__subcmd__uuid"
                 ;;
             haadm,outdate)
                 cmd="haadm__subcmd__outdate"
@@ -67,6 +76,9 @@ _haadm() {
             haadm,secondary)
                 cmd="haadm__subcmd__secondary"
                 ;;
+            haadm,split-brain)
+                cmd="haadm__subcmd__split__subcmd__brain"
+                ;;
             haadm,standby)
                 cmd="haadm__subcmd__standby"
                 ;;
@@ -85,8 +97,17 @@ _haadm() {
             haadm,verify)
                 cmd="haadm__subcmd__verify"
                 ;;
+            haadm,version)
+                cmd="haadm__subcmd__version"
+                ;;
+            haadm,wait-connect)
+                cmd="haadm__subcmd__wait__subcmd__connect"
+                ;;
             haadm,wait-sync)
                 cmd="haadm__subcmd__wait__subcmd__sync"
+                ;;
+            haadm__subcmd__help,adjust)
+                cmd="haadm__subcmd__help__subcmd__adjust"
                 ;;
             haadm__subcmd__help,completion)
                 cmd="haadm__subcmd__help__subcmd__completion"
@@ -103,6 +124,9 @@ _haadm() {
             haadm__subcmd__help,down)
                 cmd="haadm__subcmd__help__subcmd__down"
                 ;;
+            haadm__subcmd__help,dump)
+                cmd="haadm__subcmd__help__subcmd__dump"
+                ;;
             haadm__subcmd__help,dump-md)
                 cmd="haadm__subcmd__help__subcmd__dump__subcmd__md"
                 ;;
@@ -117,6 +141,9 @@ _haadm() {
                 ;;
             haadm__subcmd__help,invalidate-remote)
                 cmd="haadm__subcmd__help__subcmd__invalidate__subcmd__remote"
+                ;;
+            haadm__subcmd__help,new-current-uuid)
+                cmd="haadm__subcmd__help__subcmd__new__subcmd__current__subcmd__uuid"
                 ;;
             haadm__subcmd__help,outdate)
                 cmd="haadm__subcmd__help__subcmd__outdate"
@@ -139,6 +166,9 @@ _haadm() {
             haadm__subcmd__help,secondary)
                 cmd="haadm__subcmd__help__subcmd__secondary"
                 ;;
+            haadm__subcmd__help,split-brain)
+                cmd="haadm__subcmd__help__subcmd__split__subcmd__brain"
+                ;;
             haadm__subcmd__help,standby)
                 cmd="haadm__subcmd__help__subcmd__standby"
                 ;;
@@ -156,6 +186,12 @@ _haadm() {
                 ;;
             haadm__subcmd__help,verify)
                 cmd="haadm__subcmd__help__subcmd__verify"
+                ;;
+            haadm__subcmd__help,version)
+                cmd="haadm__subcmd__help__subcmd__version"
+                ;;
+            haadm__subcmd__help,wait-connect)
+                cmd="haadm__subcmd__help__subcmd__wait__subcmd__connect"
                 ;;
             haadm__subcmd__help,wait-sync)
                 cmd="haadm__subcmd__help__subcmd__wait__subcmd__sync"
@@ -209,8 +245,34 @@ _haadm() {
 
     case "${cmd}" in
         haadm)
-            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion help"
+            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion adjust dump version split-brain wait-connect new-current-uuid help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__adjust)
+            opts="-n -h --dry-run --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -364,6 +426,32 @@ _haadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        haadm__subcmd__dump)
+            opts="-h --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         haadm__subcmd__dump__subcmd__md)
             opts="-h --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -417,8 +505,22 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help)
-            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion help"
+            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion adjust dump version split-brain wait-connect new-current-uuid help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__adjust)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -500,6 +602,20 @@ _haadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        haadm__subcmd__help__subcmd__dump)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         haadm__subcmd__help__subcmd__dump__subcmd__md)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -557,6 +673,20 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__invalidate__subcmd__remote)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__new__subcmd__current__subcmd__uuid)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -655,6 +785,20 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__secondary)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__split__subcmd__brain)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -808,6 +952,34 @@ _haadm() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        haadm__subcmd__help__subcmd__version)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__wait__subcmd__connect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         haadm__subcmd__help__subcmd__wait__subcmd__sync)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -850,6 +1022,32 @@ _haadm() {
             ;;
         haadm__subcmd__invalidate__subcmd__remote)
             opts="-h --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__new__subcmd__current__subcmd__uuid)
+            opts="-h --clear-bitmap --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1041,6 +1239,40 @@ _haadm() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__split__subcmd__brain)
+            opts="-h --keep --save-victim --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --save-victim)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1385,6 +1617,62 @@ _haadm() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__version)
+            opts="-h --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__wait__subcmd__connect)
+            opts="-h --timeout --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

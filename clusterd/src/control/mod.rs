@@ -3,6 +3,7 @@
 //! lock across I/O on a volume, so a slow verb cannot stall the data path.
 
 mod convert;
+pub mod split_brain;
 
 use crate::daemon::resources::Resources;
 use crate::daemon::targets::TargetHost;
@@ -302,6 +303,21 @@ impl Control for ControlService {
             out.push(res);
         }
         Ok(reply(out))
+    }
+
+    async fn split_brain(&self, req: Request<SplitBrainRequest>) -> Result<Response<SplitBrainReply>, Status> {
+        let r = req.into_inner();
+        if r.keep.is_empty() {
+            let views = split_brain::views(&self.resources, &r.resource).await?;
+            return Ok(Response::new(SplitBrainReply { views, ok: true, message: String::new() }));
+        }
+        split_brain::resolve(&self.resources, &r).await.map(Response::new)
+    }
+
+    async fn new_current_uuid(&self, req: Request<NewCurrentUuidRequest>) -> Result<Response<VerbReply>, Status> {
+        let r = req.into_inner();
+        let verb = Verb::NewCurrentUuid { clear_bitmap: r.clear_bitmap };
+        self.each(&r.resource, Some(verb), if r.clear_bitmap { "new-current-uuid --clear-bitmap" } else { "new-current-uuid" }).await
     }
 
     async fn io_flush(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {

@@ -69,6 +69,7 @@ mod tests {
             out_of_sync_blocks: 0,
             sync: None,
             split_brain: false,
+            split_brain_facts: None,
             last_error: None,
             stats: Stats::default(),
             pending_peer: 0,

@@ -14,7 +14,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/ha/ha.yaml";
     version,
     after_help = "drbdadm's order also works: haadm -- --overwrite-data-of-peer primary RES\n\
                   Exit status: 0 ok, 1 the verb failed, 2 usage error, 3 clusterd cannot be reached,\n\
-                  4 wait-sync --timeout expired, 130 wait-sync interrupted (Ctrl-C)."
+                  4 wait-sync/wait-connect --timeout expired, 130 wait-sync/wait-connect interrupted (Ctrl-C)."
 )]
 pub struct Cli {
     /// Configuration file (ha.yaml) shared by both nodes [default: $HA_CONFIG, else /etc/ha/ha.yaml].
@@ -93,6 +93,19 @@ pub enum Command {
     /// haadm's and this node's clusterd's versions, and the protocol versions clusterd speaks
     /// (control API, replication, heartbeat); exit 5 when clusterd is too old to tell (issue 15 upgrade).
     Version,
+    // issue 15 split-brain
+    /// Show both sides of a split brain (generations, changes, roles) and a recommended victim; with
+    /// --keep NODE, resolve it from either node (on the victim: demote, optionally save its changed
+    /// blocks, discard; on the survivor: the victim, once Secondary, discards by itself).
+    SplitBrain(SplitBrainArgs),
+    /// Wait until the replication link is Connected; exit 0 when it is, 1 when it cannot get there
+    /// without you (down, StandAlone, split brain), 4 on --timeout, 130 on Ctrl-C.
+    WaitConnect(WaitSyncArgs),
+    // issue 15 new-current-uuid
+    /// Start a new data generation; with --clear-bitmap skip the initial sync of two fresh, identical
+    /// (zeroed or thin) disks: connected, both Inconsistent, before any sync — run it on the node
+    /// that will be Primary.
+    NewCurrentUuid(NewCurrentUuidArgs),
 }
 
 /// `adjust [--dry-run] [RES|all]` (issue 15).
@@ -112,6 +125,32 @@ pub struct DumpArgs {
     /// Only this resource (default: the whole configuration).
     #[arg(value_name = "RES")]
     pub resource: Option<String>,
+}
+
+// issue 15 new-current-uuid
+#[derive(Debug, Args)]
+pub struct NewCurrentUuidArgs {
+    /// Resource name, or `all`.
+    #[arg(value_name = "RES|all")]
+    pub resource: String,
+    /// Mark both disks UpToDate without a sync (only for disks that hold the same bytes).
+    #[arg(long)]
+    pub clear_bitmap: bool,
+}
+
+// issue 15 split-brain
+#[derive(Debug, Args)]
+pub struct SplitBrainArgs {
+    /// Resource name [default: all].
+    #[arg(value_name = "RES")]
+    pub resource: Option<String>,
+    /// Resolve: the node whose data survives (this node or the peer).
+    #[arg(long, value_name = "NODE")]
+    pub keep: Option<String>,
+    /// With --keep, on the victim: first copy its changed blocks to FILE (a new sparse image of the
+    /// volume's size holding only those blocks).
+    #[arg(long, value_name = "FILE", requires = "keep")]
+    pub save_victim: Option<PathBuf>,
 }
 
 /// A resource name or `all`.
@@ -424,5 +463,28 @@ mod tests {
             normalize_args(os(&["haadm", "--node", "primary", "--force", "primary", "r0"])),
             os(&["haadm", "--node", "primary", "primary", "--force", "r0"])
         );
+    }
+
+    // issue 15
+    #[test]
+    fn split_brain_wait_connect_and_new_current_uuid_parse() {
+        match parse(&["haadm", "split-brain", "r0", "--keep", "node2", "--save-victim", "v.img"]).command {
+            Command::SplitBrain(a) => assert_eq!(
+                (a.resource.as_deref(), a.keep.as_deref(), a.save_victim),
+                (Some("r0"), Some("node2"), Some(PathBuf::from("v.img")))
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&["haadm", "split-brain"]).command, Command::SplitBrain(SplitBrainArgs { resource: None, keep: None, .. })));
+        assert!(Cli::try_parse_from(os(&["haadm", "split-brain", "r0", "--save-victim", "v.img"])).is_err(), "--save-victim needs --keep");
+        match parse(&["haadm", "wait-connect", "r0", "--timeout", "5s"]).command {
+            Command::WaitConnect(w) => assert_eq!((w.resource.as_str(), w.timeout), ("r0", Some(std::time::Duration::from_secs(5)))),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["haadm", "new-current-uuid", "--clear-bitmap", "r0"]).command,
+            Command::NewCurrentUuid(NewCurrentUuidArgs { clear_bitmap: true, .. })
+        ));
+        assert!(matches!(parse(&["haadm", "new-current-uuid", "r0"]).command, Command::NewCurrentUuid(NewCurrentUuidArgs { clear_bitmap: false, .. })));
     }
 }

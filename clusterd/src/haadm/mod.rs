@@ -1,10 +1,10 @@
 //! `haadm`: the administration CLI. Online verbs talk gRPC to the local clusterd over its Unix
-//! socket; `create-md`/`dump-md` work on the disks while clusterd is stopped.
+//! socket; `create-md`/`dump-md` work on the disks of resources clusterd does not have up.
 //!
 //! Exit codes: 0 success, 1 the verb failed (server's message printed), 2 usage error (clap),
-//! 3 clusterd cannot be reached (or does not answer in time), 4 `wait-sync --timeout` expired,
-//! 5 clusterd on this node is too old (or too new) for this haadm's verb (rolling upgrade),
-//! 130 `wait-sync` interrupted by Ctrl-C.
+//! 3 clusterd cannot be reached (or does not answer in time), 4 `wait-sync`/`wait-connect`
+//! `--timeout` expired, 5 clusterd on this node is too old (or too new) for this haadm's verb
+//! (rolling upgrade), 130 `wait-sync`/`wait-connect` interrupted by Ctrl-C.
 
 pub mod adjust;
 pub mod cli;
@@ -12,6 +12,7 @@ pub mod client;
 pub mod compat;
 pub mod offline;
 pub mod render;
+pub mod split_brain;
 pub mod watch;
 
 #[cfg(test)]
@@ -56,8 +57,8 @@ pub enum HaadmError {
     Offline(#[from] OfflineError),
     #[error("cannot write output: {0}")]
     Output(io::Error),
-    #[error("{resource} is not in sync after {}", crate::config::format_duration(*limit))]
-    WaitTimeout { resource: String, limit: Duration },
+    #[error("{resource} is not {goal} after {}", crate::config::format_duration(*limit))]
+    WaitTimeout { resource: String, limit: Duration, goal: &'static str },
     #[error("interrupted")]
     Interrupted,
     #[error(transparent)]
@@ -212,6 +213,8 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
     let reply = match &cli.command {
         Command::Status(args) if args.watch => return watch::status_watch(&mut client, &target.socket, &args.resource, out).await,
         Command::WaitSync(args) => return watch::wait_sync(&mut client, &target.socket, &args.resource, args.timeout, out).await,
+        Command::WaitConnect(args) => return watch::wait_connect(&mut client, &target.socket, &args.resource, args.timeout, out).await,
+        Command::SplitBrain(args) => return split_brain::run(&mut client, &target.socket, args, out).await,
         Command::Status(args) => {
             let req = StatusRequest { resource: args.resource.clone() };
             let reply = with_timeout(&target, "status", STATUS_TIMEOUT, client.status(req)).await?;
@@ -293,6 +296,10 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
         }
         Command::Standby => with_timeout(&target, "standby", VERB_TIMEOUT, client.standby(verb("all"))).await?,
         Command::Takeover => with_timeout(&target, "takeover", VERB_TIMEOUT, client.takeover(verb("all"))).await?,
+        Command::NewCurrentUuid(a) => {
+            let req = proto::control::NewCurrentUuidRequest { resource: a.resource.clone(), clear_bitmap: a.clear_bitmap };
+            with_timeout(&target, "new-current-uuid", VERB_TIMEOUT, client.new_current_uuid(req)).await?
+        }
         Command::CreateMd(_) | Command::DumpMd(_) | Command::Completion(_) | Command::Dump(_) => {
             unreachable!("offline verbs returned above")
         }

@@ -168,6 +168,14 @@ impl Control for ScriptedControl {
             heartbeat_max: 1,
         }))
     }
+
+    // issue 15: covered end to end in tests/tests/split_brain_e2e.rs and new_current_uuid_e2e.rs.
+    async fn split_brain(&self, _r: Request<proto::control::SplitBrainRequest>) -> Result<Response<proto::control::SplitBrainReply>, Status> {
+        Err(Status::unimplemented("split_brain"))
+    }
+    async fn new_current_uuid(&self, _r: Request<proto::control::NewCurrentUuidRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Status::unimplemented("new_current_uuid"))
+    }
 }
 
 fn cli(args: &[&str]) -> Cli {

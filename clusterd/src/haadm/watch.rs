@@ -268,6 +268,25 @@ pub fn sync_verdict(r: &ResourceStatus) -> SyncVerdict {
     }
 }
 
+/// Where a resource stands for `wait-connect` (issue 15): the same verdicts, `InSync` meaning
+/// Connected.
+pub fn connect_verdict(r: &ResourceStatus) -> SyncVerdict {
+    if r.peer_node.is_empty() {
+        return SyncVerdict::Stuck(format!("{}: no peer configured: there is no link to wait for", r.name));
+    }
+    if r.split_brain {
+        return SyncVerdict::Stuck(format!("{}: split brain; see `haadm split-brain {}`", r.name, r.name));
+    }
+    match r.connection.as_str() {
+        "Connected" => SyncVerdict::InSync,
+        "StandAlone" => {
+            let why = if r.last_error.is_empty() { "not connecting (run `haadm connect` or `haadm up`)".to_string() } else { r.last_error.clone() };
+            SyncVerdict::Stuck(format!("{}: StandAlone: {why}", r.name))
+        }
+        _ => SyncVerdict::Waiting,
+    }
+}
+
 /// `haadm wait-sync RES [--timeout D]`: 0 once in sync, 4 on timeout, 1 when it cannot get there
 /// without an operator, 130 on Ctrl-C.
 pub async fn wait_sync(
@@ -276,6 +295,30 @@ pub async fn wait_sync(
     resource: &str,
     timeout: Option<Duration>,
     out: &mut dyn Write,
+) -> Result<(), HaadmError> {
+    wait_for(client, socket, resource, timeout, out, sync_verdict, "in sync").await
+}
+
+/// `haadm wait-connect RES [--timeout D]`: 0 once Connected, 4 on timeout, 1 when it cannot get
+/// there without an operator, 130 on Ctrl-C.
+pub async fn wait_connect(
+    client: &mut ControlClient<Channel>,
+    socket: &Path,
+    resource: &str,
+    timeout: Option<Duration>,
+    out: &mut dyn Write,
+) -> Result<(), HaadmError> {
+    wait_for(client, socket, resource, timeout, out, connect_verdict, "connected").await
+}
+
+async fn wait_for(
+    client: &mut ControlClient<Channel>,
+    socket: &Path,
+    resource: &str,
+    timeout: Option<Duration>,
+    out: &mut dyn Write,
+    verdict: fn(&ResourceStatus) -> SyncVerdict,
+    goal: &'static str,
 ) -> Result<(), HaadmError> {
     let started = Instant::now();
     let mut view = View::new(std::io::stdout().is_terminal());
@@ -292,7 +335,7 @@ pub async fn wait_sync(
                 r = poll(client, socket, resource) => r?,
             };
             view.show(&reply, false, out)?;
-            let verdicts: Vec<SyncVerdict> = reply.resources.iter().map(sync_verdict).collect();
+            let verdicts: Vec<SyncVerdict> = reply.resources.iter().map(verdict).collect();
             if let Some(SyncVerdict::Stuck(why)) = verdicts.iter().find(|v| matches!(v, SyncVerdict::Stuck(_))) {
                 return Err(HaadmError::VerbFailed(why.clone()));
             }
@@ -302,7 +345,7 @@ pub async fn wait_sync(
             if let Some(limit) = timeout
                 && started.elapsed() >= limit
             {
-                return Err(HaadmError::WaitTimeout { resource: resource.to_string(), limit });
+                return Err(HaadmError::WaitTimeout { resource: resource.to_string(), limit, goal });
             }
         }
     }
@@ -310,7 +353,7 @@ pub async fn wait_sync(
     view.close();
     let reply = result?;
     for r in &reply.resources {
-        writeln!(out, "{}: in sync ({}) after {:.1} s", r.name, state_text(r), started.elapsed().as_secs_f64()).map_err(HaadmError::Output)?;
+        writeln!(out, "{}: {goal} ({}) after {:.1} s", r.name, state_text(r), started.elapsed().as_secs_f64()).map_err(HaadmError::Output)?;
     }
     Ok(())
 }

@@ -276,6 +276,12 @@ impl Actor {
                 let _ = reply.send(self.node.snapshot());
                 return;
             }
+            Msg::OutOfSyncBlocks { reply } => {
+                let bm = self.node.bitmap();
+                let blocks = std::iter::successors(bm.next_set(0), |b| bm.next_set(b + 1)).collect();
+                let _ = reply.send(blocks);
+                return;
+            }
             Msg::Down { .. } => Vec::new(),
             Msg::SetOptions { options, handlers, reply } => {
                 self.handlers = handlers;
@@ -374,6 +380,20 @@ impl Actor {
                 }
                 let alg = self.node.params().verify_alg.clone();
                 (Ok(format!("{name}: online verify started ({alg}); `haadm status` shows its progress")), self.node.step(Input::Verify))
+            }
+            Verb::NewCurrentUuid { clear_bitmap } => {
+                if let Err(e) = self.node.check_new_current_uuid(clear_bitmap) {
+                    return (Err(format!("{name}: new-current-uuid refused: {e}")), Vec::new());
+                }
+                let a = self.node.step(Input::NewCurrentUuid { clear_bitmap });
+                let what = if clear_bitmap { "initial sync skipped, this disk is UpToDate; the peer follows" } else { "new data generation" };
+                (Ok(format!("{name}: new current UUID {:016X} ({what})", self.node.persisted().uuids.current)), a)
+            }
+            Verb::ResolveKeepMe => {
+                if let Err(e) = self.node.check_resolve_keep_me() {
+                    return (Err(format!("{name}: {e}")), Vec::new());
+                }
+                (Ok(format!("{name}: connecting as the split brain's survivor")), self.node.step(Input::ResolveKeepMe))
             }
             Verb::Outdate => {
                 let a = self.node.step(Input::Outdate);

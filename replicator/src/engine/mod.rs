@@ -8,6 +8,7 @@ pub mod bufpool;
 pub mod disk;
 pub mod meta_locator;
 pub mod transport;
+mod save_blocks;
 
 use crate::machine::{IoFailure, NodeParams, Snapshot};
 use crate::meta::layout::MetaLocation;
@@ -92,6 +93,10 @@ pub enum Verb {
     Invalidate { remote: bool },
     /// Release write acknowledgements held by `fencing resource-and-stonith` (peer outdated or fenced).
     Thaw { reason: &'static str },
+    /// `new-current-uuid [--clear-bitmap]` (issue 15).
+    NewCurrentUuid { clear_bitmap: bool },
+    /// `split-brain --keep THIS-NODE` (issue 15): connect as the survivor, the peer discards.
+    ResolveKeepMe,
 }
 
 pub(crate) enum Msg {
@@ -103,6 +108,8 @@ pub(crate) enum Msg {
     Verb { verb: Verb, reply: oneshot::Sender<Result<String, String>> },
     Resize { size: Option<u64>, assume_clean: bool, reply: oneshot::Sender<Result<u64, String>> },
     Snapshot { reply: oneshot::Sender<Snapshot> },
+    /// The blocks set in the bitmap, in order (split-brain `--save-victim`, issue 15).
+    OutOfSyncBlocks { reply: oneshot::Sender<Vec<u64>> },
     Down { reply: oneshot::Sender<()> },
     SetOptions { options: Box<crate::machine::LiveOptions>, handlers: BTreeMap<String, String>, reply: oneshot::Sender<()> },
 }
@@ -297,6 +304,21 @@ impl Volume {
 
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
         self.shared.snapshot.clone()
+    }
+
+    /// Copy every block set in this node's bitmap to a new sparse image at `path` (same size as the
+    /// volume, only those blocks written): what a split-brain victim changed, saved before it is
+    /// discarded. Returns the number of blocks. The caller keeps writes away meanwhile (Secondary,
+    /// StandAlone); the file is written as `path.partial`, synced, then renamed.
+    pub async fn save_out_of_sync(&self, path: &std::path::Path) -> Result<u64, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::OutOfSyncBlocks { reply }).map_err(|e| e.to_string())?;
+        let blocks = rx.await.map_err(|_| "the resource's engine has stopped".to_string())?;
+        let data = Arc::clone(&self.shared.data);
+        let (path, size) = (path.to_path_buf(), self.size());
+        tokio::task::spawn_blocking(move || save_blocks::write_sparse_image(&data, size, &blocks, &path))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     /// Graceful stop: demote if idle, write clean metadata, close the link, stop threads.

@@ -23,14 +23,15 @@ const WORDS_PER_CHUNK: usize = 64 * 1024;
 pub(crate) const ABORT_RETRY: u32 = 0;
 pub(crate) const ABORT_FATAL: u32 = 1;
 pub(crate) const ABORT_SPLIT_BRAIN: u32 = 2;
-const UF_DISCARD_MY_DATA: u64 = 1;
+pub(crate) const UF_DISCARD_MY_DATA: u64 = 1;
 const UF_CRASHED_PRIMARY: u64 = 2;
 /// Uuids flag: the sender's persistent-reservation state is newer than its peer's copy (`pr.rs`).
 pub(crate) const UF_PR_STALE: u64 = 4;
 
 impl Node {
     pub(crate) fn on_transport_up(&mut self, conn: u64) {
-        if self.conn == ConnState::StandAlone || self.diskless() {
+        let resolve_only = self.reachable_for_resolution();
+        if (self.conn == ConnState::StandAlone && !resolve_only) || self.diskless() {
             // Not wanted: refuse it.
             self.out.push(Action::Close { conn });
             return;
@@ -53,6 +54,7 @@ impl Node {
             ping_sent_ms: None,
             expected_peer_repl: None,
             proto: 0,
+            resolve_only,
         });
         self.send(conn, Frame::Hello {
             proto_min: self.p.protocols.min,
@@ -72,15 +74,33 @@ impl Node {
         link.last_rx_ms = self.now_ms;
         link.ping_sent_ms = None;
         let stage = link.stage;
+        let resolve_only = link.resolve_only;
         match (stage, frame) {
+            (_, Frame::Abort { .. }) if resolve_only => {
+                self.link = None;
+                self.out.push(Action::Close { conn });
+            }
             (_, Frame::Abort { code, reason }) => {
                 let msg = format!("peer aborted the connection: {reason}");
+                let peer_uuids = link.peer_uuids;
+                let was_keeping = self.resolve_keep_me;
                 if code == ABORT_SPLIT_BRAIN {
                     self.split_brain = true;
                     self.stats.split_brains += 1;
                     self.out.push(Action::RunHandler("split-brain"));
+                    // The peer found it (or still holds one): keep both sides for `split-brain`.
+                    if let Some(pu) = peer_uuids {
+                        self.record_split_brain(&pu, Role::from_code(pu.role).unwrap_or(Role::Unknown));
+                    }
                 }
                 self.fatal(&msg, code == ABORT_RETRY);
+                if was_keeping {
+                    // The victim refused our resolution: still a split brain, still resolvable.
+                    self.split_brain = true;
+                }
+                if code == ABORT_SPLIT_BRAIN || was_keeping {
+                    self.stay_reachable_for_resolution();
+                }
             }
             (_, Frame::Ping { nonce }) => self.send(conn, Frame::PingAck { nonce }),
             (_, Frame::PingAck { .. }) => {}
@@ -88,6 +108,7 @@ impl Node {
             (Stage::Challenge, Frame::AuthChallenge { challenge }) => self.on_challenge(conn, &challenge),
             (Stage::Response, Frame::AuthResponse { mac }) => self.on_response(conn, &mac),
             (Stage::Params, Frame::Params(p)) => self.on_params(conn, &p),
+            (Stage::Uuids, Frame::Uuids(u)) if resolve_only => self.on_resolve_uuids(conn, u),
             (Stage::Uuids, Frame::Uuids(u)) => {
                 if let Some(l) = self.link.as_mut() {
                     l.peer_discard = u.flags & UF_DISCARD_MY_DATA != 0;
@@ -165,7 +186,10 @@ impl Node {
             return;
         }
         link.stage = Stage::Params;
-        self.log(false, "peer authenticated using 20 bytes HMAC".into());
+        // Probes for a split-brain resolution repeat every connect-int: not worth a line each.
+        if !link.resolve_only {
+            self.log(false, "peer authenticated using 20 bytes HMAC".into());
+        }
         self.send_params(conn);
     }
 
@@ -229,8 +253,16 @@ impl Node {
         }
         let Some(link) = self.link.as_mut() else { return };
         link.stage = Stage::Uuids;
+        let resolve_only = link.resolve_only;
         let msg = self.uuids_msg();
         self.send(conn, Frame::Uuids(msg));
+        // A resolve-only link sends its bitmap only once the peer's offer passed (`split_brain.rs`).
+        if !resolve_only {
+            self.send_bitmap(conn);
+        }
+    }
+
+    pub(crate) fn send_bitmap(&mut self, conn: u64) {
         let words = self.bitmap.to_words();
         let total = words.len();
         let mut start = 0usize;
@@ -253,6 +285,12 @@ impl Node {
         }
         if self.crashed_primary {
             fl |= UF_CRASHED_PRIMARY;
+        }
+        if self.link.as_ref().is_some_and(|l| l.resolve_only) {
+            fl |= super::split_brain::UF_RESOLVE_PROBE;
+        }
+        if self.resolve_keep_me {
+            fl |= super::split_brain::UF_KEEP_ME;
         }
         if self.persisted.flags & flags::PEER_PR_STALE != 0 {
             fl |= UF_PR_STALE;
@@ -291,7 +329,8 @@ impl Node {
         let conn = link.conn;
         let Some(pu) = link.peer_uuids else { return };
         let peer_words = std::mem::take(&mut link.peer_words);
-        let peer_discard = link.peer_discard;
+        // As a split brain's survivor we asked the peer to discard; it agreed by going on.
+        let peer_discard = link.peer_discard || self.resolve_keep_me;
         let peer_role = Role::from_code(pu.role).unwrap_or(Role::Secondary);
         let peer_disk = DiskState::from_code(pu.disk).unwrap_or(DiskState::DUnknown);
         let facts = HandshakeFacts {
@@ -355,11 +394,17 @@ impl Node {
         let repl = match &decision {
             Decision::StandAlone { reason, split_brain } => {
                 self.split_brain = *split_brain;
+                if *split_brain {
+                    self.record_split_brain(&pu, peer_role);
+                }
                 let reason = reason.clone();
                 let msg = if *split_brain { format!("split brain: {reason}") } else { reason.clone() };
                 let code = if *split_brain { ABORT_SPLIT_BRAIN } else { ABORT_FATAL };
                 self.send(conn, Frame::Abort { code, reason: msg.clone() });
                 self.fatal(&msg, false);
+                if *split_brain {
+                    self.stay_reachable_for_resolution();
+                }
                 return;
             }
             Decision::NoSync => ReplState::Established,
@@ -385,6 +430,8 @@ impl Node {
         self.crashed_primary = false;
         self.discard_my_data = false;
         self.split_brain = false;
+        self.split_brain_facts = None;
+        self.resolve_keep_me = false;
         let mut fl = self.persisted.flags & !flags::CRASHED_PRIMARY;
         match repl {
             ReplState::SyncTarget => {
@@ -506,11 +553,7 @@ impl Node {
             Frame::RsAck { offset, len, ok } => self.on_rs_ack(offset, u64::from(len), ok),
             Frame::ReadRequest { seq, offset, len } => self.on_peer_read(conn, seq, offset, u64::from(len)),
             Frame::ReadReply { seq, ok, data } => self.on_read_reply(seq, ok, data),
-            Frame::Uuids(u) => {
-                if let Some(l) = self.link.as_mut() {
-                    l.peer_uuids = Some(u);
-                }
-            }
+            Frame::Uuids(u) => self.on_peer_uuids_up(u),
             Frame::ResyncFinished => self.on_resync_finished(conn),
             Frame::PrState { seq, blob } => self.on_peer_pr(conn, seq, blob),
             Frame::PrAck { seq, ok } => self.on_pr_ack(seq, ok),
@@ -584,6 +627,12 @@ impl Node {
     /// Tear down the link; `retry` keeps Connecting, otherwise StandAlone (DRBD does not retry after an
     /// authentication failure, a split brain or incompatible settings).
     pub(crate) fn fatal(&mut self, reason: &str, retry: bool) {
+        self.resolve_keep_me = false;
+        if let Some(l) = self.link.take_if(|l| l.resolve_only) {
+            // A probe for a split-brain resolution: no state change, no warning (`split_brain.rs`).
+            self.out.push(Action::Close { conn: l.conn });
+            return;
+        }
         self.last_error = Some(reason.to_string());
         self.log(true, format!("{}: {reason}", self.p.resource));
         self.drop_link(reason, retry);
@@ -597,6 +646,10 @@ impl Node {
     /// bitmap and complete locally; a resync stops (it resumes from the bitmap after reconnecting).
     pub(crate) fn drop_link(&mut self, reason: &str, retry: bool) {
         let Some(link) = self.link.take() else { return };
+        if link.resolve_only {
+            self.out.push(Action::Close { conn: link.conn });
+            return;
+        }
         self.peer_paused = false;
         self.peer_verifying = false;
         let peer_disk_was = if link.stage == Stage::Up { self.peer_disk } else { DiskState::DUnknown };

@@ -14,6 +14,8 @@ mod link;
 mod pr;
 mod resize;
 mod resync;
+mod new_uuid;
+pub mod split_brain;
 mod verify;
 mod options;
 

@@ -126,6 +126,10 @@ pub enum Input {
     Thaw { reason: String },
     /// `resize`: grow to the smaller backing device of the two, or to `size` (see `resize.rs`).
     Resize { size: Option<u64>, assume_clean: bool },
+    /// `new-current-uuid [--clear-bitmap]` (checked first with [`Node::check_new_current_uuid`]).
+    NewCurrentUuid { clear_bitmap: bool },
+    /// `split-brain --keep THIS-NODE`: connect as the survivor (checked with `check_resolve_keep_me`).
+    ResolveKeepMe,
     Down,
     TransportUp { conn: u64 },
     TransportDown { conn: u64, reason: String },
@@ -226,6 +230,8 @@ pub struct Snapshot {
     pub out_of_sync_blocks: u64,
     pub sync: Option<SyncProgress>,
     pub split_brain: bool,
+    /// Both sides as the handshake that found the last split brain saw them (issue 15).
+    pub split_brain_facts: Option<super::split_brain::SplitBrainFacts>,
     pub last_error: Option<String>,
     pub stats: Stats,
     pub pending_peer: usize,
@@ -333,6 +339,8 @@ pub(crate) struct Link {
     pub expected_peer_repl: Option<ReplState>,
     /// Protocol version both sides agreed on in Hello (0 until then).
     pub proto: u32,
+    /// Accepted while StandAlone after a split brain, only to be resolved (`split_brain.rs`).
+    pub resolve_only: bool,
 }
 
 /// Resync as SyncSource.
@@ -366,6 +374,10 @@ pub struct Node {
     pub(crate) link: Option<Link>,
     pub(crate) discard_my_data: bool,
     pub(crate) split_brain: bool,
+    /// Both sides of the last split brain found, until a handshake succeeds (`split_brain.rs`).
+    pub(crate) split_brain_facts: Option<super::split_brain::SplitBrainFacts>,
+    /// This node connects as a split brain's survivor, asking the peer to discard (`split_brain.rs`).
+    pub(crate) resolve_keep_me: bool,
     pub(crate) last_error: Option<String>,
     pub(crate) crashed_primary: bool,
     pub(crate) writes: BTreeMap<u64, AppWrite>,
@@ -446,6 +458,8 @@ impl Node {
             link: None,
             discard_my_data: false,
             split_brain: false,
+            split_brain_facts: None,
+            resolve_keep_me: false,
             last_error: None,
             crashed_primary,
             writes: BTreeMap::new(),
@@ -511,6 +525,8 @@ impl Node {
             Input::ResumeSync => self.set_user_paused(false),
             Input::Verify => self.on_verify_verb(),
             Input::Invalidate { remote } => self.on_invalidate(remote),
+            Input::NewCurrentUuid { clear_bitmap } => self.on_new_current_uuid(clear_bitmap),
+            Input::ResolveKeepMe => self.on_resolve_keep_me(),
             Input::Thaw { reason } => self.thaw(&reason),
             Input::Resize { size, assume_clean } => self.on_resize_verb(size, assume_clean),
             Input::Down => self.on_down(),
@@ -589,6 +605,7 @@ impl Node {
             out_of_sync_blocks: self.bitmap.count(),
             sync,
             split_brain: self.split_brain,
+            split_brain_facts: self.split_brain_facts,
             last_error: self.last_error.clone(),
             stats: self.stats,
             pending_peer: self.writes.values().filter(|w| w.peer_pending > 0).count(),

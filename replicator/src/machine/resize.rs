@@ -246,6 +246,7 @@ mod tests {
             ping_sent_ms: None,
             expected_peer_repl: None,
             proto,
+            resolve_only: false,
         });
         n.repl = ReplState::Established;
         n

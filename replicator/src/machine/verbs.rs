@@ -49,6 +49,11 @@ impl Node {
         }
         self.discard_my_data = discard_my_data;
         self.split_brain = false;
+        // A link open only to be resolved (`split_brain.rs`) would hold this node to its old role in
+        // it: start afresh so the handshake carries this connect's intent.
+        if let Some(l) = self.link.take_if(|l| l.resolve_only) {
+            self.out.push(Action::Close { conn: l.conn });
+        }
         self.last_error = None;
         if self.conn == ConnState::StandAlone {
             self.set_conn(ConnState::Connecting);
@@ -57,6 +62,9 @@ impl Node {
     }
 
     pub(crate) fn on_disconnect_verb(&mut self) {
+        // Also ends the split-brain resolution probing (`split_brain.rs`).
+        self.split_brain_facts = None;
+        self.resolve_keep_me = false;
         self.out.push(Action::SetConnecting(false));
         if let Some(l) = self.link.as_ref() {
             let conn = l.conn;
