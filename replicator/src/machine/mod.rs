@@ -5,6 +5,7 @@ pub mod policy;
 pub mod state;
 pub mod uuids;
 pub mod node;
+mod snapshot;
 
 mod barrier;
 mod datapath;

@@ -1,0 +1,78 @@
+//! The read-only picture a node publishes after each step ([`Snapshot`]) and its parts: what
+//! status, events and the metrics show. Kept apart from the machine itself (`node.rs`).
+
+use super::state::{ConnState, DiskState, ReplState, Role};
+use super::uuids::Uuids;
+use crate::wire::version::VersionRange;
+
+/// Counters for status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub written_bytes: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    pub al_writes: u64,
+    pub bm_writes: u64,
+    pub resync_blocks_sent: u64,
+    pub resync_blocks_received: u64,
+    /// Split brains detected on this node (resolved by a policy or not), since the resource came up.
+    pub split_brains: u64,
+}
+
+/// Requests in flight at the moment of a snapshot (drbd-reactor's upperpending / lowerpending /
+/// apinflight / rsinflight), computed from the machine's own tables when the snapshot is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// Application writes, flushes and machine-served reads not yet completed (queued ones included).
+    pub app_requests: u64,
+    /// Bytes of the application writes among them.
+    pub app_write_bytes: u64,
+    /// Requests issued to the local disk and not yet completed.
+    pub disk_requests: u64,
+    /// Bytes of application writes sent to the peer and not yet acknowledged.
+    pub peer_bytes: u64,
+    /// Bytes of resync data in flight (read from the disk or sent, not yet acknowledged).
+    pub resync_bytes: u64,
+}
+
+/// Resync progress for status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub total_blocks: u64,
+    pub remaining_blocks: u64,
+    pub started_ms: u64,
+    pub paused: bool,
+}
+
+/// A read-only picture for status and events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub role: Role,
+    pub disk: DiskState,
+    pub peer_role: Role,
+    pub peer_disk: DiskState,
+    pub conn: ConnState,
+    pub repl: ReplState,
+    pub uuids: Uuids,
+    pub out_of_sync_blocks: u64,
+    pub sync: Option<SyncProgress>,
+    pub split_brain: bool,
+    /// Both sides as the handshake that found the last split brain saw them (issue 15).
+    pub split_brain_facts: Option<super::split_brain::SplitBrainFacts>,
+    pub last_error: Option<String>,
+    pub stats: Stats,
+    pub pending_peer: usize,
+    /// Why write acknowledgements are held back (`fencing resource-and-stonith` after losing the peer).
+    pub suspended: Option<String>,
+    /// Acknowledgements held back meanwhile.
+    pub held_acks: usize,
+    pub in_flight: InFlight,
+    /// Our persistent-reservation state is newer than the peer's copy (sent when it reconnects).
+    pub peer_pr_stale: bool,
+    /// Our replication versions, the peer's last Hello's (kept after a disconnect), the link's agreed one.
+    pub protocols: VersionRange,
+    pub peer_protocols: Option<VersionRange>,
+    pub agreed_protocol: Option<u32>,
+    /// Usable size of the volume in bytes (changes with `resize`).
+    pub size: u64,
+}
