@@ -79,9 +79,9 @@ pub enum Command {
         #[command(subcommand)]
         command: TargetCommand,
     },
-    /// Write fresh metadata (offline: clusterd must be stopped).
+    /// Write fresh metadata (for a resource clusterd does not have up on this node).
     CreateMd(CreateMdArgs),
-    /// Print the on-disk metadata (offline: clusterd must be stopped).
+    /// Print the on-disk metadata (for a resource clusterd does not have up on this node).
     DumpMd(ResourceArg),
     /// Print a shell completion script (bash by default).
     Completion(CompletionArgs),
