@@ -257,6 +257,9 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
     probe_ready
         .recv_timeout(Duration::from_secs(20))
         .context("the probe session did not log in")?;
+    let sent_before = r0(&lab.status(0)?)["stats"]["resync_blocks_sent"]
+        .as_u64()
+        .unwrap_or(0);
     let resize_at = Instant::now();
     for n in ["node1", "node2"] {
         let p = lab.path(&format!("{n}-data.img"));
@@ -282,8 +285,14 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
         field(&r, "connection") == "Connected"
             && field(&r, "peer_disk") == "UpToDate"
             && u64_of(&r, "out_of_sync_bytes") == 0
+            && r["stats"]["resync_blocks_sent"].as_u64().unwrap_or(0)
+                >= sent_before + (GROWN_SIZE - DISK_SIZE) / 4096
     })?;
     let resize_took = resize_at.elapsed();
+    let resynced = r0(&lab.status(0)?)["stats"]["resync_blocks_sent"]
+        .as_u64()
+        .unwrap_or(0)
+        - sent_before;
     let probe_size = match probe.join() {
         Ok(r) => r??,
         Err(_) => bail!("probe thread panicked"),
@@ -298,7 +307,11 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
         &["-i", INIT2, &lun_url(0, None)],
     )?;
     eprintln!("iscsi-readcapacity16 after the resize:\n{}", text(&rc16));
-    ensure!(rc16.status.success(), "READ CAPACITY(16): {}", text(&rc16));
+    ensure!(
+        rc16.status.success() && text(&rc16).contains(&format!("Total size:{GROWN_SIZE}")),
+        "READ CAPACITY(16) of the second initiator: {}",
+        text(&rc16)
+    );
     let resize_end = Instant::now();
 
     // (4) CHAP: an account for new logins, then its secret rotated.
@@ -365,6 +378,10 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
     let expected = log.latest_acked();
     let on_node1 = verify_file(&lab.path("node1-data.img"), &expected)?;
     let on_node2 = verify_file(&lab.path("node2-data.img"), &expected)?;
+    let (h1, h2) = (
+        ha_tests::sha1_file(&lab.path("node1-data.img"))?,
+        ha_tests::sha1_file(&lab.path("node2-data.img"))?,
+    );
 
     let (mut ua_2a09, mut other) = (0usize, Vec::new());
     for e in log.errors_since(t_start) {
@@ -388,6 +405,7 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
         ("haadm resize command", format!("{resize_cmd_took:?}")),
         ("resize until new area resynced", format!("{resize_took:?}")),
         ("longest pause during resize", format!("{g_resize:?}")),
+        ("4 KiB blocks resynced by the resize", resynced.to_string()),
         ("CHAP add + rotate (two adjusts)", format!("{chap_took:?}")),
         ("longest pause during CHAP steps", format!("{g_chap:?}")),
         ("writes acknowledged (total)", log.acked.len().to_string()),
@@ -403,6 +421,7 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
             format!("{} ({} bad)", on_node2.checked, on_node2.bad.len()),
         ),
         ("probe READ CAPACITY(10) after", probe_size.to_string()),
+        ("backing files identical (sha1)", (h1 == h2).to_string()),
         ("drill time", format!("{:?}", end - t_start)),
     ];
     eprintln!(
@@ -416,6 +435,10 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
 
     verify_ok("node1's backing file", &on_node1)?;
     verify_ok("node2's backing file", &on_node2)?;
+    ensure!(
+        h1 == h2,
+        "the backing files differ after the drill ({h1} vs {h2})"
+    );
     ensure!(other.is_empty(), "writer errors: {other:?}\n{}", lab.logs());
     ensure!(
         ua_2a09 == 1,
