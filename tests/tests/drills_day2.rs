@@ -118,14 +118,12 @@ fn is_capacity_changed(e: &InitiatorError) -> bool {
     )
 }
 
+/// The probe's thread: joining it gives READ CAPACITY(10)'s size after the unit attention.
+type ProbeThread = std::thread::JoinHandle<Result<Result<u64>>>;
+
 /// A second session of the project's initiator, logged in before the resize, polling TEST UNIT READY
 /// until the target reports 2A/09; returns READ CAPACITY(10)'s size after it.
-fn spawn_probe(
-    lab: &NetLab,
-) -> Result<(
-    std::sync::mpsc::Receiver<()>,
-    std::thread::JoinHandle<Result<Result<u64>>>,
-)> {
+fn spawn_probe(lab: &NetLab) -> Result<(std::sync::mpsc::Receiver<()>, ProbeThread)> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let cfg = initiator_cfg(PROBE_IQN);
     let worker = spawn_in_netns(Some(&lab.ns("client")), move || -> Result<u64> {
