@@ -295,7 +295,10 @@ fn target_changes(
             }
             match short {
                 "initiators" | "networks" => {
-                    let list = |v: &str| -> BTreeSet<String> { v.split(", ").filter(|s| !s.is_empty() && *s != "(none)").map(String::from).collect() };
+                    // "(none)" (absent) and "\"\"" (an empty list: everyone) are no names.
+                    let list = |v: &str| -> BTreeSet<String> {
+                        v.split(", ").filter(|s| !s.is_empty() && *s != "(none)" && *s != "\"\"").map(String::from).collect()
+                    };
                     let (before, after) = (list(&a), list(&b));
                     for x in after.difference(&before) {
                         lines.push(format!("{head}: acl add {x}"));

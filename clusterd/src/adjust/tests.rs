@@ -189,3 +189,14 @@ fn a_served_lun_cannot_change_but_an_unserved_one_can() {
     let p = plan(&cfg(BASE), &cfg(&new), "all", &running(&[], &[], false)).unwrap();
     assert_eq!(lines(&p), ["target iqn.2026-01.com.example:t0: LUN 0 settings changed (for new logins)"]);
 }
+
+/// A target open to every initiator (no `initiators`) that gets a list: only the added names, no
+/// line for the empty "everyone" setting that goes away (and the reverse).
+#[test]
+fn acl_from_open_to_a_list_and_back() {
+    let open = BASE.replace("    initiators: [iqn.2026-01.com.example:init1]\n", "");
+    let p = plan(&cfg(&open), &cfg(BASE), "all", &running(&[], &[], true)).unwrap();
+    assert_eq!(lines(&p), ["target iqn.2026-01.com.example:t0: acl add iqn.2026-01.com.example:init1"]);
+    let p = plan(&cfg(BASE), &cfg(&open), "all", &running(&[], &[], true)).unwrap();
+    assert_eq!(lines(&p), ["target iqn.2026-01.com.example:t0: acl remove iqn.2026-01.com.example:init1"]);
+}
