@@ -496,6 +496,20 @@ pub struct VerifyReport {
     pub bad: Vec<String>,
 }
 
+impl VerifyReport {
+    /// Ok when no acknowledged block was wrong; else an error naming `what` and the first few.
+    pub fn ensure_ok(&self, what: &str) -> Result<()> {
+        anyhow::ensure!(
+            self.bad.is_empty(),
+            "{what}: {} of {} acknowledged blocks wrong, e.g. {:?}",
+            self.bad.len(),
+            self.checked,
+            &self.bad[..self.bad.len().min(5)]
+        );
+        Ok(())
+    }
+}
+
 fn judge(report: &mut VerifyReport, block: u64, want: u64, content: &[u8]) {
     report.checked += 1;
     match check_block(content, block) {

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 use ha_tests::initiator::{Initiator, InitiatorConfig, InitiatorError};
 use ha_tests::netlab::{IQN, NetLab, VIP, holder, phase};
 use ha_tests::writer::{
-    VerifyReport, WriterConfig, WriterHandle, WriterLog, spawn_in_netns, verify_file,
+    WriterConfig, WriterHandle, WriterLog, spawn_in_netns, verify_file,
 };
 use ha_tests::{field, resource, write_secret};
 use std::process::Output;
@@ -94,17 +94,6 @@ fn gap(log: &WriterLog, from: Instant, to: Instant) -> Duration {
     log.longest_gap(from, to)
         .map(|(g, _)| g)
         .unwrap_or_default()
-}
-
-fn verify_ok(what: &str, r: &VerifyReport) -> Result<()> {
-    ensure!(
-        r.bad.is_empty(),
-        "{what}: {} of {} acknowledged blocks wrong, e.g. {:?}",
-        r.bad.len(),
-        r.checked,
-        &r.bad[..r.bad.len().min(5)]
-    );
-    Ok(())
 }
 
 fn is_capacity_changed(e: &InitiatorError) -> bool {
@@ -431,8 +420,8 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
     }
     eprintln!("+{}", "-".repeat(60));
 
-    verify_ok("node1's backing file", &on_node1)?;
-    verify_ok("node2's backing file", &on_node2)?;
+    on_node1.ensure_ok("node1's backing file")?;
+    on_node2.ensure_ok("node2's backing file")?;
     ensure!(
         h1 == h2,
         "the backing files differ after the drill ({h1} vs {h2})"

@@ -8,7 +8,7 @@ use anyhow::{Result, ensure};
 use ha_tests::initiator::InitiatorConfig;
 use ha_tests::netlab::{IQN, NetLab, VIP, holder, phase};
 use ha_tests::writer::{
-    VerifyReport, WriterConfig, WriterHandle, WriterLog, verify_file, verify_through_target,
+    WriterConfig, WriterHandle, WriterLog, verify_file, verify_through_target,
 };
 use ha_tests::{field, resource};
 use std::time::{Duration, Instant};
@@ -109,17 +109,6 @@ fn error_timeline(log: &WriterLog, t0: Instant) {
     }
 }
 
-fn verify_ok(what: &str, r: &VerifyReport) -> Result<()> {
-    ensure!(
-        r.bad.is_empty(),
-        "{what}: {} of {} acknowledged blocks wrong, e.g. {:?}",
-        r.bad.len(),
-        r.checked,
-        &r.bad[..r.bad.len().min(5)]
-    );
-    Ok(())
-}
-
 #[test]
 fn drill_a_kill9_active_while_writing() -> Result<()> {
     if !is_root() {
@@ -201,8 +190,8 @@ fn drill_a_kill9_active_while_writing() -> Result<()> {
         ],
     );
     error_timeline(&log, killed);
-    verify_ok("node2's backing file", &on_file)?;
-    verify_ok("read through the VIP", &via_vip)?;
+    on_file.ensure_ok("node2's backing file")?;
+    via_vip.ensure_ok("read through the VIP")?;
     ensure!(
         first <= Duration::from_secs(5),
         "writes resumed only {first:?} after the kill\n{}",
@@ -340,9 +329,9 @@ fn standby_then_takeover(tag: &str, honour_time2wait: bool) -> Result<()> {
     if std::env::var_os("DRILL_LOGS").is_some() {
         eprintln!("{}", lab.logs());
     }
-    verify_ok("node1's backing file", &on_file)?;
-    verify_ok("node2's backing file", &on_peer)?;
-    verify_ok("read through the VIP", &via_vip)?;
+    on_file.ensure_ok("node1's backing file")?;
+    on_peer.ensure_ok("node2's backing file")?;
+    via_vip.ensure_ok("read through the VIP")?;
     ensure!(
         scsi == 0,
         "writes failed with SCSI errors: {:?}",
@@ -447,7 +436,7 @@ fn outage_drill(
         lab.logs()
     );
     let on_peer = verify_file(&lab.path("node2-data.img"), &log.latest_acked())?;
-    verify_ok("node2's backing file after resync", &on_peer)?;
+    on_peer.ensure_ok("node2's backing file after resync")?;
     Ok(OutageNumbers {
         out_of_sync_blocks,
         distinct_written,
