@@ -237,6 +237,10 @@ impl Driver {
     fn feed(&mut self, input: Input) {
         let actions = self.seq.step(Instant::now(), input);
         self.apply(actions);
+        // Seen at every step, not only at the next tick: a peer that takes the group and dies
+        // within one tick must still make our acquisition count as a failover.
+        let status = self.seq.status();
+        self.acquisition.observe(&status, &self.steps.node, &self.counters);
     }
 
     fn apply(&mut self, actions: Vec<Action>) {
