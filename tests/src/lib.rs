@@ -122,6 +122,15 @@ impl Cluster {
     }
 
     /// `haadm` that must succeed; returns stdout.
+    /// Runs haadm on node i expecting it to fail with exit `code` and `text` in its stderr.
+    pub fn haadm_fails(&self, i: usize, args: &[&str], code: i32, text: &str) -> Result<()> {
+        let out = self.haadm(i, args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(out.status.code() == Some(code), "haadm {args:?}: expected exit {code}, got {} ({err})", out.status);
+        anyhow::ensure!(err.contains(text), "haadm {args:?}: expected `{text}` in: {err}");
+        Ok(())
+    }
+
     pub fn haadm_ok(&self, i: usize, args: &[&str]) -> Result<String> {
         let out = self.haadm(i, args)?;
         if !out.status.success() {

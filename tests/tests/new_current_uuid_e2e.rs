@@ -10,14 +10,6 @@ use std::time::Duration;
 
 const SIZE: u64 = 64 << 20;
 
-fn fails_with(c: &Cluster, i: usize, args: &[&str], code: i32, text: &str) -> Result<()> {
-    let out = c.haadm(i, args)?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.code() == Some(code), "haadm {args:?}: expected exit {code}, got {} ({err})", out.status);
-    ensure!(err.contains(text), "haadm {args:?}: expected `{text}` in: {err}");
-    Ok(())
-}
-
 fn r0(c: &Cluster, i: usize) -> Result<serde_json::Value> {
     resource(&c.status(i)?, "r0").ok_or_else(|| anyhow::anyhow!("no r0 in status"))
 }
@@ -28,12 +20,12 @@ fn clear_bitmap_skips_the_initial_sync_of_two_fresh_disks_and_refuses_other_stat
     for i in 0..2 {
         c.haadm_ok(i, &["create-md", "r0"])?;
     }
-    fails_with(&c, 0, &["new-current-uuid", "--clear-bitmap", "r0"], 3, "")?;
+    c.haadm_fails(0, &["new-current-uuid", "--clear-bitmap", "r0"], 3, "")?;
     c.start(0)?;
     // Not connected yet; and an Inconsistent disk starts no generation.
-    fails_with(&c, 0, &["new-current-uuid", "--clear-bitmap", "r0"], 1, "needs an established connection")?;
-    fails_with(&c, 0, &["new-current-uuid", "r0"], 1, "only consistent data")?;
-    fails_with(&c, 0, &["new-current-uuid", "nosuch"], 1, "nosuch")?;
+    c.haadm_fails(0, &["new-current-uuid", "--clear-bitmap", "r0"], 1, "needs an established connection")?;
+    c.haadm_fails(0, &["new-current-uuid", "r0"], 1, "only consistent data")?;
+    c.haadm_fails(0, &["new-current-uuid", "nosuch"], 1, "nosuch")?;
     c.start(1)?;
     c.wait_r0(0, "connected, both Inconsistent", Duration::from_secs(20), |r| {
         field(r, "connection") == "Connected" && field(r, "disk") == "Inconsistent" && field(r, "peer_disk") == "Inconsistent"
@@ -53,9 +45,9 @@ fn clear_bitmap_skips_the_initial_sync_of_two_fresh_disks_and_refuses_other_stat
         ensure!(r["out_of_sync_bytes"] == 0, "{r:#}");
     }
     // Not fresh any more: refused on either node.
-    fails_with(&c, 1, &["new-current-uuid", "--clear-bitmap", "r0"], 1, "only for two fresh disks")?;
+    c.haadm_fails(1, &["new-current-uuid", "--clear-bitmap", "r0"], 1, "only for two fresh disks")?;
     // Plain rotation is refused while connected.
-    fails_with(&c, 0, &["new-current-uuid", "r0"], 1, "connected")?;
+    c.haadm_fails(0, &["new-current-uuid", "r0"], 1, "connected")?;
 
     // A Primary without --force, replicated writes, and a reconnect that finds nothing to sync.
     c.haadm_ok(0, &["primary", "r0"])?;
@@ -86,7 +78,7 @@ fn clear_bitmap_skips_the_initial_sync_of_two_fresh_disks_and_refuses_other_stat
     let strip = |v: &serde_json::Value| u64::from_str_radix(v.as_str().unwrap_or("0"), 16).unwrap_or(0) & !1;
     ensure!(strip(&after["uuids"]["bitmap"]) == strip(&before["uuids"]["current"]), "old current → bitmap: {before:#} {after:#}");
     // ... and a bitmap UUID in use is not rotated again.
-    fails_with(&c, 0, &["new-current-uuid", "r0"], 1, "bitmap UUID")?;
+    c.haadm_fails(0, &["new-current-uuid", "r0"], 1, "bitmap UUID")?;
     c.haadm_ok(0, &["connect", "r0"])?;
     c.wait_r0(0, "reconnected after the rotation", Duration::from_secs(20), |r| {
         field(r, "connection") == "Connected" && field(r, "disk") == "UpToDate" && field(r, "peer_disk") == "UpToDate" && field(r, "replication") == "Established"

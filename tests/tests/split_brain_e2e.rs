@@ -49,14 +49,6 @@ fn read_block(f: &std::fs::File, b: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn fails_with(c: &Cluster, i: usize, args: &[&str], code: i32, text: &str) -> Result<()> {
-    let out = c.haadm(i, args)?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.code() == Some(code), "haadm {args:?}: expected exit {code}, got {} ({err})", out.status);
-    ensure!(err.contains(text), "haadm {args:?}: expected `{text}` in: {err}");
-    Ok(())
-}
-
 fn connected_uptodate(r: &serde_json::Value) -> bool {
     field(r, "connection") == "Connected" && field(r, "disk") == "UpToDate" && field(r, "peer_disk") == "UpToDate" && field(r, "replication") == "Established"
 }
@@ -73,7 +65,7 @@ fn forced_split_brain_is_shown_and_resolved_keeping_node2_with_node1s_blocks_sav
     // Nothing to resolve yet.
     let shown = c.haadm_ok(0, &["split-brain", "r0"])?;
     ensure!(shown.contains("no split brain recorded"), "{shown}");
-    fails_with(&c, 0, &["split-brain", "r0", "--keep", "node2"], 1, "no unresolved split brain")?;
+    c.haadm_fails(0, &["split-brain", "r0", "--keep", "node2"], 1, "no unresolved split brain")?;
 
     // Common data before the split, then the split: both Primary, different blocks on each.
     let common: BTreeSet<u64> = (0..16).map(|b| b * 97).collect();
@@ -81,7 +73,7 @@ fn forced_split_brain_is_shown_and_resolved_keeping_node2_with_node1s_blocks_sav
     c.haadm_ok(0, &["disconnect", "r0"])?;
     c.haadm_ok(1, &["disconnect", "r0"])?;
     // wait-connect on a StandAlone resource says why it cannot get there (exit 1).
-    fails_with(&c, 1, &["wait-connect", "r0", "--timeout", "5s"], 1, "StandAlone")?;
+    c.haadm_fails(1, &["wait-connect", "r0", "--timeout", "5s"], 1, "StandAlone")?;
     c.haadm_ok(1, &["primary", "r0"])?;
     let node1_blocks: BTreeSet<u64> = [3, 200, 1000, 4095, 5000].into_iter().collect();
     let node2_blocks: BTreeSet<u64> = (0..64).map(|b| 100 + b * 31).chain([200, 1000]).collect();
@@ -92,7 +84,7 @@ fn forced_split_brain_is_shown_and_resolved_keeping_node2_with_node1s_blocks_sav
     for i in 0..2 {
         c.wait_r0(i, "split brain detected", Duration::from_secs(20), |r| r["split_brain"] == true && field(r, "connection") == "StandAlone")?;
     }
-    fails_with(&c, 0, &["wait-connect", "r0", "--timeout", "5s"], 1, "split brain")?;
+    c.haadm_fails(0, &["wait-connect", "r0", "--timeout", "5s"], 1, "split brain")?;
 
     // Both nodes show both sides and agree on the victim: node1 changed less.
     for (i, node) in NODES.iter().enumerate() {
@@ -109,11 +101,11 @@ fn forced_split_brain_is_shown_and_resolved_keeping_node2_with_node1s_blocks_sav
     // Wrong uses: unknown resource, a node that is not in the resource, --save-victim on the
     // survivor, --keep from the survivor while the victim is still Primary, --save-victim without
     // --keep.
-    fails_with(&c, 0, &["split-brain", "nosuch"], 1, "nosuch")?;
-    fails_with(&c, 0, &["split-brain", "r0", "--keep", "node9"], 1, "not a node of r0")?;
-    fails_with(&c, 1, &["split-brain", "r0", "--keep", "node2", "--save-victim", "/tmp/x.img"], 1, "on the victim node1")?;
-    fails_with(&c, 1, &["split-brain", "r0", "--keep", "node2"], 1, "node1 is Primary")?;
-    fails_with(&c, 0, &["split-brain", "r0", "--save-victim", "x.img"], 2, "--keep")?;
+    c.haadm_fails(0, &["split-brain", "nosuch"], 1, "nosuch")?;
+    c.haadm_fails(0, &["split-brain", "r0", "--keep", "node9"], 1, "not a node of r0")?;
+    c.haadm_fails(1, &["split-brain", "r0", "--keep", "node2", "--save-victim", "/tmp/x.img"], 1, "on the victim node1")?;
+    c.haadm_fails(1, &["split-brain", "r0", "--keep", "node2"], 1, "node1 is Primary")?;
+    c.haadm_fails(0, &["split-brain", "r0", "--save-victim", "x.img"], 2, "--keep")?;
     // The probes between the two unresolved nodes changed nothing.
     for i in 0..2 {
         let r = c.wait_r0(i, "still split", Duration::from_secs(5), |r| r["split_brain"] == true)?;
@@ -171,7 +163,7 @@ fn forced_split_brain_is_shown_and_resolved_keeping_node2_with_node1s_blocks_sav
     for i in 0..2 {
         c.wait_r0(i, "second split brain", Duration::from_secs(20), |r| r["split_brain"] == true && field(r, "connection") == "StandAlone")?;
     }
-    fails_with(&c, 1, &["split-brain", "r0", "--keep", "node2"], 1, "node1 is Primary")?;
+    c.haadm_fails(1, &["split-brain", "r0", "--keep", "node2"], 1, "node1 is Primary")?;
     c.haadm_ok(0, &["secondary", "r0"])?;
     let out = c.haadm_ok(1, &["split-brain", "r0", "--keep", "node2"])?;
     ensure!(out.contains("resolved"), "{out}");
@@ -191,12 +183,12 @@ fn wait_connect_times_out_and_reports_clusterd_not_running() -> Result<()> {
         c.haadm_ok(i, &["create-md", "r0"])?;
     }
     // clusterd not running: exit 3, for both verbs.
-    fails_with(&c, 0, &["wait-connect", "r0", "--timeout", "1s"], 3, "")?;
-    fails_with(&c, 0, &["split-brain", "r0"], 3, "")?;
+    c.haadm_fails(0, &["wait-connect", "r0", "--timeout", "1s"], 3, "")?;
+    c.haadm_fails(0, &["split-brain", "r0"], 3, "")?;
     // Only node1 up: Connecting until the timeout (exit 4).
     c.start(0)?;
-    fails_with(&c, 0, &["wait-connect", "r0", "--timeout", "1s"], 4, "not connected after")?;
-    fails_with(&c, 0, &["wait-connect", "nosuch", "--timeout", "1s"], 1, "nosuch")?;
+    c.haadm_fails(0, &["wait-connect", "r0", "--timeout", "1s"], 4, "not connected after")?;
+    c.haadm_fails(0, &["wait-connect", "nosuch", "--timeout", "1s"], 1, "nosuch")?;
     // The peer comes up: wait-connect returns once Connected.
     c.start(1)?;
     let out = c.haadm_ok(0, &["wait-connect", "r0", "--timeout", "20s"])?;
