@@ -246,7 +246,9 @@ struct Shards {
 /// Every counter of one target server. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct TargetStats {
-    enabled: bool,
+    /// Switched on when a metrics listener starts (`haadm adjust`); sessions logged in before then
+    /// are not counted.
+    enabled: std::sync::atomic::AtomicBool,
     shards: Mutex<Shards>,
     /// Successful logins of normal sessions, per target.
     logins: Mutex<BTreeMap<String, u64>>,
@@ -269,17 +271,22 @@ pub struct TargetTotals {
 
 impl TargetStats {
     pub fn enabled() -> TargetStats {
-        TargetStats { enabled: true, shards: Mutex::default(), logins: Mutex::default(), refusals: Default::default() }
+        TargetStats { enabled: true.into(), shards: Mutex::default(), logins: Mutex::default(), refusals: Default::default() }
     }
 
     /// Counts nothing: sessions get no shard (the metrics-off configuration and the benchmark's
     /// reference).
     pub fn disabled() -> TargetStats {
-        TargetStats { enabled: false, ..TargetStats::enabled() }
+        TargetStats { enabled: false.into(), ..TargetStats::enabled() }
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.enabled
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Counting from new sessions on (or, off, for no new session; live ones keep their shard).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
     }
 
     fn shards(&self) -> MutexGuard<'_, Shards> {
@@ -289,7 +296,7 @@ impl TargetStats {
 
     /// A new normal session of `target` logged in: its shard (None when counting is disabled).
     pub fn session_started(self: &Arc<Self>, target: &str) -> Option<SessionShard> {
-        if !self.enabled {
+        if !self.is_enabled() {
             return None;
         }
         *self.logins.lock().unwrap_or_else(|p| p.into_inner()).entry(target.to_string()).or_default() += 1;
@@ -302,7 +309,7 @@ impl TargetStats {
     }
 
     pub fn login_refused(&self, why: LoginRefusal) {
-        if self.enabled {
+        if self.is_enabled() {
             self.refusals[why as usize].fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -3,7 +3,9 @@
 
 use super::{ChangeKind, Plan, RunState, plan};
 use crate::config::{HaConfig, Manager, config_digest};
+use crate::daemon::cluster::ClusterHandle;
 use crate::daemon::resources::Resources;
+use crate::monitor::MetricsListener;
 use crate::daemon::targets::TargetHost;
 use replicator::machine::state::Role;
 use sha2::{Digest as _, Sha256};
@@ -49,6 +51,14 @@ pub struct Adjuster {
     /// Hashes of the CHAP secret files as the running configuration read them.
     secrets: std::sync::Mutex<BTreeMap<PathBuf, [u8; 32]>>,
     one_at_a_time: tokio::sync::Mutex<()>,
+    /// The parts started after the adjuster (set once by the daemon).
+    live: std::sync::OnceLock<LiveParts>,
+}
+
+/// The cluster loop (when this node runs one) and the metrics listener.
+pub struct LiveParts {
+    pub cluster: Option<Arc<ClusterHandle>>,
+    pub metrics: Arc<MetricsListener>,
 }
 
 impl Adjuster {
@@ -56,7 +66,14 @@ impl Adjuster {
         let running = resources.running_config();
         let digest = watch::Sender::new(config_digest(&running));
         let secrets = std::sync::Mutex::new(secret_hashes(&running));
-        Adjuster { config_path, resources, targets, digest, secrets, one_at_a_time: Default::default() }
+        Adjuster { config_path, resources, targets, digest, secrets, one_at_a_time: Default::default(), live: Default::default() }
+    }
+
+    /// Hands over the cluster loop and the metrics listener once they run.
+    pub fn set_live_parts(&self, parts: LiveParts) {
+        if self.live.set(parts).is_err() {
+            tracing::error!("adjust: live parts handed over twice; keeping the first");
+        }
     }
 
     pub async fn adjust(&self, which: &str, dry_run: bool) -> Result<Outcome, AdjustError> {
@@ -89,6 +106,13 @@ impl Adjuster {
 
     async fn run_state(&self, old: &HaConfig, new: &HaConfig) -> RunState {
         let mut st = RunState { node: self.resources.node.clone(), target_running: self.targets.is_running().await, ..Default::default() };
+        if let Some(c) = self.live.get().and_then(|l| l.cluster.as_ref()) {
+            st.cluster_running = true;
+            if let Some(m) = c.view().membership {
+                st.peer_alive = m.peer_alive();
+                st.links_up = m.links.iter().filter(|l| l.up).map(|l| l.name.clone()).collect();
+            }
+        }
         for s in self.resources.published().await {
             if let Some((snap, _, _)) = s.running {
                 st.attached.insert(s.name.clone());
@@ -110,6 +134,9 @@ impl Adjuster {
     async fn apply(&self, plan: Plan) -> Result<(), AdjustError> {
         let config = Arc::new(plan.config);
         let external = config.manager == Manager::Pacemaker;
+        // What can fail on its own (binding sockets, loading keys) goes first and, failing, leaves
+        // everything as it was.
+        self.apply_cluster_and_metrics(&plan.changes, &config).await?;
         // New slots first (added resources appear, down), so `up` finds them.
         self.resources.install_config(Arc::clone(&config)).await;
         let mut failures = Vec::new();
@@ -140,8 +167,45 @@ impl Adjuster {
     }
 }
 
+impl Adjuster {
+    async fn apply_cluster_and_metrics(&self, changes: &[super::Change], config: &Arc<HaConfig>) -> Result<(), AdjustError> {
+        let wants = |k: ChangeKind| changes.iter().any(|c| c.kind == k);
+        let Some(live) = self.live.get() else {
+            return match wants(ChangeKind::Cluster) || wants(ChangeKind::Metrics) {
+                true => Err(AdjustError::Failed("clusterd is still starting; nothing changed, try again".into())),
+                false => Ok(()),
+            };
+        };
+        let node = &self.resources.node;
+        let old_metrics = self.resources.running_config().metrics.listen_for(node);
+        let new_metrics = config.metrics.listen_for(node);
+        if wants(ChangeKind::Metrics) {
+            live.metrics.set(new_metrics).await.map_err(|e| AdjustError::Failed(format!("{e:#}; nothing changed")))?;
+        }
+        if wants(ChangeKind::Cluster) {
+            let Some(cluster) = &live.cluster else {
+                return Err(AdjustError::Failed("no cluster layer runs on this node; nothing changed".into()));
+            };
+            match cluster.adjust(Arc::clone(config)).await {
+                Ok(lines) => lines.iter().for_each(|l| tracing::info!("adjust: {l}")),
+                Err(e) => {
+                    if wants(ChangeKind::Metrics)
+                        && let Err(back) = live.metrics.set(old_metrics).await
+                    {
+                        tracing::error!("adjust: cannot move the metrics listener back to {old_metrics:?}: {back:#}");
+                    }
+                    return Err(AdjustError::Failed(e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn chap_files(cfg: &HaConfig) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
+    // Not CHAP, but followed the same way: a changed heartbeat key file is reloaded by adjust.
+    out.extend(cfg.cluster.iter().map(|c| c.authkeys_file.clone()));
     out.extend(cfg.iscsi.discovery_user.iter().map(|u| u.secret_file.clone()));
     for t in &cfg.targets {
         out.extend(t.incoming_user.iter().chain(t.outgoing_user.iter()).map(|u| u.secret_file.clone()));

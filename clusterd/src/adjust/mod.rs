@@ -10,6 +10,7 @@
 //! the plan names fields the way ha.yaml spells them and a default written out equals one left out.
 
 pub mod apply;
+mod cluster;
 mod flat;
 
 use crate::config::{HaConfig, dump_value};
@@ -29,8 +30,14 @@ pub struct RunState {
     pub primary: BTreeSet<String>,
     /// The embedded target serves on this node.
     pub target_running: bool,
-    /// Secret files (CHAP) whose content differs from what the running configuration read.
+    /// Secret files (CHAP, heartbeat authkeys) whose content differs from what the running
+    /// configuration read.
     pub changed_secrets: BTreeSet<PathBuf>,
+    /// The cluster layer (heartbeats, failover) runs here.
+    pub cluster_running: bool,
+    /// Heartbeat links that hear the peer now.
+    pub links_up: BTreeSet<String>,
+    pub peer_alive: bool,
 }
 
 /// One change of a plan: the line `--dry-run` prints and what applying it means.
@@ -51,6 +58,11 @@ pub enum ChangeKind {
     /// Targets, LUNs, ACLs, CHAP or iSCSI settings: the running target takes the new configuration
     /// for new logins (existing sessions keep theirs).
     Targets,
+    /// Heartbeat timers, links and keys, guard, escalation, auto-failback: the cluster loop and the
+    /// heartbeat service take them at once.
+    Cluster,
+    /// This node's metrics listener is started, moved or stopped.
+    Metrics,
 }
 
 /// A field that cannot change now, and why.
@@ -92,17 +104,21 @@ pub fn plan(old: &HaConfig, new: &HaConfig, which: &str, st: &RunState) -> Resul
     let old_doc = dump_value(old);
     let new_doc = dump_value(new);
     if all {
-        for part in ["nodes", "cluster", "group", "metrics"] {
+        for part in ["nodes", "group"] {
             for (field, _, _) in differences(&section(&old_doc, &[part]), &section(&new_doc, &[part]), part) {
                 let reason = match part {
                     "nodes" => "the nodes (names, control sockets, state directories) cannot change while clusterd runs; \
                                 needs a restart of clusterd on both nodes"
                         .to_string(),
-                    _ => RESTART.to_string(),
+                    _ => "the group's members, VIP and start order are in use by the failover sequencer; needs a \
+                          restart of clusterd (move the group to the peer first: `haadm standby`)"
+                        .to_string(),
                 };
                 refusals.push(Refusal { field, reason });
             }
         }
+        cluster::cluster_changes(old, new, &old_doc, &new_doc, st, &mut changes, &mut refusals);
+        cluster::metrics_changes(old, new, st, &mut changes);
     }
     let names: BTreeSet<&String> = old.resources.keys().chain(new.resources.keys()).collect();
     for name in names.into_iter().filter(|n| all || n.as_str() == which) {
@@ -118,7 +134,7 @@ pub fn plan(old: &HaConfig, new: &HaConfig, which: &str, st: &RunState) -> Resul
     changes.sort_by_key(|c| match c.kind {
         ChangeKind::AddResource(_) => 0,
         ChangeKind::ResourceOptions(_) | ChangeKind::ResourceConfig(_) => 1,
-        ChangeKind::Targets => 2,
+        ChangeKind::Targets | ChangeKind::Cluster | ChangeKind::Metrics => 2,
         ChangeKind::RemoveResource(_) => 3,
     });
     let config = if all { new.clone() } else { merged(old, new, which) };

@@ -37,7 +37,7 @@ fn running(attached: &[&str], primary: &[&str], target: bool) -> RunState {
         attached: attached.iter().map(|s| s.to_string()).collect(),
         primary: primary.iter().map(|s| s.to_string()).collect(),
         target_running: target,
-        changed_secrets: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -160,12 +160,23 @@ fn luns_acls_and_chap_rotation() {
 }
 
 #[test]
-fn restart_only_sections_are_refused_by_name() {
+fn restart_only_fields_are_refused_by_name() {
     let new = BASE.replace("targets:", "metrics: { listen: \"127.0.0.1:9942\" }\ntargets:").replace("\"127.0.0.1:3260\"", "\"127.0.0.1:3261\"");
     let r = refused(plan(&cfg(BASE), &cfg(&new), "all", &running(&[], &[], true)));
     let fields: Vec<&str> = r.iter().map(|r| r.field.as_str()).collect();
-    assert_eq!(fields, ["metrics.on.node1", "metrics.on.node2", "targets.iqn.2026-01.com.example:t0.portals"]);
+    assert_eq!(fields, ["targets.iqn.2026-01.com.example:t0.portals"]);
     assert!(r[0].reason.contains("needs a restart of clusterd"));
+    // The metrics listener alone is live: this node's starts, the other node's is only configuration.
+    let metrics_only = BASE.replace("targets:", "metrics: { listen: \"127.0.0.1:9942\" }\ntargets:");
+    let p = plan(&cfg(BASE), &cfg(&metrics_only), "all", &running(&[], &[], true)).unwrap();
+    assert_eq!(
+        lines(&p),
+        [
+            "metrics.on.node1: (none) -> 127.0.0.1:9942 (listener started; iSCSI counters from new sessions on)",
+            "metrics.on.node2: (none) -> 127.0.0.1:9942 (on that node)",
+        ]
+    );
+    assert!(p.changes.iter().all(|c| c.kind == ChangeKind::Metrics));
     // With the target not served here the portals are only configuration.
     let only_portal = BASE.replace("\"127.0.0.1:3260\"", "\"127.0.0.1:3261\"");
     let p = plan(&cfg(BASE), &cfg(&only_portal), "all", &running(&[], &[], false)).unwrap();
@@ -199,4 +210,85 @@ fn acl_from_open_to_a_list_and_back() {
     assert_eq!(lines(&p), ["target iqn.2026-01.com.example:t0: acl add iqn.2026-01.com.example:init1"]);
     let p = plan(&cfg(BASE), &cfg(&open), "all", &running(&[], &[], true)).unwrap();
     assert_eq!(lines(&p), ["target iqn.2026-01.com.example:t0: acl remove iqn.2026-01.com.example:init1"]);
+}
+
+const CLUSTERED: &str = r#"
+nodes: [{ name: node1 }, { name: node2 }]
+resources:
+  r0:
+    device: ha0
+    on:
+      node1: { disk: /d/r0.img, address: "127.0.0.1:7000" }
+      node2: { disk: /d/r0.img, address: "127.0.0.2:7000" }
+cluster:
+  keepalive: 1s
+  deadtime: 10s
+  authkeys-file: authkeys
+  links:
+    - name: l0
+      mode: ucast
+      on:
+        node1: { address: 10.0.0.1 }
+        node2: { address: 10.0.0.2 }
+group:
+  resources: [r0]
+"#;
+
+fn clustered(links_up: &[&str]) -> RunState {
+    RunState {
+        cluster_running: true,
+        peer_alive: true,
+        links_up: links_up.iter().map(|s| s.to_string()).collect(),
+        ..running(&["r0"], &["r0"], false)
+    }
+}
+
+const SECOND_LINK: &str = "    - name: l1\n      mode: ucast\n      port: 695\n      on:\n        node1: { address: 10.0.1.1 }\n        node2: { address: 10.0.1.2 }\ngroup:";
+
+#[test]
+fn heartbeat_timers_guard_and_links_are_live() {
+    let new = CLUSTERED
+        .replace("deadtime: 10s", "deadtime: 20s\n  auto-failback: on\n  guard: { ping-nodes: [10.0.0.254] }")
+        .replace("group:", SECOND_LINK);
+    let p = plan(&cfg(CLUSTERED), &cfg(&new), "all", &clustered(&["l0"])).unwrap();
+    assert_eq!(
+        lines(&p),
+        [
+            "cluster.auto-failback off -> on",
+            "cluster.deadtime 10s -> 20s",
+            "cluster.guard.ping-nodes \"\" -> 10.0.0.254",
+            "cluster.links: add link l1 (ucast port 695)",
+        ]
+    );
+    assert!(p.changes.iter().all(|c| c.kind == ChangeKind::Cluster));
+    // Removing the old link once the new one hears the peer: no warning.
+    let only_l1 = cfg(&new.replace("    - name: l0\n      mode: ucast\n      on:\n        node1: { address: 10.0.0.1 }\n        node2: { address: 10.0.0.2 }\n", ""));
+    let p = plan(&cfg(&new), &only_l1, "all", &clustered(&["l0", "l1"])).unwrap();
+    assert_eq!(lines(&p).last().copied(), Some("cluster.links: remove link l0"));
+    assert!(!lines(&p).iter().any(|l| l.contains("WARNING")), "{:?}", lines(&p));
+}
+
+#[test]
+fn re_addressing_the_only_link_that_hears_the_peer_warns_about_the_grace() {
+    let new = CLUSTERED.replace("10.0.0.2 }", "10.0.0.3 }");
+    let p = plan(&cfg(CLUSTERED), &cfg(&new), "all", &clustered(&["l0"])).unwrap();
+    let l = lines(&p);
+    assert!(l[0].starts_with("cluster.links.l0: changed"), "{l:?}");
+    assert!(l[1].contains("WARNING") && l[1].contains("within initdead (30s)"), "{l:?}");
+    // With a second, untouched link that hears the peer there is nothing to warn about.
+    let two = CLUSTERED.replace("group:", SECOND_LINK);
+    let p = plan(&cfg(&two), &cfg(&two.replace("10.0.0.2 }", "10.0.0.3 }")), "all", &clustered(&["l0", "l1"])).unwrap();
+    assert!(!lines(&p).iter().any(|l| l.contains("WARNING")), "{:?}", lines(&p));
+}
+
+#[test]
+fn the_group_and_the_manager_still_need_a_restart() {
+    let new = CLUSTERED.replace("  resources: [r0]", "  resources: [r0]\n  preferred: node2");
+    let r = refused(plan(&cfg(CLUSTERED), &cfg(&new), "all", &clustered(&["l0"])));
+    assert_eq!(r[0].field, "group.preferred");
+    assert!(r[0].reason.contains("restart of clusterd"), "{}", r[0].reason);
+    // Without a running cluster layer (e.g. under Pacemaker) the cluster section is not live.
+    let timers = CLUSTERED.replace("deadtime: 10s", "deadtime: 20s");
+    let r = refused(plan(&cfg(CLUSTERED), &cfg(&timers), "all", &running(&["r0"], &[], false)));
+    assert_eq!(r[0].field, "cluster.deadtime");
 }

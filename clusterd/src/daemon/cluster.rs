@@ -47,6 +47,7 @@ pub struct ClusterView {
 /// Handle held by the daemon and the control API.
 pub struct ClusterHandle {
     admin: mpsc::Sender<AdminRequest>,
+    adjust: mpsc::Sender<AdjustRequest>,
     view: watch::Receiver<ClusterView>,
     /// Event counters for `/metrics` (late heartbeats, guard and fence outcomes, failovers).
     pub counters: Arc<ClusterCounters>,
@@ -66,6 +67,15 @@ impl ClusterHandle {
             Ok(Err(_)) => Err("the cluster loop stopped before answering".into()),
             Err(_) => Err(format!("no answer within {limit:?} (the hand-over may still complete; see `haadm status`)")),
         }
+    }
+
+    /// `haadm adjust` of the `cluster` section: heartbeat timers, links and keys, guard,
+    /// escalation command and auto-failback, taken by the running loop. Answers one line per change
+    /// made, or why nothing changed (a link that cannot be bound, authkeys that do not load).
+    pub async fn adjust(&self, config: Arc<HaConfig>) -> Result<Vec<String>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.adjust.send((config, tx)).await.map_err(|_| "the cluster loop is not running".to_string())?;
+        rx.await.map_err(|_| "the cluster loop stopped before answering".to_string())?
     }
 
     pub fn view(&self) -> ClusterView {
@@ -380,6 +390,46 @@ async fn uplink(nodes: &[std::net::IpAddr], timeout: Duration) -> bool {
     false
 }
 
+type AdjustRequest = (Arc<HaConfig>, oneshot::Sender<Result<Vec<String>, String>>);
+
+/// SHA-256 of the authkeys file as read now (`None` if unreadable: the load reports why).
+fn file_hash(path: &std::path::Path) -> Option<Vec<u8>> {
+    use sha2::Digest as _;
+    std::fs::read(path).ok().map(|b| sha2::Sha256::digest(&b).to_vec())
+}
+
+impl Driver {
+    /// Carries out [`ClusterHandle::adjust`] inside the loop. Everything that can fail (keys, link
+    /// sockets) is done first, so a failure leaves the running configuration as it was.
+    async fn adjust(&mut self, config: Arc<HaConfig>, hb: Option<&mut HeartbeatHandle>, keys_hash: &mut Option<Vec<u8>>) -> Result<Vec<String>, String> {
+        let me = self.steps.node.clone();
+        let (Some(cluster), Some(group)) = (config.cluster.clone(), config.group.clone()) else {
+            return Err("the new configuration has no cluster or group section; needs a restart of clusterd".into());
+        };
+        let peer = self.seq.params().peer.clone();
+        let mut lines = Vec::new();
+        if let (Some(h), Some(p)) = (hb, peer.as_deref()) {
+            let hash = file_hash(&cluster.authkeys_file);
+            let keys = if hash != *keys_hash || cluster.authkeys_file != self.cluster.authkeys_file {
+                Some(AuthKeys::load(&cluster.authkeys_file).map_err(|e| format!("cluster.authkeys-file: {e}; nothing changed"))?)
+            } else {
+                None
+            };
+            let hb_cfg = heartbeat_config(&config, &cluster, &me, p).map_err(|e| format!("{e:#}; nothing changed"))?;
+            lines = h.reconfigure(hb_cfg, keys).await.map_err(|e| format!("{e}; nothing changed"))?;
+            *keys_hash = hash;
+        }
+        let p = sequencer_params(&config, &cluster, &group, &me, peer.as_deref(), self.seq.params().generation);
+        self.seq.adjust(&p);
+        if self.cluster.guard != cluster.guard {
+            lines.push("guard: taken for the next takeover".into());
+        }
+        self.cluster = cluster;
+        self.config = config;
+        Ok(lines)
+    }
+}
+
 /// Starts heartbeats and the sequencer for this node's group. `None` when the config has no group.
 /// `config_digest`: this node's configuration digest (changed by `haadm adjust`), sent in every
 /// heartbeat so both nodes can tell that they run different configurations.
@@ -433,6 +483,8 @@ pub async fn start(
     }
     let (step_tx, mut step_rx) = mpsc::channel::<Input>(64);
     let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(8);
+    let (adjust, mut adjust_rx) = mpsc::channel::<AdjustRequest>(2);
+    let mut keys_hash = file_hash(&cluster.authkeys_file);
     let (view_tx, view) = watch::channel(ClusterView { generation, sequencer: None, membership: None });
     let cancel = CancellationToken::new();
     let steps = Arc::new(GroupSteps { config: Arc::clone(&config), node: me.name.clone(), resources: Arc::clone(&resources), targets, garp_burst: Default::default() });
@@ -456,7 +508,7 @@ pub async fn start(
     let passes = Arc::clone(&loop_passes);
     let stop = cancel.clone();
     let task = tokio::spawn(async move {
-        let (hb_handle, mut hb_events) = match hb {
+        let (mut hb_handle, mut hb_events) = match hb {
             Some((h, e)) => (Some(h), Some(e)),
             None => (None, None),
         };
@@ -465,7 +517,6 @@ pub async fn start(
         let mut last_volumes: Option<LocalVolumes> = None;
         let mut last_peer_state: Option<Vec<u8>> = None;
         let mut last_uplink = Instant::now() - UPLINK_EVERY;
-        let uses_ping = !d.cluster.guard.ping_nodes.is_empty();
         let mut persisted_epoch = d.seq.params().known_epoch;
         loop {
             tokio::select! {
@@ -499,6 +550,10 @@ pub async fn start(
                     }
                 }
                 Some(input) = step_rx.recv() => d.feed(input),
+                Some((config, reply)) = adjust_rx.recv() => {
+                    let r = d.adjust(config, hb_handle.as_mut(), &mut keys_hash).await;
+                    let _ = reply.send(r);
+                }
                 Some((cmd, reply)) = admin_rx.recv() => {
                     d.pending.push((cmd, reply));
                     d.feed(match cmd { AdminCmd::Standby => Input::Standby, AdminCmd::Takeover => Input::Takeover });
@@ -512,7 +567,7 @@ pub async fn start(
                     if let Some(h) = &hb_handle {
                         feed_peer_state(&mut d, h, &mut last_peer_state);
                     }
-                    if uses_ping && last_uplink.elapsed() >= UPLINK_EVERY {
+                    if !d.cluster.guard.ping_nodes.is_empty() && last_uplink.elapsed() >= UPLINK_EVERY {
                         last_uplink = Instant::now();
                         let (nodes, t, tx) = (d.cluster.guard.ping_nodes.clone(), d.cluster.guard.ping_timeout, d.step_tx.clone());
                         tokio::spawn(async move { let _ = tx.send(Input::Uplink(uplink(&nodes, t).await)).await; });
@@ -556,5 +611,5 @@ pub async fn start(
             h.stop().await;
         }
     });
-    Ok(Some(ClusterHandle { admin, view, counters, loop_passes, cancel, task: std::sync::Mutex::new(Some(task)) }))
+    Ok(Some(ClusterHandle { admin, adjust, view, counters, loop_passes, cancel, task: std::sync::Mutex::new(Some(task)) }))
 }

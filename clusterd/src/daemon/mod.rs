@@ -13,7 +13,7 @@ mod fence_peer;
 
 use crate::config::{HaConfig, Manager};
 use crate::control::{ControlService, Speedometer};
-use crate::monitor::Monitor;
+use crate::monitor::{MetricsListener, Monitor};
 use iscsi_target::stats::TargetStats;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -86,22 +86,19 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     let speedo = Arc::new(Speedometer::default());
     let background = CancellationToken::new();
     state_log::start(&resources, cluster.as_ref(), &background);
-    let metrics_task = match metrics_addr {
-        Some(addr) => {
-            let monitor = Monitor {
-                node: me.name.clone(),
-                config: Arc::clone(&resources.config),
-                resources: Arc::clone(&resources),
-                targets: Arc::clone(&targets),
-                cluster: cluster.clone(),
-                target_stats,
-                speedo: Arc::clone(&speedo),
-                started: Instant::now(),
-            };
-            Some(crate::monitor::serve(addr, Arc::new(monitor), background.clone()).await?)
-        }
-        None => None,
+    let monitor = Monitor {
+        node: me.name.clone(),
+        config: Arc::clone(&resources.config),
+        resources: Arc::clone(&resources),
+        targets: Arc::clone(&targets),
+        cluster: cluster.clone(),
+        target_stats,
+        speedo: Arc::clone(&speedo),
+        started: Instant::now(),
     };
+    let metrics = Arc::new(MetricsListener::new(Arc::new(monitor), background.clone()));
+    metrics.set(metrics_addr).await?;
+    adjuster.set_live_parts(crate::adjust::apply::LiveParts { cluster: cluster.clone(), metrics: Arc::clone(&metrics) });
     let notifier = match notify::Notifier::from_env() {
         Ok(n) => n.map(Arc::new),
         Err(e) => {
@@ -155,11 +152,7 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         tracing::warn!("sd_notify: {e}");
     }
     background.cancel();
-    if let Some(mut t) = metrics_task
-        && tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await.is_err()
-    {
-        t.abort();
-    }
+    metrics.stop().await;
     for w in &fence_watchers {
         w.abort();
     }

@@ -105,6 +105,15 @@ impl Sequencer {
         &self.p
     }
 
+    /// `haadm adjust` of the cluster section: the fields that may change while the group runs
+    /// (auto-failback, the guard kind, initdead). The rest of `p` (names, group, epochs) must equal
+    /// the running parameters; a guard already running finishes under the old kind.
+    pub fn adjust(&mut self, p: &SequencerParams) {
+        self.p.auto_failback = p.auto_failback;
+        self.p.guard = p.guard;
+        self.p.initdead = p.initdead;
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }

@@ -338,25 +338,16 @@ pub struct Membership {
     group_state: Option<Vec<u8>>,
     config_digest: Option<String>,
     peer_versions: Option<PeerVersions>,
+    /// After a live change of the links (`haadm adjust`), the peer is not declared dead before this
+    /// (initdead after the change):
+    /// new or re-addressed links had no chance to hear it yet, and the peer may still be adjusting.
+    relink_grace_until: Option<Instant>,
 }
 
 impl Membership {
     /// `cluster`: packets naming another cluster are dropped. `start`: when initdead begins.
     pub fn new(params: MembershipParams, cluster: &str, me: &str, peer: &str, start: Instant) -> Membership {
-        let links = params
-            .links
-            .iter()
-            .map(|name| LinkState {
-                name: name.clone(),
-                up: false,
-                last_heard: None,
-                largest_gap: Duration::ZERO,
-                packets_ok: 0,
-                dropped: DropCounts::default(),
-                own_echoes: 0,
-                window: ReplayWindow::default(),
-            })
-            .collect();
+        let links = params.links.iter().map(|name| LinkState::silent(name)).collect();
         Membership {
             params,
             cluster: cluster.to_string(),
@@ -371,7 +362,40 @@ impl Membership {
             group_state: None,
             config_digest: None,
             peer_versions: None,
+            relink_grace_until: None,
         }
+    }
+
+    /// Takes new timers and links while running (`haadm adjust`). Links kept by name keep their state
+    /// and counters unless listed in `reset` (their addresses changed: what they heard says nothing
+    /// about the new path); new links start silent. If any link is new or reset, the peer cannot be
+    /// declared dead for `initdead` (the time links are given at start-up to come up), so a change made on one node before the other does not
+    /// look like a dead peer. Returns the events caused (links that went away or were reset while up
+    /// are reported down). `params` must have passed [`MembershipParams::validate`].
+    pub fn reconfigure(&mut self, params: MembershipParams, reset: &[String], now: Instant) -> Vec<MembershipEvent> {
+        let mut events = Vec::new();
+        let mut old: Vec<LinkState> = std::mem::take(&mut self.links);
+        let mut fresh = false;
+        for name in &params.links {
+            let kept = old.iter().position(|l| &l.name == name).map(|i| old.swap_remove(i));
+            let link = match kept {
+                Some(l) if !reset.contains(name) => l,
+                other => {
+                    if other.is_some_and(|l| l.up) {
+                        events.push(MembershipEvent::LinkDown(name.clone()));
+                    }
+                    fresh = true;
+                    LinkState::silent(name)
+                }
+            };
+            self.links.push(link);
+        }
+        events.extend(old.into_iter().filter(|l| l.up).map(|l| MembershipEvent::LinkDown(l.name)));
+        if fresh {
+            self.relink_grace_until = Some(now + params.initdead);
+        }
+        self.params = params;
+        events
     }
 
     /// Sets this node's own boot generation, so packets carrying our name and this generation
@@ -508,7 +532,9 @@ impl Membership {
             }
         }
         match self.liveness {
-            PeerLiveness::Alive if self.links.iter().all(|l| !l.up) => {
+            PeerLiveness::Alive
+                if self.links.iter().all(|l| !l.up) && self.relink_grace_until.is_none_or(|t| now >= t) =>
+            {
                 self.liveness = PeerLiveness::Dead;
                 events.push(MembershipEvent::PeerDead);
             }
@@ -570,6 +596,19 @@ enum DropKind {
 }
 
 impl LinkState {
+    fn silent(name: &str) -> LinkState {
+        LinkState {
+            name: name.to_string(),
+            up: false,
+            last_heard: None,
+            largest_gap: Duration::ZERO,
+            packets_ok: 0,
+            dropped: DropCounts::default(),
+            own_echoes: 0,
+            window: ReplayWindow::default(),
+        }
+    }
+
     fn count_drop(&mut self, kind: DropKind) {
         let d = &mut self.dropped;
         let counter = match kind {

@@ -468,3 +468,66 @@ fn without_a_known_own_generation_our_name_is_always_a_drop() {
     assert_eq!(status.link("ring0").unwrap().dropped.from_self, 1);
     assert_eq!(status.link("ring0").unwrap().own_echoes, 0);
 }
+
+fn params_with(links: &[&str], deadtime_ms: u64) -> MembershipParams {
+    let p = MembershipParams {
+        keepalive: Duration::from_millis(KEEPALIVE),
+        warntime: Duration::from_millis(WARNTIME),
+        deadtime: Duration::from_millis(deadtime_ms),
+        initdead: Duration::from_millis(INITDEAD.max(deadtime_ms)),
+        links: links.iter().map(|l| l.to_string()).collect(),
+    };
+    p.validate().unwrap();
+    p
+}
+
+#[test]
+fn live_link_change_keeps_kept_links_and_adds_silent_ones() {
+    let mut f = Fixture::new();
+    f.steady(1, 0, 1_000);
+    let before = f.m.status(f.at(1_000)).link("ring0").unwrap().packets_ok;
+    // ring1 goes away, ring2 comes: ring0 keeps its state and counters, ring1 is reported down.
+    let ev = f.m.reconfigure(params_with(&["ring0", "ring2"], DEADTIME), &[], f.at(1_050));
+    assert_eq!(ev, [LinkDown("ring1".into())]);
+    let st = f.m.status(f.at(1_050));
+    assert_eq!(st.links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["ring0", "ring2"]);
+    assert!(st.link("ring0").unwrap().up && st.link("ring0").unwrap().packets_ok == before);
+    assert!(!st.link("ring2").unwrap().up && st.link("ring2").unwrap().last_heard_ago.is_none());
+    assert!(st.peer_alive());
+    // Packets on the new link bring it up; packets on the removed one are ignored.
+    assert_eq!(f.packet("ring2", 1, 1_100, 1_100), [LinkUp("ring2".into())]);
+    assert!(f.packet("ring1", 1, 1_101, 1_101).is_empty());
+}
+
+#[test]
+fn relinking_every_link_gives_the_peer_initdead_of_grace() {
+    let mut f = Fixture::new();
+    f.steady(1, 0, 1_000);
+    // Both links re-addressed at 1000 (the peer is adjusted later): both reset, reported down.
+    let ev = f.m.reconfigure(params_with(&["ring0", "ring1"], DEADTIME), &["ring0".into(), "ring1".into()], f.at(1_000));
+    assert_eq!(ev, [LinkDown("ring0".into()), LinkDown("ring1".into())]);
+    // No link is up, yet the peer is not dead within the grace (initdead from the change), though
+    // the silence is longer than deadtime...
+    assert!(f.tick(2_500).is_empty());
+    assert!(f.m.status(f.at(2_500)).peer_alive());
+    // ...the peer adjusted in time: heard again, alive all along.
+    assert_eq!(f.packet("ring0", 1, 2_600, 2_600), [LinkUp("ring0".into())]);
+    assert!(f.tick(3_500).is_empty());
+
+    // A second change the peer never follows: dead once the grace is over.
+    let mut g = Fixture::new();
+    g.steady(1, 0, 1_000);
+    g.m.reconfigure(params_with(&["ring0", "ring1"], DEADTIME), &["ring0".into(), "ring1".into()], g.at(1_000));
+    assert!(g.tick(2_999).is_empty());
+    assert_eq!(g.tick(3_000), [PeerDead]);
+}
+
+#[test]
+fn live_timer_change_applies_at_the_next_tick() {
+    let mut f = Fixture::new();
+    f.steady(1, 0, 1_000);
+    // deadtime 1000 -> 3000 at 1500: the silence since 1000 is now within deadtime.
+    assert!(f.m.reconfigure(params_with(&["ring0", "ring1"], 3_000), &[], f.at(1_500)).is_empty());
+    assert!(f.tick(2_500).is_empty(), "the old deadtime no longer applies");
+    assert_eq!(f.tick(4_000), [LinkDown("ring0".into()), LinkDown("ring1".into()), PeerDead]);
+}

@@ -92,6 +92,30 @@ pub enum HeartbeatError {
     },
 }
 
+/// The heartbeat keys, replaceable while running (`haadm adjust` after authkeys changed).
+type KeyRing = Arc<std::sync::RwLock<Arc<AuthKeys>>>;
+
+fn current_keys(ring: &KeyRing) -> Arc<AuthKeys> {
+    Arc::clone(&ring.read().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// A link's socket and the token that stops its receiver.
+#[derive(Debug)]
+struct RunningLink {
+    runtime: LinkRuntime,
+    socket: Arc<UdpSocket>,
+    receiver: CancellationToken,
+}
+
+/// What the sender/timer task takes after a live change.
+struct SenderUpdate {
+    sockets: Vec<(LinkRuntime, Arc<UdpSocket>)>,
+    params: MembershipParams,
+}
+
+/// Capacity of the sender's update channel: one adjust at a time, this only absorbs a burst.
+const UPDATE_CHANNEL_CAPACITY: usize = 4;
+
 /// Control of a running service. Stop it gracefully with [`stop`](Self::stop) or by cancelling the
 /// token from [`cancel_token`](Self::cancel_token); dropping the handle aborts the tasks (a
 /// heartbeat must never outlive the daemon part that owns it).
@@ -106,6 +130,11 @@ pub struct HeartbeatHandle {
     local_addrs: Vec<(String, SocketAddr)>,
     /// This node's configuration digest, sent in every heartbeat once set.
     config_digest: Arc<Mutex<Option<String>>>,
+    keys: KeyRing,
+    links: Vec<RunningLink>,
+    cfg: HeartbeatRuntimeConfig,
+    events_tx: mpsc::Sender<MembershipEvent>,
+    sender_updates: mpsc::Sender<SenderUpdate>,
 }
 
 impl HeartbeatHandle {
@@ -147,6 +176,95 @@ impl HeartbeatHandle {
         &self.local_addrs
     }
 
+    /// Takes new timers, links and (if given) keys while running; the peer's liveness, generation
+    /// and group state are kept. Sockets for new or re-addressed links are bound first: if one
+    /// cannot be bound nothing changes. Returns one line per link change.
+    pub async fn reconfigure(&mut self, cfg: HeartbeatRuntimeConfig, keys: Option<AuthKeys>) -> Result<Vec<String>, HeartbeatError> {
+        check_links(&cfg)?;
+        let mut lines = Vec::new();
+        // Bind everything new before touching what runs.
+        let mut opened = Vec::new();
+        for link in &cfg.links {
+            let old = self.links.iter().find(|l| l.runtime.name == link.name);
+            let same_socket = old.is_some_and(|o| o.runtime.bind == link.bind && o.runtime.interface == link.interface && o.runtime.mode == link.mode);
+            if !same_socket {
+                opened.push((link.name.clone(), Arc::new(open_socket(link).await?)));
+            }
+        }
+        if let Some(k) = keys {
+            *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(k);
+            lines.push("heartbeat keys reloaded".to_string());
+        }
+        let mut reset = Vec::new();
+        let mut next = Vec::with_capacity(cfg.links.len());
+        let mut old_links = std::mem::take(&mut self.links);
+        for link in &cfg.links {
+            let old = old_links.iter().position(|l| l.runtime.name == link.name).map(|i| old_links.swap_remove(i));
+            let fresh = opened.iter().position(|(n, _)| n == &link.name).map(|i| opened.swap_remove(i).1);
+            let running = match (old, fresh) {
+                (Some(mut o), None) => {
+                    if o.runtime != *link {
+                        reset.push(link.name.clone());
+                        lines.push(format!("heartbeat link {}: now sends to {}", link.name, link.send_to));
+                        o.runtime = link.clone();
+                    }
+                    o
+                }
+                (old, Some(socket)) => {
+                    let verb = match old {
+                        Some(o) => {
+                            o.receiver.cancel();
+                            reset.push(link.name.clone());
+                            "rebound"
+                        }
+                        None => "added",
+                    };
+                    let receiver = self.cancel.child_token();
+                    self.tasks.spawn(receive_loop(
+                        link.name.clone(),
+                        Arc::clone(&socket),
+                        Arc::clone(&self.keys),
+                        Arc::clone(&self.core),
+                        Arc::clone(&self.peer_state_changed),
+                        self.events_tx.clone(),
+                        receiver.clone(),
+                    ));
+                    lines.push(format!("heartbeat link {}: {verb} on {}, sends to {}", link.name, socket.local_addr().map_or(link.bind, |a| a), link.send_to));
+                    RunningLink { runtime: link.clone(), socket, receiver }
+                }
+                (None, None) => unreachable!("a link without a socket was bound above"),
+            };
+            next.push(running);
+        }
+        for gone in old_links {
+            gone.receiver.cancel();
+            lines.push(format!("heartbeat link {}: removed", gone.runtime.name));
+        }
+        self.links = next;
+        self.local_addrs = self.links.iter().filter_map(|l| l.socket.local_addr().ok().map(|a| (l.runtime.name.clone(), a))).collect();
+        if cfg.params != self.cfg.params {
+            let p = &cfg.params;
+            lines.push(format!(
+                "heartbeat timers: keepalive {:?}, warntime {:?}, deadtime {:?}, initdead {:?}",
+                p.keepalive, p.warntime, p.deadtime, p.initdead
+            ));
+        }
+        let events = lock(&self.core).reconfigure(cfg.params.clone(), &reset, Instant::now());
+        let update = SenderUpdate {
+            sockets: self.links.iter().map(|l| (l.runtime.clone(), Arc::clone(&l.socket))).collect(),
+            params: cfg.params.clone(),
+        };
+        // The sender task ends only with the service; a full channel means it is behind on
+        // earlier updates, which this one supersedes anyway.
+        if self.sender_updates.send(update).await.is_err() {
+            tracing::warn!("heartbeat sender task is gone; the new links and timers apply to receiving only");
+        }
+        let (tx, cancel) = (self.events_tx.clone(), self.cancel.clone());
+        tokio::spawn(async move { publish(events, &tx, &cancel).await });
+        self.cfg = cfg;
+        Ok(lines)
+    }
+
     /// Stops sending and receiving and waits for the tasks to finish.
     pub async fn stop(mut self) {
         self.cancel.cancel();
@@ -172,17 +290,7 @@ impl HeartbeatService {
         generation: u64,
         group_state: watch::Receiver<Vec<u8>>,
     ) -> Result<(HeartbeatHandle, mpsc::Receiver<MembershipEvent>), HeartbeatError> {
-        cfg.params.validate()?;
-        for link in &cfg.links {
-            if !cfg.params.links.contains(&link.name) {
-                return Err(HeartbeatError::LinkMismatch(link.name.clone()));
-            }
-        }
-        for name in &cfg.params.links {
-            if !cfg.links.iter().any(|l| &l.name == name) {
-                return Err(HeartbeatError::LinkMismatch(name.clone()));
-            }
-        }
+        check_links(&cfg)?;
         let mut sockets = Vec::with_capacity(cfg.links.len());
         for link in &cfg.links {
             sockets.push((link.clone(), Arc::new(open_socket(link).await?)));
@@ -198,10 +306,12 @@ impl HeartbeatService {
         ));
         let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let cancel = CancellationToken::new();
-        let keys = Arc::new(keys);
+        let keys: KeyRing = Arc::new(std::sync::RwLock::new(Arc::new(keys)));
         let mut tasks = JoinSet::new();
         let peer_state_changed = Arc::new(Notify::new());
+        let mut links = Vec::with_capacity(sockets.len());
         for (link, socket) in &sockets {
+            let receiver = cancel.child_token();
             tasks.spawn(receive_loop(
                 link.name.clone(),
                 Arc::clone(socket),
@@ -209,13 +319,16 @@ impl HeartbeatService {
                 Arc::clone(&core),
                 Arc::clone(&peer_state_changed),
                 events_tx.clone(),
-                cancel.clone(),
+                receiver.clone(),
             ));
+            links.push(RunningLink { runtime: link.clone(), socket: Arc::clone(socket), receiver });
         }
+        let (sender_updates, updates_rx) = mpsc::channel(UPDATE_CHANNEL_CAPACITY);
+        let handle_cfg = cfg.clone();
         let config_digest = Arc::new(Mutex::new(None));
         let sender = PacketSender {
             cfg,
-            keys,
+            keys: Arc::clone(&keys),
             generation,
             group_state,
             config_digest: Arc::clone(&config_digest),
@@ -223,7 +336,7 @@ impl HeartbeatService {
             seq: 0,
             core: Arc::clone(&core),
         };
-        tasks.spawn(send_and_tick_loop(sender, core.clone(), events_tx, cancel.clone()));
+        tasks.spawn(send_and_tick_loop(sender, core.clone(), events_tx.clone(), updates_rx, cancel.clone()));
         tracing::info!(generation, "heartbeat service started");
         Ok((
             HeartbeatHandle {
@@ -233,10 +346,31 @@ impl HeartbeatService {
                 tasks,
                 local_addrs,
                 config_digest,
+                keys,
+                links,
+                cfg: handle_cfg,
+                events_tx,
+                sender_updates,
             },
             events_rx,
         ))
     }
+}
+
+/// Timers valid, and the socket configurations name exactly the membership's links.
+fn check_links(cfg: &HeartbeatRuntimeConfig) -> Result<(), HeartbeatError> {
+    cfg.params.validate()?;
+    for link in &cfg.links {
+        if !cfg.params.links.contains(&link.name) {
+            return Err(HeartbeatError::LinkMismatch(link.name.clone()));
+        }
+    }
+    for name in &cfg.params.links {
+        if !cfg.links.iter().any(|l| &l.name == name) {
+            return Err(HeartbeatError::LinkMismatch(name.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the link's socket, binds it to its interface BEFORE binding the address (the kernel
@@ -360,7 +494,7 @@ fn log_event(event: &MembershipEvent) {
 async fn receive_loop(
     link: String,
     socket: Arc<UdpSocket>,
-    keys: Arc<AuthKeys>,
+    keys: KeyRing,
     core: Arc<Mutex<Membership>>,
     peer_state_changed: Arc<Notify>,
     events_tx: mpsc::Sender<MembershipEvent>,
@@ -386,7 +520,7 @@ async fn receive_loop(
             }
         };
         let datagram = buf.get(..len).unwrap_or_default();
-        let input = match decode_packet(datagram, &keys).map(|hb| (agreed_version(VERSIONS, &hb), hb)) {
+        let input = match decode_packet(datagram, &current_keys(&keys)).map(|hb| (agreed_version(VERSIONS, &hb), hb)) {
             Ok((Err(no_common), _)) => {
                 // Authenticated, but from a release too far apart to understand: counted like a bad
                 // envelope version, logged once per link with both ranges.
@@ -443,7 +577,7 @@ async fn receive_loop(
 
 struct PacketSender {
     cfg: HeartbeatRuntimeConfig,
-    keys: Arc<AuthKeys>,
+    keys: KeyRing,
     generation: u64,
     group_state: watch::Receiver<Vec<u8>>,
     config_digest: Arc<Mutex<Option<String>>>,
@@ -462,7 +596,8 @@ impl PacketSender {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        let (key_id, key) = self.keys.send_key();
+        let keys = current_keys(&self.keys);
+        let (key_id, key) = keys.send_key();
         let version = lock(&self.core).send_version();
         for (link, socket) in &self.sockets {
             let content = HeartbeatContent {
@@ -506,6 +641,7 @@ async fn send_and_tick_loop(
     mut sender: PacketSender,
     core: Arc<Mutex<Membership>>,
     events_tx: mpsc::Sender<MembershipEvent>,
+    mut updates: mpsc::Receiver<SenderUpdate>,
     cancel: CancellationToken,
 ) {
     let params = sender.cfg.params.clone();
@@ -518,6 +654,22 @@ async fn send_and_tick_loop(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            Some(u) = updates.recv() => {
+                if u.params.keepalive != sender.cfg.params.keepalive {
+                    keepalive = tokio::time::interval(u.params.keepalive);
+                    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
+                if tick_period(&u.params) != tick_period(&sender.cfg.params) {
+                    ticker = tokio::time::interval(tick_period(&u.params));
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                }
+                failing.retain(|name: &String| u.sockets.iter().any(|(l, _)| &l.name == name));
+                sender.sockets = u.sockets;
+                sender.cfg.links = sender.sockets.iter().map(|(l, _)| l.clone()).collect();
+                sender.cfg.params = u.params;
+                // The peer hears the new links at once, not a keepalive later.
+                sender.send_round(&mut failing).await;
+            }
             _ = keepalive.tick() => sender.send_round(&mut failing).await,
             // A changed group state (claim, release, hand-over) goes out at once: waiting for the next
             // keepalive would add up to a whole interval to every transition.

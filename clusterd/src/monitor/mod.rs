@@ -196,8 +196,70 @@ async fn status_json(m: Arc<Monitor>) -> Response {
 
 /// Binds `addr` now (so a wrong address stops clusterd at start with a clear error) and serves until
 /// `shutdown`.
-pub async fn serve(addr: SocketAddr, monitor: Arc<Monitor>, shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics.listen: bind {addr}"))?;
+/// This node's metrics listener, which `haadm adjust` may start, move or stop while clusterd runs.
+pub struct MetricsListener {
+    monitor: Arc<Monitor>,
+    /// Cancelled at daemon shutdown: stops whatever listener runs then.
+    shutdown: CancellationToken,
+    running: tokio::sync::Mutex<Option<(SocketAddr, CancellationToken, tokio::task::JoinHandle<()>)>>,
+}
+
+impl MetricsListener {
+    pub fn new(monitor: Arc<Monitor>, shutdown: CancellationToken) -> MetricsListener {
+        MetricsListener { monitor, shutdown, running: Default::default() }
+    }
+
+    /// Listens on `addr` (or nowhere). The new address is bound before the old listener stops, so a
+    /// move to an address that cannot be bound keeps the old one; only when the new address
+    /// collides with the old one (same port, one of them a wildcard) is the old one stopped first.
+    pub async fn set(&self, addr: Option<SocketAddr>) -> Result<()> {
+        let mut running = self.running.lock().await;
+        if running.as_ref().map(|r| r.0) == addr {
+            return Ok(());
+        }
+        let Some(addr) = addr else {
+            if let Some(old) = running.take() {
+                stop_listener(old).await;
+            }
+            self.monitor.target_stats.set_enabled(false);
+            return Ok(());
+        };
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && running.is_some() => {
+                if let Some(old) = running.take() {
+                    stop_listener(old).await;
+                }
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics.listen: bind {addr}"))?
+            }
+            Err(e) => return Err(e).with_context(|| format!("metrics.listen: bind {addr}")),
+        };
+        let token = self.shutdown.child_token();
+        let task = serve_on(listener, addr, Arc::clone(&self.monitor), token.clone());
+        if let Some(old) = running.replace((addr, token, task)) {
+            stop_listener(old).await;
+        }
+        self.monitor.target_stats.set_enabled(true);
+        Ok(())
+    }
+
+    /// Stops the listener (daemon shutdown), waiting a little for open requests.
+    pub async fn stop(&self) {
+        if let Some(old) = self.running.lock().await.take() {
+            stop_listener(old).await;
+        }
+    }
+}
+
+async fn stop_listener((addr, token, mut task): (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>)) {
+    token.cancel();
+    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut task).await.is_err() {
+        task.abort();
+    }
+    tracing::info!(%addr, "metrics listener stopped");
+}
+
+fn serve_on(listener: tokio::net::TcpListener, addr: SocketAddr, monitor: Arc<Monitor>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     let (m1, m2, m3) = (Arc::clone(&monitor), Arc::clone(&monitor), monitor);
     let app = axum::Router::new()
         .route("/metrics", get(move |headers| metrics(Arc::clone(&m1), headers)))
@@ -205,12 +267,12 @@ pub async fn serve(addr: SocketAddr, monitor: Arc<Monitor>, shutdown: Cancellati
         .route("/status.json", get(move || status_json(Arc::clone(&m3))))
         .route("/page.js", get(|| async { with_headers(page::SCRIPT.into_response(), "text/javascript; charset=utf-8") }));
     tracing::info!(%addr, "serving /metrics and the status page");
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
         if let Err(e) = served {
             tracing::error!(%addr, "metrics listener failed: {e}");
         }
-    }))
+    })
 }
 
 #[cfg(test)]
