@@ -299,5 +299,11 @@ fn added_resource_comes_up_and_removed_one_goes_down() -> Result<()> {
     };
     ensure!(names(0)? == ["r0"] && names(1)? == ["r0"], "{:?} {:?}", names(0), names(1));
     ensure!(c.haadm_ok(0, &["status"])?.contains("r0"), "r0 is unaffected");
+    // The state log followed r1 from its adjust to its removal.
+    let logged = poll_until(Duration::from_secs(5), || {
+        let log = c.log(0);
+        (log.contains("resource r1: Secondary") && log.contains("resource r1: removed from the configuration")).then_some(())
+    });
+    ensure!(logged.is_some(), "state log did not follow r1:\n{}", c.log(0));
     Ok(())
 }

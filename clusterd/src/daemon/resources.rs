@@ -46,6 +46,8 @@ pub struct Resources {
     pub slots: Mutex<BTreeMap<String, Slot>>,
     /// The configuration in force: the start-up one until `haadm adjust` installs another.
     running: std::sync::RwLock<Arc<HaConfig>>,
+    /// Bumped by every [`install_config`](Self::install_config), for those who follow the resource set.
+    installed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Resources {
@@ -55,7 +57,7 @@ impl Resources {
             slots.insert(name.clone(), new_slot(&config, name, &node));
         }
         let running = std::sync::RwLock::new(Arc::clone(&config));
-        Resources { config, node, slots: Mutex::new(slots), running }
+        Resources { config, node, slots: Mutex::new(slots), running, installed: tokio::sync::watch::Sender::new(0) }
     }
 
     /// The configuration in force (see [`crate::adjust`]).
@@ -73,6 +75,12 @@ impl Resources {
         }
         slots.retain(|name, s| config.resources.contains_key(name) || s.volume.is_some());
         *self.running.write().unwrap_or_else(|e| e.into_inner()) = config;
+        self.installed.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever `adjust` installs a configuration.
+    pub fn installed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// `haadm adjust`: pushes the running configuration's live options (rate, timers, policies,

@@ -74,7 +74,7 @@ async fn follow_resource(resources: Arc<Resources>, name: String, stop: Cancella
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                _ = tokio::time::sleep(DOWN_POLL) => continue,
             }
         };
         let mut rx = v.subscribe();
@@ -160,11 +160,41 @@ async fn follow_group(node: String, cluster: Arc<ClusterHandle>, stop: Cancellat
     }
 }
 
-/// Starts one follower per configured resource and one for the group.
-pub fn start(resources: &Arc<Resources>, cluster: Option<&Arc<ClusterHandle>>, stop: &CancellationToken) {
-    for name in resources.config.resources.keys() {
-        tokio::spawn(follow_resource(Arc::clone(resources), name.clone(), stop.clone()));
+/// How often a follower looks for a resource that is down (cheap: one lock, no I/O).
+const DOWN_POLL: Duration = Duration::from_millis(100);
+
+/// Keeps one follower per resource of the running configuration: started for resources `adjust`
+/// adds, stopped (with a `removed` event) for those it removes, as each configuration is installed.
+async fn follow_resources(resources: Arc<Resources>, stop: CancellationToken) {
+    let mut followed: std::collections::BTreeMap<String, CancellationToken> = Default::default();
+    let mut installed = resources.installed();
+    loop {
+        installed.borrow_and_update();
+        let config = resources.running_config();
+        let new: Vec<String> = config.resources.keys().filter(|n| !followed.contains_key(*n)).cloned().collect();
+        for name in new {
+            let token = stop.child_token();
+            tokio::spawn(follow_resource(Arc::clone(&resources), name.clone(), token.clone()));
+            followed.insert(name, token);
+        }
+        followed.retain(|name, token| {
+            let keep = config.resources.contains_key(name);
+            if !keep {
+                token.cancel();
+                tracing::info!(target: "state", node = %resources.node, resource = %name, "resource {name}: removed from the configuration");
+            }
+            keep
+        });
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = installed.changed() => if changed.is_err() { return },
+        }
     }
+}
+
+/// Starts the resource followers and one for the group.
+pub fn start(resources: &Arc<Resources>, cluster: Option<&Arc<ClusterHandle>>, stop: &CancellationToken) {
+    tokio::spawn(follow_resources(Arc::clone(resources), stop.clone()));
     if let Some(c) = cluster {
         tokio::spawn(follow_group(resources.node.clone(), Arc::clone(c), stop.clone()));
     }
