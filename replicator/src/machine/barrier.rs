@@ -45,6 +45,10 @@ pub(crate) struct Flush {
     pub local_done: bool,
     pub peer_pending: bool,
     pub error: Option<String>,
+    /// Our own disk failed the flush (and the node kept its disk: `on-io-error pass_on`). What it
+    /// covers may still be only in the disk's cache, so the activity log keeps its extents until a
+    /// later barrier succeeds.
+    pub local_failed: bool,
     /// Retires the unflushed writes numbered up to this one (those completed when it was issued).
     pub cover: u64,
     /// When it was issued: a peer that does not acknowledge it within `timeout` × `ko-count` is dropped
@@ -95,7 +99,7 @@ impl Node {
             let conn = self.link.as_ref().map(|l| l.conn).unwrap_or_default();
             self.send(conn, Frame::Flush { seq });
         }
-        self.flushes.insert(n, Flush { app, local_done: !local, peer_pending: peer, error: None, cover: self.unflushed_seq, issued_ms: self.now_ms });
+        self.flushes.insert(n, Flush { app, local_done: !local, peer_pending: peer, error: None, local_failed: false, cover: self.unflushed_seq, issued_ms: self.now_ms });
     }
 
     /// A barrier, unless one is in flight already or nothing waits for one.
@@ -116,6 +120,7 @@ impl Node {
             f.local_done = true;
             if let Err(e) = result {
                 f.error = Some(format!("local flush failed: {e}"));
+                f.local_failed = true;
             }
         }
         self.maybe_complete_flush(n);
@@ -140,10 +145,17 @@ impl Node {
             return;
         }
         let Some(f) = self.flushes.remove(&n) else { return };
-        // Retired even after an error: the peer's part is marked out of sync by then, and a local disk
-        // that fails flushes is `on-io-error`'s business; an activity log that never drains would
-        // stall every later write instead.
-        self.retire(f.cover);
+        // Retired after a peer's error (its part is marked out of sync by then), but not after our own
+        // disk's: the writes it covers may be only in its cache, and only the activity log makes a
+        // crash of this node resync them from the peer. The entries stay, the barrier is retried at
+        // the next tick (`barrier_on_tick`: they are old by then) and a success retires them. A disk
+        // whose flushes keep failing fills the log and stalls writes: better than a silent divergence
+        // (`on-io-error detach`, the default, drops such a disk instead: `local_io_failed`).
+        if f.local_failed && !self.diskless() {
+            self.log(true, format!("{}: local flush failed; the activity log keeps the extents it covers until a flush succeeds", self.p.resource));
+        } else {
+            self.retire(f.cover);
+        }
         if let Some(id) = f.app {
             let result = match f.error {
                 Some(e) => Err(IoFailure::Io(e)),
