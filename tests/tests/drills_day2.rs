@@ -370,10 +370,13 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
         ha_tests::sha1_file(&lab.path("node2-data.img"))?,
     );
 
-    let (mut ua_2a09, mut other) = (0usize, Vec::new());
+    let (mut ua_2a09, mut ua_3f0e, mut other) = (0usize, 0usize, Vec::new());
     for e in log.errors_since(t_start) {
         if e.message.contains("0x2a/0x09") && e.unit_attention {
             ua_2a09 += 1;
+        } else if e.message.contains("0x3f/0x0e") && e.unit_attention {
+            // LUN 1 added under the logged-in writer: REPORTED LUNS DATA HAS CHANGED, then a retry.
+            ua_3f0e += 1;
         } else {
             other.push(e.message.clone());
         }
@@ -398,6 +401,7 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
         ("writes acknowledged (total)", log.acked.len().to_string()),
         ("writer logins", log.logins.to_string()),
         ("writer UA 2A/09 seen", ua_2a09.to_string()),
+        ("writer UA 3F/0E seen", ua_3f0e.to_string()),
         ("writer errors (other)", other.len().to_string()),
         (
             "blocks checked on node1's file",
@@ -427,6 +431,7 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
         "the backing files differ after the drill ({h1} vs {h2})"
     );
     ensure!(other.is_empty(), "writer errors: {other:?}\n{}", lab.logs());
+    ensure!(ua_3f0e == 1, "the writing initiator saw {ua_3f0e} UNIT ATTENTION 3F/0E after LUN 1 was added (want exactly 1)");
     ensure!(
         ua_2a09 == 1,
         "the writing initiator saw {ua_2a09} UNIT ATTENTION 2A/09 (want exactly 1)"

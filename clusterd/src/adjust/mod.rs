@@ -364,7 +364,7 @@ fn lun_line(head: &str, n: &str, old: &Flat, new: &Flat) -> String {
     };
     match (source(old), source(new)) {
         (None, Some(s)) => format!("{head}: add LUN {n} ({s})"),
-        (Some(_), None) => format!("{head}: remove LUN {n} (logged-in sessions keep it until they log out)"),
+        (Some(_), None) => format!("{head}: remove LUN {n} (logged-in sessions lose it too, told by REPORTED LUNS DATA HAS CHANGED)"),
         (Some(a), Some(b)) if a != b => format!("{head}: replace LUN {n} ({a} -> {b}; for new logins)"),
         _ => format!("{head}: LUN {n} settings changed (for new logins)"),
     }

@@ -154,7 +154,7 @@ fn luns_acls_and_chap_rotation() {
         lines(&back),
         [
             "target iqn.2026-01.com.example:t0: acl remove iqn.2026-01.com.example:init2",
-            "target iqn.2026-01.com.example:t0: remove LUN 1 (logged-in sessions keep it until they log out)",
+            "target iqn.2026-01.com.example:t0: remove LUN 1 (logged-in sessions lose it too, told by REPORTED LUNS DATA HAS CHANGED)",
         ]
     );
 }

@@ -53,9 +53,15 @@ impl Reuse<'_> {
         if old_def != lun {
             return None;
         }
-        let lu = self.server.targets.iter().find(|t| t.iqn == iqn)?.scsi.lun(number)?.clone();
+        let lu = self.server.targets.iter().find(|t| t.iqn == iqn)?.scsi.lun(number)?;
         let summary = self.luns.iter().find(|l| l.target == iqn && l.lun == number)?.clone();
         Some((lu, summary))
+    }
+
+    /// The running target of that name: kept (with its new LUN map), so logged-in sessions see LUNs
+    /// added or removed.
+    fn target(&self, iqn: &str) -> Option<Arc<ScsiTarget>> {
+        self.server.targets.iter().find(|t| t.iqn == iqn).map(|t| Arc::clone(&t.scsi))
     }
 }
 
@@ -75,6 +81,9 @@ pub fn assemble_reusing(
     let mut targets = Vec::new();
     let mut luns_out = Vec::new();
     let mut portals: Vec<SocketAddr> = Vec::new();
+    // Running targets get their new LUN maps only once everything assembled: a failure leaves them as
+    // they were.
+    let mut new_maps = Vec::new();
     let pr_dir = node.state_dir.join("pr");
     for t in &cfg.targets {
         let mut luns = BTreeMap::new();
@@ -106,7 +115,13 @@ pub fn assemble_reusing(
             iqn: t.iqn.clone(),
             alias: t.alias.clone(),
             tpgt: t.tpgt,
-            scsi: Arc::new(ScsiTarget::new(t.iqn.clone(), luns)),
+            scsi: match reuse.and_then(|r| r.target(&t.iqn)) {
+                Some(running) => {
+                    new_maps.push((Arc::clone(&running), luns));
+                    running
+                }
+                None => Arc::new(ScsiTarget::new(t.iqn.clone(), luns)),
+            },
             acl: Acl { initiators: t.initiators.clone(), networks: t.networks.clone() },
             chap: chap_account(t.incoming_user.as_ref())?,
             mutual_chap: chap_account(t.outgoing_user.as_ref())?,
@@ -117,6 +132,11 @@ pub fn assemble_reusing(
     server.discovery_chap = chap_account(cfg.iscsi.discovery_user.as_ref())?;
     server.nop_interval = cfg.iscsi.nop_interval;
     server.nop_timeout = cfg.iscsi.nop_timeout;
+    for (target, luns) in new_maps {
+        if target.replace_luns(luns) {
+            tracing::info!("target {}: LUNs now {:?}; logged-in sessions get REPORTED LUNS DATA HAS CHANGED", target.name(), target.luns().iter().map(|(n, _)| *n).collect::<Vec<_>>());
+        }
+    }
     Ok(Assembled { server, luns: luns_out })
 }
 

@@ -54,6 +54,7 @@ pub mod asc {
     pub const RESERVATIONS_RELEASED: Code = (0x2A, 0x04);
     pub const REGISTRATIONS_PREEMPTED: Code = (0x2A, 0x05);
     pub const CAPACITY_DATA_CHANGED: Code = (0x2A, 0x09);
+    pub const REPORTED_LUNS_DATA_CHANGED: Code = (0x3F, 0x0E);
     pub const COMMANDS_CLEARED_BY_ANOTHER_INITIATOR: Code = (0x2F, 0x00);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: Code = (0x39, 0x00);
     pub const INTERNAL_TARGET_FAILURE: Code = (0x44, 0x00);

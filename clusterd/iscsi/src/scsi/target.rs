@@ -2,7 +2,7 @@
 //! (REPORT LUNS, and INQUIRY / everything else for LUNs that do not exist).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 
@@ -14,21 +14,37 @@ use super::sense::{CmdResult, Sense, asc, illegal, invalid_cdb_field, key};
 use super::task_set::TaskClaim;
 use super::{ItNexus, ScsiCommand, ScsiResponse, inquiry};
 
-/// A target: name plus LUN → LU map (fixed for the target's lifetime; reconfiguration builds a new one).
-pub struct ScsiTarget {
-    name: String,
+/// The LUN → LU map of a target, replaced whole when `haadm adjust` adds or removes LUNs.
+struct LunMap {
     luns: BTreeMap<u64, Arc<LogicalUnit>>,
     lun_list: Vec<u64>,
 }
 
+impl LunMap {
+    fn new(luns: BTreeMap<u64, Arc<LogicalUnit>>) -> Arc<LunMap> {
+        let lun_list = luns.keys().copied().collect();
+        Arc::new(LunMap { luns, lun_list })
+    }
+}
+
+/// A target: name plus LUN → LU map. Sessions keep the target for their lifetime; the map can be
+/// replaced under them ([`ScsiTarget::replace_luns`]), and they see the new one from their next command.
+pub struct ScsiTarget {
+    name: String,
+    /// Read once per command (an uncontended lock: the data path never waits for a replacement
+    /// longer than a pointer swap).
+    map: RwLock<Arc<LunMap>>,
+    /// The I_T nexuses logged in to this target, so LUNs added later greet them like a power-on.
+    nexuses: Mutex<Vec<ItNexus>>,
+}
+
 impl ScsiTarget {
     pub fn new(name: String, luns: BTreeMap<u64, Arc<LogicalUnit>>) -> Self {
-        let lun_list = luns.keys().copied().collect();
-        Self {
-            name,
-            luns,
-            lun_list,
-        }
+        Self { name, map: RwLock::new(LunMap::new(luns)), nexuses: Mutex::new(Vec::new()) }
+    }
+
+    fn map(&self) -> Arc<LunMap> {
+        Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn name(&self) -> &str {
@@ -36,19 +52,44 @@ impl ScsiTarget {
     }
 
     pub fn luns(&self) -> Vec<(u64, Arc<LogicalUnit>)> {
-        self.luns
-            .iter()
-            .map(|(n, lu)| (*n, Arc::clone(lu)))
-            .collect()
+        self.map().luns.iter().map(|(n, lu)| (*n, Arc::clone(lu))).collect()
     }
 
-    pub fn lun(&self, lun: u64) -> Option<&Arc<LogicalUnit>> {
-        self.luns.get(&lun)
+    pub fn lun(&self, lun: u64) -> Option<Arc<LogicalUnit>> {
+        self.map().luns.get(&lun).cloned()
+    }
+
+    /// Replaces the LUN map (`haadm adjust` added or removed LUNs; LUs defined as before are passed
+    /// in as the same objects). If the set of LUNs changed, every logged-in nexus gets REPORTED LUNS
+    /// DATA HAS CHANGED (SPC-4 6.37 / SAM-5 5.14) on every LU, and a new LU greets them with POWER ON,
+    /// RESET first, as a LU that just came into existence. A removed LUN answers LOGICAL UNIT NOT
+    /// SUPPORTED from the next command on (commands already running on it finish). Returns whether the
+    /// LUN set changed.
+    pub fn replace_luns(&self, luns: BTreeMap<u64, Arc<LogicalUnit>>) -> bool {
+        let nexuses = lock(&self.nexuses).clone();
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let same_set = map.luns.len() == luns.len()
+            && map.luns.iter().all(|(n, lu)| luns.get(n).is_some_and(|new| Arc::ptr_eq(lu, new)));
+        if same_set {
+            return false;
+        }
+        for (n, lu) in &luns {
+            if !map.luns.get(n).is_some_and(|old| Arc::ptr_eq(old, lu)) {
+                for nexus in &nexuses {
+                    lu.nexus_added(nexus);
+                }
+            }
+        }
+        for lu in luns.values() {
+            lu.ua.add_where(|n| nexuses.contains(n), asc::REPORTED_LUNS_DATA_CHANGED);
+        }
+        *map = LunMap::new(luns);
+        true
     }
 
     /// Bytes of Data-Out the CDB implies for `lun` (block size aware); None if no Data-Out or no LU.
     pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u32> {
-        let lu = self.luns.get(&lun)?;
+        let lu = self.lun(lun)?;
         super::cdb::data_out_len_with_block_size(cdb, lu.block_size())
     }
 
@@ -66,26 +107,27 @@ impl ScsiTarget {
         cmd: ScsiCommand,
         claim: &Arc<TaskClaim>,
     ) -> ScsiResponse {
-        match self.luns.get(&cmd.lun) {
-            Some(lu) => lu.execute(nexus, &cmd, &self.lun_list, claim).await,
-            None => self.execute_missing_lun(&cmd),
+        let map = self.map();
+        match map.luns.get(&cmd.lun) {
+            Some(lu) => lu.execute(nexus, &cmd, &map.lun_list, claim).await,
+            None => Self::execute_missing_lun(&cmd, &map.lun_list),
         }
     }
 
     /// Records a target port every LU of this target is exported through (PR data names ports).
     pub fn add_target_port(&self, port: TargetPort) {
-        for lu in self.luns.values() {
+        for lu in self.map().luns.values() {
             lu.add_target_port(port.clone());
         }
     }
 
     /// SPC-4 §4.6.? / SAM-5: a LUN without a LU still answers INQUIRY (qualifier 3), REPORT LUNS and
     /// REQUEST SENSE; anything else gets LOGICAL UNIT NOT SUPPORTED.
-    fn execute_missing_lun(&self, cmd: &ScsiCommand) -> ScsiResponse {
+    fn execute_missing_lun(cmd: &ScsiCommand, lun_list: &[u64]) -> ScsiResponse {
         let c = &cmd.cdb;
         let result: CmdResult = match c[0] {
             op::INQUIRY => inquiry::inquiry_missing_lun(c),
-            op::REPORT_LUNS => report_luns(c, &self.lun_list),
+            op::REPORT_LUNS => report_luns(c, lun_list),
             op::REQUEST_SENSE => {
                 let mut d = Sense::new(key::ILLEGAL_REQUEST, asc::LUN_NOT_SUPPORTED)
                     .to_fixed()
@@ -109,14 +151,21 @@ impl ScsiTarget {
 
     /// Registers a new I_T nexus: POWER ON, RESET unit attention on every LU.
     pub fn nexus_added(&self, nexus: &ItNexus) {
-        for lu in self.luns.values() {
+        {
+            let mut known = lock(&self.nexuses);
+            if !known.contains(nexus) {
+                known.push(nexus.clone());
+            }
+        }
+        for lu in self.map().luns.values() {
             lu.nexus_added(nexus);
         }
     }
 
     /// Forgets an I_T nexus: drops its SPC-2 reservation and pending UAs. PR registrations persist.
     pub fn nexus_removed(&self, nexus: &ItNexus) {
-        for lu in self.luns.values() {
+        lock(&self.nexuses).retain(|n| n != nexus);
+        for lu in self.map().luns.values() {
             lu.nexus_removed(nexus);
         }
     }
@@ -124,7 +173,7 @@ impl ScsiTarget {
     /// LOGICAL UNIT RESET from `nexus`. Returns false if the LUN does not exist.
     pub fn lun_reset(&self, nexus: &ItNexus, lun: u64) -> bool {
         let _ = nexus; // every nexus, the requester included, sees the reset
-        match self.luns.get(&lun) {
+        match self.lun(lun) {
             Some(lu) => {
                 lu.reset(asc::BUS_DEVICE_RESET);
                 true
@@ -141,10 +190,15 @@ impl ScsiTarget {
         } else {
             asc::BUS_RESET
         };
-        for lu in self.luns.values() {
+        for lu in self.map().luns.values() {
             lu.reset(code);
         }
     }
+}
+
+/// A poisoned lock only means a panic elsewhere; the list is still whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Encodes a LUN number in SAM-5 single-level format (peripheral ≤ 255, flat space ≤ 16383).

@@ -678,3 +678,46 @@ async fn identity_validation() {
         Err(ScsiError::CorruptPrState(_))
     ));
 }
+
+/// `haadm adjust` adding and removing LUNs under logged-in sessions: they see the new map from their
+/// next command, every LU reports REPORTED LUNS DATA HAS CHANGED once per nexus (a new LU POWER ON,
+/// RESET first), a removed LUN is LOGICAL UNIT NOT SUPPORTED; the same map again changes nothing.
+#[tokio::test]
+async fn replacing_the_lun_map_tells_logged_in_nexuses() {
+    let h = harness(false);
+    let report_luns = [op::REPORT_LUNS, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0];
+    let backend = Arc::new(MemBackend::new(BLOCKS * 512));
+    let lu1 = Arc::new(LogicalUnit::new(identity(false), backend, 512, Arc::new(MemPrStore::new())).unwrap());
+    let map = |with_1: bool| {
+        let mut m = BTreeMap::new();
+        m.insert(0, Arc::clone(&h.lu));
+        if with_1 {
+            m.insert(1, Arc::clone(&lu1));
+        }
+        m
+    };
+    assert!(!h.target.replace_luns(map(false)), "the same LUNs are no change");
+    assert_good(&run(&h, &h.a, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0], &[]).await);
+
+    assert!(h.target.replace_luns(map(true)));
+    // LUN 0 (kept): 3F/0E once, then GOOD; REPORT LUNS lists both.
+    assert_sense(&run(&h, &h.a, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0], &[]).await, 6, 0x3F, 0x0E);
+    assert_good(&run(&h, &h.a, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0], &[]).await);
+    let r = run(&h, &h.a, &report_luns, &[]).await;
+    assert_good(&r);
+    assert_eq!(&r.data_in[0..4], &16u32.to_be_bytes(), "two LUNs listed");
+    // LUN 1 (new): POWER ON first, then 3F/0E, then GOOD.
+    let tur1 = |n| run_lun(&h, n, 1, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0], &[]);
+    assert_sense(&tur1(&h.b).await, 6, 0x29, 0x00);
+    assert_sense(&tur1(&h.b).await, 6, 0x3F, 0x0E);
+    assert_good(&tur1(&h.b).await);
+
+    // LUN 1 removed: gone for the logged-in nexus, LUN 0 tells it again.
+    assert!(h.target.replace_luns(map(false)));
+    assert_sense(&tur1(&h.b).await, 5, 0x25, 0x00);
+    assert_sense(&run(&h, &h.b, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0], &[]).await, 6, 0x3F, 0x0E);
+    // A nexus that logged out meanwhile is not told.
+    h.target.nexus_removed(&h.a);
+    assert!(h.target.replace_luns(map(true)));
+    assert!(h.lu.ua.pending(&h.a).is_empty());
+}
