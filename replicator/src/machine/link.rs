@@ -470,7 +470,7 @@ impl Node {
                 r => r,
             });
         }
-        let flags = u32::from(repl.code()) | if self.user_paused { super::node::STATE_SYNC_PAUSED } else { 0 } | super::repair::STATE_CAN_REPAIR;
+        let flags = u32::from(repl.code()) | if self.user_paused { super::node::STATE_SYNC_PAUSED } else { 0 } | self.repair_capability();
         self.send(conn, Frame::State { role: self.role.code(), disk: self.disk.code(), flags });
         self.log(false, format!("{}: handshake done, replication {repl}", self.p.resource));
     }

@@ -741,7 +741,7 @@ impl Node {
         u32::from(self.repl.code())
             | if self.user_paused { STATE_SYNC_PAUSED } else { 0 }
             | if self.verify.is_some() { STATE_VERIFYING } else { 0 }
-            | super::repair::STATE_CAN_REPAIR
+            | self.repair_capability()
     }
 
     /// Either side's `pause-sync` holds the resync.

@@ -24,8 +24,8 @@ use super::state::{DiskState, ReplState, Role};
 use crate::meta::superblock::flags;
 use crate::wire::frame::Frame;
 
-/// State-frame flag: the sender takes an in-place repair resync (set in every State frame it sends).
-/// Older peers ignore it.
+/// State-frame flag: the sender takes an in-place repair resync (set in every State frame it sends on
+/// a link of version 3 or later). Older peers ignore it.
 pub const STATE_CAN_REPAIR: u32 = 1 << 10;
 /// State-frame flag: the sender starts an in-place resync of the marked blocks now, as SyncSource.
 /// Sent once, only to a peer that advertised [`STATE_CAN_REPAIR`].
@@ -35,6 +35,13 @@ pub const STATE_REPAIR_START: u32 = 1 << 11;
 const MAX_OOS_RANGE: u64 = 1 << 30;
 
 impl Node {
+    /// [`STATE_CAN_REPAIR`] for the State frames of this link: not on links of versions 1–2, whose
+    /// frames are pinned byte for byte by recorded fixtures (`tests/fixtures/proto-v2`); a version-3
+    /// peer that predates it ignores State bits it does not know (as every release does).
+    pub(crate) fn repair_capability(&self) -> u32 {
+        if self.link.as_ref().is_some_and(|l| l.proto >= crate::wire::frame::PROTOCOL_RESIZE) { STATE_CAN_REPAIR } else { 0 }
+    }
+
     /// The source side: resync the marked blocks from here over the established link.
     pub(crate) fn start_repair(&mut self) {
         let Some(conn) = self.up_conn() else { return };
@@ -204,5 +211,28 @@ mod tests {
         let v = last_verify(&w, 0);
         let secs = (v.finished_ms - v.started_ms) as f64 / 1000.0;
         assert!(v.completed && (3.0..6.0).contains(&secs), "took {secs} s: {v:?}");
+    }
+
+    #[test]
+    fn a_peer_of_an_older_protocol_gets_a_renegotiation_that_resyncs_from_the_primary() {
+        use crate::sim::world::params;
+        let mut old = params(1, SIZE, Default::default());
+        old.protocols = crate::wire::frame::PROTOCOLS.capped(2);
+        let mut w = World::with_params(11, SIZE, 7, [params(0, SIZE, Default::default()), old]);
+        w.start(0);
+        w.start(1);
+        w.input(0, Input::Primary { force: true });
+        w.input(0, Input::Connect { discard_my_data: false });
+        w.input(1, Input::Connect { discard_my_data: false });
+        w.run_until(w.now + 20_000);
+        assert_eq!(w.snapshot(0).unwrap().agreed_protocol, Some(2));
+        damage(&mut w, 1, &[1 << 20]);
+        let handshakes = w.trace.iter().filter(|l| l.contains("handshake done")).count();
+        w.input(0, Input::Verify { repair: true });
+        w.run_until(w.now + 20_000);
+        assert!(w.trace.iter().any(|l| l.contains("cannot resync in place")), "no fallback logged");
+        assert!(w.trace.iter().filter(|l| l.contains("handshake done")).count() > handshakes, "no renegotiation");
+        assert_eq!(w.data[0], w.data[1]);
+        assert!(w.converged());
     }
 }
