@@ -96,7 +96,7 @@ fn scheduled_verify_runs_on_the_primary_and_repairs() -> Result<()> {
     c.up_connected_primary0()?;
     c.wait_r0(1, "initial sync done", Duration::from_secs(60), |r| field(r, "disk") == "UpToDate" && field(r, "replication") == "Established")?;
     let dump = c.haadm_ok(0, &["dump"])?;
-    ensure!(dump.contains("verify-interval: 2s") && dump.contains("verify-repair: true") && dump.contains("verify-rate: 200M"), "{dump}");
+    ensure!(dump.contains("verify-interval: 2s") && dump.contains("verify-repair: on") && dump.contains("verify-rate: 200M"), "{dump}");
 
     damage_secondary(&mut c, &[3 << 20, 20 << 20])?;
     wait_log(&c, 0, "scheduled verify", 1, Duration::from_secs(20))?;
