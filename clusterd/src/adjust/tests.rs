@@ -69,8 +69,6 @@ fn resync_and_net_options_of_an_attached_resource_are_live() {
             "r0: net.timeout 6s -> 3s",
             "r0: syncer.c-min-rate 250K -> 1M",
             "r0: syncer.rate 6M -> 100M",
-            // verify-rate follows rate while unset (issue 18 verify).
-            "r0: syncer.verify-rate 6M -> 100M",
         ]
     );
     assert!(p.changes.iter().all(|c| c.kind == ChangeKind::ResourceOptions("r0".into())));
@@ -85,7 +83,7 @@ fn verify_schedule_repair_and_rate_are_live() {
     let p = plan(&cfg(BASE), &cfg(&new), "all", &running(&["r0"], &["r0"], false)).unwrap();
     assert_eq!(
         lines(&p),
-        ["r0: syncer.verify-interval off -> 604800s", "r0: syncer.verify-rate 6M -> 2M", "r0: syncer.verify-repair false -> true"]
+        ["r0: syncer.verify-interval off -> 604800s", "r0: syncer.verify-rate same-as-rate -> 2M", "r0: syncer.verify-repair off -> on"]
     );
     assert!(p.changes.iter().all(|c| c.kind == ChangeKind::ResourceOptions("r0".into())));
 }

@@ -186,7 +186,7 @@ fn resource(r: &ResourceConfig) -> Value {
                 ("c-min-rate", s(&r.syncer.c_min_rate.to_string())),
                 ("verify-repair", b(r.syncer.verify_repair)),
                 ("verify-interval", s(&r.syncer.verify_interval.map_or("off".to_string(), format_duration))),
-                ("verify-rate", s(&r.syncer.verify_rate.to_string())),
+                ("verify-rate", s(&r.syncer.verify_rate.map_or(super::resource::VERIFY_RATE_SAME_AS_RATE.to_string(), |v| v.to_string()))),
             ]),
         ),
         ("handlers", Value::Mapping(handlers)),

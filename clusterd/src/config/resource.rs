@@ -115,8 +115,19 @@ pub struct SyncerConfig {
     pub verify_repair: bool,
     /// `verify-interval`: run an online verify this often (`None` = off).
     pub verify_interval: Option<Duration>,
-    /// `verify-rate`: cap of an online verify in bytes compared per second (default: `rate`).
-    pub verify_rate: Rate,
+    /// `verify-rate`: cap of an online verify in bytes compared per second; `None` (written
+    /// `same-as-rate`, the default) = whatever `rate` is.
+    pub verify_rate: Option<Rate>,
+}
+
+/// How `syncer.verify-rate` is written when it follows `syncer.rate` (the default; what `dump` shows).
+pub const VERIFY_RATE_SAME_AS_RATE: &str = "same-as-rate";
+
+impl SyncerConfig {
+    /// The verify cap in force: `verify-rate`, or `rate` while that is unset.
+    pub fn effective_verify_rate(&self) -> Rate {
+        self.verify_rate.unwrap_or(self.rate)
+    }
 }
 
 /// A resource on one node (drbd.conf's `on NAME { }`).
@@ -419,7 +430,10 @@ fn build_syncer(fields: &Fields<'_>, raw: &RawSyncer) -> Result<SyncerConfig, Co
         rate,
         verify_repair: fields.flag("syncer.verify-repair", raw.verify_repair.as_ref(), false)?,
         verify_interval,
-        verify_rate: fields.rate("syncer.verify-rate", raw.verify_rate.as_ref(), rate)?,
+        verify_rate: match raw.verify_rate.as_ref() {
+            Some(s) if s.text.trim() == VERIFY_RATE_SAME_AS_RATE => None,
+            other => other.map(|s| fields.rate("syncer.verify-rate", Some(s), rate)).transpose()?,
+        },
         verify_alg: fields.policy(
             "syncer.verify-alg",
             raw.verify_alg.as_ref(),

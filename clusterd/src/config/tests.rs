@@ -87,7 +87,7 @@ fn every_field_is_typed() {
             c_min_rate: Rate(Some(4 << 20)),
             verify_repair: false,
             verify_interval: None,
-            verify_rate: Rate::UNLIMITED,
+            verify_rate: None,
         }
     );
     assert_eq!(
@@ -316,12 +316,15 @@ fn verify_schedule_settings_default_off_and_bad_values_name_field_and_file() {
     let s = &cfg.resources["r0"].syncer;
     assert!(!s.verify_repair);
     assert_eq!(s.verify_interval, None);
-    assert_eq!(s.verify_rate, Rate(Some(40 << 20)), "verify-rate follows rate by default");
+    assert_eq!(s.verify_rate, None);
+    assert_eq!(s.effective_verify_rate(), Rate(Some(40 << 20)), "verify-rate follows rate by default");
     let cfg = load(&text("verify-repair: on, verify-interval: 7d, verify-rate: 10M"));
     let s = &cfg.resources["r0"].syncer;
     assert!(s.verify_repair);
     assert_eq!(s.verify_interval, Some(Duration::from_secs(7 * 86_400)));
-    assert_eq!(s.verify_rate, Rate(Some(10 << 20)));
+    assert_eq!(s.verify_rate, Some(Rate(Some(10 << 20))));
+    let s = &load(&text("rate: 40M, verify-rate: same-as-rate")).resources["r0"].syncer;
+    assert_eq!((s.verify_rate, s.effective_verify_rate()), (None, Rate(Some(40 << 20))));
     assert_eq!(load(&text("verify-interval: \"off\"")).resources["r0"].syncer.verify_interval, None);
     for (bad, field, why) in [
         ("verify-repair: maybe", "syncer.verify-repair", "yes/no"),

@@ -128,7 +128,7 @@ impl Control for ControlService {
             }
             let cfg = running.resources.get(&st.name);
             let verifying = st.running.as_ref().is_some_and(|(s, _)| s.repl == replicator::machine::state::ReplState::VerifyS);
-            let rate = cfg.and_then(|r| if verifying { r.syncer.verify_rate.0 } else { r.syncer.rate.0 });
+            let rate = cfg.and_then(|r| if verifying { r.syncer.effective_verify_rate().0 } else { r.syncer.rate.0 });
             let name = st.name.clone();
             let mut status = convert::resource_status(st, rate, &self.speedo);
             status.last_verify = self.verify.last(&name).map(convert::last_verify);

@@ -268,7 +268,7 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
         fencing_dont_care: r.disk.fencing == crate::config::Fencing::DontCare,
         freeze_io_on_peer_loss: r.disk.fencing == crate::config::Fencing::ResourceAndStonith,
         resync_rate: r.syncer.rate.0,
-        verify_rate: r.syncer.verify_rate.0,
+        verify_rate: r.syncer.effective_verify_rate().0,
         timing: Timing {
             ping_int_ms: net.ping_int.as_millis() as u64,
             ping_timeout_ms: net.ping_timeout.as_millis() as u64,
