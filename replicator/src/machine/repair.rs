@@ -72,8 +72,14 @@ impl Node {
 
     /// The target side: the peer starts an in-place repair resync from itself.
     pub(crate) fn on_repair_start(&mut self, conn: u64) {
-        if self.repl != ReplState::Established || self.role == Role::Primary || self.disk != DiskState::UpToDate {
-            let why = format!("peer asked to repair in place but replication is {}, role {}, disk {}: renegotiating", self.repl, self.role, self.disk);
+        if self.repl != ReplState::Established || self.role == Role::Primary || self.disk != DiskState::UpToDate || self.verify.is_some() {
+            let why = format!(
+                "peer asked to repair in place but replication is {}, role {}, disk {}{}: renegotiating",
+                self.repl,
+                self.role,
+                self.disk,
+                if self.verify.is_some() { ", a verify runs here" } else { "" }
+            );
             self.log(true, format!("{}: {why}", self.p.resource));
             self.drop_link(&why, true);
             return;

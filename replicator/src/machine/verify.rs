@@ -89,6 +89,9 @@ impl Node {
         if self.disk != DiskState::UpToDate || self.peer_disk != DiskState::UpToDate {
             return Err(format!("both disks must be UpToDate (local {}, peer {})", self.disk, self.peer_disk));
         }
+        if self.peer_verifying {
+            return Err("the peer runs an online verify against this node; wait until it ends".into());
+        }
         if self.peer_role == Role::Primary {
             return Err("the peer is Primary: run verify there (its writes must pass through the verifying node)".into());
         }
