@@ -124,10 +124,8 @@ fn run_seed(seed: u64) -> Result<String, String> {
     r.model.check(&r.w.data[1], "node1")?;
     let moved = r.w.snapshot(0).map_or(0, |s| s.stats.resync_blocks_sent) - sent0;
     let v = r.w.snapshot(0).and_then(|s| s.last_verify).ok_or("no verify outcome")?;
-    if !cut && !writes {
-        if moved != damaged.len() as u64 || v.found_bytes != damaged.len() as u64 * 4096 {
-            return Err(format!("{} damaged blocks, {} found, {moved} resynced", damaged.len(), v.found_bytes / 4096));
-        }
+    if !cut && !writes && (moved != damaged.len() as u64 || v.found_bytes != damaged.len() as u64 * 4096) {
+        return Err(format!("{} damaged blocks, {} found, {moved} resynced", damaged.len(), v.found_bytes / 4096));
     }
     Ok(format!("primary {primary} writes {writes} cut {cut}: {} damaged, {moved} resynced", damaged.len()))
 }
