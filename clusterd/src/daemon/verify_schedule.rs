@@ -173,6 +173,15 @@ impl VerifyBook {
         }
         action
     }
+
+    /// The verify the schedule asked for was refused: the next outcome is not a scheduled one.
+    fn not_started(&self, name: &str) {
+        if let Ok(mut map) = self.entries.lock()
+            && let Some(e) = map.get_mut(name)
+        {
+            e.scheduled_running = false;
+        }
+    }
 }
 
 /// The task: every second, each running resource's schedule; a due verify is started like
@@ -189,7 +198,10 @@ pub async fn run(resources: Arc<Resources>, book: Arc<VerifyBook>) {
             let Some(ScheduleAction::Verify { repair }) = book.tick(&st.name, snap, &view, r.syncer.verify_interval, r.syncer.verify_repair) else { continue };
             match resources.verb(&st.name, Verb::Verify { repair }).await {
                 Ok(m) => tracing::info!(resource = %st.name, "scheduled verify (syncer.verify-interval): {m}"),
-                Err(e) => tracing::warn!(resource = %st.name, "scheduled verify not started: {e}"),
+                Err(e) => {
+                    book.not_started(&st.name);
+                    tracing::warn!(resource = %st.name, "scheduled verify not started: {e}");
+                }
             }
         }
     }
