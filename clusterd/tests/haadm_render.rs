@@ -280,3 +280,32 @@ fn json_shape() {
     let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(parsed, value);
 }
+
+/// issue 18 verify: the last verify and the next scheduled one, in text and JSON.
+#[test]
+fn last_and_next_verify_are_shown() {
+    use clusterd::haadm::render::{render_resource, utc, verify_line};
+    assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+    assert_eq!(utc(1_796_556_981), "2026-12-06 11:36:21 UTC");
+    assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+    let mut r = connected_idle();
+    assert_eq!(verify_line(&r), None);
+    r.last_verify = Some(proto::control::LastVerify {
+        finished_unix: 1_796_556_981,
+        duration_ms: 4_200,
+        checked_bytes: 64 * MIB,
+        found_bytes: 12 * 1024,
+        completed: true,
+        repair: true,
+        scheduled: true,
+    });
+    r.next_verify_unix = 1_796_556_981 + 7 * 86_400;
+    let line = "verify: last 2026-12-06 11:36:21 UTC (4.2 s, 65536 checked, 12 out-of-sync, repaired, scheduled) next 2026-12-13 11:36:21 UTC";
+    assert_eq!(verify_line(&r).as_deref(), Some(line));
+    assert!(render_resource(&r, false).ends_with(&format!("  {line}\n")), "{}", render_resource(&r, false));
+    let reply = StatusReply { resources: vec![r], ..Default::default() };
+    let j = status_json(&reply);
+    assert_eq!(j["resources"][0]["last_verify"]["found_bytes"], 12 * 1024);
+    assert_eq!(j["resources"][0]["last_verify"]["scheduled"], true);
+    assert_eq!(j["resources"][0]["next_verify_unix"], 1_796_556_981u64 + 7 * 86_400);
+}

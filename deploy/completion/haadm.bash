@@ -1611,7 +1611,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__verify)
-            opts="-h --config --node --socket --help"
+            opts="-h --repair --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -1,6 +1,7 @@
 //! Replication engine benchmark: the same engine replicated over loopback TCP (127.0.0.1 → 127.0.0.2)
 //! versus disconnected, through the `Volume` API the iSCSI target uses; then resync speed of N MiB of
-//! dirty blocks, unlimited and with a rate cap. Prints a table with ratios. Run via
+//! dirty blocks, unlimited and with a rate cap; online verify of the identical pair against a `dd` read of
+//! the file (issue 18). Prints a table with ratios. Run via
 //! `tests/bench/replication.sh` (release build).
 //!
 //! `--peer-dir DIR` puts the Secondary's backing file elsewhere. WHY: on one machine both replicas
@@ -77,6 +78,7 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
             fencing_dont_care: true,
             freeze_io_on_peer_loss: false,
             resync_rate: rate,
+            verify_rate: None,
             timing: Timing { connect_int_ms: 200, ..Timing::default() },
             verify_alg: "sha1".into(),
             detach_on_io_error: false,
@@ -188,6 +190,46 @@ async fn seq_1m(v: &Volume, start: u64, bytes: u64, qd: u64) -> Result<f64> {
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// issue 18 verify: online verify of the identical pair with `alg` (set on both sides); returns MiB/s
+/// compared, from the verb to the outcome.
+async fn verify_speed(o: &Opts, a: &Volume, b: &Volume, alg: &str) -> Result<f64> {
+    for (me, v) in [(0, a), (1, b)] {
+        let p = spec(o, me, None).params;
+        let options = replicator::machine::LiveOptions {
+            policies: p.policies,
+            secret: p.secret,
+            fencing_dont_care: p.fencing_dont_care,
+            freeze_io_on_peer_loss: p.freeze_io_on_peer_loss,
+            resync_rate: p.resync_rate,
+            verify_rate: None,
+            timing: p.timing,
+            verify_alg: alg.into(),
+        };
+        v.set_options(options, Default::default()).await?;
+    }
+    let before = a.snapshot().last_verify;
+    let t0 = Instant::now();
+    a.verb(Verb::Verify { repair: false }).await.map_err(anyhow::Error::msg)?;
+    wait_for(a, "verify end", Duration::from_secs(600), |s| s.last_verify.is_some() && s.last_verify != before).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let v = a.snapshot().last_verify.context("no verify outcome")?;
+    if !v.completed || v.found_bytes != 0 {
+        bail!("verify of identical replicas: {v:?}");
+    }
+    Ok(v.checked_bytes as f64 / (1 << 20) as f64 / secs)
+}
+
+/// Plain sequential read of `path` with dd (1 MiB blocks), MiB/s: what reading the data costs alone.
+fn dd_read(path: &Path) -> Result<f64> {
+    let t0 = Instant::now();
+    let st = std::process::Command::new("dd").arg(format!("if={}", path.display())).args(["of=/dev/null", "bs=1M", "status=none"]).status().context("run dd")?;
+    if !st.success() {
+        bail!("dd failed: {st}");
+    }
+    let bytes = std::fs::metadata(path)?.len();
+    Ok(bytes as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64())
+}
+
 async fn connected(a: &Volume) -> Result<Duration> {
     wait_for(a, "Established", Duration::from_secs(600), |s| s.conn == ConnState::Connected && s.repl == ReplState::Established).await
 }
@@ -214,6 +256,10 @@ async fn main() -> Result<()> {
     let t = connected(&a).await?;
     let full = a.size() as f64 / (1 << 20) as f64 / t.as_secs_f64();
     println!("initial full sync of {} MiB: {:.1} s ({full:.0} MiB/s)", a.size() >> 20, t.as_secs_f64());
+    // Online verify of the now identical pair, against dd reading the Primary's file once.
+    let dd = dd_read(&disk_dir(&o, 0).join("bench-a.img"))?;
+    let verify_sha1 = verify_speed(&o, &a, &b, "sha1").await?;
+    let verify_crc = verify_speed(&o, &a, &b, "crc32c").await?;
 
     // Replicated.
     let rep_4k = rand_4k(&a, o.seconds).await?;
@@ -267,6 +313,11 @@ async fn main() -> Result<()> {
     println!("|---|---|---|---|---|");
     println!("| unlimited | {resync_mib:.0} MiB | {resync_unl:.0} MiB/s | disconnected 1 MiB write {solo_1m:.0} MiB/s | {:.2} |", resync_unl / solo_1m);
     println!("| capped at {} MiB/s | {dirty:.0} MiB | {capped:.1} MiB/s | cap {} MiB/s | {:.2} |", o.cap_mib, o.cap_mib, capped / o.cap_mib as f64);
+    println!();
+    println!("| online verify, identical {} MiB volume | achieved | reference | ratio |", o.size >> 20);
+    println!("|---|---|---|---|");
+    println!("| verify-alg sha1 (default) | {verify_sha1:.0} MiB/s | dd sequential read of the file {dd:.0} MiB/s | {:.2} |", verify_sha1 / dd);
+    println!("| verify-alg crc32c | {verify_crc:.0} MiB/s | dd sequential read of the file {dd:.0} MiB/s | {:.2} |", verify_crc / dd);
     let _ = std::fs::remove_dir_all(&o.dir);
     if let Some(d) = &o.peer_dir {
         let _ = std::fs::remove_dir_all(d);

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Replication engine benchmark (issue: replicated >= 0.8 x disconnected; unlimited resync >= 80 % of the
 # disconnected write speed; a rate cap held within +-10 %). Release build; loopback only (127.0.0.1/.2).
+# Online verify of the identical 1 GiB pair (issue 18: >= 400 MB/s), sha1 and crc32c, with the ratio
+# against dd reading the Primary's file sequentially.
 # Two passes: both replicas on the same disk (what one machine has), then the Secondary's replica on
 # tmpfs, standing for the peer's own disk on a second machine (see repl_bench.rs for why).
 set -euo pipefail

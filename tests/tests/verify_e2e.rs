@@ -1,6 +1,6 @@
 //! `haadm verify` between two real `clusterd` processes on loopback. A clean pair verifies with nothing
 //! out of sync; then blocks of the Secondary's backing file are damaged behind its back (while it is
-//! stopped), and verify on the Primary finds exactly the damaged chunks, marks them on both sides and
+//! stopped), and verify on the Primary finds exactly the damaged blocks, marks them on both sides and
 //! runs the `out-of-sync` handler; `disconnect` + `connect` resyncs them from the Primary and the files
 //! are identical again. Verify is refused on a Secondary whose peer is Primary.
 
@@ -9,7 +9,8 @@ use ha_tests::{field, poll_until, sha1_file, Cluster};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-const CHUNK: u64 = 32 * 1024; // replicator's verify request size: a mismatch marks one chunk
+// A differing verify chunk is narrowed down block by block (issue 18): one mark per damaged block.
+const BLOCK: u64 = 4096;
 
 fn oos(r: &serde_json::Value) -> u64 {
     r["out_of_sync_bytes"].as_u64().or_else(|| r["out_of_sync_bytes"].as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
@@ -55,7 +56,7 @@ fn verify_finds_damaged_chunks_and_reconnect_repairs_them() -> Result<()> {
 
     c.haadm_ok(0, &["verify", "r0"])?;
     let log = wait_log(&c, 0, "online verify finished", 2)?;
-    let expect = damaged.len() as u64 * CHUNK;
+    let expect = damaged.len() as u64 * BLOCK;
     ensure!(log.contains(&format!("{} KiB out of sync of 65536 KiB checked", expect / 1024)), "{log}");
     let r1 = c.wait_r0(0, "marked on node1", Duration::from_secs(5), |r| oos(r) == expect)?;
     ensure!(field(&r1, "replication") == "Established", "{r1:#}");

@@ -75,6 +75,19 @@ fn resync_and_net_options_of_an_attached_resource_are_live() {
     assert_eq!(p.config.resources["r0"].syncer.rate.0, Some(100 << 20));
 }
 
+/// issue 18 verify: the verify settings are taken live (the schedule reads the running configuration
+/// every second, `verify-repair` is read when a verify starts, `verify-rate` goes into the volume).
+#[test]
+fn verify_schedule_repair_and_rate_are_live() {
+    let new = BASE.replace("syncer: { rate: 6M }", "syncer: { rate: 6M, verify-repair: yes, verify-interval: 7d, verify-rate: 2M }");
+    let p = plan(&cfg(BASE), &cfg(&new), "all", &running(&["r0"], &["r0"], false)).unwrap();
+    assert_eq!(
+        lines(&p),
+        ["r0: syncer.verify-interval off -> 604800s", "r0: syncer.verify-rate same-as-rate -> 2M", "r0: syncer.verify-repair off -> on"]
+    );
+    assert!(p.changes.iter().all(|c| c.kind == ChangeKind::ResourceOptions("r0".into())));
+}
+
 #[test]
 fn disk_change_of_an_attached_resource_is_refused_with_the_field_and_nothing_else_applies() {
     let new = BASE.replace("syncer: { rate: 6M }", "syncer: { rate: 100M }").replace(

@@ -122,6 +122,10 @@ pub(crate) struct RawSyncer {
     pub verify_alg: Option<Scalar>,
     pub al_extents: Option<Scalar>,
     pub c_min_rate: Option<Scalar>,
+    // issue 18 verify: repair after verify, scheduled verify and its rate.
+    pub verify_repair: Option<Scalar>,
+    pub verify_interval: Option<Scalar>,
+    pub verify_rate: Option<Scalar>,
 }
 
 /// Handler commands. The field names are the canonical handler names; `outdate-peer` is DRBD 8.3's

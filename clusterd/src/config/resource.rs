@@ -35,6 +35,8 @@ pub mod defaults {
     pub const C_MIN_RATE: Rate = Rate(Some(250 * 1024));
     /// DRBD's default activity-log size (about 4.8 GiB of hot data).
     pub const AL_EXTENTS: u32 = 1237;
+    /// Shortest `verify-interval` (tests use a few seconds; production days).
+    pub const VERIFY_INTERVAL_MIN: Duration = Duration::from_secs(1);
 }
 
 /// Accepted `al-extents` (DRBD's limits: 7 up to what fits the 32 KiB on-disk ring).
@@ -109,6 +111,23 @@ pub struct SyncerConfig {
     pub verify_alg: VerifyAlg,
     pub al_extents: u32,
     pub c_min_rate: Rate,
+    /// `verify-repair`: every online verify (the scheduled ones too) resyncs what it found at once.
+    pub verify_repair: bool,
+    /// `verify-interval`: run an online verify this often (`None` = off).
+    pub verify_interval: Option<Duration>,
+    /// `verify-rate`: cap of an online verify in bytes compared per second; `None` (written
+    /// `same-as-rate`, the default) = whatever `rate` is.
+    pub verify_rate: Option<Rate>,
+}
+
+/// How `syncer.verify-rate` is written when it follows `syncer.rate` (the default; what `dump` shows).
+pub const VERIFY_RATE_SAME_AS_RATE: &str = "same-as-rate";
+
+impl SyncerConfig {
+    /// The verify cap in force: `verify-rate`, or `rate` while that is unset.
+    pub fn effective_verify_rate(&self) -> Rate {
+        self.verify_rate.unwrap_or(self.rate)
+    }
 }
 
 /// A resource on one node (drbd.conf's `on NAME { }`).
@@ -391,8 +410,30 @@ fn build_net(
 }
 
 fn build_syncer(fields: &Fields<'_>, raw: &RawSyncer) -> Result<SyncerConfig, ConfigError> {
+    let rate = fields.rate("syncer.rate", raw.rate.as_ref(), defaults::RATE)?;
+    let verify_interval = match raw.verify_interval.as_ref() {
+        None => None,
+        Some(s) if s.text.trim().eq_ignore_ascii_case("off") => None,
+        Some(s) => {
+            let d = units::parse_duration(&s.text, &s.shown())
+                .map_err(|e| fields.invalid("syncer.verify-interval", e))?;
+            if d < defaults::VERIFY_INTERVAL_MIN {
+                return Err(fields.invalid(
+                    "syncer.verify-interval",
+                    format_args!("{} is shorter than 1s (write `off` for no scheduled verify)", s.shown()),
+                ));
+            }
+            Some(d)
+        }
+    };
     Ok(SyncerConfig {
-        rate: fields.rate("syncer.rate", raw.rate.as_ref(), defaults::RATE)?,
+        rate,
+        verify_repair: fields.flag("syncer.verify-repair", raw.verify_repair.as_ref(), false)?,
+        verify_interval,
+        verify_rate: match raw.verify_rate.as_ref() {
+            Some(s) if s.text.trim() == VERIFY_RATE_SAME_AS_RATE => None,
+            other => other.map(|s| fields.rate("syncer.verify-rate", Some(s), rate)).transpose()?,
+        },
         verify_alg: fields.policy(
             "syncer.verify-alg",
             raw.verify_alg.as_ref(),

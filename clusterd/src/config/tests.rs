@@ -84,7 +84,10 @@ fn every_field_is_typed() {
             rate: Rate::UNLIMITED,
             verify_alg: VerifyAlg::Crc32c,
             al_extents: 7,
-            c_min_rate: Rate(Some(4 << 20))
+            c_min_rate: Rate(Some(4 << 20)),
+            verify_repair: false,
+            verify_interval: None,
+            verify_rate: None,
         }
     );
     assert_eq!(
@@ -298,4 +301,38 @@ fn direct_io_is_off_by_default_and_a_bad_value_names_the_field() {
     assert!(!cfg.resources["r1"].disk.direct_io);
     let e = HaConfig::from_str(&text("sometimes"), Path::new("/etc/ha/ha.yaml")).unwrap_err().to_string();
     assert!(e.contains("/etc/ha/ha.yaml") && e.contains("resources.r0.disk.direct-io") && e.contains("sometimes"), "{e}");
+}
+
+/// issue 18 verify: `verify-repair`, `verify-interval` and `verify-rate`, their defaults (off, off,
+/// the resync rate) and errors that name the field and the file.
+#[test]
+fn verify_schedule_settings_default_off_and_bad_values_name_field_and_file() {
+    let text = |syncer: &str| {
+        format!(
+            "nodes: [{{ name: solo }}]\nresources:\n  r0: {{ device: ha0, syncer: {{ {syncer} }}, on: {{ solo: {{ disk: d, address: \"10.0.0.1:7789\" }} }} }}\n"
+        )
+    };
+    let cfg = load(&text("rate: 40M"));
+    let s = &cfg.resources["r0"].syncer;
+    assert!(!s.verify_repair);
+    assert_eq!(s.verify_interval, None);
+    assert_eq!(s.verify_rate, None);
+    assert_eq!(s.effective_verify_rate(), Rate(Some(40 << 20)), "verify-rate follows rate by default");
+    let cfg = load(&text("verify-repair: on, verify-interval: 7d, verify-rate: 10M"));
+    let s = &cfg.resources["r0"].syncer;
+    assert!(s.verify_repair);
+    assert_eq!(s.verify_interval, Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(s.verify_rate, Some(Rate(Some(10 << 20))));
+    let s = &load(&text("rate: 40M, verify-rate: same-as-rate")).resources["r0"].syncer;
+    assert_eq!((s.verify_rate, s.effective_verify_rate()), (None, Rate(Some(40 << 20))));
+    assert_eq!(load(&text("verify-interval: \"off\"")).resources["r0"].syncer.verify_interval, None);
+    for (bad, field, why) in [
+        ("verify-repair: maybe", "syncer.verify-repair", "yes/no"),
+        ("verify-interval: 7w", "syncer.verify-interval", "7w"),
+        ("verify-interval: 500ms", "syncer.verify-interval", "shorter than 1s"),
+        ("verify-rate: 10", "syncer.verify-rate", "10"),
+    ] {
+        let e = HaConfig::from_str(&text(bad), Path::new("/etc/ha/ha.yaml")).unwrap_err().to_string();
+        assert!(e.contains("/etc/ha/ha.yaml") && e.contains(field) && e.contains(why), "{bad}: {e}");
+    }
 }

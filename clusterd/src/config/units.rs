@@ -32,7 +32,7 @@ pub enum UnitError {
     BadMetaDisk { shown: String },
 }
 
-/// Parses `500ms`, `6s`, `2m`, `1h` or a bare whole number of seconds (`6`). `shown` is how the value
+/// Parses `500ms`, `6s`, `2m`, `1h`, `7d` or a bare whole number of seconds (`6`). `shown` is how the value
 /// appears in error messages (quoted if it was a YAML string).
 pub fn parse_duration(text: &str, shown: &str) -> Result<Duration, UnitError> {
     let bad = || UnitError::BadDuration {
@@ -54,6 +54,7 @@ pub fn parse_duration(text: &str, shown: &str) -> Result<Duration, UnitError> {
         "" | "s" => 1_000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(bad()),
     };
     let millis = value

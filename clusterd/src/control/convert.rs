@@ -58,6 +58,20 @@ impl Speedometer {
     }
 }
 
+/// issue 18 verify: the last verify as status shows it.
+pub fn last_verify(v: crate::daemon::verify_schedule::LastVerify) -> LastVerify {
+    let o = v.outcome;
+    LastVerify {
+        finished_unix: v.finished_unix,
+        duration_ms: o.finished_ms.saturating_sub(o.started_ms),
+        checked_bytes: o.checked_bytes,
+        found_bytes: o.found_bytes,
+        completed: o.completed,
+        repair: o.repair,
+        scheduled: v.scheduled,
+    }
+}
+
 pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) -> ResourceStatus {
     let SlotStatus { name, running, error, local, peer, peer_name } = st;
     let name = name.as_str();
@@ -140,6 +154,9 @@ pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) 
         peer_protocol_min: s.peer_protocols.map_or(0, |r| r.min),
         peer_protocol_max: s.peer_protocols.map_or(0, |r| r.max),
         agreed_protocol: s.agreed_protocol.unwrap_or(0),
+        // issue 18 verify: filled by the control service from its `VerifyBook`.
+        last_verify: None,
+        next_verify_unix: 0,
     }
 }
 

@@ -22,6 +22,8 @@ pub use convert::Speedometer;
 pub struct ControlService {
     pub resources: Arc<Resources>,
     pub speedo: Arc<Speedometer>,
+    /// issue 18 verify: the last verify and the schedule of each resource.
+    pub verify: Arc<crate::daemon::verify_schedule::VerifyBook>,
     pub targets: Arc<TargetHost>,
     /// The HA group's loop; `None` without a `group` section.
     pub cluster: Option<Arc<ClusterHandle>>,
@@ -125,8 +127,12 @@ impl Control for ControlService {
                 continue;
             }
             let cfg = running.resources.get(&st.name);
-            let rate = cfg.and_then(|r| r.syncer.rate.0);
+            let verifying = st.running.as_ref().is_some_and(|(s, _)| s.repl == replicator::machine::state::ReplState::VerifyS);
+            let rate = cfg.and_then(|r| if verifying { r.syncer.effective_verify_rate().0 } else { r.syncer.rate.0 });
+            let name = st.name.clone();
             let mut status = convert::resource_status(st, rate, &self.speedo);
+            status.last_verify = self.verify.last(&name).map(convert::last_verify);
+            status.next_verify_unix = self.verify.next_due_unix(&name).unwrap_or(0);
             status.fencing = cfg.map(|r| r.disk.fencing.as_str().to_string()).unwrap_or_default();
             resources.push(status);
         }
@@ -213,7 +219,21 @@ impl Control for ControlService {
         self.each(&req.into_inner().resource, Some(Verb::Invalidate { remote: true }), "invalidate-remote").await
     }
     async fn verify(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        self.each(&req.into_inner().resource, Some(Verb::Verify), "verify").await
+        // issue 18 verify: `--repair`, or the resource's `syncer.verify-repair`.
+        let req = req.into_inner();
+        let names = self.resources.select(&req.resource).await.map_err(Status::not_found)?;
+        let cfg = self.resources.running_config();
+        let mut out = Vec::new();
+        for n in names {
+            let repair = req.repair || cfg.resources.get(&n).is_some_and(|r| r.syncer.verify_repair);
+            let r = self.resources.verb(&n, Verb::Verify { repair }).await;
+            match &r {
+                Err(e) => tracing::warn!(resource = %n, "verify refused: {e}"),
+                Ok(_) => tracing::info!(resource = %n, repair, "verify"),
+            }
+            out.push(r);
+        }
+        Ok(reply(out))
     }
     async fn pause_sync(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.each(&req.into_inner().resource, Some(Verb::PauseSync), "pause-sync").await

@@ -10,6 +10,7 @@ mod io_fencing;
 pub mod notify;
 mod state_log;
 mod fence_peer;
+pub mod verify_schedule;
 
 use crate::config::{HaConfig, Manager};
 use crate::control::{ControlService, Speedometer};
@@ -84,6 +85,9 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         .context("start the cluster layer (heartbeats, failover)")?
         .map(Arc::new);
     let speedo = Arc::new(Speedometer::default());
+    // issue 18 verify: scheduled verify and the last verify's record.
+    let verify_book = Arc::new(verify_schedule::VerifyBook::default());
+    let verify_task = tokio::spawn(verify_schedule::run(Arc::clone(&resources), Arc::clone(&verify_book)));
     let background = CancellationToken::new();
     state_log::start(&resources, cluster.as_ref(), &background);
     let monitor = Monitor {
@@ -94,6 +98,7 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         cluster: cluster.clone(),
         target_stats,
         speedo: Arc::clone(&speedo),
+        verify: Arc::clone(&verify_book),
         started: Instant::now(),
     };
     let metrics = Arc::new(MetricsListener::new(Arc::new(monitor), background.clone()));
@@ -113,6 +118,7 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     let service = ControlService {
         resources: Arc::clone(&resources),
         speedo: Arc::clone(&speedo),
+        verify: Arc::clone(&verify_book),
         targets: Arc::clone(&targets),
         cluster: cluster.clone(),
         adjuster: Arc::clone(&adjuster),
@@ -145,6 +151,7 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     sampler.abort();
+    verify_task.abort();
     reload.abort();
     if let Some(n) = &notifier
         && let Err(e) = n.send("STOPPING=1\nSTATUS=stopping: releasing the group and the resources")

@@ -49,8 +49,8 @@ pub enum Command {
     Invalidate(ResourceArg),
     /// Mark the peer's data out of sync and resync it from here.
     InvalidateRemote(ResourceArg),
-    /// Online verify against the peer (marks differences, does not repair).
-    Verify(ResourceArg),
+    /// Online verify against the peer (marks differences; `--repair` resyncs them at once).
+    Verify(VerifyArgs),
     /// Pause the running resync.
     PauseSync(ResourceArg),
     /// Resume a paused resync.
@@ -203,6 +203,17 @@ fn parse_size(s: &str) -> Result<u64, String> {
     };
     let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (bytes, or a number with K, M, G or T)"))?;
     n.checked_shl(shift).filter(|v| v >> shift == n).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Resync the blocks found different from this node as soon as the verify ends, over the
+    /// established link (default: `syncer.verify-repair`, off: only mark them).
+    #[arg(long)]
+    pub repair: bool,
+    /// Resource name, or `all`.
+    #[arg(value_name = "RES|all")]
+    pub resource: String,
 }
 
 #[derive(Debug, Args)]

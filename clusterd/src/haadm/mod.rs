@@ -209,7 +209,7 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
     let (daemon, version) = probe_daemon(&mut client, &target).await?;
     compat::check(if matches!(cli.command, Command::Version) { "version" } else { "" }, &daemon)?;
     target.daemon = Some(daemon);
-    let verb = |resource: &str| VerbRequest { resource: resource.to_string(), force: false, discard_my_data: false };
+    let verb = |resource: &str| VerbRequest { resource: resource.to_string(), force: false, discard_my_data: false, repair: false };
     let reply = match &cli.command {
         Command::Status(args) if args.watch => return watch::status_watch(&mut client, &target.socket, &args.resource, out).await,
         Command::WaitSync(args) => return watch::wait_sync(&mut client, &target.socket, &args.resource, args.timeout, out).await,
@@ -277,7 +277,10 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
             let req = verb(&a.resource);
             with_timeout(&target, "invalidate-remote", VERB_TIMEOUT, client.invalidate_remote(req)).await?
         }
-        Command::Verify(a) => with_timeout(&target, "verify", VERB_TIMEOUT, client.verify(verb(&a.resource))).await?,
+        Command::Verify(a) => {
+            let req = VerbRequest { repair: a.repair, ..verb(&a.resource) };
+            with_timeout(&target, "verify", VERB_TIMEOUT, client.verify(req)).await?
+        }
         Command::PauseSync(a) => {
             with_timeout(&target, "pause-sync", VERB_TIMEOUT, client.pause_sync(verb(&a.resource))).await?
         }

@@ -233,7 +233,54 @@ pub fn render_resource(r: &ResourceStatus, verbose: bool) -> String {
             let _ = writeln!(out, "        {line}");
         }
     }
+    if let Some(line) = verify_line(r) {
+        let _ = writeln!(out, "  {line}");
+    }
     out
+}
+
+/// issue 18 verify: `verify: last 2026-12-06 11:00:00 UTC (4.2 s, 65536 checked, 12 out-of-sync,
+/// repaired, scheduled) next 2026-12-13 11:00:00 UTC` (KiB), when a verify ran or one is scheduled.
+pub fn verify_line(r: &ResourceStatus) -> Option<String> {
+    if r.last_verify.is_none() && r.next_verify_unix == 0 {
+        return None;
+    }
+    let mut line = String::from("verify:");
+    if let Some(v) = &r.last_verify {
+        let mut notes = vec![
+            format!("{:.1} s", v.duration_ms as f64 / 1000.0),
+            format!("{} checked", kib(v.checked_bytes)),
+            format!("{} out-of-sync", kib(v.found_bytes)),
+        ];
+        if !v.completed {
+            notes.push("aborted".into());
+        } else if v.repair && v.found_bytes > 0 {
+            notes.push("repaired".into());
+        }
+        if v.scheduled {
+            notes.push("scheduled".into());
+        }
+        let _ = write!(line, " last {} ({})", utc(v.finished_unix), notes.join(", "));
+    }
+    if r.next_verify_unix > 0 {
+        let _ = write!(line, " next {}", utc(r.next_verify_unix));
+    }
+    Some(line)
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` from seconds since the epoch (civil-from-days, proleptic Gregorian).
+pub fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// crm_mon-like summary of the cluster view; empty while the cluster layer reports nothing.
@@ -407,6 +454,17 @@ fn resource_json(r: &ResourceStatus) -> Value {
         "peer_protocol_min": r.peer_protocol_min,
         "peer_protocol_max": r.peer_protocol_max,
         "agreed_protocol": r.agreed_protocol,
+        // issue 18 verify
+        "last_verify": r.last_verify.as_ref().map(|v| json!({
+            "finished_unix": v.finished_unix,
+            "duration_ms": v.duration_ms,
+            "checked_bytes": v.checked_bytes,
+            "found_bytes": v.found_bytes,
+            "completed": v.completed,
+            "repair": v.repair,
+            "scheduled": v.scheduled,
+        })),
+        "next_verify_unix": r.next_verify_unix,
         "sync": {
             "active": r.connection == "Connected" && is_syncing(&r.replication),
             "done_percent": sync.done_percent,

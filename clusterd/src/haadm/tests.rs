@@ -248,6 +248,11 @@ async fn online_verbs_over_unix_socket() {
     assert!(result.is_ok(), "{result:?}");
     let (result, _) = run(&["--socket", s, "invalidate-remote", "all"]).await;
     assert!(result.is_ok(), "{result:?}");
+    // issue 18 verify: `--repair` reaches the server; plain verify does not ask for it.
+    let (result, _) = run(&["--socket", s, "verify", "--repair", "r0"]).await;
+    assert!(result.is_ok(), "{result:?}");
+    let (result, _) = run(&["--socket", s, "verify", "r0"]).await;
+    assert!(result.is_ok(), "{result:?}");
     let (result, _) = run(&["--socket", s, "takeover"]).await;
     assert!(result.is_ok(), "{result:?}");
 
@@ -275,9 +280,13 @@ async fn online_verbs_over_unix_socket() {
             ("primary", "r0", false, false),
             ("connect", "r0", false, true),
             ("invalidate-remote", "all", false, false),
+            ("verify", "r0", false, false),
+            ("verify", "r0", false, false),
             ("takeover", "all", false, false),
         ]
     );
+    let repairs: Vec<bool> = calls.iter().filter(|(v, _)| *v == "verify").map(|(_, r)| r.repair).collect();
+    assert_eq!(repairs, vec![true, false]);
 }
 
 #[tokio::test]

@@ -200,6 +200,13 @@ fn encode_own(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
     gauges(e, "clusterd_resource_sync_total_bytes", "Bytes the running resync or verify had to do when it started", &progress.iter().map(|(r, p)| (pl(r, p.kind), p.total_bytes)).collect::<Vec<_>>())?;
     gauges(e, "clusterd_resource_sync_speed_bytes_per_second", "Speed of the running resync or verify over the last few seconds", &progress.iter().map(|(r, p)| (pl(r, p.kind), p.speed_bytes_per_second)).collect::<Vec<_>>())?;
     gauges(e, "clusterd_resource_resync_rate_limit_bytes_per_second", "Configured syncer.rate (0: unlimited)", &with_peer.iter().map(|r| (own(r), r.rate_limit.unwrap_or(0))).collect::<Vec<_>>())?;
+    // issue 18 verify: the last verify run from this node and the next scheduled one.
+    let last: Vec<_> = up.iter().filter_map(|r| r.last_verify.map(|v| (own(r), v))).collect();
+    gauges(e, "clusterd_resource_verify_last_timestamp_seconds", "When the last online verify run from this node ended (seconds since the epoch)", &last.iter().map(|(l, v)| (l.clone(), v.finished_unix)).collect::<Vec<_>>())?;
+    gauges(e, "clusterd_resource_verify_last_out_of_sync_bytes", "Bytes the last online verify found different (marked out of sync; resynced with verify-repair)", &last.iter().map(|(l, v)| (l.clone(), v.outcome.found_bytes)).collect::<Vec<_>>())?;
+    gauges(e, "clusterd_resource_verify_last_checked_bytes", "Bytes the last online verify compared", &last.iter().map(|(l, v)| (l.clone(), v.outcome.checked_bytes)).collect::<Vec<_>>())?;
+    gauges(e, "clusterd_resource_verify_last_completed", "Boolean whether the last online verify ran to the end (0: aborted by a lost link or a promoted peer)", &last.iter().map(|(l, v)| (l.clone(), i64::from(v.outcome.completed))).collect::<Vec<_>>())?;
+    gauges(e, "clusterd_resource_verify_next_timestamp_seconds", "When the scheduled online verify (syncer.verify-interval) is due on this node (seconds since the epoch)", &up.iter().filter_map(|r| r.next_verify_unix.map(|t| (own(r), t))).collect::<Vec<_>>())?;
     let stat = |f: fn(&replicator::machine::Stats) -> u64| -> Vec<(Labels, u64)> { up.iter().filter_map(|r| snap(r).map(|x| (own(r), f(&x.stats)))).collect() };
     counters(e, "clusterd_resource_resync_sent_bytes", "Resync data sent to the peer (this node was SyncSource)", &stat(|st| st.resync_blocks_sent * 4096))?;
     counters(e, "clusterd_resource_resync_received_bytes", "Resync data received from the peer (this node was SyncTarget)", &stat(|st| st.resync_blocks_received * 4096))?;

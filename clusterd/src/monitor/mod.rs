@@ -41,6 +41,8 @@ pub struct Monitor {
     pub cluster: Option<Arc<ClusterHandle>>,
     pub target_stats: Arc<TargetStats>,
     pub speedo: Arc<Speedometer>,
+    /// issue 18 verify: the last verify of each resource (its gauges).
+    pub verify: Arc<crate::daemon::verify_schedule::VerifyBook>,
     pub started: Instant,
 }
 
@@ -59,6 +61,8 @@ impl Monitor {
             .map(|(minor, p)| ResourceSample {
                 rate_limit: running.resources.get(&p.name).and_then(|r| r.syncer.rate.0),
                 speed: self.speedo.peek(&p.name),
+                last_verify: self.verify.last(&p.name),
+                next_verify_unix: self.verify.next_due_unix(&p.name),
                 minor,
                 running: p.running.map(|(snap, size, counters)| Running { snap, size, counters }),
                 error: p.error,

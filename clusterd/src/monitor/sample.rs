@@ -31,6 +31,9 @@ pub struct ResourceSample {
     pub rate_limit: Option<u64>,
     /// (recent, average) resync/verify speed in bytes/s from the daemon's 1 s sampler.
     pub speed: (u64, u64),
+    /// issue 18 verify: the last verify run from this node, and when the scheduled one is due here.
+    pub last_verify: Option<crate::daemon::verify_schedule::LastVerify>,
+    pub next_verify_unix: Option<u64>,
 }
 
 pub struct SessionSample {

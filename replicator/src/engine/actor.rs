@@ -374,12 +374,13 @@ impl Actor {
                 let what = if remote { "the peer resyncs fully from this node" } else { "this node resyncs fully from the peer" };
                 (Ok(format!("{name}: {verb}: {what}")), self.node.step(Input::Invalidate { remote }))
             }
-            Verb::Verify => {
+            Verb::Verify { repair } => {
                 if let Err(e) = self.node.check_verify() {
                     return (Err(format!("{name}: verify refused: {e}")), Vec::new());
                 }
                 let alg = self.node.params().verify_alg.clone();
-                (Ok(format!("{name}: online verify started ({alg}); `haadm status` shows its progress")), self.node.step(Input::Verify))
+                let what = if repair { ", differences resynced from this node when it ends" } else { "" };
+                (Ok(format!("{name}: online verify started ({alg}{what}); `haadm status` shows its progress")), self.node.step(Input::Verify { repair }))
             }
             Verb::NewCurrentUuid { clear_bitmap } => {
                 if let Err(e) = self.node.check_new_current_uuid(clear_bitmap) {

@@ -87,8 +87,8 @@ pub enum Verb {
     /// `pause-sync` / `resume-sync`.
     PauseSync,
     ResumeSync,
-    /// Online verify against the peer.
-    Verify,
+    /// Online verify against the peer; `repair`: resync what differs from here right after (issue 18).
+    Verify { repair: bool },
     /// `invalidate` / `invalidate-remote`.
     Invalidate { remote: bool },
     /// Release write acknowledgements held by `fencing resource-and-stonith` (peer outdated or fenced).

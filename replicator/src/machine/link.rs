@@ -470,7 +470,7 @@ impl Node {
                 r => r,
             });
         }
-        let flags = u32::from(repl.code()) | if self.user_paused { super::node::STATE_SYNC_PAUSED } else { 0 };
+        let flags = u32::from(repl.code()) | if self.user_paused { super::node::STATE_SYNC_PAUSED } else { 0 } | self.repair_capability();
         self.send(conn, Frame::State { role: self.role.code(), disk: self.disk.code(), flags });
         self.log(false, format!("{}: handshake done, replication {repl}", self.p.resource));
     }
@@ -488,6 +488,7 @@ impl Node {
         self.peer_role = Role::from_code(role).unwrap_or(Role::Unknown);
         self.peer_disk = DiskState::from_code(disk).unwrap_or(DiskState::DUnknown);
         self.peer_paused = fl & super::node::STATE_SYNC_PAUSED != 0;
+        self.verify_keeping.peer_can_repair = fl & super::repair::STATE_CAN_REPAIR != 0;
         self.set_conn(ConnState::Connected);
         if self.repl == ReplState::SyncSource {
             self.resync = Some(Resync {
@@ -539,6 +540,10 @@ impl Node {
                 if verifying != self.peer_verifying {
                     self.peer_verifying = verifying;
                     self.changed();
+                }
+                self.verify_keeping.peer_can_repair = flags & super::repair::STATE_CAN_REPAIR != 0;
+                if flags & super::repair::STATE_REPAIR_START != 0 {
+                    self.on_repair_start(conn);
                 }
             }
             Frame::VerifyRequest { offset, len } => self.on_verify_request(conn, offset, u64::from(len)),
@@ -655,6 +660,7 @@ impl Node {
         let peer_disk_was = if link.stage == Stage::Up { self.peer_disk } else { DiskState::DUnknown };
         self.freeze_if_fencing(peer_disk_was);
         if let Some(v) = self.verify.take() {
+            self.record_aborted_verify(&v);
             self.log(true, format!("{}: online verify aborted at {} KiB (link lost)", self.p.resource, v.cursor / 1024));
         }
         self.out.push(Action::Close { conn: link.conn });

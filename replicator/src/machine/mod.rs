@@ -18,9 +18,11 @@ mod resync;
 mod new_uuid;
 pub mod split_brain;
 mod verify;
+mod repair;
 mod options;
 
 pub use verify::verify_digest;
 pub use options::LiveOptions;
 
+pub use snapshot::VerifyOutcome;
 pub use node::{Action, InFlight, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};

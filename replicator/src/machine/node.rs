@@ -74,6 +74,8 @@ pub struct NodeParams {
     pub freeze_io_on_peer_loss: bool,
     /// Resync cap in bytes/s; `None` = unlimited.
     pub resync_rate: Option<u64>,
+    /// Online verify cap in bytes/s compared (`syncer.verify-rate`); `None` = unlimited.
+    pub verify_rate: Option<u64>,
     pub timing: Timing,
     pub verify_alg: String,
     /// `on-io-error detach`: a local disk error drops the disk (see `detach.rs`); otherwise the
@@ -116,8 +118,9 @@ pub enum Input {
     /// `pause-sync` / `resume-sync`: hold the resync (either side may ask; the SyncSource stops sending).
     PauseSync,
     ResumeSync,
-    /// Online verify against the peer (checked first with [`Node::check_verify`]).
-    Verify,
+    /// Online verify against the peer (checked first with [`Node::check_verify`]); `repair`: resync
+    /// the blocks found different from this node right after (see `repair.rs`).
+    Verify { repair: bool },
     /// `invalidate` (local disk resynced fully from the peer) / `invalidate-remote` (the peer's disk
     /// resynced fully from here); checked first with [`Node::check_invalidate`].
     Invalidate { remote: bool },
@@ -274,7 +277,7 @@ pub(crate) struct Link {
 }
 
 /// Resync as SyncSource.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Resync {
     pub cursor: u64,
     /// offset → len of RsData in flight (reads pending or acks pending).
@@ -342,6 +345,8 @@ pub struct Node {
     pub(crate) verify: Option<super::verify::Verify>,
     /// The peer runs an online verify against us (shown as VerifyT).
     pub(crate) peer_verifying: bool,
+    /// The last verify's outcome and what the peer can do about it (`verify.rs`, `repair.rs`).
+    pub(crate) verify_keeping: super::verify::VerifyKeeping,
     /// Set while write acknowledgements are held back (see [`NodeParams::freeze_io_on_peer_loss`]).
     pub(crate) frozen: Option<String>,
     pub(crate) held: Vec<(u64, Result<(), IoFailure>)>,
@@ -415,6 +420,7 @@ impl Node {
             peer_paused: false,
             verify: None,
             peer_verifying: false,
+            verify_keeping: Default::default(),
             frozen: None,
             held: Vec::new(),
             detach_mark: None,
@@ -453,7 +459,7 @@ impl Node {
             Input::Outdate => self.on_outdate(),
             Input::PauseSync => self.set_user_paused(true),
             Input::ResumeSync => self.set_user_paused(false),
-            Input::Verify => self.on_verify_verb(),
+            Input::Verify { repair } => self.on_verify_verb(repair),
             Input::Invalidate { remote } => self.on_invalidate(remote),
             Input::NewCurrentUuid { clear_bitmap } => self.on_new_current_uuid(clear_bitmap),
             Input::ResolveKeepMe => self.on_resolve_keep_me(),
@@ -547,6 +553,7 @@ impl Node {
             peer_protocols: self.peer_protocols,
             agreed_protocol: self.link.as_ref().map(|l| l.proto).filter(|&v| v > 0),
             size: self.p.data_size,
+            last_verify: self.verify_keeping.last,
         }
     }
 
@@ -734,6 +741,7 @@ impl Node {
         u32::from(self.repl.code())
             | if self.user_paused { STATE_SYNC_PAUSED } else { 0 }
             | if self.verify.is_some() { STATE_VERIFYING } else { 0 }
+            | self.repair_capability()
     }
 
     /// Either side's `pause-sync` holds the resync.

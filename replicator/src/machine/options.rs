@@ -15,6 +15,8 @@ pub struct LiveOptions {
     pub fencing_dont_care: bool,
     pub freeze_io_on_peer_loss: bool,
     pub resync_rate: Option<u64>,
+    /// `syncer.verify-rate` (issue 18): counts from the next verify request.
+    pub verify_rate: Option<u64>,
     pub timing: Timing,
     pub verify_alg: String,
 }
@@ -27,6 +29,7 @@ impl Node {
         self.p.fencing_dont_care = o.fencing_dont_care;
         self.p.freeze_io_on_peer_loss = o.freeze_io_on_peer_loss;
         self.p.resync_rate = o.resync_rate;
+        self.p.verify_rate = o.verify_rate;
         self.p.timing = o.timing;
         self.p.verify_alg = o.verify_alg;
         if before != (self.p.resync_rate, self.p.timing) {
@@ -45,6 +48,7 @@ impl Node {
             fencing_dont_care: self.p.fencing_dont_care,
             freeze_io_on_peer_loss: self.p.freeze_io_on_peer_loss,
             resync_rate: self.p.resync_rate,
+            verify_rate: self.p.verify_rate,
             timing: self.p.timing,
             verify_alg: self.p.verify_alg.clone(),
         }

@@ -226,6 +226,7 @@ mod tests {
             fencing_dont_care: true,
             freeze_io_on_peer_loss: false,
             resync_rate: None,
+            verify_rate: None,
             timing: Timing::default(),
             verify_alg: "sha1".into(),
             detach_on_io_error: false,

@@ -75,4 +75,20 @@ pub struct Snapshot {
     pub agreed_protocol: Option<u32>,
     /// Usable size of the volume in bytes (changes with `resize`).
     pub size: u64,
+    /// The last online verify run from this node since the resource came up (issue 18).
+    pub last_verify: Option<VerifyOutcome>,
+}
+
+/// How an online verify run from this node ended (machine clock: milliseconds since attach).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyOutcome {
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    pub checked_bytes: u64,
+    /// Bytes found different (whole 4 KiB blocks: a differing chunk is narrowed down block by block).
+    pub found_bytes: u64,
+    /// It ran to the end (not aborted by a lost link or a peer promoted meanwhile).
+    pub completed: bool,
+    /// `--repair`: the differences were handed to a resync from this node at once.
+    pub repair: bool,
 }

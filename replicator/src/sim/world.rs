@@ -244,6 +244,7 @@ pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
         fencing_dont_care: true,
         freeze_io_on_peer_loss: false,
         resync_rate: None,
+        verify_rate: None,
         timing: Timing { ping_int_ms: 300, ping_timeout_ms: 300, timeout_ms: 400, ko_count: 3, connect_int_ms: 100 },
         verify_alg: "sha1".into(),
         detach_on_io_error: false,
