@@ -55,6 +55,7 @@ fn params(discard: bool) -> Params {
         rr_conflict: pol.rr_conflict.code(),
         discard_my_data: discard,
         verify_alg: "sha256".into(),
+        csums: Default::default(),
     }
 }
 
@@ -79,6 +80,7 @@ fn fixtures() -> Vec<(&'static str, Frame)> {
         ("hello-node1-v1-2.bin", Frame::Hello { proto_min: 1, proto_max: 2, node: "node1".into() }),
         // Protocol 3 (online resize: ResizeRequest/ResizeReply) is what this release offers.
         ("hello-node1-v1-3.bin", Frame::Hello { proto_min: 1, proto_max: 3, node: "node1".into() }),
+        ("hello-node1-v1-4.bin", Frame::Hello { proto_min: 1, proto_max: 4, node: "node1".into() }),
         ("hello-node2-v1.bin", Frame::Hello { proto_min: 1, proto_max: 1, node: "node2".into() }),
         ("hello-node2-v1-2.bin", Frame::Hello { proto_min: 1, proto_max: 2, node: "node2".into() }),
         ("auth-challenge-node2.bin", Frame::AuthChallenge { challenge: peer_challenge() }),
@@ -185,7 +187,7 @@ fn frame_in(node: &mut Node, name: &str) -> Vec<Action> {
 fn handshake(peer_hello: &str) -> Node {
     let mut n = node1(frame::PROTOCOLS);
     let out = n.step(Input::TransportUp { conn: 1 });
-    assert_speaks(&out, &["hello-node1-v1-3.bin"]);
+    assert_speaks(&out, &["hello-node1-v1-4.bin"]);
     // Our challenge is random; only its length is fixed.
     let out = frame_in(&mut n, peer_hello);
     let [Frame::AuthChallenge { challenge: ours }] = &sent(&out)[..] else { panic!("expected our challenge: {out:?}") };

@@ -43,6 +43,7 @@ const OWN_RESOURCE_FAMILIES: &[&str] = &[
     "clusterd_resource_resync_rate_limit_bytes_per_second",
     "clusterd_resource_resync_sent_bytes",
     "clusterd_resource_resync_received_bytes",
+    "clusterd_resource_resync_csum_equal_bytes",
     "clusterd_resource_app_write_in_flight_bytes",
     "clusterd_resource_held_acknowledgements",
     "clusterd_resource_split_brain",

@@ -15,12 +15,14 @@ mod link;
 mod pr;
 mod resize;
 mod resync;
+pub mod csums;
 mod new_uuid;
 pub mod split_brain;
 mod verify;
 mod options;
 
 pub use verify::verify_digest;
+pub use csums::{CsumAlg, CsumsOptions};
 pub use options::LiveOptions;
 
 pub use node::{Action, InFlight, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};

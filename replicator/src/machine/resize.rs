@@ -228,6 +228,7 @@ mod tests {
             resync_rate: None,
             timing: Timing::default(),
             verify_alg: "sha1".into(),
+            csums: Default::default(),
             detach_on_io_error: false,
             protocols: crate::wire::frame::PROTOCOLS,
         };
