@@ -55,7 +55,6 @@ fn params(discard: bool) -> Params {
         rr_conflict: pol.rr_conflict.code(),
         discard_my_data: discard,
         verify_alg: "sha256".into(),
-        csums: Default::default(),
     }
 }
 
@@ -153,6 +152,7 @@ fn node1(protocols: VersionRange) -> Node {
         resync_rate: None,
         timing: Timing { ping_int_ms: 10_000, ping_timeout_ms: 5_000, timeout_ms: 6_000, ko_count: 7, connect_int_ms: 1_000 },
         verify_alg: "sha256".into(),
+        csums: Default::default(),
         detach_on_io_error: false,
         protocols,
     };
@@ -255,17 +255,17 @@ fn with_a_peer_of_this_release_it_agrees_on_version_2_and_replicates_pr_state() 
 fn a_peer_whose_versions_do_not_overlap_is_refused_for_good_naming_both_ranges() {
     let mut n = node1(frame::PROTOCOLS);
     let _ = n.step(Input::TransportUp { conn: 1 });
-    let out = n.step(Input::Frame { conn: 1, frame: Frame::Hello { proto_min: 4, proto_max: 5, node: "node2".into() } });
+    let out = n.step(Input::Frame { conn: 1, frame: Frame::Hello { proto_min: 5, proto_max: 6, node: "node2".into() } });
     let reason = sent(&out)
         .into_iter()
         .find_map(|f| if let Frame::Abort { code, reason } = f { Some((code, reason)) } else { None })
         .expect("an Abort frame tells the peer why");
     assert_eq!(reason.0, 1, "fatal, not retry");
-    assert!(reason.1.contains("peer speaks 4..=5") && reason.1.contains("this node speaks 1..=3"), "{}", reason.1);
+    assert!(reason.1.contains("peer speaks 5..=6") && reason.1.contains("this node speaks 1..=4"), "{}", reason.1);
     assert!(out.iter().any(|a| matches!(a, Action::SetConnecting(false))), "must stop reconnecting: {out:?}");
     let s = n.snapshot();
     assert_eq!(s.conn.to_string(), "StandAlone");
     assert_eq!(s.last_error.as_deref(), Some(reason.1.as_str()));
-    assert_eq!(s.peer_protocols, Some(VersionRange::new(4, 5)));
+    assert_eq!(s.peer_protocols, Some(VersionRange::new(5, 6)));
     assert_eq!(s.agreed_protocol, None);
 }
