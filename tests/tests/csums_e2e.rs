@@ -3,7 +3,8 @@
 //! `invalidate` of the Secondary move no block — the SyncSource's `resync_csum_equal_bytes` counter
 //! covers the whole device and `resync_blocks_sent` stays 0. After `csums-alg: none` is adjusted in,
 //! the next `invalidate` moves every block. Then blocks of the Secondary's file are damaged behind its
-//! back: an `invalidate` moves exactly those blocks and the files end identical.
+//! back: an `invalidate` moves exactly those blocks and the files end identical. `haadm dump` shows
+//! the defaults.
 
 use anyhow::{ensure, Result};
 use ha_tests::{field, sha1_file, Cluster};
@@ -74,6 +75,8 @@ fn identical_data_moves_no_block_and_csums_none_moves_all() -> Result<()> {
     let mut c = Cluster::new(SIZE, "s3cret-csums", None)?;
     fill_identical(&c)?;
     c.up_connected_primary0()?;
+    let dumped = c.haadm_ok(0, &["dump"])?;
+    ensure!(dumped.contains("csums-alg: sha1") && dumped.contains("csums-for: full"), "the defaults in `haadm dump`:\n{dumped}");
     // The initial full sync (default csums-alg sha1): every block found equal, none sent.
     c.wait_r0(1, "initial sync done", Duration::from_secs(60), |r| field(r, "disk") == "UpToDate")?;
     let p = c.wait_r0(0, "source established", Duration::from_secs(10), |r| field(r, "replication") == "Established")?;
