@@ -259,6 +259,17 @@ fn rate_without_unit() {
 }
 
 #[test]
+fn unknown_csums_alg_or_scope_lists_choices() {
+    let text = base_with("rate: 100M", "rate: 100M, csums-alg: sha256");
+    assert_error(
+        &text,
+        &["resources.r0.syncer.csums-alg: unknown algorithm \"sha256\"; expected one of: none, sha1, md5, crc32c"],
+    );
+    let text = base_with("rate: 100M", "rate: 100M, csums-for: bitmap");
+    assert_error(&text, &["resources.r0.syncer.csums-for: unknown value \"bitmap\"; expected one of: full, all"]);
+}
+
+#[test]
 fn auth_needs_both_alg_and_secret_file() {
     let text = base_with("      shared-secret-file: r0.secret\n", "");
     assert_error(

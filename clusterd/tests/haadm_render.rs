@@ -31,6 +31,7 @@ fn connected_idle() -> ResourceStatus {
             pending_peer: 0,
             resync_blocks_sent: 0,
             resync_blocks_received: 0,
+            resync_csum_equal_bytes: 0,
         }),
         uuids: Some(GenerationUuids { current: 0x8C2F_19A0_44D1_E001, bitmap: 0, history0: 0x17, history1: 0 }),
         ..Default::default()
@@ -86,7 +87,7 @@ iscsi.config role:Primary suspended:no
       gi:8C2F19A044D1E001:0000000000000000:0000000000000017:0000000000000000
   node2 connection:Connected role:Secondary local:10.10.2.251:7788 peer:10.10.2.252:7788
     replication:Established peer-disk:UpToDate resync-suspended:no
-        received:0 sent:4096 pending:0 resync-sent:0 resync-received:0
+        received:0 sent:4096 pending:0 resync-sent:0 resync-received:0 resync-equal:0
 ";
     assert_eq!(text, expected);
 }

@@ -4,7 +4,7 @@
 
 use replicator::machine::policy::Policies;
 use replicator::machine::state::ReplState;
-use replicator::machine::{Input, LiveOptions};
+use replicator::machine::{CsumAlg, CsumsOptions, Input, LiveOptions};
 use replicator::sim::world::{World, params};
 
 const SIZE: u64 = 16 << 20;
@@ -19,6 +19,8 @@ fn a_raised_resync_rate_takes_effect_while_syncing() {
     let mut p = [params(0, SIZE, Policies::default()), params(1, SIZE, Policies::default())];
     for q in &mut p {
         q.resync_rate = Some(MIB);
+        // Plain resync: the two zeroed disks are equal, so a checksum resync would finish at once.
+        q.csums = CsumsOptions { alg: None, every_resync: false };
     }
     let mut w = World::with_params(7, SIZE, 7, p);
     w.start(0);
@@ -39,9 +41,11 @@ fn a_raised_resync_rate_takes_effect_while_syncing() {
     let mut o: LiveOptions = w.machine(0).expect("up").live_options();
     o.resync_rate = Some(64 * MIB);
     o.verify_alg = "crc32c".into();
+    let csums = CsumsOptions { alg: Some(CsumAlg::Crc32c), every_resync: true };
+    o.csums = csums;
     w.input(0, Input::SetOptions(Box::new(o)));
     let now = w.machine(0).expect("up").live_options();
-    assert_eq!((now.resync_rate, now.verify_alg.as_str()), (Some(64 * MIB), "crc32c"));
+    assert_eq!((now.resync_rate, now.verify_alg.as_str(), now.csums), (Some(64 * MIB), "crc32c", csums));
     let left = remaining(&w);
     assert!(left > 8 * MIB, "too little left to measure: {left}");
     for _ in 0..100 {

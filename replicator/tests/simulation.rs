@@ -10,7 +10,8 @@
 //! blobs, `Input::PrUpdate`) are interleaved with all of it: an update that completed OK is present on
 //! every Primary from then on (whichever node serves next), a stored state is always one update's blob
 //! whole, a split brain's rogue updates never survive its resolution, and both nodes end with the same
-//! state.
+//! state. Seeds vary `csums-alg` (off, sha1 for full syncs, crc32c for every resync): blocks declared
+//! equal by digest must be equal, which the byte-identical check at the end proves.
 //!
 //! `SIM_SEEDS=N` sets the number of seeds; `SIM_SEED=S cargo test -p replicator --test simulation
 //! replay_one_seed -- --nocapture` replays one with its trace.
@@ -20,7 +21,7 @@
 
 use replicator::machine::policy::Policies;
 use replicator::machine::state::{ConnState, DiskState, Role};
-use replicator::machine::Input;
+use replicator::machine::{CsumAlg, CsumsOptions, Input};
 use replicator::sim::model::{fill, pr_blob, pr_id, tag, Model};
 use replicator::sim::world::{params, AppDone, World, SECTOR};
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ struct Stats {
     split_brains: u64,
     disk_failures: u64,
     pr_acked: u64,
+    /// Resync bytes found equal by digest on the final SyncSource (since its last start).
+    csum_equal_bytes: u64,
 }
 
 struct SplitState {
@@ -66,8 +69,16 @@ impl Run {
     fn new(seed: u64) -> Run {
         // `on-io-error detach` everywhere: it only matters once a data disk fails (a chaos fault below).
         let mut params = [params(0, SIZE, Policies::default()), params(1, SIZE, Policies::default())];
+        // Checksum-based resync (issue 18) by seed: off, the default (sha1, full syncs only), or crc32c
+        // for every resync; the final check (both disks byte-identical) covers all three.
+        let csums = match seed % 3 {
+            0 => CsumsOptions { alg: None, every_resync: false },
+            1 => CsumsOptions::default(),
+            _ => CsumsOptions { alg: Some(CsumAlg::Crc32c), every_resync: true },
+        };
         for p in &mut params {
             p.detach_on_io_error = true;
+            p.csums = csums;
         }
         let mut w = World::with_params(seed, SIZE, AL_EXTENTS, params);
         w.start(0);
@@ -458,6 +469,7 @@ impl Run {
         }
         self.model.check(&self.w.data[0], "node0")?;
         self.model.check(&self.w.data[1], "node1")?;
+        self.stats.csum_equal_bytes = (0..2).filter_map(|i| self.w.snapshot(i)).map(|s| s.stats.resync_csum_equal_bytes).sum();
         self.check_pr(0, "after the final resync")?;
         self.check_pr(1, "after the final resync")?;
         let pr = [0, 1].map(|i| self.w.nodes[i].as_ref().map(|n| n.node.pr_state().clone()));
@@ -498,6 +510,7 @@ fn many_seeds_no_acked_write_lost_replicas_identical_split_brain_never_silent() 
                 total.split_brains += s.split_brains;
                 total.disk_failures += s.disk_failures;
                 total.pr_acked += s.pr_acked;
+                total.csum_equal_bytes += s.csum_equal_bytes;
             }
             Err((e, trace)) => panic!("{}", report(seed, &e, &trace)),
         }
@@ -505,6 +518,7 @@ fn many_seeds_no_acked_write_lost_replicas_identical_split_brain_never_silent() 
     eprintln!("simulated {n} seeds in {:.1?}: {total:?}", started.elapsed());
     assert!(total.crashes > 0 && total.partitions > 0 && total.writes_acked > 0, "the schedule injected no faults: {total:?}");
     assert!(total.pr_acked > 0, "no persistent-reservation update was acknowledged: {total:?}");
+    assert!(total.csum_equal_bytes > 0, "no resync compared digests: {total:?}");
 }
 
 #[test]

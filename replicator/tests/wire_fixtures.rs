@@ -79,6 +79,7 @@ fn fixtures() -> Vec<(&'static str, Frame)> {
         ("hello-node1-v1-2.bin", Frame::Hello { proto_min: 1, proto_max: 2, node: "node1".into() }),
         // Protocol 3 (online resize: ResizeRequest/ResizeReply) is what this release offers.
         ("hello-node1-v1-3.bin", Frame::Hello { proto_min: 1, proto_max: 3, node: "node1".into() }),
+        ("hello-node1-v1-4.bin", Frame::Hello { proto_min: 1, proto_max: 4, node: "node1".into() }),
         ("hello-node2-v1.bin", Frame::Hello { proto_min: 1, proto_max: 1, node: "node2".into() }),
         ("hello-node2-v1-2.bin", Frame::Hello { proto_min: 1, proto_max: 2, node: "node2".into() }),
         ("auth-challenge-node2.bin", Frame::AuthChallenge { challenge: peer_challenge() }),
@@ -152,6 +153,7 @@ fn node1(protocols: VersionRange) -> Node {
         verify_rate: None,
         timing: Timing { ping_int_ms: 10_000, ping_timeout_ms: 5_000, timeout_ms: 6_000, ko_count: 7, connect_int_ms: 1_000 },
         verify_alg: "sha256".into(),
+        csums: Default::default(),
         detach_on_io_error: false,
         protocols,
     };
@@ -186,7 +188,7 @@ fn frame_in(node: &mut Node, name: &str) -> Vec<Action> {
 fn handshake(peer_hello: &str) -> Node {
     let mut n = node1(frame::PROTOCOLS);
     let out = n.step(Input::TransportUp { conn: 1 });
-    assert_speaks(&out, &["hello-node1-v1-3.bin"]);
+    assert_speaks(&out, &["hello-node1-v1-4.bin"]);
     // Our challenge is random; only its length is fixed.
     let out = frame_in(&mut n, peer_hello);
     let [Frame::AuthChallenge { challenge: ours }] = &sent(&out)[..] else { panic!("expected our challenge: {out:?}") };
@@ -254,17 +256,17 @@ fn with_a_peer_of_this_release_it_agrees_on_version_2_and_replicates_pr_state() 
 fn a_peer_whose_versions_do_not_overlap_is_refused_for_good_naming_both_ranges() {
     let mut n = node1(frame::PROTOCOLS);
     let _ = n.step(Input::TransportUp { conn: 1 });
-    let out = n.step(Input::Frame { conn: 1, frame: Frame::Hello { proto_min: 4, proto_max: 5, node: "node2".into() } });
+    let out = n.step(Input::Frame { conn: 1, frame: Frame::Hello { proto_min: 5, proto_max: 6, node: "node2".into() } });
     let reason = sent(&out)
         .into_iter()
         .find_map(|f| if let Frame::Abort { code, reason } = f { Some((code, reason)) } else { None })
         .expect("an Abort frame tells the peer why");
     assert_eq!(reason.0, 1, "fatal, not retry");
-    assert!(reason.1.contains("peer speaks 4..=5") && reason.1.contains("this node speaks 1..=3"), "{}", reason.1);
+    assert!(reason.1.contains("peer speaks 5..=6") && reason.1.contains("this node speaks 1..=4"), "{}", reason.1);
     assert!(out.iter().any(|a| matches!(a, Action::SetConnecting(false))), "must stop reconnecting: {out:?}");
     let s = n.snapshot();
     assert_eq!(s.conn.to_string(), "StandAlone");
     assert_eq!(s.last_error.as_deref(), Some(reason.1.as_str()));
-    assert_eq!(s.peer_protocols, Some(VersionRange::new(4, 5)));
+    assert_eq!(s.peer_protocols, Some(VersionRange::new(5, 6)));
     assert_eq!(s.agreed_protocol, None);
 }

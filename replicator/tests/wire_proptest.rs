@@ -6,7 +6,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use replicator::wire::codec::FrameCodec;
 use replicator::wire::frame::{
-    CHALLENGE_LEN, Frame, HEADER_LEN, MAC_LEN, MAGIC, MAX_DIGEST, Params, SECTOR, UuidsMsg, decode, encode, parse,
+    CHALLENGE_LEN, Frame, HEADER_LEN, MAC_LEN, MAGIC, MAX_CSUM_DIGESTS, MAX_DIGEST, Params, SECTOR, UuidsMsg, decode, encode, parse,
 };
 use tokio_util::codec::Decoder;
 
@@ -102,6 +102,10 @@ fn control_frame() -> BoxedStrategy<Frame> {
         (any::<u64>(), any::<bool>()).prop_map(|(seq, ok)| Frame::PrAck { seq, ok }),
         (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(size, explicit, assume_clean)| Frame::ResizeRequest { size, explicit, assume_clean }),
         (any::<bool>(), any::<u64>(), any::<u64>(), "[a-z ]{0,40}").prop_map(|(ok, size, capacity, reason)| Frame::ResizeReply { ok, size, capacity, reason }),
+        (any::<u64>(), any::<u32>(), any::<u8>()).prop_map(|(offset, len, alg)| Frame::CsumRequest { offset, len, alg }),
+        (any::<u64>(), any::<u32>(), bytes_of(0..=MAX_CSUM_DIGESTS))
+            .prop_map(|(offset, len, digests)| Frame::CsumReply { offset, len, digests }),
+        (any::<u64>(), any::<u32>()).prop_map(|(offset, len)| Frame::RsInSync { offset, len }),
     ]
     .boxed()
 }
@@ -150,7 +154,7 @@ proptest! {
 
     /// Random payloads behind a well-formed header reach every kind's payload parser.
     #[test]
-    fn arbitrary_payloads_never_panic(code in 0u16..30, payload in vec(any::<u8>(), 0..1100), extra in 0usize..8) {
+    fn arbitrary_payloads_never_panic(code in 0u16..40, payload in vec(any::<u8>(), 0..1100), extra in 0usize..8) {
         let mut buf = BytesMut::new();
         buf.put_u32_le(MAGIC);
         buf.put_u16_le(code);

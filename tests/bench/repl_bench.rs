@@ -1,7 +1,9 @@
 //! Replication engine benchmark: the same engine replicated over loopback TCP (127.0.0.1 → 127.0.0.2)
 //! versus disconnected, through the `Volume` API the iSCSI target uses; then resync speed of N MiB of
 //! dirty blocks, unlimited and with a rate cap; online verify of the identical pair against a `dd` read of
-//! the file (issue 18). Prints a table with ratios. Run via
+//! the file (issue 18); a full sync of two identical volumes with `csums-alg: sha1` versus none (data
+//! bytes over the link, time). Prints tables with ratios. `--csums-only true` runs only the last
+//! comparison. Run via
 //! `tests/bench/replication.sh` (release build).
 //!
 //! `--peer-dir DIR` puts the Secondary's backing file elsewhere. WHY: on one machine both replicas
@@ -13,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use replicator::engine::{IoErrorPolicy, Verb, Volume, VolumeSpec};
 use replicator::machine::state::{ConnState, ReplState};
-use replicator::machine::{NodeParams, Timing};
+use replicator::machine::{CsumAlg, CsumsOptions, NodeParams, Timing};
 use replicator::meta::layout::MetaLocation;
 use replicator::meta::store::{create_md, FileDevice};
 use std::path::{Path, PathBuf};
@@ -32,10 +34,12 @@ struct Opts {
     disk_threads: usize,
     direct: bool,
     peer_dir: Option<PathBuf>,
+    /// Run only the checksum-based full-sync comparison (issue 18).
+    csums_only: bool,
 }
 
 fn opts() -> Result<Opts> {
-    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false, peer_dir: None };
+    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false, peer_dir: None, csums_only: false };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -51,6 +55,7 @@ fn opts() -> Result<Opts> {
             "--disk-threads" => o.disk_threads = v.parse()?,
             "--direct" => o.direct = v.parse()?,
             "--peer-dir" => o.peer_dir = Some(PathBuf::from(v)),
+            "--csums-only" => o.csums_only = v.parse()?,
             _ => bail!("unknown option {a}"),
         }
     }
@@ -64,7 +69,7 @@ fn disk_dir(o: &Opts, me: usize) -> &Path {
     }
 }
 
-fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
+fn spec(o: &Opts, me: usize, rate: Option<u64>, csums: CsumsOptions) -> VolumeSpec {
     let names = ["bench-a", "bench-b"];
     let addrs = [format!("127.0.0.1:{}", o.port), format!("127.0.0.2:{}", o.port)];
     VolumeSpec {
@@ -81,6 +86,7 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>) -> VolumeSpec {
             verify_rate: None,
             timing: Timing { connect_int_ms: 200, ..Timing::default() },
             verify_alg: "sha1".into(),
+            csums,
             detach_on_io_error: false,
             protocols: replicator::wire::frame::PROTOCOLS,
         },
@@ -194,7 +200,7 @@ async fn seq_1m(v: &Volume, start: u64, bytes: u64, qd: u64) -> Result<f64> {
 /// compared, from the verb to the outcome.
 async fn verify_speed(o: &Opts, a: &Volume, b: &Volume, alg: &str) -> Result<f64> {
     for (me, v) in [(0, a), (1, b)] {
-        let p = spec(o, me, None).params;
+        let p = spec(o, me, None, CsumsOptions::default()).params;
         let options = replicator::machine::LiveOptions {
             policies: p.policies,
             secret: p.secret,
@@ -204,6 +210,7 @@ async fn verify_speed(o: &Opts, a: &Volume, b: &Volume, alg: &str) -> Result<f64
             verify_rate: None,
             timing: p.timing,
             verify_alg: alg.into(),
+            csums: p.csums,
         };
         v.set_options(options, Default::default()).await?;
     }
@@ -234,10 +241,65 @@ async fn connected(a: &Volume) -> Result<Duration> {
     wait_for(a, "Established", Duration::from_secs(600), |s| s.conn == ConnState::Connected && s.repl == ReplState::Established).await
 }
 
+/// The phases before the checksum comparison measure plain resyncs (`csums-alg: none`).
+const PLAIN: CsumsOptions = CsumsOptions { alg: None, every_resync: false };
+
 async fn run_pair(o: &Opts, rate: Option<u64>) -> Result<(Volume, Volume)> {
-    let a = Volume::start(spec(o, 0, rate)).await?;
-    let b = Volume::start(spec(o, 1, rate)).await?;
+    run_pair_with(o, rate, PLAIN).await
+}
+
+async fn run_pair_with(o: &Opts, rate: Option<u64>, csums: CsumsOptions) -> Result<(Volume, Volume)> {
+    let a = Volume::start(spec(o, 0, rate, csums)).await?;
+    let b = Volume::start(spec(o, 1, rate, csums)).await?;
     Ok((a, b))
+}
+
+/// One full sync of the two (identical) volumes: `invalidate` on the Secondary with `csums` and a
+/// resync `rate`. Returns the time from the verb to Established and the resync data bytes the source
+/// sent and found equal.
+async fn full_sync_of_identical(o: &Opts, csums: CsumsOptions, rate: Option<u64>) -> Result<(Duration, u64, u64)> {
+    let (a, b) = run_pair_with(o, rate, csums).await?;
+    connected(&a).await?;
+    a.verb(Verb::Primary { force: false }).await.map_err(anyhow::Error::msg)?;
+    let before = a.snapshot().stats;
+    let t0 = Instant::now();
+    b.verb(Verb::Invalidate { remote: false }).await.map_err(anyhow::Error::msg)?;
+    wait_for(&a, "SyncSource", Duration::from_secs(30), |s| s.repl == ReplState::SyncSource || s.stats.resync_blocks_sent > before.resync_blocks_sent || s.stats.resync_csum_equal_bytes > before.resync_csum_equal_bytes).await?;
+    connected(&a).await?;
+    let took = t0.elapsed();
+    let after = a.snapshot().stats;
+    a.verb(Verb::Secondary).await.map_err(anyhow::Error::msg)?;
+    a.down().await;
+    b.down().await;
+    Ok((took, (after.resync_blocks_sent - before.resync_blocks_sent) * 4096, after.resync_csum_equal_bytes - before.resync_csum_equal_bytes))
+}
+
+/// Full sync of two identical volumes, `csums-alg` none vs sha1 / crc32c: data bytes over the link and
+/// time, on bare loopback (a link far faster than any network: the digests' cost shows) and with the
+/// resync capped at 112 MiB/s, the payload rate of a 1 Gbit/s replication link (the rate counts only
+/// what crosses the link, so equal blocks are not charged).
+async fn csums_comparison(o: &Opts) -> Result<()> {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let link = Some(112u64 << 20);
+    println!();
+    println!("| full sync of two identical {} MiB volumes (invalidate) | link | resync data sent | time | found equal | data bytes vs none | speed-up vs none |", o.size >> 20);
+    println!("|---|---|---|---|---|---|---|");
+    for (name, rate) in [("loopback, unlimited", None), ("resync capped at 112 MiB/s (1 GbE)", link)] {
+        let (plain_t, plain_bytes, _) = full_sync_of_identical(o, PLAIN, rate).await?;
+        println!("| csums-alg none | {name} | {:.1} MiB | {:.2} s | - | 1 | 1 |", mib(plain_bytes), plain_t.as_secs_f64());
+        for alg in [CsumAlg::Sha1, CsumAlg::Crc32c] {
+            let (t, bytes, equal) = full_sync_of_identical(o, CsumsOptions { alg: Some(alg), every_resync: false }, rate).await?;
+            println!(
+                "| csums-alg {alg} | {name} | {:.1} MiB | {:.2} s | {:.0} MiB | {:.4} | {:.1}x |",
+                mib(bytes),
+                t.as_secs_f64(),
+                mib(equal),
+                bytes as f64 / plain_bytes.max(1) as f64,
+                plain_t.as_secs_f64() / t.as_secs_f64().max(1e-9)
+            );
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -249,6 +311,15 @@ async fn main() -> Result<()> {
     for (me, n) in ["bench-a", "bench-b"].iter().enumerate() {
         std::fs::create_dir_all(disk_dir(&o, me))?;
         make_disk(&disk_dir(&o, me).join(format!("{n}.img")), o.size)?;
+    }
+    if o.csums_only {
+        let (a, b) = run_pair(&o, None).await?;
+        a.verb(Verb::Primary { force: true }).await.map_err(anyhow::Error::msg)?;
+        connected(&a).await?;
+        a.verb(Verb::Secondary).await.map_err(anyhow::Error::msg)?;
+        a.down().await;
+        b.down().await;
+        return csums_comparison(&o).await;
     }
     let seq_bytes = (o.size / 2).min(1 << 30);
     let (a, b) = run_pair(&o, None).await?;
@@ -318,6 +389,7 @@ async fn main() -> Result<()> {
     println!("|---|---|---|---|");
     println!("| verify-alg sha1 (default) | {verify_sha1:.0} MiB/s | dd sequential read of the file {dd:.0} MiB/s | {:.2} |", verify_sha1 / dd);
     println!("| verify-alg crc32c | {verify_crc:.0} MiB/s | dd sequential read of the file {dd:.0} MiB/s | {:.2} |", verify_crc / dd);
+    csums_comparison(&o).await?;
     let _ = std::fs::remove_dir_all(&o.dir);
     if let Some(d) = &o.peer_dir {
         let _ = std::fs::remove_dir_all(d);

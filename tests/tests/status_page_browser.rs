@@ -29,8 +29,9 @@ fn status_page_renders_both_nodes_and_moves_its_progress_bar() -> Result<()> {
     let mut c = Cluster::new(64 << 20, "s3cret-page", None)?;
     let (hb, portal) = (free_port(), free_port());
     write_secret(&c.path("authkeys"), "auth 1\n1 sha1 page-heartbeat-key\n")?;
-    // 3 MiB/s: the 64 MiB sync lasts ~20 s, longer than the browser checks take.
-    let mut yaml = std::fs::read_to_string(&c.config)?.replace("rate: unlimited", "rate: 3M");
+    // 3 MiB/s: the 64 MiB sync lasts ~20 s, longer than the browser checks take (without checksums:
+    // equal sparse files would sync at once).
+    let mut yaml = std::fs::read_to_string(&c.config)?.replace("rate: unlimited", "rate: 3M\n      csums-alg: none");
     yaml.push_str(&format!(
         "cluster:\n  keepalive: 200ms\n  warntime: 500ms\n  deadtime: 1s\n  initdead: 2s\n  authkeys-file: authkeys\n  links:\n    - name: lo\n      mode: ucast\n      port: {hb}\n      on: {{ node1: {{ address: 127.0.0.1 }}, node2: {{ address: 127.0.0.2 }} }}\ngroup:\n  preferred: node1\n  resources: [r0]\n  portblock: false\ntargets:\n  {IQN}:\n    portals: [\"127.0.0.1:{portal}\"]\n    luns:\n      0: {{ resource: r0 }}\n"
     ));

@@ -86,10 +86,10 @@ fn previous_release_peer_replicates_heartbeats_and_hands_over() -> Result<()> {
     wait_holding(&c, 0, "node1", "start")?;
 
     // Replication at the old protocol, shown on both sides.
-    ensure!(r["agreed_protocol"] == 1 && r["peer_protocol_max"] == 1 && r["protocol_max"] == 3, "node1 r0: {r:#}");
+    ensure!(r["agreed_protocol"] == 1 && r["peer_protocol_max"] == 1 && r["protocol_max"] == 4, "node1 r0: {r:#}");
     let s2 = c.status(1)?;
     let r2 = resource(&s2, "r0").unwrap_or_default();
-    ensure!(r2["agreed_protocol"] == 1 && r2["protocol_max"] == 1 && r2["peer_protocol_max"] == 3, "node2 r0: {r2:#}");
+    ensure!(r2["agreed_protocol"] == 1 && r2["protocol_max"] == 1 && r2["peer_protocol_max"] == 4, "node2 r0: {r2:#}");
 
     // Heartbeats: accepted both ways, nothing dropped; node1 sees a peer without version fields.
     let s1 = c.status(0)?;
@@ -105,7 +105,7 @@ fn previous_release_peer_replicates_heartbeats_and_hands_over() -> Result<()> {
     ensure!(cluster_field(&s2, "peer_software_version") == env!("CARGO_PKG_VERSION"), "node2 sees node1's version: {s2:#}");
     let text = c.haadm_ok(0, &["status"])?;
     ensure!(text.contains("peer:node2 version:unknown(older release) heartbeat-protocol:1"), "{text}");
-    ensure!(text.contains("protocol:1 (peer 1..=1, this node 1..=3)"), "{text}");
+    ensure!(text.contains("protocol:1 (peer 1..=1, this node 1..=4)"), "{text}");
 
     // Writes on the Primary (this release) land on the old node's disk.
     write_block(&c, 0, 10, 0xA1)?;
@@ -113,7 +113,7 @@ fn previous_release_peer_replicates_heartbeats_and_hands_over() -> Result<()> {
 
     // `haadm version`: the new daemon answers, the old one has no Version RPC.
     let v = c.haadm_ok(0, &["version"])?;
-    ensure!(v.contains("control-protocol:1..=2") && v.contains("replication-protocol:1..=3"), "{v}");
+    ensure!(v.contains("control-protocol:1..=2") && v.contains("replication-protocol:1..=4"), "{v}");
     let old = c.haadm(1, &["version"])?;
     let err = String::from_utf8_lossy(&old.stderr);
     ensure!(old.status.code() == Some(5), "haadm version on the old daemon: {:?} {err}", old.status);
@@ -135,8 +135,8 @@ fn previous_release_peer_replicates_heartbeats_and_hands_over() -> Result<()> {
     // "Upgrade" node2: restart it without the knob; the link comes back at protocol 2.
     c.stop(1);
     c.start(1)?;
-    let r = c.wait_r0(0, "reconnected at protocol 3", Duration::from_secs(30), |r| in_sync(r) && r["agreed_protocol"] == 3)?;
-    ensure!(r["peer_protocol_max"] == 3, "{r:#}");
+    let r = c.wait_r0(0, "reconnected at protocol 4", Duration::from_secs(30), |r| in_sync(r) && r["agreed_protocol"] == 4)?;
+    ensure!(r["peer_protocol_max"] == 4, "{r:#}");
     let s1 = c.status(0)?;
     let peer_version_seen = poll_until(Duration::from_secs(5), || {
         let s = c.status(0).ok()?;

@@ -162,6 +162,10 @@ enum Take {
 
 fn take(field: &str, me: &str) -> Take {
     let mine = |k: &str| field == format!("on.{me}.{k}");
+    // issue 18: a running resync keeps the choice it started with.
+    if field == "syncer.csums-alg" || field == "syncer.csums-for" {
+        return Take::Later("from the next resync");
+    }
     if field.starts_with("syncer.") && field != "syncer.al-extents" || field == "disk.fencing" || field.starts_with("handlers") {
         return Take::Live;
     }

@@ -89,6 +89,18 @@ fn verify_schedule_repair_and_rate_are_live() {
 }
 
 #[test]
+fn csums_options_are_taken_from_the_next_resync() {
+    let new = BASE.replace("syncer: { rate: 6M }", "syncer: { rate: 6M, csums-alg: crc32c, csums-for: all }");
+    let p = plan(&cfg(BASE), &cfg(&new), "all", &running(&["r0"], &[], false)).unwrap();
+    assert_eq!(
+        lines(&p),
+        ["r0: syncer.csums-alg sha1 -> crc32c (from the next resync)", "r0: syncer.csums-for full -> all (from the next resync)"]
+    );
+    assert!(p.changes.iter().all(|c| c.kind == ChangeKind::ResourceOptions("r0".into())));
+    assert_eq!(p.config.resources["r0"].syncer.csums_alg, crate::config::CsumsAlg::Crc32c);
+}
+
+#[test]
 fn disk_change_of_an_attached_resource_is_refused_with_the_field_and_nothing_else_applies() {
     let new = BASE.replace("syncer: { rate: 6M }", "syncer: { rate: 100M }").replace(
         "node1: { disk: /d/r0.img, address: \"127.0.0.1:7000\" }",

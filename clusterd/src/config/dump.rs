@@ -182,6 +182,8 @@ fn resource(r: &ResourceConfig) -> Value {
             map([
                 ("rate", s(&r.syncer.rate.to_string())),
                 ("verify-alg", s(&r.syncer.verify_alg.to_string())),
+                ("csums-alg", s(&r.syncer.csums_alg.to_string())),
+                ("csums-for", s(&r.syncer.csums_for.to_string())),
                 ("al-extents", Value::from(r.syncer.al_extents)),
                 ("c-min-rate", s(&r.syncer.c_min_rate.to_string())),
                 ("verify-repair", b(r.syncer.verify_repair)),

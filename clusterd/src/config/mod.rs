@@ -39,7 +39,7 @@ pub use targets::{
 
 pub use policy::{
     AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, CramHmacAlg, Fencing, OnIoError, PolicyError, Protocol,
-    RrConflict, VerifyAlg,
+    CsumsAlg, CsumsFor, RrConflict, VerifyAlg,
 };
 pub use resource::{
     AL_EXTENTS_RANGE, DiskConfig, MAX_BUFFERS_RANGE, MAX_RESOURCE_NAME_LEN, NetConfig, PeerAuth,

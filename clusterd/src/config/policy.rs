@@ -155,6 +155,27 @@ keyword_enum! {
 }
 
 keyword_enum! {
+    /// Digest compared before a resync moves a block (`csums-alg`, issue 18); `none` moves every block.
+    CsumsAlg, what = "algorithm",
+    {
+        Off => "none",
+        Sha1 => "sha1",
+        Md5 => "md5",
+        Crc32c => "crc32c",
+    }
+}
+
+keyword_enum! {
+    /// Which resyncs compare digests first (`csums-for`): `full` = only those that start with every
+    /// block marked (initial sync, invalidate, a returning detached disk), `all` = bitmap resyncs too.
+    CsumsFor, what = "value",
+    {
+        Full => "full",
+        All => "all",
+    }
+}
+
+keyword_enum! {
     /// HMAC used for the peer authentication handshake.
     CramHmacAlg, what = "algorithm",
     { Sha1 => "sha1" }
@@ -255,6 +276,18 @@ mod tests {
         for s in VerifyAlg::SPELLINGS {
             assert_eq!(
                 VerifyAlg::parse(s, s).map(|p| p.to_string()).as_deref(),
+                Ok(*s)
+            );
+        }
+        for s in CsumsAlg::SPELLINGS {
+            assert_eq!(
+                CsumsAlg::parse(s, s).map(|p| p.to_string()).as_deref(),
+                Ok(*s)
+            );
+        }
+        for s in CsumsFor::SPELLINGS {
+            assert_eq!(
+                CsumsFor::parse(s, s).map(|p| p.to_string()).as_deref(),
                 Ok(*s)
             );
         }

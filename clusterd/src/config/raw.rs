@@ -120,6 +120,8 @@ pub(crate) struct RawNet {
 pub(crate) struct RawSyncer {
     pub rate: Option<Scalar>,
     pub verify_alg: Option<Scalar>,
+    pub csums_alg: Option<Scalar>,
+    pub csums_for: Option<Scalar>,
     pub al_extents: Option<Scalar>,
     pub c_min_rate: Option<Scalar>,
     // issue 18 verify: repair after verify, scheduled verify and its rate.

@@ -3,7 +3,7 @@
 
 use super::policy::{
     AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, CramHmacAlg, Fencing, OnIoError, PolicyError, Protocol,
-    RrConflict, VerifyAlg,
+    CsumsAlg, CsumsFor, RrConflict, VerifyAlg,
 };
 use super::raw::{RawNet, RawResource, RawResourceNode, RawStartup, RawSyncer, Scalar};
 use super::units::{self, MetaDisk, Rate};
@@ -109,6 +109,9 @@ pub struct PeerAuth {
 pub struct SyncerConfig {
     pub rate: Rate,
     pub verify_alg: VerifyAlg,
+    /// Checksum-based resync (issue 18): default sha1 for full syncs only.
+    pub csums_alg: CsumsAlg,
+    pub csums_for: CsumsFor,
     pub al_extents: u32,
     pub c_min_rate: Rate,
     /// `verify-repair`: every online verify (the scheduled ones too) resyncs what it found at once.
@@ -439,6 +442,18 @@ fn build_syncer(fields: &Fields<'_>, raw: &RawSyncer) -> Result<SyncerConfig, Co
             raw.verify_alg.as_ref(),
             VerifyAlg::Sha1,
             VerifyAlg::parse,
+        )?,
+        csums_alg: fields.policy(
+            "syncer.csums-alg",
+            raw.csums_alg.as_ref(),
+            CsumsAlg::Sha1,
+            CsumsAlg::parse,
+        )?,
+        csums_for: fields.policy(
+            "syncer.csums-for",
+            raw.csums_for.as_ref(),
+            CsumsFor::Full,
+            CsumsFor::parse,
         )?,
         al_extents: fields.number_in(
             "syncer.al-extents",

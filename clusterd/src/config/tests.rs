@@ -27,7 +27,7 @@ resources:
       max-buffers: 8000
     disk: { on-io-error: pass_on, fencing: resource-and-stonith }
     startup: { wfc-timeout: 30s, degr-wfc-timeout: 0, outdated-wfc-timeout: 2m }
-    syncer: { rate: 0, verify-alg: crc32c, al-extents: 7, c-min-rate: 4M }
+    syncer: { rate: 0, verify-alg: crc32c, csums-alg: md5, csums-for: all, al-extents: 7, c-min-rate: 4M }
     handlers:
       outdate-peer: "fence it"
       split-brain: "mail root"
@@ -83,6 +83,8 @@ fn every_field_is_typed() {
         SyncerConfig {
             rate: Rate::UNLIMITED,
             verify_alg: VerifyAlg::Crc32c,
+            csums_alg: CsumsAlg::Md5,
+            csums_for: CsumsFor::All,
             al_extents: 7,
             c_min_rate: Rate(Some(4 << 20)),
             verify_repair: false,
@@ -168,6 +170,7 @@ resources:
     );
     assert_eq!(r.syncer.rate, defaults::RATE);
     assert_eq!(r.syncer.verify_alg, VerifyAlg::Sha1);
+    assert_eq!((r.syncer.csums_alg, r.syncer.csums_for), (CsumsAlg::Sha1, CsumsFor::Full));
     assert_eq!(r.syncer.al_extents, defaults::AL_EXTENTS);
     assert_eq!(r.syncer.c_min_rate, Rate(Some(250 * 1024)));
     assert!(r.handlers.is_empty());

@@ -136,6 +136,7 @@ pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) 
             pending_peer: s.pending_peer as u64,
             resync_blocks_sent: s.stats.resync_blocks_sent,
             resync_blocks_received: s.stats.resync_blocks_received,
+            resync_csum_equal_bytes: s.stats.resync_csum_equal_bytes,
         }),
         uuids: Some(GenerationUuids {
             current: s.uuids.current,

@@ -84,7 +84,7 @@ impl Resources {
     }
 
     /// `haadm adjust`: pushes the running configuration's live options (rate, timers, policies,
-    /// secret, verify-alg, fencing, handlers) of `name` into its volume, if it is up.
+    /// secret, verify-alg, csums-alg, fencing, handlers) of `name` into its volume, if it is up.
     pub async fn push_options(&self, name: &str) -> Result<(), String> {
         let cfg = self.running_config();
         let Ok(volume) = self.volume(name).await else { return Ok(()) };
@@ -100,6 +100,7 @@ impl Resources {
             verify_rate: p.verify_rate,
             timing: p.timing,
             verify_alg: p.verify_alg,
+            csums: p.csums,
         };
         volume.set_options(options, spec.handlers).await.map_err(|e| format!("{name}: {e}"))
     }
@@ -285,6 +286,7 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
             connect_int_ms: net.connect_int.as_millis() as u64,
         },
         verify_alg: r.syncer.verify_alg.to_string(),
+        csums: csums_options(&r.syncer),
         detach_on_io_error: r.disk.on_io_error == crate::config::OnIoError::Detach,
         protocols: crate::versions::release_or_current().replication,
     };
@@ -330,4 +332,17 @@ fn policies(r: &ResourceConfig, node: &str, peer: Option<&str>) -> Policies {
         after_sb_2pri: AfterSb2::parse(&r.net.after_sb_2pri.to_string()).unwrap_or(AfterSb2::Disconnect),
         rr_conflict: RrConflict::parse(&r.net.rr_conflict.to_string()).unwrap_or(RrConflict::Disconnect),
     }
+}
+
+/// `syncer.csums-alg` / `csums-for` as the replicator takes them (issue 18).
+fn csums_options(s: &crate::config::SyncerConfig) -> replicator::machine::CsumsOptions {
+    use crate::config::{CsumsAlg, CsumsFor};
+    use replicator::machine::CsumAlg;
+    let alg = match s.csums_alg {
+        CsumsAlg::Off => None,
+        CsumsAlg::Sha1 => Some(CsumAlg::Sha1),
+        CsumsAlg::Md5 => Some(CsumAlg::Md5),
+        CsumsAlg::Crc32c => Some(CsumAlg::Crc32c),
+    };
+    replicator::machine::CsumsOptions { alg, every_resync: s.csums_for == CsumsFor::All }
 }

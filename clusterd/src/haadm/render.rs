@@ -216,12 +216,13 @@ pub fn render_resource(r: &ResourceStatus, verbose: bool) -> String {
         if verbose {
             let _ = writeln!(
                 out,
-                "        received:{} sent:{} pending:{} resync-sent:{} resync-received:{}",
+                "        received:{} sent:{} pending:{} resync-sent:{} resync-received:{} resync-equal:{}",
                 kib(stats.received_bytes),
                 kib(stats.sent_bytes),
                 stats.pending_peer,
                 stats.resync_blocks_sent,
-                stats.resync_blocks_received
+                stats.resync_blocks_received,
+                kib(stats.resync_csum_equal_bytes)
             );
         }
     } else if r.out_of_sync_bytes > 0 {
@@ -486,6 +487,7 @@ fn resource_json(r: &ResourceStatus) -> Value {
             "pending_peer": stats.pending_peer,
             "resync_blocks_sent": stats.resync_blocks_sent,
             "resync_blocks_received": stats.resync_blocks_received,
+            "resync_csum_equal_bytes": stats.resync_csum_equal_bytes,
         },
         "uuids": {
             "current": hex(uuids.current),

@@ -210,6 +210,7 @@ fn encode_own(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
     let stat = |f: fn(&replicator::machine::Stats) -> u64| -> Vec<(Labels, u64)> { up.iter().filter_map(|r| snap(r).map(|x| (own(r), f(&x.stats)))).collect() };
     counters(e, "clusterd_resource_resync_sent_bytes", "Resync data sent to the peer (this node was SyncSource)", &stat(|st| st.resync_blocks_sent * 4096))?;
     counters(e, "clusterd_resource_resync_received_bytes", "Resync data received from the peer (this node was SyncTarget)", &stat(|st| st.resync_blocks_received * 4096))?;
+    counters(e, "clusterd_resource_resync_csum_equal_bytes", "Resync data found equal on both disks by digest (syncer.csums-alg) and not sent", &stat(|st| st.resync_csum_equal_bytes))?;
     gauges(e, "clusterd_resource_app_write_in_flight_bytes", "Bytes of application writes not yet completed (queued ones included)", &up.iter().filter_map(|r| snap(r).map(|x| (own(r), x.in_flight.app_write_bytes))).collect::<Vec<_>>())?;
     gauges(e, "clusterd_resource_held_acknowledgements", "Write acknowledgements held while I/O is suspended", &up.iter().filter_map(|r| snap(r).map(|x| (own(r), x.held_acks as u64))).collect::<Vec<_>>())?;
     gauges(e, "clusterd_resource_split_brain", "Boolean whether the resource is flagged split brain now (StandAlone until resolved by hand)", &up.iter().filter_map(|r| snap(r).map(|x| (own(r), i64::from(x.split_brain)))).collect::<Vec<_>>())?;

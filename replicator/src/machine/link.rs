@@ -500,10 +500,12 @@ impl Node {
                 last_refill_ms: self.now_ms,
                 finishing: false,
                 stable: false,
+                csums: self.csum_plan(),
             });
             let token = self.token(super::node::Purpose::ResyncFlush { conn });
             self.out.push(Action::DiskFlush { token });
-            self.log(false, format!("{}: resync started as SyncSource, {} KiB to sync", self.p.resource, self.bitmap.count() * 4));
+            let how = self.resync.as_ref().and_then(|r| r.csums.as_ref()).map_or(String::new(), |c| format!(", comparing {} digests first", c.alg));
+            self.log(false, format!("{}: resync started as SyncSource, {} KiB to sync{how}", self.p.resource, self.bitmap.count() * 4));
         } else if self.repl == ReplState::SyncTarget {
             self.out.push(Action::RunHandler("before-resync-target"));
         }
@@ -556,6 +558,9 @@ impl Node {
             Frame::FlushAck { seq, ok } => self.on_flush_ack(seq, ok),
             Frame::RsData { offset, data } => self.on_rs_data(conn, offset, data),
             Frame::RsAck { offset, len, ok } => self.on_rs_ack(offset, u64::from(len), ok),
+            Frame::CsumRequest { offset, len, alg } => self.on_csum_request(conn, offset, u64::from(len), alg),
+            Frame::CsumReply { offset, digests, .. } => self.on_csum_reply(conn, offset, digests),
+            Frame::RsInSync { offset, len } => self.on_rs_in_sync(conn, offset, u64::from(len)),
             Frame::ReadRequest { seq, offset, len } => self.on_peer_read(conn, seq, offset, u64::from(len)),
             Frame::ReadReply { seq, ok, data } => self.on_read_reply(seq, ok, data),
             Frame::Uuids(u) => self.on_peer_uuids_up(u),
@@ -680,6 +685,7 @@ impl Node {
         self.peer_lost_for_inflight();
         self.pr_peer_lost();
         self.resize_link_lost();
+        self.csum_target = None;
         self.changed();
     }
 }
@@ -694,36 +700,5 @@ fn policies_compatible(a: &Policies, b: &Policies) -> bool {
 }
 
 pub(crate) fn frame_name(f: &Frame) -> &'static str {
-    match f {
-        Frame::Hello { .. } => "Hello",
-        Frame::AuthChallenge { .. } => "AuthChallenge",
-        Frame::AuthResponse { .. } => "AuthResponse",
-        Frame::Params(_) => "Params",
-        Frame::Uuids(_) => "Uuids",
-        Frame::State { .. } => "State",
-        Frame::BitmapChunk { .. } => "BitmapChunk",
-        Frame::SyncUuid { .. } => "SyncUuid",
-        Frame::ResyncFinished => "ResyncFinished",
-        Frame::Data { .. } => "Data",
-        Frame::WriteAck { .. } => "WriteAck",
-        Frame::NegAck { .. } => "NegAck",
-        Frame::Flush { .. } => "Flush",
-        Frame::FlushAck { .. } => "FlushAck",
-        Frame::RsData { .. } => "RsData",
-        Frame::RsAck { .. } => "RsAck",
-        Frame::ReadRequest { .. } => "ReadRequest",
-        Frame::ReadReply { .. } => "ReadReply",
-        Frame::VerifyRequest { .. } => "VerifyRequest",
-        Frame::VerifyReply { .. } => "VerifyReply",
-        Frame::OutOfSync { .. } => "OutOfSync",
-        Frame::Ping { .. } => "Ping",
-        Frame::PingAck { .. } => "PingAck",
-        Frame::Outdate => "Outdate",
-        Frame::OutdateAck { .. } => "OutdateAck",
-        Frame::Abort { .. } => "Abort",
-        Frame::PrState { .. } => "PrState",
-        Frame::PrAck { .. } => "PrAck",
-        Frame::ResizeRequest { .. } => "ResizeRequest",
-        Frame::ResizeReply { .. } => "ResizeReply",
-    }
+    f.kind_name()
 }

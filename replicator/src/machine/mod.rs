@@ -15,6 +15,7 @@ mod link;
 mod pr;
 mod resize;
 mod resync;
+pub mod csums;
 mod new_uuid;
 pub mod split_brain;
 mod verify;
@@ -22,6 +23,7 @@ mod repair;
 mod options;
 
 pub use verify::verify_digest;
+pub use csums::{CsumAlg, CsumsOptions};
 pub use options::LiveOptions;
 
 pub use snapshot::VerifyOutcome;

@@ -78,6 +78,8 @@ pub struct NodeParams {
     pub verify_rate: Option<u64>,
     pub timing: Timing,
     pub verify_alg: String,
+    /// `csums-alg` / `csums-for`: which resyncs compare digests before moving data (`csums.rs`).
+    pub csums: super::csums::CsumsOptions,
     /// `on-io-error detach`: a local disk error drops the disk (see `detach.rs`); otherwise the
     /// failed request fails upward and its blocks are marked for resync.
     pub detach_on_io_error: bool,
@@ -199,6 +201,11 @@ pub(crate) enum Purpose {
     ResyncFlush { conn: u64 },
     VerifyLocal { offset: u64 },
     PeerVerifyRead { conn: u64, offset: u64, len: u64 },
+    /// Checksum-based resync (`csums.rs`): the source's read of a range, the target's read to
+    /// digest it, the target's flush before its first digest.
+    CsumLocal { conn: u64, offset: u64 },
+    CsumPeerRead { conn: u64, offset: u64, len: u64, alg: u8 },
+    CsumTargetFlush { conn: u64 },
 }
 
 impl Purpose {
@@ -212,7 +219,8 @@ impl Purpose {
             Purpose::PeerFlush { .. } => "flush for the peer",
             Purpose::PeerRead { .. } => "read for the peer",
             Purpose::ResyncWrite { .. } => "resync write",
-            Purpose::ResyncRead { .. } => "resync read",
+            Purpose::ResyncRead { .. } | Purpose::CsumLocal { .. } | Purpose::CsumPeerRead { .. } => "resync read",
+            Purpose::CsumTargetFlush { .. } => "resync flush",
             Purpose::ResyncFlush { .. } => "resync flush",
             Purpose::VerifyLocal { .. } | Purpose::PeerVerifyRead { .. } => "verify read",
         }
@@ -290,6 +298,8 @@ pub(crate) struct Resync {
     /// The source's own disk was flushed after the handshake: nothing is sent before (see
     /// `resync.rs`).
     pub stable: bool,
+    /// Digests are compared before data moves (`csums.rs`).
+    pub csums: Option<super::csums::CsumSource>,
 }
 
 /// The state machine for one resource on one node.
@@ -332,6 +342,7 @@ pub struct Node {
     pub(crate) next_seq: u64,
     pub(crate) resync: Option<Resync>,
     pub(crate) target_progress: Option<SyncProgress>,
+    pub(crate) csum_target: Option<super::csums::CsumTarget>,
     pub(crate) stats: Stats,
     pub(crate) now_ms: u64,
     pub(crate) rng: u64,
@@ -411,6 +422,7 @@ impl Node {
             next_seq: 1,
             resync: None,
             target_progress: None,
+            csum_target: None,
             stats: Stats::default(),
             now_ms: 0,
             rng: seed | 1,
@@ -660,6 +672,9 @@ impl Node {
             Purpose::ResyncFlush { conn } => self.resync_flush_done(conn, result.map(|_| ())),
             Purpose::VerifyLocal { offset } => self.verify_local_done(offset, result),
             Purpose::PeerVerifyRead { conn, offset, len } => self.peer_verify_read_done(conn, offset, len, result),
+            Purpose::CsumLocal { conn, offset } => self.csum_local_done(conn, offset, result),
+            Purpose::CsumPeerRead { conn, offset, len, alg } => self.csum_peer_read_done(conn, offset, len, alg, result),
+            Purpose::CsumTargetFlush { conn } => self.csum_target_flush_done(conn, result.map(|_| ())),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Options a running resource takes without a restart (`haadm adjust`): the resync rate, the link
-//! timers, the split-brain policies, peer authentication, verify-alg and the fencing flags. The rate
+//! timers, the split-brain policies, peer authentication, verify-alg, csums-alg and the fencing flags. The rate
 //! and the timers count from the next tick; what the handshake exchanges (policies, verify-alg, the
 //! secret) is used from the next connection, so an established link is never renegotiated under I/O.
 
@@ -19,6 +19,8 @@ pub struct LiveOptions {
     pub verify_rate: Option<u64>,
     pub timing: Timing,
     pub verify_alg: String,
+    /// Taken by the next resync this node runs as SyncSource (a running one keeps its choice).
+    pub csums: super::csums::CsumsOptions,
 }
 
 impl Node {
@@ -32,6 +34,7 @@ impl Node {
         self.p.verify_rate = o.verify_rate;
         self.p.timing = o.timing;
         self.p.verify_alg = o.verify_alg;
+        self.p.csums = o.csums;
         if before != (self.p.resync_rate, self.p.timing) {
             let rate = self.p.resync_rate.map_or("unlimited".to_string(), |r| format!("{} KiB/s", r / 1024));
             self.log(false, format!("{}: options adjusted (resync rate {rate})", self.p.resource));
@@ -51,6 +54,7 @@ impl Node {
             verify_rate: self.p.verify_rate,
             timing: self.p.timing,
             verify_alg: self.p.verify_alg.clone(),
+            csums: self.p.csums,
         }
     }
 }

@@ -229,6 +229,7 @@ mod tests {
             verify_rate: None,
             timing: Timing::default(),
             verify_alg: "sha1".into(),
+            csums: Default::default(),
             detach_on_io_error: false,
             protocols: crate::wire::frame::PROTOCOLS,
         };

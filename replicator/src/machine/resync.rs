@@ -53,6 +53,8 @@ impl Node {
             rs.budget_bytes = (rs.budget_bytes + r as f64 * elapsed).min(cap);
             rs.last_refill_ms = now;
         }
+        // Checksum requests are charged only for the data that then differs (`csums.rs`).
+        let csums = self.csums_now();
         let mut wrapped = false;
         let mut issued = Vec::new();
         // Bounded: every iteration either issues a request, skips past a busy block, or stops.
@@ -86,19 +88,23 @@ impl Node {
                 }
                 continue;
             }
-            if rate.is_some() && rs.budget_bytes < len as f64 {
+            if rate.is_some() && rs.budget_bytes < if csums { 0.0 } else { len as f64 } {
                 break;
             }
             if let Some(rs) = self.resync.as_mut() {
                 rs.cursor = b + n;
                 rs.inflight.insert(offset, len);
-                if rate.is_some() {
+                if rate.is_some() && !csums {
                     rs.budget_bytes -= len as f64;
                 }
             }
             issued.push((offset, len));
         }
         for (offset, len) in issued {
+            if csums {
+                self.issue_csum_chunk(conn, offset, len);
+                continue;
+            }
             let token = self.token(Purpose::ResyncRead { conn, offset });
             self.out.push(Action::DiskRead { token, offset, len });
         }
@@ -215,6 +221,7 @@ impl Node {
                 self.persist_flags((self.persisted.flags | flags::CONSISTENT | flags::WAS_UP_TO_DATE) & !flags::OUTDATED);
                 self.repl = ReplState::Established;
                 self.target_progress = None;
+                self.csum_target = None;
                 self.send(conn, Frame::ResyncFinished);
                 self.out.push(Action::RunHandler("after-resync-target"));
                 self.log(false, format!("{}: resync finished, this disk is UpToDate", self.p.resource));
@@ -227,11 +234,13 @@ impl Node {
                 self.peer_disk = DiskState::UpToDate;
                 self.resync = None;
                 let secs = self.now_ms.saturating_sub(started) as f64 / 1000.0;
+                let equal = self.stats.resync_csum_equal_bytes;
                 self.log(false, format!(
-                    "{}: resync done: {} KiB in {secs:.1} s ({:.1} MiB/s)",
+                    "{}: resync done: {} KiB in {secs:.1} s ({:.1} MiB/s){}",
                     self.p.resource,
                     total * 4,
-                    if secs > 0.0 { total as f64 * 4.0 / 1024.0 / secs } else { 0.0 }
+                    if secs > 0.0 { total as f64 * 4.0 / 1024.0 / secs } else { 0.0 },
+                    if equal > 0 { format!(", {} KiB found equal by digest since start", equal / 1024) } else { String::new() }
                 ));
                 self.changed();
                 self.start_waiting_writes();

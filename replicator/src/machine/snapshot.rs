@@ -17,6 +17,9 @@ pub struct Stats {
     pub resync_blocks_received: u64,
     /// Split brains detected on this node (resolved by a policy or not), since the resource came up.
     pub split_brains: u64,
+    /// Resync bytes found equal on both disks by their digests (`csums-alg`) and so not sent (counted
+    /// on both sides).
+    pub resync_csum_equal_bytes: u64,
 }
 
 /// Requests in flight at the moment of a snapshot (drbd-reactor's upperpending / lowerpending /

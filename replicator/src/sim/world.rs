@@ -247,6 +247,7 @@ pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
         verify_rate: None,
         timing: Timing { ping_int_ms: 300, ping_timeout_ms: 300, timeout_ms: 400, ko_count: 3, connect_int_ms: 100 },
         verify_alg: "sha1".into(),
+        csums: Default::default(),
         detach_on_io_error: false,
         protocols: crate::wire::frame::PROTOCOLS,
     }

@@ -44,15 +44,20 @@
 //! | 28 | PrAck | seq u64, ok bool (protocol 2) |
 //! | 29 | ResizeRequest | size u64, explicit bool, assume_clean bool (protocol 3) |
 //! | 30 | ResizeReply | ok bool, size u64, capacity u64, reason str (protocol 3) |
+//! | 31 | CsumRequest | offset u64, len u32, alg u8 (protocol 4) |
+//! | 32 | CsumReply | offset u64, len u32, digests (rest, at most [`MAX_CSUM_DIGESTS`] bytes; protocol 4) |
+//! | 33 | RsInSync | offset u64, len u32 (protocol 4) |
 //!
 //! Protocol versions: 1 is the first release; 2 adds PrState/PrAck (persistent-reservation state
 //! replicated with the resource); 3 adds ResizeRequest/ResizeReply (online resize) and lets the
-//! handshake's sizes differ (the smaller side adopts the larger one: a resize cut short). A frame of a later version is only sent once the handshake agreed on
+//! handshake's sizes differ (the smaller side adopts the larger one: a resize cut short); 4 adds
+//! CsumRequest/CsumReply/RsInSync (checksum-based resync, `machine/csums.rs`). A frame of a later version is only sent once the handshake agreed on
 //! it ([`PROTOCOL_VERSION_MAX`] of both sides), so an older peer never sees a kind it does not know.
 //!
 //! Every payload must be consumed exactly: bytes left over after the last field are an error, so two
 //! implementations that disagree about a layout fail loudly instead of misreading fields.
 
+use super::fields::{put_bool, put_str, FieldReader};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// "HARP" read as a little-endian u32: rejects a connection from something that is not our peer at once.
@@ -61,7 +66,7 @@ pub const HEADER_LEN: usize = 12;
 /// Largest payload: a 4 MiB write plus room for its fixed fields.
 pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024 + 4096;
 pub const PROTOCOL_VERSION_MIN: u32 = 1;
-pub const PROTOCOL_VERSION_MAX: u32 = 3;
+pub const PROTOCOL_VERSION_MAX: u32 = 4;
 /// The replication protocol versions this release speaks, offered in Hello.
 pub const PROTOCOLS: crate::wire::version::VersionRange =
     crate::wire::version::VersionRange::new(PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
@@ -69,6 +74,11 @@ pub const PROTOCOLS: crate::wire::version::VersionRange =
 pub const PROTOCOL_PR: u32 = 2;
 /// First protocol version with ResizeRequest/ResizeReply and handshakes of different sizes.
 pub const PROTOCOL_RESIZE: u32 = 3;
+/// First protocol version with CsumRequest/CsumReply/RsInSync (checksum-based resync).
+pub const PROTOCOL_CSUMS: u32 = 4;
+/// Largest digest list in a CsumReply: one digest of at most [`MAX_DIGEST`] bytes per 4 KiB block of
+/// a 1 MiB resync request.
+pub const MAX_CSUM_DIGESTS: usize = 256 * MAX_DIGEST;
 /// Largest persistent-reservation state a PrState frame carries.
 pub const MAX_PR_STATE: usize = 64 * 1024;
 /// Data flag: force unit access (stable on the peer's disk before its ack).
@@ -129,7 +139,10 @@ mod kind {
     pub const PR_ACK: u16 = 28;
     pub const RESIZE_REQUEST: u16 = 29;
     pub const RESIZE_REPLY: u16 = 30;
-    pub const MAX: u16 = RESIZE_REPLY;
+    pub const CSUM_REQUEST: u16 = 31;
+    pub const CSUM_REPLY: u16 = 32;
+    pub const RS_IN_SYNC: u16 = 33;
+    pub const MAX: u16 = RS_IN_SYNC;
 }
 
 /// Names indexed by `code - 1`, for errors and logs.
@@ -137,7 +150,7 @@ const KIND_NAMES: [&str; kind::MAX as usize] = [
     "Hello", "AuthChallenge", "AuthResponse", "Params", "Uuids", "State", "BitmapChunk", "SyncUuid",
     "ResyncFinished", "Data", "WriteAck", "NegAck", "Flush", "FlushAck", "RsData", "RsAck", "ReadRequest",
     "ReadReply", "VerifyRequest", "VerifyReply", "OutOfSync", "Ping", "PingAck", "Outdate", "OutdateAck", "Abort",
-    "PrState", "PrAck", "ResizeRequest", "ResizeReply",
+    "PrState", "PrAck", "ResizeRequest", "ResizeReply", "CsumRequest", "CsumReply", "RsInSync",
 ];
 
 /// Connection parameters both sides must agree on (DRBD's `P_PROTOCOL` + `P_SIZES` + verify-alg).
@@ -204,6 +217,13 @@ pub enum Frame {
     // size it now has or why not, and its backing device's capacity either way.
     ResizeRequest { size: u64, explicit: bool, assume_clean: bool },
     ResizeReply { ok: bool, size: u64, capacity: u64, reason: String },
+    // checksum-based resync (protocol 4): the SyncSource asks the SyncTarget for a digest (`alg`, see
+    // `machine::csums::CsumAlg`) of each 4 KiB block of a range, the target answers with them
+    // concatenated (empty: it could not), and the source sends only the differing blocks as RsData and
+    // declares the rest in sync.
+    CsumRequest { offset: u64, len: u32, alg: u8 },
+    CsumReply { offset: u64, len: u32, digests: Bytes },
+    RsInSync { offset: u64, len: u32 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +288,9 @@ impl Frame {
             Frame::PrAck { .. } => PR_ACK,
             Frame::ResizeRequest { .. } => RESIZE_REQUEST,
             Frame::ResizeReply { .. } => RESIZE_REPLY,
+            Frame::CsumRequest { .. } => CSUM_REQUEST,
+            Frame::CsumReply { .. } => CSUM_REPLY,
+            Frame::RsInSync { .. } => RS_IN_SYNC,
         }
     }
 
@@ -279,7 +302,7 @@ impl Frame {
 
 // ---- validation shared by the encoder and the decoder ------------------------------------------------
 
-fn bad_length(kind: &'static str, detail: String) -> WireError {
+pub(crate) fn bad_length(kind: &'static str, detail: String) -> WireError {
     WireError::BadLength { kind, detail }
 }
 
@@ -300,6 +323,13 @@ fn check_sectors(kind: &'static str, len: usize) -> Result<(), WireError> {
 fn check_digest(kind: &'static str, len: usize) -> Result<(), WireError> {
     if len > MAX_DIGEST {
         return Err(bad_length(kind, format!("digest of {len} bytes, at most {MAX_DIGEST}")));
+    }
+    Ok(())
+}
+
+fn check_csum_digests(kind: &'static str, len: usize) -> Result<(), WireError> {
+    if len > MAX_CSUM_DIGESTS {
+        return Err(bad_length(kind, format!("digest list of {len} bytes, at most {MAX_CSUM_DIGESTS}")));
     }
     Ok(())
 }
@@ -329,28 +359,12 @@ fn check_encodable(frame: &Frame) -> Result<(), WireError> {
         Frame::ReadReply { ok, data, .. } => check_read_reply(kind, *ok, data.len()),
         Frame::VerifyReply { digest, .. } => check_digest(kind, digest.len()),
         Frame::PrState { blob, .. } => check_pr_state(kind, blob.len()),
+        Frame::CsumReply { digests, .. } => check_csum_digests(kind, digests.len()),
         _ => Ok(()),
     }
 }
 
 // ---- encoding --------------------------------------------------------------------------------------
-
-/// Writes a string field. Strings longer than [`MAX_STR`] (an over-long abort reason, say) are cut at a
-/// character boundary rather than refused: the text is informational and the cut keeps it valid UTF-8.
-fn put_str(out: &mut BytesMut, s: &str) {
-    let mut n = s.len().min(MAX_STR);
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    let cut = s.get(..n).unwrap_or_default();
-    // `n <= MAX_STR` so it fits a u16.
-    out.put_u16_le(n as u16);
-    out.put_slice(cut.as_bytes());
-}
-
-fn put_bool(out: &mut BytesMut, b: bool) {
-    out.put_u8(u8::from(b));
-}
 
 fn put_payload(frame: &Frame, out: &mut BytesMut) {
     match frame {
@@ -421,11 +435,16 @@ fn put_payload(frame: &Frame, out: &mut BytesMut) {
             put_bool(out, *ok);
             out.put_slice(data);
         }
-        Frame::VerifyRequest { offset, len } | Frame::OutOfSync { offset, len } => {
+        Frame::VerifyRequest { offset, len } | Frame::OutOfSync { offset, len } | Frame::RsInSync { offset, len } => {
             out.put_u64_le(*offset);
             out.put_u32_le(*len);
         }
-        Frame::VerifyReply { offset, len, digest } => {
+        Frame::CsumRequest { offset, len, alg } => {
+            out.put_u64_le(*offset);
+            out.put_u32_le(*len);
+            out.put_u8(*alg);
+        }
+        Frame::VerifyReply { offset, len, digest } | Frame::CsumReply { offset, len, digests: digest } => {
             out.put_u64_le(*offset);
             out.put_u32_le(*len);
             out.put_slice(digest);
@@ -545,81 +564,6 @@ pub fn encode_split(frame: &Frame, out: &mut BytesMut) -> Option<Bytes> {
 
 // ---- decoding --------------------------------------------------------------------------------------
 
-/// Reads fields off a payload; every read checks the remaining length first.
-struct FieldReader {
-    rest: Bytes,
-    total: usize,
-    kind: &'static str,
-}
-
-impl FieldReader {
-    fn new(payload: Bytes, kind: &'static str) -> Self {
-        FieldReader { total: payload.len(), rest: payload, kind }
-    }
-    fn need(&self, n: usize) -> Result<(), WireError> {
-        if self.rest.len() < n {
-            let consumed = self.total - self.rest.len();
-            return Err(WireError::Truncated { kind: self.kind, need: consumed.saturating_add(n), have: self.total });
-        }
-        Ok(())
-    }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        self.need(1)?;
-        Ok(self.rest.get_u8())
-    }
-    fn u16(&mut self) -> Result<u16, WireError> {
-        self.need(2)?;
-        Ok(self.rest.get_u16_le())
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        self.need(4)?;
-        Ok(self.rest.get_u32_le())
-    }
-    fn u64(&mut self) -> Result<u64, WireError> {
-        self.need(8)?;
-        Ok(self.rest.get_u64_le())
-    }
-    fn bool(&mut self) -> Result<bool, WireError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            v => Err(bad_length(self.kind, format!("boolean byte is {v}, must be 0 or 1"))),
-        }
-    }
-    fn str(&mut self) -> Result<String, WireError> {
-        let n = usize::from(self.u16()?);
-        if n > MAX_STR {
-            return Err(WireError::BadString { kind: self.kind });
-        }
-        self.need(n)?;
-        let raw = self.rest.split_to(n);
-        std::str::from_utf8(&raw).map(str::to_owned).map_err(|_| WireError::BadString { kind: self.kind })
-    }
-    /// The remainder of the payload, zero-copy.
-    fn rest(&mut self) -> Bytes {
-        std::mem::take(&mut self.rest)
-    }
-    fn words(&mut self) -> Result<Vec<u64>, WireError> {
-        let n = self.rest.len();
-        if !n.is_multiple_of(8) {
-            return Err(bad_length(self.kind, format!("{n} bytes of bitmap words is not a multiple of 8")));
-        }
-        // Capacity comes from the payload we already hold, which the header check capped.
-        let mut words = Vec::with_capacity(n / 8);
-        while self.rest.has_remaining() {
-            words.push(self.u64()?);
-        }
-        Ok(words)
-    }
-    fn finish(self) -> Result<(), WireError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(WireError::TrailingBytes { kind: self.kind, extra: self.rest.len() })
-        }
-    }
-}
-
 fn parse_payload(code: u16, payload: Bytes) -> Result<Frame, WireError> {
     use kind::*;
     let name = kind_name(code);
@@ -706,6 +650,14 @@ fn parse_payload(code: u16, payload: Bytes) -> Result<Frame, WireError> {
         PR_ACK => Frame::PrAck { seq: r.u64()?, ok: r.bool()? },
         RESIZE_REQUEST => Frame::ResizeRequest { size: r.u64()?, explicit: r.bool()?, assume_clean: r.bool()? },
         RESIZE_REPLY => Frame::ResizeReply { ok: r.bool()?, size: r.u64()?, capacity: r.u64()?, reason: r.str()? },
+        CSUM_REQUEST => Frame::CsumRequest { offset: r.u64()?, len: r.u32()?, alg: r.u8()? },
+        CSUM_REPLY => {
+            let (offset, len) = (r.u64()?, r.u32()?);
+            let digests = r.rest();
+            check_csum_digests(name, digests.len())?;
+            Frame::CsumReply { offset, len, digests }
+        }
+        RS_IN_SYNC => Frame::RsInSync { offset: r.u64()?, len: r.u32()? },
         other => return Err(WireError::UnknownKind(other)),
     };
     r.finish()?;

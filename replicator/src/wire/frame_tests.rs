@@ -47,6 +47,9 @@ fn samples() -> Vec<Frame> {
         Frame::PrAck { seq: 11, ok: true },
         Frame::ResizeRequest { size: 80 << 20, explicit: false, assume_clean: true },
         Frame::ResizeReply { ok: false, size: 64 << 20, capacity: 64 << 20, reason: "backing device did not grow".into() },
+        Frame::CsumRequest { offset: 1 << 20, len: 1 << 20, alg: 3 },
+        Frame::CsumReply { offset: 1 << 20, len: 8192, digests: Bytes::from(vec![9u8; 40]) },
+        Frame::RsInSync { offset: 1 << 20, len: 4096 },
     ]
 }
 
@@ -254,4 +257,21 @@ fn split_encoding_equals_plain_encoding() {
         }
         assert_eq!(head, whole);
     }
+}
+
+#[test]
+fn csum_digest_list_over_its_cap_is_refused_both_ways() {
+    let full = Frame::CsumReply { offset: 0, len: 1 << 20, digests: Bytes::from(vec![1u8; MAX_CSUM_DIGESTS]) };
+    assert_eq!(parse(&encoded(&full)).unwrap().unwrap().0, full);
+    let big = Frame::CsumReply { offset: 0, len: 1 << 20, digests: Bytes::from(vec![1u8; MAX_CSUM_DIGESTS + 1]) };
+    assert!(try_encode(&big, &mut BytesMut::new()).is_err());
+    let mut raw = BytesMut::new();
+    put_header(kind::CSUM_REPLY, 12 + MAX_CSUM_DIGESTS + 1, &mut raw);
+    raw.put_u64_le(0);
+    raw.put_u32_le(1 << 20);
+    raw.put_slice(&vec![0u8; MAX_CSUM_DIGESTS + 1]);
+    assert!(matches!(parse(&raw), Err(WireError::BadLength { .. })));
+    // "Could not digest": an empty list is valid.
+    let empty = Frame::CsumReply { offset: 0, len: 4096, digests: Bytes::new() };
+    assert_eq!(parse(&encoded(&empty)).unwrap().unwrap().0, empty);
 }

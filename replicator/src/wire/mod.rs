@@ -7,5 +7,6 @@
 
 pub mod auth;
 pub mod codec;
+mod fields;
 pub mod frame;
 pub mod version;
