@@ -140,6 +140,7 @@ pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) 
         peer_protocol_min: s.peer_protocols.map_or(0, |r| r.min),
         peer_protocol_max: s.peer_protocols.map_or(0, |r| r.max),
         agreed_protocol: s.agreed_protocol.unwrap_or(0),
+        detached: s.detached.map(|c| c.to_string()).unwrap_or_default(),
     }
 }
 

@@ -161,6 +161,25 @@ impl Resources {
         }
     }
 
+    /// `attach` (issue 15): a resource whose disk is detached is taken down and brought up again
+    /// from the configuration — the same disk (its bitmap resync: only what the peer wrote meanwhile)
+    /// or a replaced one with fresh metadata (a full sync) — and connects; the handshake makes it the
+    /// SyncTarget. Only on a Secondary: a Primary would serve from a disk being resynced.
+    pub async fn attach(&self, name: &str) -> Result<String, String> {
+        let v = self.volume(name).await.map_err(|e| format!("{e}; `haadm up {name}` attaches its disk and connects"))?;
+        let s = v.current().await;
+        if s.disk != replicator::machine::state::DiskState::Diskless {
+            return Err(format!("{name}: already attached (disk {})", s.disk));
+        }
+        if s.role == replicator::machine::state::Role::Primary {
+            return Err(format!("{name}: attach needs this node Secondary: move the group first with `haadm standby` (or `haadm secondary {name}`)"));
+        }
+        self.down(name).await?;
+        self.up(name).await?;
+        let s = self.volume(name).await?.current().await;
+        Ok(format!("{name}: attached (disk {}); connecting: the peer resyncs what changed meanwhile (`haadm wait-sync {name}`)", s.disk))
+    }
+
     pub async fn verb(&self, name: &str, verb: Verb) -> Result<String, String> {
         let v = self.volume(name).await?;
         v.verb(verb).await

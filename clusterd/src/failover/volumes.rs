@@ -81,6 +81,7 @@ mod tests {
             peer_protocols: None,
             agreed_protocol: None,
             size: 64 << 20,
+            detached: None,
         }
     }
 

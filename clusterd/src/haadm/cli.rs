@@ -106,6 +106,13 @@ pub enum Command {
     /// (zeroed or thin) disks: connected, both Inconsistent, before any sync — run it on the node
     /// that will be Primary.
     NewCurrentUuid(NewCurrentUuidArgs),
+    // issue 15 detach
+    /// Drop the local disk (Diskless, its files closed, e.g. to replace it); a Secondary stays
+    /// connected and the Primary records what changes; a Primary serves through an UpToDate peer.
+    Detach(ResourceArg),
+    /// Re-open a detached disk from ha.yaml (the same one, or a replaced one after `create-md`) and
+    /// reconnect: the peer resyncs what changed, or everything onto a fresh disk. Secondary only.
+    Attach(ResourceArg),
 }
 
 /// `adjust [--dry-run] [RES|all]` (issue 15).

@@ -75,4 +75,6 @@ pub struct Snapshot {
     pub agreed_protocol: Option<u32>,
     /// Usable size of the volume in bytes (changes with `resize`).
     pub size: u64,
+    /// Why the disk is Diskless: `detach` on request or `on-io-error detach` (None: not detached).
+    pub detached: Option<super::detach::DetachCause>,
 }
