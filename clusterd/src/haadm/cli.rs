@@ -474,6 +474,13 @@ mod tests {
 
     // issue 15
     #[test]
+    fn detach_and_attach_parse() {
+        assert!(matches!(parse(&["haadm", "detach", "r0"]).command, Command::Detach(ResourceArg { resource }) if resource == "r0"));
+        assert!(matches!(parse(&["haadm", "attach", "all"]).command, Command::Attach(ResourceArg { resource }) if resource == "all"));
+        assert!(Cli::try_parse_from(["haadm", "attach"]).is_err(), "a resource is required");
+    }
+
+    #[test]
     fn split_brain_wait_connect_and_new_current_uuid_parse() {
         match parse(&["haadm", "split-brain", "r0", "--keep", "node2", "--save-victim", "v.img"]).command {
             Command::SplitBrain(a) => assert_eq!(

@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 const TICK: Duration = Duration::from_millis(20);
 
+/// Where a verb's answer goes.
+type VerbReply = oneshot::Sender<Result<String, String>>;
+
 struct Actor {
     node: Node,
     /// The metadata and the data device, for small writes done inline (see [`Actor::execute`]);
@@ -33,7 +36,7 @@ struct Actor {
     /// A requested detach waits for in-flight disk requests before closing the files; its caller
     /// gets the answer then.
     releasing: bool,
-    detach_reply: Option<(oneshot::Sender<Result<String, String>>, Result<String, String>)>,
+    detach_reply: Option<(VerbReply, Result<String, String>)>,
     /// Completions of inline writes, stepped after the action list that issued them.
     inline_done: Vec<Input>,
     transport: Option<UnboundedSender<TransportCmd>>,
