@@ -9,7 +9,8 @@
 //! - Disk replacement: `detach`, the data and metadata files deleted and recreated empty,
 //!   `create-md` (accepted on the detached resource), `attach`: a full sync, identical files.
 //! - Primary: `detach` with an UpToDate peer while writing: no initiator error, reads served (through
-//!   the peer), node1's files closed; `attach` on the Diskless Primary is refused with the reason.
+//!   the peer), node1's files closed; `attach` on the Diskless Primary is refused with the reason;
+//!   demoted, it attaches and gets a full sync (the peer marked everything).
 //! - Wrong use: detach twice, attach of an attached disk, unknown resource (exit 1, message), clusterd
 //!   not running (exit 3).
 
@@ -239,5 +240,19 @@ fn a_primary_detaches_and_serves_through_its_uptodate_peer() -> Result<()> {
     let after = log.acked.iter().filter(|a| a.at > detached_at).count();
     ensure!(after >= 300, "only {after} writes after the detach");
     verify_file(&c.path("node2-data.img"), &log.latest_acked())?.ensure_ok("node2 (the peer serving)")?;
+
+    // Repair: stop serving, demote, attach: the old disk is Outdated, the peer started a generation
+    // with every block marked, so it gets a full sync.
+    c.haadm_ok(0, &["target", "stop"])?;
+    c.haadm_ok(0, &["secondary", "r0"])?;
+    c.haadm_ok(0, &["attach", "r0"])?;
+    c.wait_r0(0, "full sync of the old Primary", Duration::from_secs(90), in_sync)?;
+    let full = u64_at(&c.status(0).map(|s| ha_tests::resource(&s, "r0").unwrap_or_default())?, &["stats", "resync_blocks_received"]);
+    ensure!(full == SIZE / 4096, "the disk of a detached Primary only returns through a full sync: {full} blocks");
+    let (a, b) = (sha1_file(&c.path("node1-data.img"))?, sha1_file(&c.path("node2-data.img"))?);
+    ensure!(a == b, "backing files differ after the repair: {a} vs {b}");
+    // A resource that is down: `up` is the verb.
+    c.haadm_ok(0, &["down", "r0"])?;
+    c.haadm_fails(0, &["attach", "r0"], 1, "is down: `haadm up r0`")?;
     Ok(())
 }

@@ -166,7 +166,9 @@ impl Resources {
     /// or a replaced one with fresh metadata (a full sync) — and connects; the handshake makes it the
     /// SyncTarget. Only on a Secondary: a Primary would serve from a disk being resynced.
     pub async fn attach(&self, name: &str) -> Result<String, String> {
-        let v = self.volume(name).await.map_err(|e| format!("{e}; `haadm up {name}` attaches its disk and connects"))?;
+        let v = self.volume(name).await.map_err(|e| {
+            if e.starts_with("no resource") { e } else { format!("{name} is down: `haadm up {name}` attaches its disk and connects") }
+        })?;
         let s = v.current().await;
         if s.disk != replicator::machine::state::DiskState::Diskless {
             return Err(format!("{name}: already attached (disk {})", s.disk));
