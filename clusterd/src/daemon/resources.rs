@@ -177,7 +177,18 @@ impl Resources {
             return Err(format!("{name}: attach needs this node Secondary: move the group first with `haadm standby` (or `haadm secondary {name}`)"));
         }
         self.down(name).await?;
-        self.up(name).await?;
+        // The old engine's transport task lets go of the replication address when it sees its
+        // cancellation, a moment after `down` returned: retry a bind refused meanwhile (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match self.up(name).await {
+                Ok(_) => break,
+                Err(e) if e.contains("Address already in use") && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let s = self.volume(name).await?.current().await;
         Ok(format!("{name}: attached (disk {}); connecting: the peer resyncs what changed meanwhile (`haadm wait-sync {name}`)", s.disk))
     }
