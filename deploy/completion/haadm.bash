@@ -19,6 +19,9 @@ _haadm() {
             haadm,adjust)
                 cmd="haadm__subcmd__adjust"
                 ;;
+            haadm,attach)
+                cmd="haadm__subcmd__attach"
+                ;;
             haadm,completion)
                 cmd="haadm__subcmd__completion"
                 ;;
@@ -27,6 +30,9 @@ _haadm() {
                 ;;
             haadm,create-md)
                 cmd="haadm__subcmd__create__subcmd__md"
+                ;;
+            haadm,detach)
+                cmd="haadm__subcmd__detach"
                 ;;
             haadm,disconnect)
                 cmd="haadm__subcmd__disconnect"
@@ -109,6 +115,9 @@ _haadm() {
             haadm__subcmd__help,adjust)
                 cmd="haadm__subcmd__help__subcmd__adjust"
                 ;;
+            haadm__subcmd__help,attach)
+                cmd="haadm__subcmd__help__subcmd__attach"
+                ;;
             haadm__subcmd__help,completion)
                 cmd="haadm__subcmd__help__subcmd__completion"
                 ;;
@@ -117,6 +126,9 @@ _haadm() {
                 ;;
             haadm__subcmd__help,create-md)
                 cmd="haadm__subcmd__help__subcmd__create__subcmd__md"
+                ;;
+            haadm__subcmd__help,detach)
+                cmd="haadm__subcmd__help__subcmd__detach"
                 ;;
             haadm__subcmd__help,disconnect)
                 cmd="haadm__subcmd__help__subcmd__disconnect"
@@ -245,7 +257,7 @@ _haadm() {
 
     case "${cmd}" in
         haadm)
-            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion adjust dump version split-brain wait-connect new-current-uuid help"
+            opts="-h -V --config --node --socket --help --version up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion adjust dump version split-brain wait-connect new-current-uuid detach attach help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -272,6 +284,32 @@ _haadm() {
             ;;
         haadm__subcmd__adjust)
             opts="-n -h --dry-run --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__attach)
+            opts="-h --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -350,6 +388,32 @@ _haadm() {
             ;;
         haadm__subcmd__create__subcmd__md)
             opts="-h --force --config --node --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__detach)
+            opts="-h --config --node --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -505,7 +569,7 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help)
-            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion adjust dump version split-brain wait-connect new-current-uuid help"
+            opts="up down primary secondary connect disconnect invalidate invalidate-remote verify pause-sync resume-sync outdate resume-io status events wait-sync resize standby takeover target create-md dump-md completion adjust dump version split-brain wait-connect new-current-uuid detach attach help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -519,6 +583,20 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__adjust)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__attach)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -561,6 +639,20 @@ _haadm() {
             return 0
             ;;
         haadm__subcmd__help__subcmd__create__subcmd__md)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        haadm__subcmd__help__subcmd__detach)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

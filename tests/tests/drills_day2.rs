@@ -3,7 +3,9 @@
 //! `haadm adjust` raises the resync rate, adds LUN 1 and an ACL entry for a second initiator, then adds
 //! a CHAP account and rotates its secret; `haadm resize` grows the replicated volume by 25 %. The
 //! writing initiator must see nothing but the one UNIT ATTENTION 2A/09 CAPACITY DATA HAS CHANGED, and
-//! every acknowledged write must be on both backing files afterwards.
+//! every acknowledged write must be on both backing files afterwards. Last, `haadm detach` and `haadm
+//! attach` of the Secondary's disk while the writer goes on: no error, only the blocks written meanwhile
+//! resynced.
 //!
 //! The CHAP step runs after the resize: the project's test initiator (the writer and the probe session
 //! that checks 2A/09 and READ CAPACITY) does not speak CHAP, so the probe must log in before the target
@@ -352,7 +354,31 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
     let chap_took = chap_at.elapsed();
     let chap_end = Instant::now();
 
-    // (5) A few more seconds of writing, then stop and check.
+    // (5) detach / attach of the Secondary's disk (issue 15, disk replacement): the writer goes on;
+    // node1 marks what it writes meanwhile and resyncs only that at attach.
+    let detach_at = Instant::now();
+    let out = lab.haadm_ok(1, &["detach", "r0"])?;
+    ensure!(out.contains("detached on request"), "detach output: {out}");
+    lab.wait_status(0, "the peer disk Diskless", Duration::from_secs(10), |s| {
+        let r = r0(s);
+        field(&r, "peer_disk") == "Diskless" && field(&r, "connection") == "Connected"
+    })?;
+    writer.wait_ack_after(Instant::now(), Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let marked = u64_of(&r0(&lab.status(0)?), "out_of_sync_bytes");
+    ensure!(marked > 0, "nothing marked while node2 was detached");
+    let out = lab.haadm_ok(1, &["attach", "r0"])?;
+    ensure!(out.contains("attached"), "attach output: {out}");
+    lab.wait_status(0, "the attached disk resynced", Duration::from_secs(60), |s| {
+        let r = r0(s);
+        field(&r, "connection") == "Connected"
+            && field(&r, "peer_disk") == "UpToDate"
+            && u64_of(&r, "out_of_sync_bytes") == 0
+    })?;
+    let detach_took = detach_at.elapsed();
+    let detach_end = Instant::now();
+
+    // (6) A few more seconds of writing, then stop and check.
     writer.wait_ack_after(Instant::now(), Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_secs(3));
     let log = writer.stop()?;
@@ -381,10 +407,11 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
             other.push(e.message.clone());
         }
     }
-    let (g_adjust, g_resize, g_chap) = (
+    let (g_adjust, g_resize, g_chap, g_detach) = (
         gap(&log, adjust_at, adjust_end),
         gap(&log, resize_at, resize_end),
         gap(&log, chap_at, chap_end),
+        gap(&log, detach_at, detach_end),
     );
     let summary: Vec<(&str, String)> = vec![
         ("adjust (dry-run + both nodes)", format!("{adjust_took:?}")),
@@ -398,6 +425,9 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
         ("4 KiB blocks resynced by the resize", resynced.to_string()),
         ("CHAP add + rotate (two adjusts)", format!("{chap_took:?}")),
         ("longest pause during CHAP steps", format!("{g_chap:?}")),
+        ("detach + attach node2 until resynced", format!("{detach_took:?}")),
+        ("KiB marked while node2 was detached", (marked / 1024).to_string()),
+        ("longest pause during detach/attach", format!("{g_detach:?}")),
         ("writes acknowledged (total)", log.acked.len().to_string()),
         ("writer logins", log.logins.to_string()),
         ("writer UA 2A/09 seen", ua_2a09.to_string()),
@@ -416,7 +446,7 @@ fn drill_e_day2_adjust_and_resize_while_writing() -> Result<()> {
         ("drill time", format!("{:?}", end - t_start)),
     ];
     eprintln!(
-        "+-- drill e: day-2 adjust, resize, CHAP rotation {}",
+        "+-- drill e: day-2 adjust, resize, CHAP rotation, detach/attach {}",
         "-".repeat(12)
     );
     for (k, v) in &summary {

@@ -158,6 +158,7 @@ pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) 
         // issue 18 verify: filled by the control service from its `VerifyBook`.
         last_verify: None,
         next_verify_unix: 0,
+        detached: s.detached.map(|c| c.to_string()).unwrap_or_default(),
     }
 }
 

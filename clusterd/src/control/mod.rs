@@ -47,6 +47,7 @@ impl ControlService {
             let r = match (kind, verb) {
                 ("up", _) => self.resources.up(&n).await,
                 ("down", _) => self.resources.down(&n).await,
+                ("attach", _) => self.resources.attach(&n).await,
                 (_, Some(v)) => self.resources.verb(&n, v).await,
                 _ => Err(format!("{n}: unsupported")),
             };
@@ -338,6 +339,15 @@ impl Control for ControlService {
         let r = req.into_inner();
         let verb = Verb::NewCurrentUuid { clear_bitmap: r.clear_bitmap };
         self.each(&r.resource, Some(verb), if r.clear_bitmap { "new-current-uuid --clear-bitmap" } else { "new-current-uuid" }).await
+    }
+
+    // issue 15 detach
+    async fn detach(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, Some(Verb::Detach), "detach").await
+    }
+
+    async fn attach(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.each(&req.into_inner().resource, None, "attach").await
     }
 
     async fn io_flush(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {

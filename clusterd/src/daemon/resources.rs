@@ -171,6 +171,38 @@ impl Resources {
         }
     }
 
+    /// `attach` (issue 15): a resource whose disk is detached is taken down and brought up again
+    /// from the configuration — the same disk (its bitmap resync: only what the peer wrote meanwhile)
+    /// or a replaced one with fresh metadata (a full sync) — and connects; the handshake makes it the
+    /// SyncTarget. Only on a Secondary: a Primary would serve from a disk being resynced.
+    pub async fn attach(&self, name: &str) -> Result<String, String> {
+        let v = self.volume(name).await.map_err(|e| {
+            if e.starts_with("no resource") { e } else { format!("{name} is down: `haadm up {name}` attaches its disk and connects") }
+        })?;
+        let s = v.current().await;
+        if s.disk != replicator::machine::state::DiskState::Diskless {
+            return Err(format!("{name}: already attached (disk {})", s.disk));
+        }
+        if s.role == replicator::machine::state::Role::Primary {
+            return Err(format!("{name}: attach needs this node Secondary: move the group first with `haadm standby` (or `haadm secondary {name}`)"));
+        }
+        self.down(name).await?;
+        // The old engine's transport task lets go of the replication address when it sees its
+        // cancellation, a moment after `down` returned: retry a bind refused meanwhile (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match self.up(name).await {
+                Ok(_) => break,
+                Err(e) if e.contains("Address already in use") && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let s = self.volume(name).await?.current().await;
+        Ok(format!("{name}: attached (disk {}); connecting: the peer resyncs what changed meanwhile (`haadm wait-sync {name}`)", s.disk))
+    }
+
     pub async fn verb(&self, name: &str, verb: Verb) -> Result<String, String> {
         let v = self.volume(name).await?;
         v.verb(verb).await

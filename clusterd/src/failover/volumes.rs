@@ -82,6 +82,7 @@ mod tests {
             agreed_protocol: None,
             size: 64 << 20,
             last_verify: None,
+            detached: None,
         }
     }
 

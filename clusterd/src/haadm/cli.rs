@@ -106,6 +106,13 @@ pub enum Command {
     /// (zeroed or thin) disks: connected, both Inconsistent, before any sync — run it on the node
     /// that will be Primary.
     NewCurrentUuid(NewCurrentUuidArgs),
+    // issue 15 detach
+    /// Drop the local disk (Diskless, its files closed, e.g. to replace it); a Secondary stays
+    /// connected and the Primary records what changes; a Primary serves through an UpToDate peer.
+    Detach(ResourceArg),
+    /// Re-open a detached disk from ha.yaml (the same one, or a replaced one after `create-md`) and
+    /// reconnect: the peer resyncs what changed, or everything onto a fresh disk. Secondary only.
+    Attach(ResourceArg),
 }
 
 /// `adjust [--dry-run] [RES|all]` (issue 15).
@@ -477,6 +484,13 @@ mod tests {
     }
 
     // issue 15
+    #[test]
+    fn detach_and_attach_parse() {
+        assert!(matches!(parse(&["haadm", "detach", "r0"]).command, Command::Detach(ResourceArg { resource }) if resource == "r0"));
+        assert!(matches!(parse(&["haadm", "attach", "all"]).command, Command::Attach(ResourceArg { resource }) if resource == "all"));
+        assert!(Cli::try_parse_from(["haadm", "attach"]).is_err(), "a resource is required");
+    }
+
     #[test]
     fn split_brain_wait_connect_and_new_current_uuid_parse() {
         match parse(&["haadm", "split-brain", "r0", "--keep", "node2", "--save-victim", "v.img"]).command {

@@ -303,6 +303,8 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
             let req = proto::control::NewCurrentUuidRequest { resource: a.resource.clone(), clear_bitmap: a.clear_bitmap };
             with_timeout(&target, "new-current-uuid", VERB_TIMEOUT, client.new_current_uuid(req)).await?
         }
+        Command::Detach(a) => with_timeout(&target, "detach", VERB_TIMEOUT, client.detach(verb(&a.resource))).await?,
+        Command::Attach(a) => with_timeout(&target, "attach", VERB_TIMEOUT, client.attach(verb(&a.resource))).await?,
         Command::CreateMd(_) | Command::DumpMd(_) | Command::Completion(_) | Command::Dump(_) => {
             unreachable!("offline verbs returned above")
         }
@@ -369,7 +371,9 @@ async fn run_offline(
         for name in names {
             let req = StatusRequest { resource: name.clone() };
             let attached = match tokio::time::timeout(STATUS_TIMEOUT, client.status(req)).await {
-                Ok(Ok(reply)) => reply.into_inner().resources.iter().any(|r| r.name == name && r.attached),
+                // A detached disk (Diskless while up) is the daemon's no more: its replacement gets
+                // metadata here before `attach`.
+                Ok(Ok(reply)) => reply.into_inner().resources.iter().any(|r| r.name == name && r.attached && r.disk != "Diskless"),
                 // The daemon does not know it: its running config predates the resource.
                 Ok(Err(status)) if status.code() == tonic::Code::NotFound => false,
                 Ok(Err(status)) => return Err(status.into()),

@@ -146,7 +146,11 @@ pub fn render_resource(r: &ResourceStatus, verbose: bool) -> String {
     }
     out.push('\n');
 
-    let _ = writeln!(out, "  disk:{}", r.disk);
+    if r.detached.is_empty() {
+        let _ = writeln!(out, "  disk:{}", r.disk);
+    } else {
+        let _ = writeln!(out, "  disk:{} ({})", r.disk, r.detached);
+    }
     if verbose {
         let _ = writeln!(
             out,
@@ -450,6 +454,7 @@ fn resource_json(r: &ResourceStatus) -> Value {
         "suspended": r.suspended,
         "peer_pr_stale": r.peer_pr_stale,
         "last_error": r.last_error,
+        "detached": r.detached,
         "protocol_min": r.protocol_min,
         "protocol_max": r.protocol_max,
         "peer_protocol_min": r.peer_protocol_min,

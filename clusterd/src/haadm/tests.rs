@@ -176,6 +176,12 @@ impl Control for ScriptedControl {
     async fn new_current_uuid(&self, _r: Request<proto::control::NewCurrentUuidRequest>) -> Result<Response<VerbReply>, Status> {
         Err(Status::unimplemented("new_current_uuid"))
     }
+    async fn detach(&self, _r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Status::unimplemented("detach"))
+    }
+    async fn attach(&self, _r: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        Err(Status::unimplemented("attach"))
+    }
 }
 
 fn cli(args: &[&str]) -> Cli {

@@ -153,7 +153,7 @@ pub fn encode_resources(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
 
     let dstate: Vec<_> = s.resources.iter().zip(&labels).map(|(r, l)| (l.device.clone(), Some(snap(r).map_or("Diskless", |x| x.disk.as_str())))).collect();
     state_set(e, "drbd_device_state", "DRBD device state", &disk_states(), &dstate)?;
-    gauges(e, "drbd_device_unintentionaldiskless", "Boolean whether the device is unintentionally diskless (down, or detached after a disk error)", &b(&|r| snap(r).is_none_or(|x| x.disk == DiskState::Diskless), |l| &l.device))?;
+    gauges(e, "drbd_device_unintentionaldiskless", "Boolean whether the device is unintentionally diskless (down, or detached after a disk error; not after `haadm detach`)", &b(&|r| snap(r).is_none_or(|x| x.disk == DiskState::Diskless && x.detached != Some(replicator::machine::detach::DetachCause::Requested)), |l| &l.device))?;
     gauges(e, "drbd_device_quorum", "Boolean whether the device can complete writes now (I/O not suspended, and a disk or an UpToDate peer to write to)", &b(&quorum, |l| &l.device))?;
     let dev = |f: &dyn Fn(&super::sample::Running) -> u64| -> Vec<(Labels, u64)> {
         up.iter().filter_map(|(r, l)| r.running.as_ref().map(|x| (l.device.clone(), f(x)))).collect()

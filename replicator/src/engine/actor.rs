@@ -23,12 +23,20 @@ use tokio_util::sync::CancellationToken;
 
 const TICK: Duration = Duration::from_millis(20);
 
+/// Where a verb's answer goes.
+type VerbReply = oneshot::Sender<Result<String, String>>;
+
 struct Actor {
     node: Node,
-    store: MetaStore,
+    /// The metadata and the data device, for small writes done inline (see [`Actor::execute`]);
+    /// both `None` once a requested detach closed them (`release_disk`).
+    store: Option<MetaStore>,
     disk: DiskPool,
-    /// The data device, for small writes done inline (see [`Actor::execute`]).
-    data: Arc<DataDisk>,
+    data: Option<Arc<DataDisk>>,
+    /// A requested detach waits for in-flight disk requests before closing the files; its caller
+    /// gets the answer then.
+    releasing: bool,
+    detach_reply: Option<(VerbReply, Result<String, String>)>,
     /// Completions of inline writes, stepped after the action list that issued them.
     inline_done: Vec<Input>,
     transport: Option<UnboundedSender<TransportCmd>>,
@@ -102,7 +110,7 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         name: name.clone(),
         size: sb.data_size.into(),
         tx: tx.clone(),
-        data: Arc::clone(&data),
+        data: std::sync::RwLock::new(Some(Arc::clone(&data))),
         local_reads: node.local_reads_ok().into(),
         retry_failed_reads: spec.on_io_error == IoErrorPolicy::Detach,
         snapshot: snap_rx,
@@ -138,9 +146,11 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
     };
     let mut actor = Actor {
         node,
-        store,
+        store: Some(store),
         disk,
-        data: Arc::clone(&data),
+        data: Some(Arc::clone(&data)),
+        releasing: false,
+        detach_reply: None,
         inline_done: Vec::new(),
         transport,
         shutdown,
@@ -211,6 +221,9 @@ impl Actor {
         self.transport = None;
         self.disk.shutdown();
         self.publish();
+        if let Some((reply, _)) = self.detach_reply.take() {
+            let _ = reply.send(Err(format!("{}: went down before the detach finished", self.shared.name)));
+        }
         for (_, r) in self.writes.drain() {
             let _ = r.send(Err(IoFailure::Down));
         }
@@ -267,6 +280,13 @@ impl Actor {
             }
             Msg::Verb { verb, reply } => {
                 let (res, actions) = self.verb(verb);
+                if verb == Verb::Detach && res.is_ok() {
+                    // Answered when the files are closed (`release_disk`).
+                    self.detach_reply = Some((reply, res));
+                    self.execute(actions);
+                    self.publish();
+                    return;
+                }
                 self.execute(actions);
                 self.publish();
                 let _ = reply.send(res);
@@ -396,6 +416,21 @@ impl Actor {
                 }
                 (Ok(format!("{name}: connecting as the split brain's survivor")), self.node.step(Input::ResolveKeepMe))
             }
+            Verb::Detach => {
+                if let Err(e) = self.node.check_detach() {
+                    return (Err(format!("{name}: detach refused: {e}")), Vec::new());
+                }
+                let a = self.node.step(Input::Detach);
+                let s = self.node.snapshot();
+                let how = if s.role == crate::machine::state::Role::Primary {
+                    "reads and writes are served by the peer"
+                } else if s.conn == crate::machine::state::ConnState::Connected {
+                    "still connected, the peer records the blocks written meanwhile"
+                } else {
+                    "not connected"
+                };
+                (Ok(format!("{name}: detached on request: disk Diskless, data and metadata files closed; {how} (`haadm attach {name}` attaches it again)")), a)
+            }
             Verb::Outdate => {
                 let a = self.node.step(Input::Outdate);
                 let s = self.node.snapshot();
@@ -428,6 +463,32 @@ impl Actor {
         for input in std::mem::take(&mut self.inline_done) {
             let _ = self.shared.tx.send(Msg::Input(input));
         }
+        self.release_disk();
+    }
+
+    /// A requested detach, once no disk request issued before it is in flight: make what the disk
+    /// acknowledged stable, stop the disk threads and close the data and metadata files (the
+    /// administrator may take the disk away now), then answer the `detach` caller.
+    fn release_disk(&mut self) {
+        if !self.releasing || self.node.disk_requests_in_flight() > 0 {
+            return;
+        }
+        self.releasing = false;
+        let name = self.shared.name.clone();
+        self.shared.local_reads.store(false, Ordering::Release);
+        if let Some(data) = self.data.take() {
+            if let Err(e) = data.flush() {
+                tracing::warn!(resource = %name, "flushing the data device before closing it: {e}");
+            }
+            *self.shared.data.write().unwrap_or_else(|e| e.into_inner()) = None;
+            // The disk threads hold the device too: stop them (nothing is queued any more).
+            self.disk.shutdown();
+        }
+        self.store = None;
+        tracing::info!(resource = %name, "local disk detached on request: data and metadata files closed");
+        if let Some((reply, res)) = self.detach_reply.take() {
+            let _ = reply.send(res);
+        }
     }
 
     fn execute_list(&mut self, actions: Vec<Action>) {
@@ -440,32 +501,51 @@ impl Actor {
                 // WHY inline: a small buffered write is a page-cache copy that the inode lock serialises
                 // anyway; handing it to a disk thread costs two thread wake-ups per write on each node,
                 // which dominated the CPU profile of replicated 4 KiB writes.
-                Action::DiskWrite { token, offset, data, fua } if self.data.inline_ok(offset, data.len(), fua) => {
-                    let result = self.data.write(offset, &data, fua).map(|()| None).map_err(|e| e.to_string());
+                // Never issued by a Diskless machine; answered as failed should one be.
+                Action::DiskWrite { token, .. } | Action::DiskRead { token, .. } | Action::DiskFlush { token } if self.data.is_none() => {
+                    self.inline_done.push(Input::DiskDone { token, result: Err("the local disk is detached".into()) });
+                }
+                Action::DiskWrite { token, offset, data, fua } if self.data.as_ref().is_some_and(|d| d.inline_ok(offset, data.len(), fua)) => {
+                    let disk = self.data.as_ref().expect("checked by the guard");
+                    let result = disk.write(offset, &data, fua).map(|()| None).map_err(|e| e.to_string());
                     self.inline_done.push(Input::DiskDone { token, result });
                 }
                 Action::DiskWrite { token, offset, data, fua } => self.disk.submit(DiskJob::Write { token, offset, data, fua }),
                 Action::DiskRead { token, offset, len } => self.disk.submit(DiskJob::Read { token, offset, len }),
                 Action::DiskFlush { token } => self.disk.submit(DiskJob::Flush { token }),
+                Action::PersistSuperblock(_)
+                | Action::PersistBitmap(_)
+                | Action::PersistAl(_)
+                | Action::PersistPr(_)
+                | Action::PersistResize { .. }
+                    if self.store.is_none() =>
+                {
+                    tracing::error!(resource = %self.shared.name, "metadata write after the disk was detached: skipped");
+                }
+                Action::ReleaseDisk => self.releasing = true,
                 Action::PersistSuperblock(p) => {
-                    let mut sb = self.store.superblock().clone();
+                    let Some(store) = self.store.as_mut() else { continue };
+                    let mut sb = store.superblock().clone();
                     sb.current_uuid = p.uuids.current;
                     sb.bitmap_uuid = p.uuids.bitmap;
                     sb.history_uuids = p.uuids.history;
                     sb.flags = p.flags;
-                    if let Err(e) = self.store.write_superblock(&mut sb) {
+                    if let Err(e) = store.write_superblock(&mut sb) {
                         tracing::error!(resource = %self.shared.name, "writing the superblock failed: {e}");
                     }
                 }
                 Action::PersistBitmap(pages) => {
                     if !pages.is_empty()
-                        && let Err(e) = self.store.write_bitmap_pages(self.node.bitmap(), &pages)
+                        && let Some(store) = self.store.as_mut()
+                        && let Err(e) = store.write_bitmap_pages(self.node.bitmap(), &pages)
                     {
                         tracing::error!(resource = %self.shared.name, "writing the bitmap failed: {e}");
                     }
                 }
                 Action::PersistAl(tx) => {
-                    if let Err(e) = self.store.write_al_transaction(&tx) {
+                    if let Some(store) = self.store.as_mut()
+                        && let Err(e) = store.write_al_transaction(&tx)
+                    {
                         tracing::error!(resource = %self.shared.name, "writing the activity log failed: {e}");
                     }
                 }
@@ -482,7 +562,9 @@ impl Actor {
                     }
                 }
                 Action::PersistPr(blob) => {
-                    if let Err(e) = self.store.write_pr(&blob) {
+                    if let Some(store) = self.store.as_mut()
+                        && let Err(e) = store.write_pr(&blob)
+                    {
                         tracing::error!(resource = %self.shared.name, "writing the persistent-reservation state failed: {e}");
                     }
                     *self.shared.pr.lock().unwrap_or_else(|e| e.into_inner()) = blob;
@@ -518,11 +600,12 @@ impl Actor {
     /// could write metadata for (internal metadata that cannot move yet counts as not grown).
     fn refresh_capacity(&mut self) {
         let current = self.node.data_size();
-        let cap = device_size(self.data.file())
+        let (Some(data), Some(store)) = (self.data.as_ref(), self.store.as_ref()) else { return };
+        let cap = device_size(data.file())
             .map_err(|e| e.to_string())
             .and_then(|dev| {
-                let cap = self.store.capacity(dev).map_err(|e| e.to_string())?;
-                match self.store.plan_resize(cap, dev) {
+                let cap = store.capacity(dev).map_err(|e| e.to_string())?;
+                match store.plan_resize(cap, dev) {
                     Ok(_) => Ok(cap),
                     Err(e) if cap > current => {
                         tracing::warn!(resource = %self.shared.name, "the backing device grew but the volume cannot grow yet: {e}");
@@ -542,15 +625,20 @@ impl Actor {
     /// record its place, and only then publish the size to the volume's users (the target).
     fn persist_resize(&mut self, data_size: u64) {
         let name = self.shared.name.clone();
-        let r = device_size(self.data.file())
+        let (Some(data), Some(store)) = (self.data.as_ref(), self.store.as_mut()) else {
+            tracing::error!(resource = %name, "resize to {data_size} bytes with the disk detached: skipped");
+            return;
+        };
+        let r = device_size(data.file())
             .map_err(|e| e.to_string())
-            .and_then(|dev| self.store.resize(self.node.bitmap(), dev).map_err(|e| e.to_string()));
+            .and_then(|dev| store.resize(self.node.bitmap(), dev).map_err(|e| e.to_string()));
         if let Err(e) = r {
             tracing::error!(resource = %name, "resizing the metadata to {data_size} bytes failed: {e}");
             return;
         }
         if let Some(path) = &self.meta_locator
-            && let Err(e) = super::meta_locator::write(path, self.store.layout().sb_offset)
+            && let Some(store) = self.store.as_ref()
+            && let Err(e) = super::meta_locator::write(path, store.layout().sb_offset)
         {
             tracing::error!(resource = %name, "recording the metadata's place in {}: {e}", path.display());
         }

@@ -97,6 +97,8 @@ pub enum Verb {
     NewCurrentUuid { clear_bitmap: bool },
     /// `split-brain --keep THIS-NODE` (issue 15): connect as the survivor, the peer discards.
     ResolveKeepMe,
+    /// `detach` (issue 15): drop the local disk on request; answered once its files are closed.
+    Detach,
 }
 
 pub(crate) enum Msg {
@@ -114,12 +116,20 @@ pub(crate) enum Msg {
     SetOptions { options: Box<crate::machine::LiveOptions>, handlers: BTreeMap<String, String>, reply: oneshot::Sender<()> },
 }
 
+impl Shared {
+    /// The data device while attached.
+    pub(crate) fn data(&self) -> Option<Arc<disk::DataDisk>> {
+        self.data.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 pub(crate) struct Shared {
     pub name: String,
     /// Usable bytes; grows (or shrinks) with `resize`, published by the actor after the metadata.
     pub size: AtomicU64,
     pub tx: std::sync::mpsc::Sender<Msg>,
-    pub data: Arc<disk::DataDisk>,
+    /// The data device; `None` once a requested detach closed it.
+    pub data: std::sync::RwLock<Option<Arc<disk::DataDisk>>>,
     pub local_reads: AtomicBool,
     /// A failed fast-path read is retried through the state machine (which detaches the disk and
     /// asks the peer) instead of failing.
@@ -216,8 +226,9 @@ impl Volume {
         if end.is_none_or(|e| e > size) {
             return Err(IoFailure::OutOfRange { offset, len, size });
         }
-        if self.shared.local_reads.load(Ordering::Acquire) {
-            let file = Arc::clone(&self.shared.data);
+        if self.shared.local_reads.load(Ordering::Acquire)
+            && let Some(file) = self.shared.data()
+        {
             let local = tokio::task::spawn_blocking(move || file.read(offset, len))
                 .await
                 .map_err(|e| IoFailure::Io(e.to_string()))?
@@ -314,7 +325,7 @@ impl Volume {
         let (reply, rx) = oneshot::channel();
         self.send(Msg::OutOfSyncBlocks { reply }).map_err(|e| e.to_string())?;
         let blocks = rx.await.map_err(|_| "the resource's engine has stopped".to_string())?;
-        let data = Arc::clone(&self.shared.data);
+        let data = self.shared.data().ok_or_else(|| format!("{}: the local disk is detached", self.name()))?;
         let (path, size) = (path.to_path_buf(), self.size());
         tokio::task::spawn_blocking(move || save_blocks::write_sparse_image(&data, size, &blocks, &path))
             .await

@@ -130,7 +130,12 @@ impl Node {
         let Some(n) = self.peer_flush_seq.remove(&seq) else { return };
         if let Some(f) = self.flushes.get_mut(&n) {
             f.peer_pending = false;
-            if !ok {
+            // A peer whose disk was detached (on request) flushes nothing: what it may hold only in
+            // a cache is marked out of sync, and this disk alone answers the flush.
+            if !ok && self.peer_disk == super::state::DiskState::Diskless {
+                let cover = f.cover;
+                self.mark_unflushed_out_of_sync(|u| u.seq <= cover);
+            } else if !ok {
                 f.error = Some("the peer failed to flush its disk".into());
                 // What the peer may not hold stably must be resynced to it.
                 let cover = f.cover;

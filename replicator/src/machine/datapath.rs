@@ -26,10 +26,11 @@ fn spans_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
 }
 
 impl Node {
-    /// The peer currently takes application writes.
+    /// The peer currently takes application writes (not while its disk is detached: `detach.rs`).
     pub(crate) fn peer_receiving(&self) -> bool {
         self.link.as_ref().is_some_and(|l| l.stage == Stage::Up)
             && matches!(self.repl, ReplState::Established | ReplState::SyncSource | ReplState::SyncTarget)
+            && self.peer_disk != DiskState::Diskless
     }
 
     fn handshaking(&self) -> bool {
@@ -187,7 +188,14 @@ impl Node {
                 failed_range = Some((w.offset, w.len));
             }
         }
-        if let Some((o, l)) = failed_range {
+        if let Some((o, l)) = failed_range
+            && self.peer_disk == DiskState::Diskless
+        {
+            // The peer detached its disk (its State frame came first): the write goes on here alone,
+            // recorded in the bitmap, as every write does until it attaches again.
+            self.bitmap.set_range(o, l);
+            self.ensure_new_generation("the peer's disk is detached");
+        } else if let Some((o, l)) = failed_range {
             self.bitmap.set_range(o, l);
             self.log(true, format!("{}: peer failed to write [{o}, +{l}); marked out of sync", self.p.resource));
             // The peer now misses data: start a new generation (so the next handshake makes us the
@@ -430,6 +438,11 @@ impl Node {
             self.abort(conn, &format!("protocol error: peer write [{offset}, +{len}) outside the device"), true);
             return;
         }
+        if self.diskless() {
+            // Detached on request and still connected: the Primary marks the block (`detach.rs`).
+            self.send(conn, Frame::NegAck { seq, code: 5 });
+            return;
+        }
         self.stats.received_bytes += len;
         let fua = flags & DATA_FUA != 0;
         let token = self.token(Purpose::PeerWrite { conn, seq, offset, len, fua });
@@ -452,6 +465,10 @@ impl Node {
     }
 
     pub(crate) fn on_peer_flush(&mut self, conn: u64, seq: u64) {
+        if self.diskless() {
+            self.send(conn, Frame::FlushAck { seq, ok: false });
+            return;
+        }
         let token = self.token(Purpose::PeerFlush { conn, seq });
         self.out.push(Action::DiskFlush { token });
     }

@@ -533,7 +533,7 @@ impl Node {
                 let peer_disk_was = self.peer_disk;
                 self.peer_disk = DiskState::from_code(disk).unwrap_or(DiskState::DUnknown);
                 if self.peer_disk == DiskState::Diskless && peer_disk_was != DiskState::Diskless {
-                    self.on_peer_detached();
+                    self.on_peer_detached(flags & super::node::STATE_DETACH_REQUESTED != 0);
                 }
                 self.changed();
                 self.set_peer_paused(flags & super::node::STATE_SYNC_PAUSED != 0);

@@ -9,7 +9,7 @@ mod snapshot;
 
 mod barrier;
 mod datapath;
-mod detach;
+pub mod detach;
 mod verbs;
 mod link;
 mod pr;

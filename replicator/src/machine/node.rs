@@ -35,6 +35,8 @@ pub const RESYNC_CHUNK: u64 = 1024 * 1024;
 pub const STATE_SYNC_PAUSED: u32 = 1 << 8;
 /// State-frame flag: the sender runs an online verify against us. Older peers ignore it.
 pub const STATE_VERIFYING: u32 = 1 << 9;
+/// State-frame flag: the sender's disk was detached by its administrator, not by an error (`detach.rs`).
+pub const STATE_DETACH_REQUESTED: u32 = 1 << 12;
 
 /// Largest slice of an application write sent in one Data frame.
 pub const MAX_DATA_FRAME: u64 = 1024 * 1024;
@@ -135,6 +137,8 @@ pub enum Input {
     NewCurrentUuid { clear_bitmap: bool },
     /// `split-brain --keep THIS-NODE`: connect as the survivor (checked with `check_resolve_keep_me`).
     ResolveKeepMe,
+    /// `detach`: drop the local disk on request (checked first with [`Node::check_detach`]; `detach.rs`).
+    Detach,
     Down,
     TransportUp { conn: u64 },
     TransportDown { conn: u64, reason: String },
@@ -181,6 +185,9 @@ pub enum Action {
     Log { warn: bool, msg: String },
     /// Role/disk/connection changed (publish status, events).
     StateChanged,
+    /// The disk was detached on request: close the data and metadata files once no disk request
+    /// issued before is in flight ([`Node::disk_requests_in_flight`]); nothing touches them after.
+    ReleaseDisk,
 }
 
 pub use super::snapshot::{InFlight, Snapshot, Stats, SyncProgress};
@@ -364,6 +371,8 @@ pub struct Node {
     /// Set in the step that detaches the disk: how many of that step's actions (up to and including
     /// the Outdated mark) may still write metadata.
     pub(crate) detach_mark: Option<usize>,
+    /// Why the disk is Diskless (status, logs).
+    pub(crate) detached: Option<super::detach::DetachCause>,
     /// The resource's persistent-reservation state as stored on this node (see `pr.rs`).
     pub(crate) pr: Bytes,
     pub(crate) pr_queue: VecDeque<(u64, Bytes)>,
@@ -436,6 +445,7 @@ impl Node {
             frozen: None,
             held: Vec::new(),
             detach_mark: None,
+            detached: None,
             pr: Bytes::new(),
             pr_queue: VecDeque::new(),
             pr_inflight: None,
@@ -475,6 +485,7 @@ impl Node {
             Input::Invalidate { remote } => self.on_invalidate(remote),
             Input::NewCurrentUuid { clear_bitmap } => self.on_new_current_uuid(clear_bitmap),
             Input::ResolveKeepMe => self.on_resolve_keep_me(),
+            Input::Detach => self.on_detach_request(),
             Input::Thaw { reason } => self.thaw(&reason),
             Input::Resize { size, assume_clean } => self.on_resize_verb(size, assume_clean),
             Input::Down => self.on_down(),
@@ -566,6 +577,7 @@ impl Node {
             agreed_protocol: self.link.as_ref().map(|l| l.proto).filter(|&v| v > 0),
             size: self.p.data_size,
             last_verify: self.verify_keeping.last,
+            detached: self.detached,
         }
     }
 
@@ -633,8 +645,12 @@ impl Node {
             self.log(true, format!("completion for unknown disk token {token}"));
             return;
         };
+        // A request of the peer's on a link still up (a detached Secondary stays connected) is answered
+        // as failed below; the peer marks its blocks.
+        let peer_asks = matches!(purpose, Purpose::PeerWrite { conn, .. } | Purpose::PeerFlush { conn, .. } | Purpose::PeerRead { conn, .. } if self.up_conn() == Some(conn));
         if let Err(e) = &result
             && self.local_io_failed(purpose.what(), e)
+            && !peer_asks
         {
             match purpose {
                 // Masked where the peer serves: a write completes on the peer's acknowledgement alone
@@ -757,6 +773,7 @@ impl Node {
             | if self.user_paused { STATE_SYNC_PAUSED } else { 0 }
             | if self.verify.is_some() { STATE_VERIFYING } else { 0 }
             | self.repair_capability()
+            | if self.detached == Some(super::detach::DetachCause::Requested) { STATE_DETACH_REQUESTED } else { 0 }
     }
 
     /// Either side's `pause-sync` holds the resync.

@@ -123,8 +123,10 @@ impl Node {
                 let r = if self.diskless() { Err(IoFailure::NoData(DiskState::Diskless)) } else { Ok(()) };
                 self.complete(id, r);
             }
-            // Renegotiating sends it again.
-            self.drop_link("the peer failed to store the persistent-reservation state", true);
+            // Renegotiating sends it again (a peer with a detached disk gets it when it attaches).
+            if self.peer_disk != DiskState::Diskless {
+                self.drop_link("the peer failed to store the persistent-reservation state", true);
+            }
         }
         self.pump_pr();
     }

@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub size: u64,
     /// The last online verify run from this node since the resource came up (issue 18).
     pub last_verify: Option<VerifyOutcome>,
+    /// Why the disk is Diskless: `detach` on request or `on-io-error detach` (None: not detached).
+    pub detached: Option<super::detach::DetachCause>,
 }
 
 /// How an online verify run from this node ended (machine clock: milliseconds since attach).

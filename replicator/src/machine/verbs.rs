@@ -116,7 +116,11 @@ impl Node {
     /// and only from a Primary (see `handshake_decide`). When a Primary appears, renegotiate so that
     /// they move now instead of staying marked until the next disconnect.
     pub(crate) fn resync_marked_from_primary(&mut self) {
-        let established = self.repl == ReplState::Established && self.link.as_ref().is_some_and(|l| l.stage == Stage::Up);
+        // Not with a detached disk on either side: there is nothing to resync into or from yet.
+        let established = self.repl == ReplState::Established
+            && self.link.as_ref().is_some_and(|l| l.stage == Stage::Up)
+            && !self.diskless()
+            && self.peer_disk != DiskState::Diskless;
         let someone_primary = self.role == Role::Primary || self.peer_role == Role::Primary;
         if established && someone_primary && self.bitmap.count() > 0 && self.verify.is_none() {
             let n = self.bitmap.count();

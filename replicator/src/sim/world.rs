@@ -604,6 +604,8 @@ impl World {
             Action::RunHandler(h) => self.note(format!("node{i} handler {h}")),
             Action::Log { msg, .. } => self.note(format!("node{i} {msg}")),
             Action::StateChanged => {}
+            // The simulated disks stay open; a Diskless node issues nothing to them.
+            Action::ReleaseDisk => {}
         }
     }
 
