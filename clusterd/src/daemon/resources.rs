@@ -98,6 +98,7 @@ impl Resources {
             freeze_io_on_peer_loss: p.freeze_io_on_peer_loss,
             resync_rate: p.resync_rate,
             verify_rate: p.verify_rate,
+            c_min_rate: p.c_min_rate,
             timing: p.timing,
             verify_alg: p.verify_alg,
             csums: p.csums,
@@ -310,6 +311,7 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
         freeze_io_on_peer_loss: r.disk.fencing == crate::config::Fencing::ResourceAndStonith,
         resync_rate: r.syncer.rate.0,
         verify_rate: r.syncer.effective_verify_rate().0,
+        c_min_rate: r.syncer.c_min_rate.0,
         timing: Timing {
             ping_int_ms: net.ping_int.as_millis() as u64,
             ping_timeout_ms: net.ping_timeout.as_millis() as u64,

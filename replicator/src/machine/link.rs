@@ -501,6 +501,9 @@ impl Node {
                 finishing: false,
                 stable: false,
                 csums: self.csum_plan(),
+                recent_rate: 0,
+                rate_window_ms: self.now_ms,
+                rate_window_bytes: 0,
             });
             let token = self.token(super::node::Purpose::ResyncFlush { conn });
             self.out.push(Action::DiskFlush { token });

@@ -78,6 +78,9 @@ pub struct NodeParams {
     pub resync_rate: Option<u64>,
     /// Online verify cap in bytes/s compared (`syncer.verify-rate`); `None` = unlimited.
     pub verify_rate: Option<u64>,
+    /// `syncer.c-min-rate`: while the application writes, the resync yields (a small window) only
+    /// while its own rate is at least this; `None` (0 in ha.yaml) = it never yields.
+    pub c_min_rate: Option<u64>,
     pub timing: Timing,
     pub verify_alg: String,
     /// `csums-alg` / `csums-for`: which resyncs compare digests before moving data (`csums.rs`).
@@ -307,6 +310,10 @@ pub(crate) struct Resync {
     pub stable: bool,
     /// Digests are compared before data moves (`csums.rs`).
     pub csums: Option<super::csums::CsumSource>,
+    /// The resync's own rate over the last whole second (bytes/s), for `c-min-rate`.
+    pub recent_rate: u64,
+    pub rate_window_ms: u64,
+    pub rate_window_bytes: u64,
 }
 
 /// The state machine for one resource on one node.

@@ -1,5 +1,5 @@
 //! Options a running resource takes without a restart (`haadm adjust`): the resync rate, the link
-//! timers, the split-brain policies, peer authentication, verify-alg, csums-alg and the fencing flags. The rate
+//! timers, c-min-rate, the split-brain policies, peer authentication, verify-alg, csums-alg and the fencing flags. The rate
 //! and the timers count from the next tick; what the handshake exchanges (policies, verify-alg, the
 //! secret) is used from the next connection, so an established link is never renegotiated under I/O.
 
@@ -17,6 +17,8 @@ pub struct LiveOptions {
     pub resync_rate: Option<u64>,
     /// `syncer.verify-rate` (issue 18): counts from the next verify request.
     pub verify_rate: Option<u64>,
+    /// `syncer.c-min-rate`, from the next resync request.
+    pub c_min_rate: Option<u64>,
     pub timing: Timing,
     pub verify_alg: String,
     /// Taken by the next resync this node runs as SyncSource (a running one keeps its choice).
@@ -32,6 +34,7 @@ impl Node {
         self.p.freeze_io_on_peer_loss = o.freeze_io_on_peer_loss;
         self.p.resync_rate = o.resync_rate;
         self.p.verify_rate = o.verify_rate;
+        self.p.c_min_rate = o.c_min_rate;
         self.p.timing = o.timing;
         self.p.verify_alg = o.verify_alg;
         self.p.csums = o.csums;
@@ -52,6 +55,7 @@ impl Node {
             freeze_io_on_peer_loss: self.p.freeze_io_on_peer_loss,
             resync_rate: self.p.resync_rate,
             verify_rate: self.p.verify_rate,
+            c_min_rate: self.p.c_min_rate,
             timing: self.p.timing,
             verify_alg: self.p.verify_alg.clone(),
             csums: self.p.csums,

@@ -227,6 +227,7 @@ mod tests {
             freeze_io_on_peer_loss: false,
             resync_rate: None,
             verify_rate: None,
+            c_min_rate: Some(0),
             timing: Timing::default(),
             verify_alg: "sha1".into(),
             csums: Default::default(),

@@ -30,6 +30,8 @@ const WINDOW_IDLE: usize = 16;
 const WINDOW_BUSY: usize = 2;
 /// The application counts as busy for this long after its last write.
 const BUSY_MS: u64 = 100;
+/// The resync's own rate (for `c-min-rate`) is measured over windows of at least this long.
+const RATE_WINDOW_MS: u64 = 1_000;
 
 impl Node {
     pub(crate) fn pump_resync(&mut self) {
@@ -39,9 +41,12 @@ impl Node {
         let Some(conn) = self.up_conn() else { return };
         let now = self.now_ms;
         let busy = now.saturating_sub(self.last_app_write_ms) < BUSY_MS && self.last_app_write_ms != 0;
-        let window = if busy { WINDOW_BUSY } else { WINDOW_IDLE };
+        let c_min_rate = self.p.c_min_rate;
         let rate = self.p.resync_rate;
         let Some(rs) = self.resync.as_mut() else { return };
+        // `c-min-rate`: the resync yields to the application only while it gets at least that much
+        // itself, so a busy application slows it down but never starves it.
+        let window = if busy && c_min_rate.is_some_and(|min| rs.recent_rate >= min) { WINDOW_BUSY } else { WINDOW_IDLE };
         if rs.finishing || !rs.stable {
             return;
         }
@@ -162,6 +167,13 @@ impl Node {
             return;
         }
         if ok {
+            let now = self.now_ms;
+            rs.rate_window_bytes += len;
+            let elapsed = now.saturating_sub(rs.rate_window_ms);
+            if elapsed >= RATE_WINDOW_MS {
+                rs.recent_rate = rs.rate_window_bytes * 1000 / elapsed;
+                (rs.rate_window_ms, rs.rate_window_bytes) = (now, 0);
+            }
             let (b0, b1) = block_span(offset, len.max(1));
             for b in b0..=b1 {
                 self.bitmap.clear_block(b);
@@ -247,5 +259,94 @@ impl Node {
             }
             _ => self.abort(conn, &format!("protocol error: ResyncFinished in state {}", self.repl), true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::node::{Link, NodeParams, Persisted, Resync, Timing};
+    use super::super::state::Role;
+    use super::super::uuids::Uuids;
+    use super::*;
+    use crate::meta::activity_log::ActivityLog;
+
+    const SIZE: u64 = 64 << 20;
+
+    /// A SyncSource Primary on an established link with every block marked, its disk flushed, the
+    /// application writing a moment ago.
+    fn source(c_min_rate: Option<u64>, recent_rate: u64) -> Node {
+        let p = NodeParams {
+            node: "node1".into(),
+            peer: Some("node2".into()),
+            resource: "r0".into(),
+            data_size: SIZE,
+            policies: Default::default(),
+            secret: None,
+            fencing_dont_care: true,
+            freeze_io_on_peer_loss: false,
+            resync_rate: None,
+            verify_rate: None,
+            c_min_rate,
+            timing: Timing::default(),
+            verify_alg: "sha1".into(),
+            csums: super::super::csums::CsumsOptions { alg: None, every_resync: false },
+            detach_on_io_error: false,
+            protocols: crate::wire::frame::PROTOCOLS,
+        };
+        let persisted = Persisted { uuids: Uuids { current: 0x1234, ..Default::default() }, flags: flags::CONSISTENT | flags::AL_CLEAN };
+        let mut bitmap = Bitmap::new(SIZE);
+        bitmap.set_all();
+        let (mut n, _) = Node::new(p, persisted, bitmap, ActivityLog::new(257, 8), 1);
+        n.link = Some(Link {
+            conn: 1,
+            stage: super::super::node::Stage::Up,
+            my_challenge: [0; 64],
+            peer_uuids: None,
+            peer_words: Vec::new(),
+            peer_discard: false,
+            started_ms: 0,
+            last_rx_ms: 0,
+            ping_sent_ms: None,
+            expected_peer_repl: None,
+            proto: crate::wire::frame::PROTOCOLS.max,
+            resolve_only: false,
+        });
+        n.role = Role::Primary;
+        n.disk = DiskState::UpToDate;
+        n.repl = ReplState::SyncSource;
+        n.now_ms = 10_000;
+        n.last_app_write_ms = 9_990;
+        n.resync = Some(Resync { stable: true, recent_rate, rate_window_ms: 9_000, started_ms: 9_000, last_refill_ms: 9_000, ..Default::default() });
+        n
+    }
+
+    fn reads_issued(n: &mut Node) -> usize {
+        n.out.clear();
+        n.pump_resync();
+        n.out.iter().filter(|a| matches!(a, Action::DiskRead { .. })).count()
+    }
+
+    #[test]
+    fn c_min_rate_decides_whether_the_resync_yields_to_a_busy_application() {
+        // At or above its floor the resync yields: the small window.
+        assert_eq!(reads_issued(&mut source(Some(250 << 10), 300 << 10)), WINDOW_BUSY);
+        assert_eq!(reads_issued(&mut source(Some(0), 0)), WINDOW_BUSY);
+        // Below the floor it keeps its full window although the application writes.
+        assert_eq!(reads_issued(&mut source(Some(250 << 10), 100 << 10)), WINDOW_IDLE);
+        // c-min-rate 0 (None): it never yields.
+        assert_eq!(reads_issued(&mut source(None, 900 << 20)), WINDOW_IDLE);
+        // An idle application gets the full window whatever the floor.
+        let mut idle = source(Some(0), 0);
+        idle.last_app_write_ms = 1;
+        assert_eq!(reads_issued(&mut idle), WINDOW_IDLE);
+    }
+
+    #[test]
+    fn the_resync_measures_its_own_rate_per_second_of_acknowledgements() {
+        let mut n = source(Some(250 << 10), 0);
+        // 1 MiB acknowledged over the window that began at 9 000: 1 MiB/s once a second has passed.
+        n.resync.as_mut().map(|r| r.inflight.insert(0, 1 << 20));
+        n.on_rs_ack(0, 1 << 20, true);
+        assert_eq!(n.resync.as_ref().map(|r| r.recent_rate), Some(1 << 20));
     }
 }
