@@ -21,6 +21,8 @@ pub mod split_brain;
 mod verify;
 mod repair;
 mod options;
+#[cfg(test)]
+mod test_support;
 
 pub use verify::verify_digest;
 pub use csums::{CsumAlg, CsumsOptions};

@@ -205,53 +205,15 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use super::super::node::{Input, Link, NodeParams, Persisted, Timing};
-    use super::super::uuids::Uuids;
+    use super::super::node::Input;
     use super::*;
-    use crate::meta::activity_log::ActivityLog;
-    use crate::meta::bitmap::Bitmap;
-    use crate::meta::superblock::flags;
 
     const MIB: u64 = 1 << 20;
 
     /// A node of `size` bytes on an established link of protocol `proto` (no I/O: the machine only).
     fn node(name: &str, peer: &str, size: u64, capacity: u64, proto: u32) -> Node {
-        let p = NodeParams {
-            node: name.into(),
-            peer: Some(peer.into()),
-            resource: "r0".into(),
-            data_size: size,
-            policies: Default::default(),
-            secret: None,
-            fencing_dont_care: true,
-            freeze_io_on_peer_loss: false,
-            resync_rate: None,
-            verify_rate: None,
-            c_min_rate: Some(0),
-            timing: Timing::default(),
-            verify_alg: "sha1".into(),
-            csums: Default::default(),
-            detach_on_io_error: false,
-            protocols: crate::wire::frame::PROTOCOLS,
-        };
-        let persisted = Persisted { uuids: Uuids { current: 0x1234, ..Default::default() }, flags: flags::CONSISTENT | flags::AL_CLEAN };
-        let (mut n, _) = Node::new(p, persisted, Bitmap::new(size), ActivityLog::new(257, 8), 1);
+        let mut n = super::super::test_support::established_node(name, peer, size, None, proto, |_| {});
         n.set_capacity(capacity);
-        n.link = Some(Link {
-            conn: 1,
-            stage: Stage::Up,
-            my_challenge: [0; 64],
-            peer_uuids: None,
-            peer_words: Vec::new(),
-            peer_discard: false,
-            started_ms: 0,
-            last_rx_ms: 0,
-            ping_sent_ms: None,
-            expected_peer_repl: None,
-            proto,
-            resolve_only: false,
-        });
-        n.repl = ReplState::Established;
         n
     }
 

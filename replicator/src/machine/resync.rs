@@ -264,52 +264,20 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use super::super::node::{Link, NodeParams, Persisted, Resync, Timing};
+    use super::super::node::Resync;
     use super::super::state::Role;
-    use super::super::uuids::Uuids;
     use super::*;
-    use crate::meta::activity_log::ActivityLog;
 
     const SIZE: u64 = 64 << 20;
 
     /// A SyncSource Primary on an established link with every block marked, its disk flushed, the
     /// application writing a moment ago.
     fn source(c_min_rate: Option<u64>, recent_rate: u64) -> Node {
-        let p = NodeParams {
-            node: "node1".into(),
-            peer: Some("node2".into()),
-            resource: "r0".into(),
-            data_size: SIZE,
-            policies: Default::default(),
-            secret: None,
-            fencing_dont_care: true,
-            freeze_io_on_peer_loss: false,
-            resync_rate: None,
-            verify_rate: None,
-            c_min_rate,
-            timing: Timing::default(),
-            verify_alg: "sha1".into(),
-            csums: super::super::csums::CsumsOptions { alg: None, every_resync: false },
-            detach_on_io_error: false,
-            protocols: crate::wire::frame::PROTOCOLS,
-        };
-        let persisted = Persisted { uuids: Uuids { current: 0x1234, ..Default::default() }, flags: flags::CONSISTENT | flags::AL_CLEAN };
         let mut bitmap = Bitmap::new(SIZE);
         bitmap.set_all();
-        let (mut n, _) = Node::new(p, persisted, bitmap, ActivityLog::new(257, 8), 1);
-        n.link = Some(Link {
-            conn: 1,
-            stage: super::super::node::Stage::Up,
-            my_challenge: [0; 64],
-            peer_uuids: None,
-            peer_words: Vec::new(),
-            peer_discard: false,
-            started_ms: 0,
-            last_rx_ms: 0,
-            ping_sent_ms: None,
-            expected_peer_repl: None,
-            proto: crate::wire::frame::PROTOCOLS.max,
-            resolve_only: false,
+        let mut n = super::super::test_support::established_node("node1", "node2", SIZE, Some(bitmap), crate::wire::frame::PROTOCOLS.max, |p| {
+            p.c_min_rate = c_min_rate;
+            p.csums = super::super::csums::CsumsOptions { alg: None, every_resync: false };
         });
         n.role = Role::Primary;
         n.disk = DiskState::UpToDate;
