@@ -221,6 +221,23 @@ fn kill_node(prefix: &str, nodes: &Nodes, i: usize) {
     if empty.is_none() {
         eprintln!("pacemaker lab: processes left in {ns} after kill -9");
     }
+    // A node that loses power loses the addresses its agents added at run time; its network
+    // namespace, which stands for the NIC here, would keep the VIP, and the node's first probe after
+    // it comes back would find the VIP active on both nodes (Pacemaker's multiple-active recovery).
+    drop_runtime_addresses(&ns);
+}
+
+/// Removes the VIP (however it was added: any prefix length, any interface) from namespace `ns`.
+fn drop_runtime_addresses(ns: &str) {
+    let Ok(out) = Command::new("ip").args(["-n", ns, "-o", "-4", "addr", "show"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dev), Some(pos)) = (words.get(1).and_then(|d| d.trim_end_matches(':').split('@').next()), words.iter().position(|w| *w == "inet")) else { continue };
+        let Some(cidr) = words.get(pos + 1) else { continue };
+        if cidr.split('/').next() == Some(VIP) {
+            let _ = Command::new("ip").args(["-n", ns, "addr", "del", cidr, "dev", dev]).status();
+        }
+    }
 }
 
 /// The harness side of `fence_hatest`: a request file `fence/req-NODE` → kill that node → `fence/done-NODE`.
