@@ -201,18 +201,9 @@ async fn seq_1m(v: &Volume, start: u64, bytes: u64, qd: u64) -> Result<f64> {
 /// compared, from the verb to the outcome.
 async fn verify_speed(o: &Opts, a: &Volume, b: &Volume, alg: &str) -> Result<f64> {
     for (me, v) in [(0, a), (1, b)] {
-        let p = spec(o, me, None, CsumsOptions::default()).params;
         let options = replicator::machine::LiveOptions {
-            policies: p.policies,
-            secret: p.secret,
-            fencing_dont_care: p.fencing_dont_care,
-            freeze_io_on_peer_loss: p.freeze_io_on_peer_loss,
-            resync_rate: p.resync_rate,
-            verify_rate: None,
-            c_min_rate: p.c_min_rate,
-            timing: p.timing,
             verify_alg: alg.into(),
-            csums: p.csums,
+            ..replicator::machine::LiveOptions::of(&spec(o, me, None, CsumsOptions::default()).params)
         };
         v.set_options(options, Default::default()).await?;
     }

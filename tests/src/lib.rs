@@ -204,6 +204,29 @@ impl Cluster {
         Ok(addrs)
     }
 
+    /// Under an external manager (`cluster.manager: pacemaker`: nothing starts by itself), target `iqn`
+    /// with r0 as LUN 0 on a free loopback portal: both nodes up, node1 forced Primary, the initial sync
+    /// done, node1 serving. Returns the portal.
+    pub fn serve_r0_by_hand(&mut self, iqn: &str) -> Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut yaml = std::fs::read_to_string(&self.config)?;
+        yaml.push_str(&format!("cluster:\n  manager: pacemaker\ntargets:\n  {iqn}:\n    portals: [\"{addr}\"]\n    luns:\n      0: {{ resource: r0 }}\n"));
+        std::fs::write(&self.config, yaml)?;
+        for i in 0..2 {
+            self.haadm_ok(i, &["create-md", "r0"])?;
+        }
+        self.start(0)?;
+        self.start(1)?;
+        for i in 0..2 {
+            self.haadm_ok(i, &["up", "r0"])?;
+        }
+        self.wait_r0(1, "connected", Duration::from_secs(20), |r| field(r, "connection") == "Connected")?;
+        self.haadm_ok(0, &["primary", "--force", "r0"])?;
+        self.wait_r0(1, "initial sync done", Duration::from_secs(60), in_sync)?;
+        self.haadm_ok(0, &["target", "start"])?;
+        Ok(addr)
+    }
+
     /// SIGKILL, like a crash.
     /// Metadata on both nodes, both daemons started, Connected, then node 0 made Primary with
     /// `--force` (its data becomes the source of the initial full sync, which the caller waits for as
@@ -290,6 +313,12 @@ pub fn poll_until<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> O
 /// The entry for resource `name` in a `haadm status --json` document.
 pub fn resource(status: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
     status.get("resources")?.as_array()?.iter().find(|r| r.get("name").and_then(|n| n.as_str()) == Some(name)).cloned()
+}
+
+/// A resource's status (one node's view): established, both disks UpToDate, nothing out of sync.
+pub fn in_sync(r: &serde_json::Value) -> bool {
+    let oos = r["out_of_sync_bytes"].as_u64().or_else(|| r["out_of_sync_bytes"].as_str().and_then(|s| s.parse().ok())).unwrap_or(0);
+    field(r, "replication") == "Established" && field(r, "disk") == "UpToDate" && field(r, "peer_disk") == "UpToDate" && oos == 0
 }
 
 pub fn field<'a>(r: &'a serde_json::Value, key: &str) -> &'a str {

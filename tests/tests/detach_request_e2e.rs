@@ -17,7 +17,7 @@
 use anyhow::{Context, Result, ensure};
 use ha_tests::initiator::{Initiator, InitiatorConfig};
 use ha_tests::writer::{WriterConfig, WriterHandle, check_block, verify_file};
-use ha_tests::{Cluster, field, free_port, poll_until, sha1_file};
+use ha_tests::{Cluster, field, in_sync, poll_until, sha1_file};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -35,32 +35,11 @@ fn u64_at(r: &serde_json::Value, path: &[&str]) -> u64 {
     v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
 }
 
-fn in_sync(r: &serde_json::Value) -> bool {
-    field(r, "replication") == "Established"
-        && field(r, "disk") == "UpToDate"
-        && field(r, "peer_disk") == "UpToDate"
-        && u64_at(r, &["out_of_sync_bytes"]) == 0
-}
 
 /// node1 Primary serving the target on a loopback portal, node2 Secondary, in sync. Returns the portal.
 fn setup(secret: &str) -> Result<(Cluster, String)> {
     let mut c = Cluster::new(SIZE, secret, None)?;
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut yaml = std::fs::read_to_string(&c.config)?;
-    yaml.push_str(&format!("cluster:\n  manager: pacemaker\ntargets:\n  {IQN}:\n    portals: [\"{addr}\"]\n    luns:\n      0: {{ resource: r0 }}\n"));
-    std::fs::write(&c.config, yaml)?;
-    for i in 0..2 {
-        c.haadm_ok(i, &["create-md", "r0"])?;
-    }
-    c.start(0)?;
-    c.start(1)?;
-    for i in 0..2 {
-        c.haadm_ok(i, &["up", "r0"])?;
-    }
-    c.wait_r0(1, "connected", Duration::from_secs(20), |r| field(r, "connection") == "Connected")?;
-    c.haadm_ok(0, &["primary", "--force", "r0"])?;
-    c.wait_r0(1, "initial sync done", Duration::from_secs(60), in_sync)?;
-    c.haadm_ok(0, &["target", "start"])?;
+    let addr = c.serve_r0_by_hand(IQN)?;
     Ok((c, addr))
 }
 

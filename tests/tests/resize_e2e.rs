@@ -12,7 +12,7 @@
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use ha_tests::initiator::{Initiator, InitiatorConfig, InitiatorError};
-use ha_tests::{field, free_port, poll_until, Cluster};
+use ha_tests::{field, in_sync, poll_until, Cluster};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
@@ -49,9 +49,6 @@ fn read_at(c: &Cluster, file: &str, off: u64, len: usize) -> Result<Vec<u8>> {
     Ok(b)
 }
 
-fn in_sync(r: &serde_json::Value) -> bool {
-    field(r, "replication") == "Established" && field(r, "disk") == "UpToDate" && field(r, "peer_disk") == "UpToDate" && oos(r) == 0
-}
 
 #[test]
 fn grow_resyncs_the_new_area_and_refuses_wrong_use() -> Result<()> {
@@ -222,25 +219,9 @@ async fn login(addr: &str, isid: u8) -> Result<Initiator> {
 #[test]
 fn the_target_reports_the_new_capacity_with_a_unit_attention() -> Result<()> {
     let mut c = Cluster::new(64 * MIB, "s3cret-resize-target", None)?;
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut yaml = std::fs::read_to_string(&c.config)?;
     // Under an external manager nothing starts by itself: up, primary and `target start` by hand, so
     // only node1 serves the portal.
-    yaml.push_str(&format!("cluster:\n  manager: pacemaker\ntargets:\n  {IQN}:\n    portals: [\"{addr}\"]\n    luns:\n      0: {{ resource: r0 }}\n"));
-    std::fs::write(&c.config, yaml)?;
-    for i in 0..2 {
-        c.haadm_ok(i, &["create-md", "r0"])?;
-    }
-    c.start(0)?;
-    c.start(1)?;
-    for i in 0..2 {
-        c.haadm_ok(i, &["up", "r0"])?;
-    }
-    c.wait_r0(1, "connected", Duration::from_secs(20), |r| field(r, "connection") == "Connected")?;
-    c.haadm_ok(0, &["primary", "--force", "r0"])?;
-    c.wait_r0(1, "initial sync done", Duration::from_secs(60), in_sync)?;
-    c.haadm_ok(0, &["target", "start"])?;
+    let addr = c.serve_r0_by_hand(IQN)?;
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut a, mut b) = rt.block_on(async { Ok::<_, anyhow::Error>((login(&addr, 1).await?, login(&addr, 2).await?)) })?;

@@ -90,19 +90,7 @@ impl Resources {
         let Ok(volume) = self.volume(name).await else { return Ok(()) };
         let r = cfg.resources.get(name).ok_or_else(|| format!("no resource `{name}`"))?;
         let spec = volume_spec(&cfg, r, name, &self.node)?;
-        let p = spec.params;
-        let options = replicator::machine::LiveOptions {
-            policies: p.policies,
-            secret: p.secret,
-            fencing_dont_care: p.fencing_dont_care,
-            freeze_io_on_peer_loss: p.freeze_io_on_peer_loss,
-            resync_rate: p.resync_rate,
-            verify_rate: p.verify_rate,
-            c_min_rate: p.c_min_rate,
-            timing: p.timing,
-            verify_alg: p.verify_alg,
-            csums: p.csums,
-        };
+        let options = replicator::machine::LiveOptions::of(&spec.params);
         volume.set_options(options, spec.handlers).await.map_err(|e| format!("{name}: {e}"))
     }
 

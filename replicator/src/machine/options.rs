@@ -25,6 +25,24 @@ pub struct LiveOptions {
     pub csums: super::csums::CsumsOptions,
 }
 
+impl LiveOptions {
+    /// The live part of `p` (what a running volume takes from a re-read configuration).
+    pub fn of(p: &super::NodeParams) -> LiveOptions {
+        LiveOptions {
+            policies: p.policies,
+            secret: p.secret.clone(),
+            fencing_dont_care: p.fencing_dont_care,
+            freeze_io_on_peer_loss: p.freeze_io_on_peer_loss,
+            resync_rate: p.resync_rate,
+            verify_rate: p.verify_rate,
+            c_min_rate: p.c_min_rate,
+            timing: p.timing,
+            verify_alg: p.verify_alg.clone(),
+            csums: p.csums,
+        }
+    }
+}
+
 impl Node {
     pub(crate) fn set_options(&mut self, o: LiveOptions) {
         let before = (self.p.resync_rate, self.p.timing);
@@ -48,17 +66,6 @@ impl Node {
 
     /// The options in force, for tests and status.
     pub fn live_options(&self) -> LiveOptions {
-        LiveOptions {
-            policies: self.p.policies,
-            secret: self.p.secret.clone(),
-            fencing_dont_care: self.p.fencing_dont_care,
-            freeze_io_on_peer_loss: self.p.freeze_io_on_peer_loss,
-            resync_rate: self.p.resync_rate,
-            verify_rate: self.p.verify_rate,
-            c_min_rate: self.p.c_min_rate,
-            timing: self.p.timing,
-            verify_alg: self.p.verify_alg.clone(),
-            csums: self.p.csums,
-        }
+        LiveOptions::of(&self.p)
     }
 }
