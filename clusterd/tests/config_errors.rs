@@ -922,7 +922,7 @@ fn shipped_example_loads() {
         cluster.links[1].on["node2"].address,
         "10.10.2.252".parse::<IpAddr>().unwrap()
     );
-    let group = cfg.group.as_ref().expect("group section");
+    let group = cfg.groups.first().expect("group section");
     assert_eq!(group.resources, ["iscsi.config", "iscsi.target.0"]);
     let vip = group.vip.as_ref().expect("vip");
     assert_eq!(
@@ -973,7 +973,7 @@ fn standalone_example_loads() {
         cfg.nodes[0].state_dir,
         Path::new("/tmp/clusterd-standalone")
     );
-    assert!(cfg.resources.is_empty() && cfg.cluster.is_none() && cfg.group.is_none());
+    assert!(cfg.resources.is_empty() && cfg.cluster.is_none() && cfg.groups.is_empty());
     assert_eq!(
         cfg.local_node(None)
             .expect("no error")

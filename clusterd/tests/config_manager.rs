@@ -68,7 +68,7 @@ fn pacemaker_manager_needs_no_heartbeat_or_group() {
     let (_d, _p, r) = load(&pacemaker(""));
     let cfg = r.expect("pacemaker config loads");
     assert_eq!(cfg.manager, Manager::Pacemaker);
-    assert!(cfg.cluster.is_none() && cfg.group.is_none());
+    assert!(cfg.cluster.is_none() && cfg.groups.is_empty());
     // Without a cluster section the embedded manager is the default.
     let (_d, _p, r) = load(&embedded(""));
     assert_eq!(r.expect("embedded loads").manager, Manager::Embedded);

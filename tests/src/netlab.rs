@@ -287,7 +287,12 @@ metrics:
     }
 
     pub fn has_vip(&self, node: &str) -> bool {
-        must(&["ip", "-n", &self.ns(node), "-4", "addr", "show", "dev", "pub0"]).map(|s| s.contains(&format!("{VIP}/"))).unwrap_or(false)
+        self.has_address(node, VIP)
+    }
+
+    /// Whether `addr` is on the node's public interface (a VIP of another group, say).
+    pub fn has_address(&self, node: &str, addr: &str) -> bool {
+        must(&["ip", "-n", &self.ns(node), "-4", "addr", "show", "dev", "pub0"]).map(|s| s.contains(&format!("{addr}/"))).unwrap_or(false)
     }
 
     pub fn mac(&self, node: &str) -> Result<String> {

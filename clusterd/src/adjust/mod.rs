@@ -104,7 +104,7 @@ pub fn plan(old: &HaConfig, new: &HaConfig, which: &str, st: &RunState) -> Resul
     let old_doc = dump_value(old);
     let new_doc = dump_value(new);
     if all {
-        for part in ["nodes", "group"] {
+        for part in ["nodes", "group", "groups"] {
             for (field, _, _) in differences(&section(&old_doc, &[part]), &section(&new_doc, &[part]), part) {
                 let reason = match part {
                     "nodes" => "the nodes (names, control sockets, state directories) cannot change while clusterd runs; \

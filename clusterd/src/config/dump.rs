@@ -102,7 +102,14 @@ fn whole(cfg: &HaConfig) -> Value {
         (Manager::Embedded, Some(c)) => put(&mut doc, "cluster", Some(cluster(c))),
         (Manager::Embedded, None) => {}
     }
-    put(&mut doc, "group", cfg.group.as_ref().map(group));
+    // A `group:` file dumps as before (same digest as an older release computes for it, so a rolling
+    // upgrade shows no configuration mismatch); `groups:` dumps every group by name.
+    if cfg.legacy_group {
+        put(&mut doc, "group", cfg.groups.first().map(|g| group(g, true)));
+    } else if !cfg.groups.is_empty() {
+        let groups: Mapping = cfg.groups.iter().map(|g| (s(&g.name), group(g, false))).collect();
+        put(&mut doc, "groups", Some(Value::Mapping(groups)));
+    }
     let mut iscsi = map([
         ("nop-interval", d(cfg.iscsi.nop_interval)),
         ("nop-timeout", d(cfg.iscsi.nop_timeout)),
@@ -112,7 +119,7 @@ fn whole(cfg: &HaConfig) -> Value {
     if !cfg.targets.is_empty() {
         let mut targets = Mapping::new();
         for t in &cfg.targets {
-            targets.insert(s(&t.iqn), target(t));
+            targets.insert(s(&t.iqn), target(t, !cfg.legacy_group));
         }
         put(&mut doc, "targets", Some(Value::Mapping(targets)));
     }
@@ -258,7 +265,7 @@ fn cluster(c: &ClusterConfig) -> Value {
     out
 }
 
-fn group(g: &GroupConfig) -> Value {
+fn group(g: &GroupConfig, legacy: bool) -> Value {
     let mut out = map([
         ("resources", Value::Sequence(g.resources.iter().map(|r| s(r)).collect())),
         ("portblock", b(g.portblock)),
@@ -267,6 +274,15 @@ fn group(g: &GroupConfig) -> Value {
         ("unsafe-promote-without-guard", b(g.allow_unguarded_split)),
     ]);
     put(&mut out, "preferred", g.preferred.as_deref().map(s));
+    // issue 17 keys: always in a `groups:` dump, in a `group:` one only when set (see above).
+    if !legacy || g.access != crate::config::Access::Vip {
+        put(&mut out, "access", Some(s(g.access.name())));
+    }
+    if !g.node_portals.is_empty() {
+        let portals = g.node_portals.iter().map(|(n, p)| (s(n), s(&p.to_string()))).collect();
+        put(&mut out, "node-portals", Some(Value::Mapping(portals)));
+    }
+    put(&mut out, "auto-failback", g.auto_failback.map(b));
     if let Some(v) = &g.vip {
         let on = Value::Mapping(v.interfaces.iter().map(|(n, i)| (s(n), s(i))).collect());
         put(
@@ -288,7 +304,7 @@ fn chap(u: &ChapUser) -> Value {
     map([("name", s(&u.name)), ("secret-file", path(&u.secret_file))])
 }
 
-fn target(t: &TargetDef) -> Value {
+fn target(t: &TargetDef, named_groups: bool) -> Value {
     let mut luns = Mapping::new();
     for (n, lun) in &t.luns {
         let mut l = match &lun.source {
@@ -313,6 +329,9 @@ fn target(t: &TargetDef) -> Value {
         ("product", s(&t.product)),
     ]);
     put(&mut out, "alias", t.alias.as_deref().map(s));
+    if named_groups {
+        put(&mut out, "group", t.group.as_deref().map(s));
+    }
     put(&mut out, "incoming-user", t.incoming_user.as_ref().map(chap));
     put(&mut out, "outgoing-user", t.outgoing_user.as_ref().map(chap));
     let params = target_params(&t.params);

@@ -1,13 +1,44 @@
 //! The `group:` section: what moves between the nodes on failover (Heartbeat's haresources line
 //! `node1 IPaddr::10.10.1.250/24/bond0 drbddisk::iscsi.target.0 iscsitarget`): the replicated
-//! resources, promoted in order, then the VIP; the iSCSI target follows the group.
+//! resources, promoted in order, then the VIP; the iSCSI target follows the group. `groups:` (issue 17)
+//! holds several such groups by name, each moving on its own; `group:` is read as one group named
+//! [`LEGACY_GROUP_NAME`].
 
 use super::fields::{Fields, parse_cidr};
 use super::raw::{RawGroup, RawVip};
 use super::{ConfigError, NodeConfig, ResourceConfig, Source};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+/// The name a single `group:` section gets (status, events, metrics, `standby GROUP`).
+pub const LEGACY_GROUP_NAME: &str = "default";
+
+/// How initiators reach a group's targets (`access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// The VIP only: it moves with the group, the holder serves (the first wave's mode).
+    Vip,
+    /// ALUA multipath: each node serves the group's targets on its own portal (`node-portals`);
+    /// REPORT TARGET PORT GROUPS says which node's port is active, the other's refuses I/O.
+    Alua,
+    /// Both: the VIP for simple initiators and the node portals for multipath ones.
+    Both,
+}
+
+impl Access {
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Vip => "vip",
+            Access::Alua => "alua",
+            Access::Both => "both",
+        }
+    }
+
+    pub fn alua(self) -> bool {
+        matches!(self, Access::Alua | Access::Both)
+    }
+}
 
 /// Defaults of the `group` section.
 pub mod group_defaults {
@@ -25,6 +56,8 @@ pub const MAX_GARP_COUNT: u32 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
+    /// The key under `groups:`, or [`LEGACY_GROUP_NAME`] for a `group:` section.
+    pub name: String,
     /// The node the group belongs on (haresources' first word): it returns there when
     /// `cluster.auto-failback` is on.
     pub preferred: Option<String>,
@@ -38,6 +71,21 @@ pub struct GroupConfig {
     pub stop_timeout: Duration,
     /// `unsafe-promote-without-guard`: take over without a guard confirming the peer is gone.
     pub allow_unguarded_split: bool,
+    /// `auto-failback` of this group; `None` = `cluster.auto-failback`.
+    pub auto_failback: Option<bool>,
+    pub access: Access,
+    /// `node-portals`: node name → the portal this node serves the group's targets on with ALUA
+    /// (every node, with `access: alua | both`; empty with `vip`).
+    pub node_portals: BTreeMap<String, SocketAddr>,
+}
+
+impl GroupConfig {
+    /// The ALUA target port group id (= relative port id = TPGT offset) of `node`'s own portal: the
+    /// target's tpgt + 1 + the node's index in `nodes`, so the VIP portal keeps the target's tpgt and
+    /// the two nodes' ports never share a tag (open-iscsi refuses a portal whose tag changes).
+    pub fn node_tpgt(tpgt: u16, node_index: usize) -> u16 {
+        tpgt.saturating_add(1).saturating_add(node_index as u16)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,12 +103,22 @@ pub struct VipConfig {
 
 pub(super) fn build_group(
     src: &Source<'_>,
+    name: Option<&str>,
     raw: &RawGroup,
     nodes: &[NodeConfig],
     resources: &BTreeMap<String, ResourceConfig>,
 ) -> Result<GroupConfig, ConfigError> {
     use group_defaults as d;
-    let f = Fields::new(src, "group");
+    let f = match name {
+        Some(n) => Fields::new(src, format!("groups.{n}")),
+        None => Fields::new(src, "group"),
+    };
+    if let Some(n) = name {
+        super::check_name(n, 63).map_err(|p| f.invalid("", format_args!("`{n}`: {p}")))?;
+        if n == "all" {
+            return Err(f.invalid("", "`all` is reserved (`haadm standby all`); choose another group name"));
+        }
+    }
     let preferred = match &raw.preferred {
         None => None,
         Some(s) if nodes.iter().any(|n| n.name == s.text) => Some(s.text.clone()),
@@ -103,7 +161,22 @@ pub(super) fn build_group(
         .as_ref()
         .map(|v| build_vip(&f.nested("vip"), v, nodes))
         .transpose()?;
+    let access = match raw.access.as_ref().map(|s| (s.text.as_str(), s)) {
+        None | Some(("vip", _)) => Access::Vip,
+        Some(("alua", _)) => Access::Alua,
+        Some(("both", _)) => Access::Both,
+        Some((_, s)) => return Err(f.invalid("access", format_args!("{} is not vip, alua or both", s.shown()))),
+    };
+    if access == Access::Both && vip.is_none() {
+        return Err(f.invalid("vip", "required with `access: both` (the VIP is one of the two ways in); or use `access: alua`"));
+    }
+    let node_portals = build_node_portals(&f, raw.node_portals.as_ref(), nodes, access)?;
+    let auto_failback = raw.auto_failback.as_ref().map(|s| f.flag("auto-failback", Some(s), false)).transpose()?;
     Ok(GroupConfig {
+        name: name.unwrap_or(LEGACY_GROUP_NAME).to_string(),
+        auto_failback,
+        access,
+        node_portals,
         preferred,
         resources: members,
         vip,
@@ -124,6 +197,60 @@ pub(super) fn build_group(
             false,
         )?,
     })
+}
+
+/// `node-portals: { node1: "10.10.1.251:3260", node2: ... }` (a bare IP means port 3260): required
+/// with every node for ALUA access, refused without it (it would be served by nobody).
+fn build_node_portals(
+    f: &Fields<'_>,
+    raw: Option<&super::raw::UniqueMap<super::raw::Scalar>>,
+    nodes: &[NodeConfig],
+    access: Access,
+) -> Result<BTreeMap<String, SocketAddr>, ConfigError> {
+    let Some(raw) = raw else {
+        if access.alua() {
+            return Err(f.invalid(
+                "node-portals",
+                format_args!(
+                    "required with `access: {}`: the portal each node serves the group's targets on, like {{ {} }}",
+                    access.name(),
+                    nodes.iter().map(|n| format!("{}: \"IP:3260\"", n.name)).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        return Ok(BTreeMap::new());
+    };
+    if !access.alua() {
+        return Err(f.invalid("node-portals", "only used with `access: alua` or `access: both`; set `access` or remove this key"));
+    }
+    let mut out = BTreeMap::new();
+    for key in raw.0.keys() {
+        if !nodes.iter().any(|n| &n.name == key) {
+            return Err(f.invalid(
+                &format!("node-portals.{key}"),
+                format_args!("`{key}` is not a node in `nodes` ({})", super::resource::node_list(nodes)),
+            ));
+        }
+    }
+    for node in nodes {
+        let Some(s) = raw.0.get(&node.name) else {
+            return Err(f.invalid("node-portals", format_args!("no portal for node `{}` (every node needs one)", node.name)));
+        };
+        let field = format!("node-portals.{}", node.name);
+        let text = s.text.trim();
+        let addr = match text.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, 3260),
+            Err(_) => super::units::parse_address(text, &s.shown()).map_err(|e| f.invalid(&field, e))?,
+        };
+        if addr.ip().is_unspecified() {
+            return Err(f.invalid(&field, "a node portal needs the node's own address, not 0.0.0.0 (the peer advertises it)"));
+        }
+        if out.values().any(|a| *a == addr) {
+            return Err(f.invalid(&field, format_args!("{addr} is already the portal of another node")));
+        }
+        out.insert(node.name.clone(), addr);
+    }
+    Ok(out)
 }
 
 fn build_vip(f: &Fields<'_>, raw: &RawVip, nodes: &[NodeConfig]) -> Result<VipConfig, ConfigError> {

@@ -29,7 +29,7 @@ pub use cluster::{
     ClusterConfig, GuardConfig, Manager, HeartbeatLink, LinkEndpoint, LinkMode, MAX_LINK_NAME_LEN,
     cluster_defaults,
 };
-pub use group::{GroupConfig, MAX_GARP_COUNT, VipConfig, group_defaults};
+pub use group::{Access, GroupConfig, LEGACY_GROUP_NAME, MAX_GARP_COUNT, VipConfig, group_defaults};
 pub use metrics::{DEFAULT_METRICS_PORT, MetricsConfig};
 pub use target_params::{DATA_LENGTH_RANGE, DIGESTS, TargetParamOverrides};
 pub use targets::{
@@ -159,8 +159,12 @@ pub struct HaConfig {
     pub manager: Manager,
     /// Heartbeat settings; required with two nodes and a group, absent otherwise (and under Pacemaker).
     pub cluster: Option<ClusterConfig>,
-    /// The failover group; `None` when nothing fails over (e.g. a standalone target).
-    pub group: Option<GroupConfig>,
+    /// The failover groups (issue 17: `groups:`, or one from `group:`), each moving on its own;
+    /// empty when nothing fails over (e.g. a standalone target). In file order.
+    pub groups: Vec<GroupConfig>,
+    /// The groups came from a single `group:` section (dumped back the same way, so the config digest
+    /// of an unchanged file stays what an older release computes).
+    pub legacy_group: bool,
     pub iscsi: IscsiConfig,
     /// In file order.
     pub targets: Vec<TargetDef>,
@@ -210,12 +214,8 @@ impl HaConfig {
             Some(c) => cluster::build_cluster(&src, c, &nodes)?,
             None => (Manager::Embedded, None),
         };
-        let group = raw
-            .group
-            .as_ref()
-            .map(|g| group::build_group(&src, g, &nodes, &resources))
-            .transpose()?;
-        if manager == Manager::Pacemaker && group.is_some() {
+        let groups = build_groups(&src, &raw, &nodes, &resources)?;
+        if manager == Manager::Pacemaker && !groups.is_empty() {
             return Err(src.invalid(
                 "group",
                 "not used with `cluster.manager: pacemaker`: the VIP, the port block and the target are Pacemaker \
@@ -224,14 +224,14 @@ impl HaConfig {
             ));
         }
         if manager == Manager::Embedded {
-            check_cluster_and_group_go_together(&src, &nodes, cluster.is_some(), group.is_some())?;
+            check_cluster_and_group_go_together(&src, &nodes, cluster.is_some(), !groups.is_empty())?;
         } else {
             check_pacemaker_fencing(&src, &resources)?;
         }
         let iscsi = targets::build_iscsi(&src, &raw.iscsi)?;
         let ctx = targets::TargetContext {
             resources: &resources,
-            group: group.as_ref(),
+            groups: &groups,
         };
         let targets = targets::build_targets(&src, &raw.targets, &ctx)?;
         let others = metrics::Others { nodes: &nodes, resources: &resources, targets: &targets };
@@ -242,7 +242,8 @@ impl HaConfig {
             resources,
             manager,
             cluster,
-            group,
+            legacy_group: raw.group.is_some(),
+            groups,
             iscsi,
             targets,
             metrics,
@@ -298,7 +299,7 @@ impl HaConfig {
         // Under Pacemaker every resource is managed (and fenced through the fence-peer handler, which
         // loading checked); the embedded manager only fences for the group.
         let pacemaker = self.manager == Manager::Pacemaker;
-        let in_group = |name: &str| pacemaker || self.group.as_ref().is_some_and(|g| g.resources.iter().any(|r| r == name));
+        let in_group = |name: &str| pacemaker || self.group_of_resource(name).is_some();
         let fence_command = pacemaker || self.cluster.as_ref().is_some_and(|c| c.guard.can_fence());
         for r in self.resources.values() {
             let why = match r.disk.fencing {
@@ -322,7 +323,7 @@ impl HaConfig {
         if let Some(c) = &self.cluster {
             out.extend(c.warnings(&self.path));
         }
-        if let Some(g) = &self.group {
+        for g in &self.groups {
             self.group_warnings(g, &mut out);
         }
         if self.nodes.len() == 2 {
@@ -347,10 +348,38 @@ impl HaConfig {
         let file = self.path.display();
         if g.allow_unguarded_split && self.nodes.len() == 2 {
             out.push(format!(
-                "{file}: group.unsafe-promote-without-guard: on: a node that loses sight of its peer may \
-                 promote the group while the peer still runs it (split brain, diverged data)"
+                "{file}: {}.unsafe-promote-without-guard: on: a node that loses sight of its peer may \
+                 promote the group while the peer still runs it (split brain, diverged data)",
+                self.group_field(g)
             ));
         }
+    }
+
+    /// The field path of `g` in ha.yaml: `group` or `groups.NAME`.
+    pub fn group_field(&self, g: &GroupConfig) -> String {
+        if self.legacy_group { "group".to_string() } else { format!("groups.{}", g.name) }
+    }
+
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Option<&GroupConfig> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// The group a replicated resource belongs to (at most one: loading checked).
+    pub fn group_of_resource(&self, resource: &str) -> Option<&GroupConfig> {
+        self.groups.iter().find(|g| g.resources.iter().any(|r| r == resource))
+    }
+
+    /// The targets that follow group `name` (all targets when `name` is `None`).
+    pub fn targets_of_group<'a>(&'a self, name: Option<&'a str>) -> impl Iterator<Item = &'a TargetDef> + 'a {
+        self.targets.iter().filter(move |t| name.is_none() || t.group.as_deref() == name)
+    }
+
+    /// This configuration with only the targets of group `name`: what that group's target serves.
+    pub fn for_group(&self, name: &str) -> HaConfig {
+        let mut c = self.clone();
+        c.targets.retain(|t| t.group.as_deref() == Some(name));
+        c
     }
 }
 
@@ -478,6 +507,53 @@ fn build_nodes(src: &Source<'_>, raw: &[raw::RawNode]) -> Result<Vec<NodeConfig>
         });
     }
     Ok(nodes)
+}
+
+/// `group:` (one group) or `groups:` (any number, by name); never both. A resource belongs to at most
+/// one group, and two groups never share a VIP or a node portal.
+fn build_groups(
+    src: &Source<'_>,
+    raw: &RawHaConfig,
+    nodes: &[NodeConfig],
+    resources: &BTreeMap<String, ResourceConfig>,
+) -> Result<Vec<GroupConfig>, ConfigError> {
+    let groups = match (&raw.group, &raw.groups) {
+        (Some(_), Some(_)) => {
+            return Err(src.invalid("groups", "both `group` and `groups` are set; move the `group` section into `groups` under a name"));
+        }
+        (Some(g), None) => vec![group::build_group(src, None, g, nodes, resources)?],
+        (None, Some(map)) => {
+            let mut out = Vec::with_capacity(map.0.len());
+            for (key, g) in &map.0 {
+                out.push(group::build_group(src, Some(&key.text), g, nodes, resources)?);
+            }
+            out
+        }
+        (None, None) => Vec::new(),
+    };
+    let field = |g: &GroupConfig| if raw.group.is_some() { "group".to_string() } else { format!("groups.{}", g.name) };
+    for (i, g) in groups.iter().enumerate() {
+        for earlier in &groups[..i] {
+            if let Some(r) = g.resources.iter().find(|r| earlier.resources.contains(r)) {
+                return Err(src.invalid(
+                    format!("{}.resources", field(g)),
+                    format_args!("`{r}` is already in group `{}`; a resource moves with one group", earlier.name),
+                ));
+            }
+            if let (Some(a), Some(b)) = (&g.vip, &earlier.vip)
+                && a.address == b.address
+            {
+                return Err(src.invalid(format!("{}.vip.address", field(g)), format_args!("{} is already the VIP of group `{}`", a.address, earlier.name)));
+            }
+            if let Some((n, p)) = g.node_portals.iter().find(|(n, p)| earlier.node_portals.get(*n) == Some(p)) {
+                return Err(src.invalid(
+                    format!("{}.node-portals.{n}", field(g)),
+                    format_args!("{p} is already a portal of group `{}`; give each group its own port or address", earlier.name),
+                ));
+            }
+        }
+    }
+    Ok(groups)
 }
 
 /// With two nodes, a group needs heartbeats to decide where it runs, and heartbeats without a group

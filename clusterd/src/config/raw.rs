@@ -26,6 +26,8 @@ pub(crate) struct RawHaConfig {
     pub resources: UniqueMap<RawResource>,
     pub cluster: Option<RawCluster>,
     pub group: Option<RawGroup>,
+    /// issue 17: several failover groups, by name (not together with `group`).
+    pub groups: Option<OrderedUniqueMap<RawGroup>>,
     #[serde(default)]
     pub iscsi: RawIscsi,
     #[serde(default)]

@@ -103,6 +103,10 @@ pub(crate) struct RawGroup {
     pub start_timeout: Option<Scalar>,
     pub stop_timeout: Option<Scalar>,
     pub unsafe_promote_without_guard: Option<Scalar>,
+    // issue 17: per-group auto-failback (default: cluster.auto-failback), access mode, node portals.
+    pub auto_failback: Option<Scalar>,
+    pub access: Option<Scalar>,
+    pub node_portals: Option<UniqueMap<Scalar>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +171,8 @@ pub(crate) struct RawTarget {
     pub params: RawTargetParams,
     pub vendor: Option<Scalar>,
     pub product: Option<Scalar>,
+    /// issue 17: the failover group this target follows (default: the group of its volumes).
+    pub group: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

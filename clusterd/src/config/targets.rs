@@ -84,6 +84,8 @@ pub struct TargetDef {
     pub params: TargetParamOverrides,
     pub vendor: String,
     pub product: String,
+    /// issue 17: the failover group this target follows (`None` without groups).
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +219,37 @@ fn build_chap(f: &Fields<'_>, raw: &RawChapUser) -> Result<ChapUser, ConfigError
 /// What the targets may refer to.
 pub(super) struct TargetContext<'a> {
     pub resources: &'a BTreeMap<String, ResourceConfig>,
-    pub group: Option<&'a GroupConfig>,
+    pub groups: &'a [GroupConfig],
+}
+
+/// The group a target follows: `group:` when given, else the group of its replicated LUNs, else the
+/// only group. With several groups a target of local files only must name its group.
+fn target_group<'a>(f: &Fields<'_>, raw: &RawTarget, ctx: &TargetContext<'a>) -> Result<Option<&'a GroupConfig>, ConfigError> {
+    if let Some(s) = &raw.group {
+        return match ctx.groups.iter().find(|g| g.name == s.text) {
+            Some(g) => Ok(Some(g)),
+            None => Err(f.invalid(
+                "group",
+                format_args!(
+                    "{} is not a failover group ({})",
+                    s.shown(),
+                    if ctx.groups.is_empty() { "none defined".to_string() } else { ctx.groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>().join(", ") }
+                ),
+            )),
+        };
+    }
+    for lun in raw.luns.0.iter().map(|(_, l)| l) {
+        if let Some(r) = &lun.resource
+            && let Some(g) = ctx.groups.iter().find(|g| g.resources.contains(&r.text))
+        {
+            return Ok(Some(g));
+        }
+    }
+    match ctx.groups {
+        [] => Ok(None),
+        [only] => Ok(Some(only)),
+        _ => Err(f.invalid("group", "required: there are several failover groups and no LUN of this target is in one; name the group it follows")),
+    }
 }
 
 pub(super) fn build_targets(
@@ -266,7 +298,8 @@ fn build_target(
         return Err(f.invalid("alias", format_args!("at most {MAX_CHAP_NAME_LEN} bytes")));
     }
     let tpgt = f.number_or("tpgt", raw.tpgt.as_ref(), d::TPGT, 1..=u16::MAX)?;
-    let portals = build_portals(f, raw.portals.as_deref(), ctx.group)?;
+    let group = target_group(f, raw, ctx)?;
+    let portals = build_portals(f, raw.portals.as_deref(), group)?;
     if raw.luns.0.is_empty() {
         return Err(f.invalid(
             "luns",
@@ -276,7 +309,7 @@ fn build_target(
     let mut luns = BTreeMap::new();
     for (key, raw_lun) in &raw.luns.0 {
         let number = f.number(&format!("luns.{}", key.text), key, 0..=MAX_LUN)?;
-        let lun = build_lun(&f.nested(&format!("luns.{number}")), raw_lun, ctx)?;
+        let lun = build_lun(&f.nested(&format!("luns.{number}")), raw_lun, ctx, group)?;
         if luns.insert(number, lun).is_some() {
             return Err(f.invalid(
                 &format!("luns.{}", key.text),
@@ -350,6 +383,7 @@ fn build_target(
         incoming_user,
         outgoing_user,
         params: build_params(&f.nested("params"), &raw.params)?,
+        group: group.map(|g| g.name.clone()),
         vendor: inquiry_text(f, "vendor", raw.vendor.as_ref(), d::VENDOR, MAX_VENDOR_LEN)?,
         product: inquiry_text(
             f,
@@ -370,6 +404,8 @@ fn build_portals(
     let Some(raw) = raw else {
         return match group.and_then(|g| g.vip.as_ref()) {
             Some(vip) => Ok(vec![SocketAddr::new(vip.address, target_defaults::PORT)]),
+            // ALUA only: the group's node portals are the way in; no portal moves with the group.
+            None if group.is_some_and(|g| g.access.alua()) => Ok(Vec::new()),
             None => Err(f.invalid(
                 "portals",
                 "required (there is no group.vip to default to); list IP:PORT addresses, like \"10.10.1.250:3260\"",
@@ -400,7 +436,7 @@ fn build_portals(
     Ok(portals)
 }
 
-fn build_lun(f: &Fields<'_>, raw: &RawLun, ctx: &TargetContext<'_>) -> Result<LunDef, ConfigError> {
+fn build_lun(f: &Fields<'_>, raw: &RawLun, ctx: &TargetContext<'_>, group: Option<&GroupConfig>) -> Result<LunDef, ConfigError> {
     let source = match (&raw.resource, &raw.path) {
         (Some(r), None) => {
             if !ctx.resources.contains_key(&r.text) {
@@ -418,13 +454,14 @@ fn build_lun(f: &Fields<'_>, raw: &RawLun, ctx: &TargetContext<'_>) -> Result<Lu
                     ),
                 ));
             }
-            if let Some(g) = ctx.group
+            if let Some(g) = group
                 && !g.resources.contains(&r.text)
             {
+                let field = if ctx.groups.len() == 1 && g.name == super::LEGACY_GROUP_NAME { "group".to_string() } else { format!("groups.{}", g.name) };
                 return Err(f.invalid(
                     "resource",
                     format_args!(
-                        "{} is not in group.resources; the target follows the group, so the volume must too",
+                        "{} is not in {field}.resources; the target follows the group, so the volume must too",
                         r.shown()
                     ),
                 ));

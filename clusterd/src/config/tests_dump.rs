@@ -19,7 +19,7 @@ fn round_trip(text: &str) {
         let b = &again.resources[name];
         assert_eq!((&r.net, &r.syncer, &r.disk, &r.startup, &r.handlers, &r.on), (&b.net, &b.syncer, &b.disk, &b.startup, &b.handlers, &b.on));
     }
-    assert_eq!((&again.cluster, &again.group, &again.iscsi, &again.targets, &again.metrics), (&cfg.cluster, &cfg.group, &cfg.iscsi, &cfg.targets, &cfg.metrics));
+    assert_eq!((&again.cluster, &again.groups, &again.iscsi, &again.targets, &again.metrics), (&cfg.cluster, &cfg.groups, &cfg.iscsi, &cfg.targets, &cfg.metrics));
     assert_eq!(again.nodes, cfg.nodes);
 }
 

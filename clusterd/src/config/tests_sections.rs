@@ -54,7 +54,7 @@ fn omitted_section_keys_take_the_documented_defaults() {
     assert_eq!(c.links[0].on["node1"].interface, None);
     assert_eq!(c.guard, GuardConfig::default());
     assert_eq!(c.escalation_command, None);
-    let g = cfg.group.as_ref().expect("group");
+    let g = cfg.groups.first().expect("group");
     assert_eq!(g.preferred, None);
     assert!(g.portblock && !g.allow_unguarded_split);
     assert_eq!(g.start_timeout, group_defaults::START_TIMEOUT);
@@ -132,7 +132,7 @@ fn every_section_key_is_typed() {
     assert_eq!(c.guard.ping_nodes, ips);
     assert_eq!(c.guard.ping_timeout, Duration::from_millis(300));
     assert_eq!(c.guard.fence_command.as_deref(), Some("fence"));
-    let g = cfg.group.as_ref().expect("group");
+    let g = cfg.groups.first().expect("group");
     assert_eq!(g.preferred.as_deref(), Some("node2"));
     assert!(!g.portblock && g.allow_unguarded_split);
     assert_eq!(
@@ -242,7 +242,7 @@ fn local_node_picks_the_only_node_without_a_name() {
         one.local_node(Some("other")).is_err(),
         "a given name must still exist"
     );
-    assert!(one.targets.is_empty() && one.cluster.is_none() && one.group.is_none());
+    assert!(one.targets.is_empty() && one.cluster.is_none() && one.groups.is_empty());
 }
 
 #[test]

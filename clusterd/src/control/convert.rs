@@ -200,6 +200,21 @@ pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> C
             out.handoff.clear();
         }
     }
+    for g in &view.groups {
+        let s = &g.status;
+        let handoff = format!("{:?}", s.handoff);
+        out.groups.push(proto::control::GroupStatus {
+            name: g.name.clone(),
+            holder: s.holder.as_ref().map(|(n, _)| n.clone()).unwrap_or_default(),
+            phase: s.phase.name().to_string(),
+            epoch: s.epoch,
+            split_brain_warning: s.split_brain_warning.clone().unwrap_or_default(),
+            waiting: s.waiting.clone().unwrap_or_default(),
+            last_failure: s.last_failure.clone().unwrap_or_default(),
+            handoff: if handoff == "None" { String::new() } else { handoff },
+            access: g.access.to_string(),
+        });
+    }
     out.nodes.push(NodeStatus { name: me.to_string(), online: true, standby: false });
     if let Some(m) = &view.membership {
         out.peer_generation = m.generation.unwrap_or(0);
@@ -244,6 +259,15 @@ pub fn cluster_event(kind: &str, view: &crate::daemon::cluster::ClusterView) -> 
         fields.push(kv("epoch", s.epoch.to_string()));
         if let Some(w) = &s.split_brain_warning {
             fields.push(kv("split-brain", w.clone()));
+        }
+    }
+    // Issue 17: every named group (the fields above are the first group's, as before).
+    if view.groups.len() > 1 || view.groups.first().is_some_and(|g| g.name != crate::config::LEGACY_GROUP_NAME) {
+        for g in &view.groups {
+            let s = &g.status;
+            fields.push(kv(&format!("holder.{}", g.name), s.holder.as_ref().map(|(n, _)| n.clone()).unwrap_or_else(|| "-".into())));
+            fields.push(kv(&format!("phase.{}", g.name), s.phase.name().into()));
+            fields.push(kv(&format!("epoch.{}", g.name), s.epoch.to_string()));
         }
     }
     if let Some(m) = &view.membership {

@@ -86,9 +86,9 @@ impl ControlService {
             return Err(Status::failed_precondition(format!("`{what}`: no targets in {}", self.resources.config.path.display())));
         }
         let r = if start {
-            self.targets.start(&self.resources).await.map(|()| "target: serving".to_string()).map_err(|e| format!("target start failed: {e:#}"))
+            self.targets.start(None, &self.resources).await.map(|()| "target: serving".to_string()).map_err(|e| format!("target start failed: {e:#}"))
         } else {
-            self.targets.stop().await;
+            self.targets.stop(None).await;
             Ok("target: stopped".to_string())
         };
         match &r {
@@ -98,20 +98,24 @@ impl ControlService {
         Ok(reply(vec![r]))
     }
 
-    async fn admin(&self, cmd: AdminCmd) -> Result<Response<VerbReply>, Status> {
+    /// `standby` / `takeover` of `group` (a group name, or `all`/"": every group it applies to).
+    async fn admin(&self, group: &str, cmd: AdminCmd) -> Result<Response<VerbReply>, Status> {
         let what = match cmd { AdminCmd::Standby => "standby", AdminCmd::Takeover => "takeover" };
         let Some(c) = &self.cluster else {
             return Err(Status::failed_precondition(format!(
-                "`{what}` needs a `cluster` and a `group` section in {}",
+                "`{what}` needs a `cluster` and a `group` (or `groups`) section in {}",
                 self.resources.config.path.display()
             )));
         };
-        let r = c.admin(cmd, std::time::Duration::from_secs(90)).await;
-        match &r {
-            Ok(()) => tracing::info!("{what}: done"),
-            Err(e) => tracing::warn!("{what} refused: {e}"),
-        }
-        let (ok, message) = match r { Ok(()) => (true, format!("{what}: done")), Err(e) => (false, format!("{what} refused: {e}")) };
+        let r = c.admin(group, cmd, std::time::Duration::from_secs(90)).await;
+        // A single `group:` answers as before; named groups say which moved.
+        let legacy = self.resources.running_config().legacy_group;
+        let (ok, message) = match r {
+            Ok(_) if legacy => (true, format!("{what}: done")),
+            Ok(lines) => (true, format!("{what}: done ({})", lines.join(", "))),
+            Err(e) => (false, format!("{what} refused: {e}")),
+        };
+        if ok { tracing::info!("{message}") } else { tracing::warn!("{message}") }
         Ok(Response::new(VerbReply { ok, message, warnings: Vec::new() }))
     }
 }
@@ -242,11 +246,11 @@ impl Control for ControlService {
     async fn resume_sync(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
         self.each(&req.into_inner().resource, Some(Verb::ResumeSync), "resume-sync").await
     }
-    async fn standby(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        self.admin(AdminCmd::Standby).await
+    async fn standby(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.admin(&req.into_inner().resource, AdminCmd::Standby).await
     }
-    async fn takeover(&self, _: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
-        self.admin(AdminCmd::Takeover).await
+    async fn takeover(&self, req: Request<VerbRequest>) -> Result<Response<VerbReply>, Status> {
+        self.admin(&req.into_inner().resource, AdminCmd::Takeover).await
     }
     async fn target_show(&self, req: Request<TargetShowRequest>) -> Result<Response<TargetShowReply>, Status> {
         let (text, json) = self.targets.show(req.into_inner().json).await;

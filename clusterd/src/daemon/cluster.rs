@@ -1,19 +1,23 @@
-//! The HA group on this node: heartbeats in, the failover sequencer deciding, the group steps doing.
+//! The HA groups on this node: heartbeats in, one failover sequencer per group deciding, the group
+//! steps doing.
 //!
-//! The sequencer (`crate::failover`) and the membership core (`crate::heartbeat`) hold every decision;
-//! this loop only feeds them events (heartbeat membership, the peer's published group state, volume
+//! The sequencers (`crate::failover`) and the membership core (`crate::heartbeat`) hold every decision;
+//! this loop only feeds them events (heartbeat membership, the peer's published group states, volume
 //! states, step results, admin commands, a timer) and carries out the actions they return. Steps run
-//! as their own tasks, so a slow step never stalls heartbeats or the control API.
+//! as their own tasks, so a slow step never stalls heartbeats or the control API. Each group moves on
+//! its own (issue 17); what belongs to the node rather than a group is shared: the heartbeat, the
+//! guard (run once per peer failure, its answer given to every group that asked, see `Driver::guard`),
+//! the published state (one field carrying every group's, `failover::encode_state_set`).
 
-use super::io_fencing::IoFencing;
+use super::group_run::{
+    AdminReply, GroupRun, LoopMsg, Requests, epoch_file, local_volumes, read_epoch, sequencer_params,
+};
 use super::group_steps::GroupSteps;
+use super::io_fencing::IoFencing;
 use super::resources::Resources;
 use super::targets::TargetHost;
-use crate::config::{ClusterConfig, GroupConfig, HaConfig, LinkMode as CfgLinkMode, NodeConfig};
-use crate::failover::{
-    Action, AdminCmd, GuardKind, Input, Level, LocalVolumes, Sequencer, SequencerParams, SequencerStatus, Step,
-    start_plan, stop_plan, volumes_view,
-};
+use crate::config::{ClusterConfig, HaConfig, LinkMode as CfgLinkMode, NodeConfig};
+use crate::failover::{AdminCmd, Input, PeerStates, Sequencer, SequencerStatus, decode_state_set, encode_state_set, start_plan, stop_plan};
 use crate::heartbeat::{
     AuthKeys, Generation, HeartbeatHandle, HeartbeatRuntimeConfig, HeartbeatService, LinkMode, LinkRuntime,
     MembershipEvent, MembershipParams, MembershipStatus,
@@ -21,7 +25,7 @@ use crate::heartbeat::{
 use crate::fencing::Fencer;
 use crate::monitor::counters::{ClusterCounters, FenceResult, GuardResult};
 use crate::netops;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use anyhow::{Context, Result, anyhow};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,13 +38,26 @@ const TICK: Duration = Duration::from_millis(50);
 /// How often ping nodes are probed for our own uplink state.
 const UPLINK_EVERY: Duration = Duration::from_secs(1);
 
-type AdminRequest = (AdminCmd, oneshot::Sender<Result<(), String>>);
+/// An admin command for one group (by index).
+type AdminRequest = (usize, AdminCmd, AdminReply);
+
+/// One group as `haadm status` shows it.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub name: String,
+    pub status: SequencerStatus,
+    /// `vip`, `alua` or `both`.
+    pub access: &'static str,
+}
 
 /// What `haadm status` shows about the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     pub generation: u64,
+    /// The first group's sequencer (what a single-group consumer shows).
     pub sequencer: Option<SequencerStatus>,
+    /// Every group, in configuration order.
+    pub groups: Vec<GroupView>,
     pub membership: Option<MembershipStatus>,
 }
 
@@ -49,6 +66,8 @@ pub struct ClusterHandle {
     admin: mpsc::Sender<AdminRequest>,
     adjust: mpsc::Sender<AdjustRequest>,
     view: watch::Receiver<ClusterView>,
+    /// Group names in configuration order (what `standby GROUP` may name).
+    groups: Vec<String>,
     /// Event counters for `/metrics` (late heartbeats, guard and fence outcomes, failovers).
     pub counters: Arc<ClusterCounters>,
     /// Bumped by every pass of the group loop: the systemd watchdog is fed only while it moves.
@@ -58,15 +77,47 @@ pub struct ClusterHandle {
 }
 
 impl ClusterHandle {
-    /// `standby` / `takeover`: the sequencer answers once the hand-over finished or was refused.
-    pub async fn admin(&self, cmd: AdminCmd, limit: Duration) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.admin.send((cmd, tx)).await.map_err(|_| "the cluster loop is not running".to_string())?;
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the cluster loop stopped before answering".into()),
-            Err(_) => Err(format!("no answer within {limit:?} (the hand-over may still complete; see `haadm status`)")),
+    /// `standby` / `takeover` of `group` (a name, or `all` / "" for every group where it applies:
+    /// standby moves the groups held here, takeover the ones held by the peer). Answers once every
+    /// hand-over finished or was refused.
+    pub async fn admin(&self, group: &str, cmd: AdminCmd, limit: Duration) -> Result<Vec<String>, String> {
+        let view = self.view();
+        let picked: Vec<usize> = if group.is_empty() || group == "all" {
+            let applies = |g: &GroupView| match cmd {
+                AdminCmd::Standby => g.status.phase.active(),
+                AdminCmd::Takeover => !g.status.phase.active(),
+            };
+            let picked: Vec<usize> = view.groups.iter().enumerate().filter(|(_, g)| applies(g)).map(|(i, _)| i).collect();
+            if picked.is_empty() {
+                return Err(match cmd {
+                    AdminCmd::Standby => "this node holds no group".to_string(),
+                    AdminCmd::Takeover => "this node already holds every group".to_string(),
+                });
+            }
+            picked
+        } else {
+            match self.groups.iter().position(|g| g == group) {
+                Some(i) => vec![i],
+                None => return Err(format!("no failover group `{group}` (groups: {})", self.groups.join(", "))),
+            }
+        };
+        let mut waits = Vec::new();
+        for i in picked {
+            let (tx, rx) = oneshot::channel();
+            self.admin.send((i, cmd, tx)).await.map_err(|_| "the cluster loop is not running".to_string())?;
+            waits.push((self.groups.get(i).cloned().unwrap_or_default(), rx));
         }
+        let deadline = tokio::time::Instant::now() + limit;
+        let (mut done, mut failed) = (Vec::new(), Vec::new());
+        for (name, rx) in waits {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(Ok(()))) => done.push(format!("group {name}: done")),
+                Ok(Ok(Err(e))) => failed.push(format!("group {name}: {e}")),
+                Ok(Err(_)) => failed.push(format!("group {name}: the cluster loop stopped before answering")),
+                Err(_) => failed.push(format!("group {name}: no answer within {limit:?} (the hand-over may still complete; see `haadm status`)")),
+            }
+        }
+        if failed.is_empty() { Ok(done) } else { Err(failed.join("; ")) }
     }
 
     /// `haadm adjust` of the `cluster` section: heartbeat timers, links and keys, guard,
@@ -87,7 +138,7 @@ impl ClusterHandle {
         self.view.clone()
     }
 
-    /// Stops the loop: a group held here is stopped in reverse order first (the peer takes over).
+    /// Stops the loop: groups held here are stopped in reverse order first (the peer takes over).
     pub async fn shutdown(&self) {
         self.cancel.cancel();
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -95,33 +146,6 @@ impl ClusterHandle {
             let _ = t.await;
         }
     }
-}
-
-fn sequencer_params(cfg: &HaConfig, c: &ClusterConfig, g: &GroupConfig, me: &str, peer: Option<&str>, generation: u64) -> SequencerParams {
-    let mut p = SequencerParams::new(me, peer);
-    p.auto_failback = c.auto_failback;
-    p.preferred = g.preferred.clone();
-    p.initdead = c.initdead;
-    p.degr_wfc_timeout = g
-        .resources
-        .iter()
-        .filter_map(|r| cfg.resources.get(r))
-        .map(|r| r.startup.degr_wfc_timeout)
-        .max()
-        .unwrap_or(Duration::ZERO);
-    p.start_timeout = g.start_timeout;
-    p.stop_timeout = g.stop_timeout;
-    p.guard = match (!c.guard.ping_nodes.is_empty(), c.guard.can_fence()) {
-        (false, false) => GuardKind::None,
-        (true, false) => GuardKind::PingNodes,
-        (false, true) => GuardKind::FenceCommand,
-        (true, true) => GuardKind::Both,
-    };
-    p.allow_unguarded_split = g.allow_unguarded_split;
-    p.garp_repeat_after = g.vip.as_ref().map_or(Duration::from_secs(3), |v| v.garp_repeat_after);
-    p.portblock = g.portblock;
-    p.generation = generation;
-    p
 }
 
 fn heartbeat_config(cfg: &HaConfig, c: &ClusterConfig, me: &str, peer: &str) -> Result<HeartbeatRuntimeConfig> {
@@ -157,230 +181,6 @@ fn heartbeat_config(cfg: &HaConfig, c: &ClusterConfig, me: &str, peer: &str) -> 
     })
 }
 
-/// The group's volumes summarised for the sequencer (see [`volumes_view`]); a resource that is not
-/// running counts as Diskless and disconnected.
-async fn local_volumes(resources: &Resources, names: &[String]) -> LocalVolumes {
-    let mut snapshots = Vec::with_capacity(names.len());
-    for n in names {
-        snapshots.push(resources.volume(n).await.ok().map(|v| v.snapshot()));
-    }
-    volumes_view(&snapshots)
-}
-
-/// Feeds the peer's published group state to the sequencer when it changed since the last call.
-fn feed_peer_state(d: &mut Driver, h: &HeartbeatHandle, last: &mut Option<Vec<u8>>) {
-    let ps = h.peer_group_state();
-    if ps.is_some() && ps != *last {
-        last.clone_from(&ps);
-        if let Some(bytes) = ps {
-            d.peer_last = crate::failover::decode_state(&bytes).ok();
-            d.feed(Input::PeerState(bytes));
-        }
-    }
-}
-
-/// Everything the loop needs to carry out actions.
-struct Driver {
-    config: Arc<HaConfig>,
-    cluster: ClusterConfig,
-    steps: Arc<GroupSteps>,
-    group_resources: Vec<String>,
-    seq: Sequencer,
-    publish: watch::Sender<Vec<u8>>,
-    step_tx: mpsc::Sender<Input>,
-    pending: Vec<AdminRequest>,
-    /// I/O fencing of the group's volumes (`fencing resource-and-stonith`), see `io_fencing.rs`.
-    io_fence: IoFencing,
-    /// The peer's newest group state (decoded), for the fence delay.
-    peer_last: Option<crate::failover::GroupState>,
-    /// Whether the peer is heard on a heartbeat link (a delayed fence checks it before fencing).
-    peer_alive: Arc<std::sync::atomic::AtomicBool>,
-    counters: Arc<ClusterCounters>,
-    acquisition: Acquisition,
-}
-
-/// Failover accounting for `/metrics`: an acquisition that moved the group here from the peer is a
-/// failover; its duration runs from the peer being declared dead (or, for a hand-over, from leaving
-/// `idle`) to `holding`.
-#[derive(Debug, Default)]
-struct Acquisition {
-    previous: Option<crate::failover::Phase>,
-    /// The group was last known held by the peer.
-    from_peer: bool,
-    started: Option<Instant>,
-    peer_lost_at: Option<Instant>,
-}
-
-impl Acquisition {
-    fn observe(&mut self, st: &SequencerStatus, me: &str, counters: &ClusterCounters) {
-        use crate::failover::Phase;
-        let was = self.previous.replace(st.phase);
-        match st.phase {
-            Phase::Idle => {
-                self.started = None;
-                if let Some((holder, _)) = &st.holder {
-                    self.from_peer = holder != me;
-                }
-            }
-            Phase::Holding if was != Some(Phase::Holding) => {
-                if let (Some(t0), true) = (self.started.take(), self.from_peer) {
-                    let t0 = self.peer_lost_at.take().map_or(t0, |lost| lost.min(t0));
-                    counters.failover(t0.elapsed());
-                }
-                self.from_peer = false;
-            }
-            Phase::Claiming | Phase::Starting if was == Some(Phase::Idle) => self.started = Some(Instant::now()),
-            _ => {}
-        }
-    }
-
-    fn peer_liveness(&mut self, alive: bool) {
-        self.peer_lost_at = if alive { None } else { self.peer_lost_at.or(Some(Instant::now())) };
-    }
-}
-
-impl Driver {
-    fn cluster_portblock(&self) -> bool {
-        self.config.group.as_ref().is_some_and(|g| g.portblock)
-    }
-
-    fn feed(&mut self, input: Input) {
-        let actions = self.seq.step(Instant::now(), input);
-        self.apply(actions);
-        // Seen at every step, not only at the next tick: a peer that takes the group and dies
-        // within one tick must still make our acquisition count as a failover.
-        let status = self.seq.status();
-        self.acquisition.observe(&status, &self.steps.node, &self.counters);
-    }
-
-    fn apply(&mut self, actions: Vec<Action>) {
-        for a in actions {
-            match a {
-                Action::Run(step) => self.run_step(step),
-                Action::RunGuard => self.run_guard(),
-                Action::Escalate(why) => self.escalate(why),
-                Action::Publish(bytes) => {
-                    self.publish.send_replace(bytes);
-                }
-                Action::Reply { cmd, result } => {
-                    let mut keep = Vec::new();
-                    for (c, tx) in self.pending.drain(..) {
-                        if c == cmd {
-                            let _ = tx.send(result.clone());
-                        } else {
-                            keep.push((c, tx));
-                        }
-                    }
-                    self.pending = keep;
-                }
-                Action::Log(level, msg) => match level {
-                    Level::Debug => tracing::debug!(target: "failover", "{msg}"),
-                    Level::Info => tracing::info!(target: "failover", "{msg}"),
-                    Level::Warn => tracing::warn!(target: "failover", "{msg}"),
-                    Level::Error => tracing::error!(target: "failover", "{msg}"),
-                },
-            }
-        }
-    }
-
-    fn run_step(&self, step: Step) {
-        let steps = Arc::clone(&self.steps);
-        let tx = self.step_tx.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let r = steps.run(step).await;
-            tracing::info!(target: "failover", "step {step:?}: {} in {:?}", if r.is_ok() { "done" } else { "FAILED" }, started.elapsed());
-            let input = match r {
-                Ok(()) => Input::StepDone(step),
-                Err(e) => Input::StepFailed(step, e),
-            };
-            let _ = tx.send(input).await;
-        });
-    }
-
-    /// Ping nodes (any answering = our uplink works) and/or fencing (the fence command's exit 0, or the
-    /// fence agent's status reporting off = peer confirmed down).
-    fn run_guard(&self) {
-        let guard = self.cluster.guard.clone();
-        let tx = self.step_tx.clone();
-        let (me, peer) = (self.steps.node.clone(), self.seq.params().peer.clone().unwrap_or_default());
-        // A holder that was lost may be suspended with the newest data and fencing us: give it a
-        // deadtime's head start so the two do not fence each other at once (see io_fencing.rs).
-        let fence_delay = if self.io_fence.delays_fencing_of_holder(self.peer_last.as_ref()) { self.cluster.deadtime } else { Duration::ZERO };
-        let peer_alive = Arc::clone(&self.peer_alive);
-        let counters = Arc::clone(&self.counters);
-        tokio::spawn(async move {
-            let mut detail = Vec::new();
-            let mut ok = true;
-            if !guard.ping_nodes.is_empty() {
-                let up = uplink(&guard.ping_nodes, guard.ping_timeout).await;
-                detail.push(format!("ping nodes {}", if up { "reachable" } else { "unreachable" }));
-                ok &= up;
-            }
-            if ok && let Some(fencer) = Fencer::from_guard(&guard) {
-                if !fence_delay.is_zero() {
-                    tracing::info!(target: "failover", "waiting {fence_delay:?} before fencing {peer}, which held the group (fencing resource-and-stonith)");
-                    tokio::time::sleep(fence_delay).await;
-                    if peer_alive.load(std::sync::atomic::Ordering::Acquire) {
-                        counters.fence_command(FenceResult::Skipped);
-                        counters.guard_run(GuardResult::Refused);
-                        let detail = format!("{peer} was heard again during the fence delay: not fenced");
-                        let _ = tx.send(Input::GuardResult { ok: false, detail }).await;
-                        return;
-                    }
-                }
-                let (fenced, outcome) = fencer.fence(&me, &peer).await;
-                counters.fence_command(if fenced { FenceResult::Fenced } else { FenceResult::Failed });
-                detail.push(outcome);
-                ok &= fenced;
-            }
-            counters.guard_run(if ok { GuardResult::Confirmed } else { GuardResult::Refused });
-            let _ = tx.send(Input::GuardResult { ok, detail: detail.join("; ") }).await;
-        });
-    }
-
-    fn escalate(&self, why: String) {
-        match &self.cluster.escalation_command {
-            Some(cmd) => {
-                tracing::error!(target: "failover", "stopping the group failed ({why}); running the escalation command `{cmd}`");
-                let cmd = cmd.clone();
-                tokio::spawn(async move {
-                    let st = tokio::process::Command::new("/bin/sh").arg("-c").arg(&cmd).status().await;
-                    tracing::error!(target: "failover", "escalation command `{cmd}` finished: {st:?}");
-                });
-            }
-            None => tracing::error!(
-                target: "failover",
-                "stopping the group failed ({why}) and no cluster.escalation-command is configured: \
-                 this node may still hold resources; intervene by hand"
-            ),
-        }
-    }
-}
-
-/// The highest group epoch this node used or saw, persisted in the state directory (missing = 0).
-fn read_epoch(path: &std::path::Path) -> Result<u64> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => t.trim().parse().with_context(|| format!("{}: not an epoch number (remove it only if you know why)", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
-    }
-}
-
-/// Temp file, fsync, rename, fsync the directory: a crash leaves the old or the new number.
-fn write_epoch(path: &std::path::Path, epoch: u64) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    writeln!(f, "{epoch}").with_context(|| format!("write {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("fsync {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("fsync {}", dir.display()))?;
-    }
-    Ok(())
-}
-
 async fn uplink(nodes: &[std::net::IpAddr], timeout: Duration) -> bool {
     for n in nodes {
         if matches!(netops::ping(*n, timeout).await, Ok(true)) {
@@ -398,15 +198,153 @@ fn file_hash(path: &std::path::Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok().map(|b| sha2::Sha256::digest(&b).to_vec())
 }
 
+
+/// The shared guard: one run per peer failure, its answer given to every group that asked. A
+/// confirmed answer holds until the peer is heard again, so a group that asks later in the same
+/// failure (it was still stopping, say) does not fence the peer a second time.
+#[derive(Debug, Default)]
+struct SharedGuard {
+    running: bool,
+    /// Groups (by index) waiting for the running guard.
+    waiters: Vec<usize>,
+    /// The detail of a guard that confirmed the peer down since the peer was last heard.
+    confirmed: Option<String>,
+}
+
+/// Everything the loop needs to carry out actions.
+struct Driver {
+    config: Arc<HaConfig>,
+    cluster: ClusterConfig,
+    me: String,
+    peer: Option<String>,
+    groups: Vec<GroupRun>,
+    /// A single `group:` publishes its state as before; `groups:` publishes a set.
+    legacy: bool,
+    publish: watch::Sender<Vec<u8>>,
+    tx: mpsc::Sender<LoopMsg>,
+    guard: SharedGuard,
+    /// Whether the peer is heard on a heartbeat link (a delayed fence checks it before fencing).
+    peer_alive: Arc<AtomicBool>,
+    counters: Arc<ClusterCounters>,
+}
+
 impl Driver {
+    fn feed(&mut self, i: usize, input: Input) {
+        let escalation = self.cluster.escalation_command.clone();
+        let Some(g) = self.groups.get_mut(i) else { return };
+        let r = g.feed(input, &self.tx, &self.counters, escalation.as_deref());
+        self.after(i, r);
+    }
+
+    fn feed_all(&mut self, input: &Input) {
+        for i in 0..self.groups.len() {
+            self.feed(i, input.clone());
+        }
+    }
+
+    fn after(&mut self, i: usize, r: Requests) {
+        if r.published {
+            self.publish_all();
+        }
+        if r.guard {
+            self.guard(i);
+        }
+    }
+
+    fn publish_all(&self) {
+        let bytes = if self.legacy {
+            self.groups.first().map(|g| g.published.clone()).unwrap_or_default()
+        } else {
+            let set: Vec<(String, Vec<u8>)> = self.groups.iter().filter(|g| !g.published.is_empty()).map(|g| (g.name().to_string(), g.published.clone())).collect();
+            encode_state_set(&set)
+        };
+        self.publish.send_replace(bytes);
+    }
+
+    /// Feeds each group the peer's state for it, when that changed.
+    fn feed_peer_states(&mut self, h: &HeartbeatHandle) {
+        let Some(bytes) = h.peer_group_state() else { return };
+        let peer = match decode_state_set(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!("the peer's group states do not decode: {e}");
+                return;
+            }
+        };
+        for i in 0..self.groups.len() {
+            let Some(g) = self.groups.get_mut(i) else { continue };
+            let mine = peer_bytes(&peer, g.name(), i == 0);
+            if mine.is_some() && mine != g.peer_bytes {
+                g.peer_bytes.clone_from(&mine);
+                if let Some(b) = mine {
+                    g.peer_last = crate::failover::decode_state(&b).ok();
+                    self.feed(i, Input::PeerState(b));
+                }
+            }
+        }
+    }
+
+    /// A group asked for the guard: answered from a confirmation of this failure, joined to the
+    /// running guard, or a new run (ping nodes and/or fencing).
+    fn guard(&mut self, i: usize) {
+        if let Some(detail) = self.guard.confirmed.clone() {
+            self.feed(i, Input::GuardResult { ok: true, detail: format!("{detail} (confirmed for another group in this failure)") });
+            return;
+        }
+        if !self.guard.waiters.contains(&i) {
+            self.guard.waiters.push(i);
+        }
+        if self.guard.running {
+            return;
+        }
+        self.guard.running = true;
+        let guard = self.cluster.guard.clone();
+        let tx = self.tx.clone();
+        let (me, peer) = (self.me.clone(), self.peer.clone().unwrap_or_default());
+        // A holder that was lost may be suspended with the newest data and fencing us: give it a
+        // deadtime's head start so the two do not fence each other at once (see io_fencing.rs).
+        let delays = self.groups.iter().any(|g| g.io_fence.delays_fencing_of_holder(g.peer_last.as_ref()));
+        let fence_delay = if delays { self.cluster.deadtime } else { Duration::ZERO };
+        let peer_alive = Arc::clone(&self.peer_alive);
+        let counters = Arc::clone(&self.counters);
+        tokio::spawn(async move {
+            let (ok, detail) = run_guard(&guard, &me, &peer, fence_delay, &peer_alive, &counters).await;
+            let _ = tx.send(LoopMsg::GuardDone { ok, detail }).await;
+        });
+    }
+
+    fn guard_done(&mut self, ok: bool, detail: String) {
+        self.guard.running = false;
+        if ok && !self.peer_alive.load(Ordering::Acquire) {
+            self.guard.confirmed = Some(detail.clone());
+        }
+        for i in std::mem::take(&mut self.guard.waiters) {
+            self.feed(i, Input::GuardResult { ok, detail: detail.clone() });
+        }
+    }
+
+    fn peer_liveness(&mut self, alive: bool) {
+        self.peer_alive.store(alive, Ordering::Release);
+        if alive {
+            self.guard.confirmed = None;
+        }
+        for g in &mut self.groups {
+            g.acquisition.peer_liveness(alive);
+        }
+    }
+
     /// Carries out [`ClusterHandle::adjust`] inside the loop. Everything that can fail (keys, link
     /// sockets) is done first, so a failure leaves the running configuration as it was.
     async fn adjust(&mut self, config: Arc<HaConfig>, hb: Option<&mut HeartbeatHandle>, keys_hash: &mut Option<Vec<u8>>) -> Result<Vec<String>, String> {
-        let me = self.steps.node.clone();
-        let (Some(cluster), Some(group)) = (config.cluster.clone(), config.group.clone()) else {
-            return Err("the new configuration has no cluster or group section; needs a restart of clusterd".into());
+        let me = self.me.clone();
+        let Some(cluster) = config.cluster.clone() else {
+            return Err("the new configuration has no cluster section; needs a restart of clusterd".into());
         };
-        let peer = self.seq.params().peer.clone();
+        let names: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+        if names != self.groups.iter().map(GroupRun::name).collect::<Vec<_>>() {
+            return Err("the failover groups differ (added, removed or renamed); needs a restart of clusterd".into());
+        }
+        let peer = self.peer.clone();
         let mut lines = Vec::new();
         if let (Some(h), Some(p)) = (hb, peer.as_deref()) {
             let hash = file_hash(&cluster.authkeys_file);
@@ -419,8 +357,10 @@ impl Driver {
             lines = h.reconfigure(hb_cfg, keys).await.map_err(|e| format!("{e}; nothing changed"))?;
             *keys_hash = hash;
         }
-        let p = sequencer_params(&config, &cluster, &group, &me, peer.as_deref(), self.seq.params().generation);
-        self.seq.adjust(&p);
+        for (g, gc) in self.groups.iter_mut().zip(&config.groups) {
+            let p = sequencer_params(&config, &cluster, gc, &me, peer.as_deref(), g.seq.params().generation);
+            g.seq.adjust(&p);
+        }
         if self.cluster.guard != cluster.guard {
             lines.push("guard: taken for the next takeover".into());
         }
@@ -428,9 +368,105 @@ impl Driver {
         self.config = config;
         Ok(lines)
     }
+
+    /// One pass of the timer: volumes, uplink probe, I/O fencing, sequencer timeouts, epochs.
+    async fn tick(&mut self, resources: &Resources) {
+        let peer_alive = self.peer_alive.load(Ordering::Acquire);
+        for i in 0..self.groups.len() {
+            let Some(g) = self.groups.get_mut(i) else { continue };
+            let vols = local_volumes(resources, &g.config.resources).await;
+            if g.last_volumes != Some(vols) {
+                g.last_volumes = Some(vols);
+                self.feed(i, Input::Volumes(vols));
+            }
+            let escalation = self.cluster.escalation_command.clone();
+            let Some(g) = self.groups.get_mut(i) else { continue };
+            let phase = g.seq.phase();
+            g.io_fence.tick(resources, peer_alive, phase, g.peer_last.as_ref()).await;
+            let actions = g.seq.tick(Instant::now());
+            let r = g.apply(actions, &self.tx, escalation.as_deref());
+            g.persist_epoch();
+            let status = g.seq.status();
+            g.acquisition.observe(&status, &self.me, &self.counters);
+            self.after(i, r);
+        }
+    }
+
+    fn view(&self, generation: u64, membership: Option<MembershipStatus>) -> ClusterView {
+        let groups: Vec<GroupView> = self
+            .groups
+            .iter()
+            .map(|g| GroupView { name: g.name().to_string(), status: g.seq.status(), access: g.config.access.name() })
+            .collect();
+        ClusterView { generation, sequencer: groups.first().map(|g| g.status.clone()), groups, membership }
+    }
 }
 
-/// Starts heartbeats and the sequencer for this node's group. `None` when the config has no group.
+/// The state bytes the peer published for group `name` (`first`: this node's first group, which a
+/// single-group peer's state belongs to).
+fn peer_bytes(peer: &PeerStates, name: &str, first: bool) -> Option<Vec<u8>> {
+    peer.for_group(name, first).map(<[u8]>::to_vec)
+}
+
+/// Ping nodes (any answering = our uplink works) and/or fencing (the fence command's exit 0, or the
+/// fence agent's status reporting off = peer confirmed down).
+async fn run_guard(
+    guard: &crate::config::GuardConfig,
+    me: &str,
+    peer: &str,
+    fence_delay: Duration,
+    peer_alive: &AtomicBool,
+    counters: &ClusterCounters,
+) -> (bool, String) {
+    let mut detail = Vec::new();
+    let mut ok = true;
+    if !guard.ping_nodes.is_empty() {
+        let up = uplink(&guard.ping_nodes, guard.ping_timeout).await;
+        detail.push(format!("ping nodes {}", if up { "reachable" } else { "unreachable" }));
+        ok &= up;
+    }
+    if ok && let Some(fencer) = Fencer::from_guard(guard) {
+        if !fence_delay.is_zero() {
+            tracing::info!(target: "failover", "waiting {fence_delay:?} before fencing {peer}, which held a group (fencing resource-and-stonith)");
+            tokio::time::sleep(fence_delay).await;
+            if peer_alive.load(Ordering::Acquire) {
+                counters.fence_command(FenceResult::Skipped);
+                counters.guard_run(GuardResult::Refused);
+                return (false, format!("{peer} was heard again during the fence delay: not fenced"));
+            }
+        }
+        let (fenced, outcome) = fencer.fence(me, peer).await;
+        counters.fence_command(if fenced { FenceResult::Fenced } else { FenceResult::Failed });
+        detail.push(outcome);
+        ok &= fenced;
+    }
+    counters.guard_run(if ok { GuardResult::Confirmed } else { GuardResult::Refused });
+    (ok, detail.join("; "))
+}
+
+/// Removes what a crashed run may have left: iSCSI port blocks and VIPs of every group.
+async fn clear_leftovers(config: &HaConfig, me: &str) -> Result<()> {
+    // Leftover blocks from a crashed run would make the port unreachable forever.
+    if config.groups.iter().any(|g| g.portblock)
+        && let Err(e) = tokio::task::spawn_blocking(netops::clear_all_blocks).await.map_err(|e| anyhow!(e))?
+    {
+        tracing::warn!("clearing stale iSCSI port blocks: {e}");
+    }
+    // A VIP left behind by a crashed run would answer ARP next to the node that holds the group now.
+    for vip in config.groups.iter().filter_map(|g| g.vip.as_ref()) {
+        if let Some(ifname) = vip.interfaces.get(me)
+            && matches!(netops::vip_present(ifname, vip.address).await, Ok(true))
+        {
+            tracing::warn!("removing the VIP {} left on {ifname} by an earlier run", vip.address);
+            if let Err(e) = netops::vip_remove(ifname, vip.address, vip.prefix_len).await {
+                tracing::error!("cannot remove the stale VIP {}: {e}", vip.address);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts heartbeats and one sequencer per group of this node. `None` when the config has no group.
 /// `config_digest`: this node's configuration digest (changed by `haadm adjust`), sent in every
 /// heartbeat so both nodes can tell that they run different configurations.
 pub async fn start(
@@ -440,28 +476,13 @@ pub async fn start(
     targets: Arc<TargetHost>,
     mut config_digest: watch::Receiver<String>,
 ) -> Result<Option<ClusterHandle>> {
-    let (Some(cluster), Some(group)) = (config.cluster.clone(), config.group.clone()) else { return Ok(None) };
+    let Some(cluster) = config.cluster.clone() else { return Ok(None) };
+    if config.groups.is_empty() {
+        return Ok(None);
+    }
     let peer = config.peer_of(&me.name).map(|p| p.name.clone());
     let generation = Generation::bump(&me.state_dir).with_context(|| format!("heartbeat generation in {}", me.state_dir.display()))?;
-    let mut params = sequencer_params(&config, &cluster, &group, &me.name, peer.as_deref(), generation);
-    let epoch_file = me.state_dir.join("group-epoch");
-    params.known_epoch = read_epoch(&epoch_file)?;
-    // Leftover blocks from a crashed run would make the port unreachable forever.
-    if group.portblock
-        && let Err(e) = tokio::task::spawn_blocking(netops::clear_all_blocks).await.map_err(|e| anyhow!(e))?
-    {
-        tracing::warn!("clearing stale iSCSI port blocks: {e}");
-    }
-    // A VIP left behind by a crashed run would answer ARP next to the node that holds the group now.
-    if let Some(vip) = &group.vip
-        && let Some(ifname) = vip.interfaces.get(&me.name)
-        && matches!(netops::vip_present(ifname, vip.address).await, Ok(true))
-    {
-        tracing::warn!("removing the VIP {} left on {ifname} by an earlier run", vip.address);
-        if let Err(e) = netops::vip_remove(ifname, vip.address, vip.prefix_len).await {
-            tracing::error!("cannot remove the stale VIP {}: {e}", vip.address);
-        }
-    }
+    clear_leftovers(&config, &me.name).await?;
     let (publish, publish_rx) = watch::channel(Vec::new());
     let hb: Option<(HeartbeatHandle, mpsc::Receiver<MembershipEvent>)> = match &peer {
         Some(p) => {
@@ -481,28 +502,55 @@ pub async fn start(
             }
         });
     }
-    let (step_tx, mut step_rx) = mpsc::channel::<Input>(64);
+    let (tx, mut rx) = mpsc::channel::<LoopMsg>(64);
+    let mut groups = Vec::with_capacity(config.groups.len());
+    for (index, g) in config.groups.iter().enumerate() {
+        let mut params = sequencer_params(&config, &cluster, g, &me.name, peer.as_deref(), generation);
+        let epoch_path = epoch_file(&me.state_dir, &g.name);
+        params.known_epoch = read_epoch(&epoch_path)?;
+        let steps = Arc::new(GroupSteps {
+            config: Arc::clone(&config),
+            group: g.clone(),
+            node: me.name.clone(),
+            resources: Arc::clone(&resources),
+            targets: Arc::clone(&targets),
+            garp_burst: Default::default(),
+        });
+        groups.push(GroupRun {
+            index,
+            config: g.clone(),
+            persisted_epoch: params.known_epoch,
+            seq: Sequencer::new(params, Instant::now()),
+            steps,
+            pending: Vec::new(),
+            io_fence: IoFencing::new(&config, &g.resources, &me.name, peer.as_deref().unwrap_or_default()),
+            peer_last: None,
+            peer_bytes: None,
+            published: Vec::new(),
+            acquisition: Default::default(),
+            last_volumes: None,
+            epoch_file: epoch_path,
+        });
+    }
     let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(8);
     let (adjust, mut adjust_rx) = mpsc::channel::<AdjustRequest>(2);
     let mut keys_hash = file_hash(&cluster.authkeys_file);
-    let (view_tx, view) = watch::channel(ClusterView { generation, sequencer: None, membership: None });
-    let cancel = CancellationToken::new();
-    let steps = Arc::new(GroupSteps { config: Arc::clone(&config), node: me.name.clone(), resources: Arc::clone(&resources), targets, garp_burst: Default::default() });
+    let group_names: Vec<String> = config.groups.iter().map(|g| g.name.clone()).collect();
     let mut d = Driver {
+        legacy: config.legacy_group,
         config: Arc::clone(&config),
         cluster: cluster.clone(),
-        steps,
-        group_resources: group.resources.clone(),
-        seq: Sequencer::new(params, Instant::now()),
+        me: me.name.clone(),
+        peer: peer.clone(),
+        groups,
         publish,
-        step_tx,
-        pending: Vec::new(),
-        peer_alive: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        io_fence: IoFencing::new(&config, &group.resources, &me.name, peer.as_deref().unwrap_or_default()),
-        peer_last: None,
+        tx,
+        guard: SharedGuard::default(),
+        peer_alive: Arc::new(AtomicBool::new(false)),
         counters: Arc::new(ClusterCounters::default()),
-        acquisition: Acquisition::default(),
     };
+    let (view_tx, view) = watch::channel(d.view(generation, None));
+    let cancel = CancellationToken::new();
     let counters = Arc::clone(&d.counters);
     let loop_passes = Arc::new(AtomicU64::new(0));
     let passes = Arc::clone(&loop_passes);
@@ -514,10 +562,7 @@ pub async fn start(
         };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_volumes: Option<LocalVolumes> = None;
-        let mut last_peer_state: Option<Vec<u8>> = None;
         let mut last_uplink = Instant::now() - UPLINK_EVERY;
-        let mut persisted_epoch = d.seq.params().known_epoch;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -536,74 +581,59 @@ pub async fn start(
                         }
                     };
                     if let Some(i) = &input {
-                        let alive = match i { Input::PeerAlive { .. } | Input::PeerRestarted { .. } => Some(true), Input::PeerDead => Some(false), _ => None };
-                        if let Some(a) = alive {
-                            d.peer_alive.store(a, std::sync::atomic::Ordering::Release);
-                            d.acquisition.peer_liveness(a);
+                        match i {
+                            Input::PeerAlive { .. } | Input::PeerRestarted { .. } => d.peer_liveness(true),
+                            Input::PeerDead => d.peer_liveness(false),
+                            _ => {}
                         }
+                        d.feed_all(i);
                     }
-                    if let Some(i) = input { d.feed(i); }
                 }
                 _ = async { match hb_handle.as_ref() { Some(h) => h.peer_state_changed().await, None => std::future::pending().await } } => {
                     if let Some(h) = &hb_handle {
-                        feed_peer_state(&mut d, h, &mut last_peer_state);
+                        d.feed_peer_states(h);
                     }
                 }
-                Some(input) = step_rx.recv() => d.feed(input),
+                Some(msg) = rx.recv() => match msg {
+                    LoopMsg::Group(i, input) => d.feed(i, input),
+                    LoopMsg::GuardDone { ok, detail } => d.guard_done(ok, detail),
+                    LoopMsg::Uplink(up) => d.feed_all(&Input::Uplink(up)),
+                },
                 Some((config, reply)) = adjust_rx.recv() => {
                     let r = d.adjust(config, hb_handle.as_mut(), &mut keys_hash).await;
                     let _ = reply.send(r);
                 }
-                Some((cmd, reply)) = admin_rx.recv() => {
-                    d.pending.push((cmd, reply));
-                    d.feed(match cmd { AdminCmd::Standby => Input::Standby, AdminCmd::Takeover => Input::Takeover });
+                Some((i, cmd, reply)) = admin_rx.recv() => {
+                    if let Some(g) = d.groups.get_mut(i) {
+                        g.pending.push((cmd, reply));
+                        d.feed(i, match cmd { AdminCmd::Standby => Input::Standby, AdminCmd::Takeover => Input::Takeover });
+                    }
                 }
                 _ = tick.tick() => {
-                    let vols = local_volumes(&resources, &d.group_resources).await;
-                    if last_volumes != Some(vols) {
-                        last_volumes = Some(vols);
-                        d.feed(Input::Volumes(vols));
-                    }
                     if let Some(h) = &hb_handle {
-                        feed_peer_state(&mut d, h, &mut last_peer_state);
+                        d.feed_peer_states(h);
                     }
                     if !d.cluster.guard.ping_nodes.is_empty() && last_uplink.elapsed() >= UPLINK_EVERY {
                         last_uplink = Instant::now();
-                        let (nodes, t, tx) = (d.cluster.guard.ping_nodes.clone(), d.cluster.guard.ping_timeout, d.step_tx.clone());
-                        tokio::spawn(async move { let _ = tx.send(Input::Uplink(uplink(&nodes, t).await)).await; });
+                        let (nodes, t, tx) = (d.cluster.guard.ping_nodes.clone(), d.cluster.guard.ping_timeout, d.tx.clone());
+                        tokio::spawn(async move { let _ = tx.send(LoopMsg::Uplink(uplink(&nodes, t).await)).await; });
                     }
-                    let phase = d.seq.phase();
-                    let peer_alive = d.peer_alive.load(std::sync::atomic::Ordering::Acquire);
-                    d.io_fence.tick(&resources, peer_alive, phase, d.peer_last.as_ref()).await;
-                    let actions = d.seq.tick(Instant::now());
-                    d.apply(actions);
-                    let epoch = d.seq.status().epoch;
-                    if epoch > persisted_epoch {
-                        // Epochs only grow, across restarts too: a restarted node must never claim an epoch
-                        // it (or its peer) already used.
-                        match write_epoch(&epoch_file, epoch) {
-                            Ok(()) => persisted_epoch = epoch,
-                            Err(e) => tracing::error!("cannot persist the group epoch {epoch}: {e:#}"),
-                        }
-                    }
-                    let status = d.seq.status();
-                    d.acquisition.observe(&status, &d.steps.node, &d.counters);
+                    d.tick(&resources).await;
                     passes.fetch_add(1, Ordering::Relaxed);
-                    view_tx.send_replace(ClusterView {
-                        generation,
-                        sequencer: Some(status),
-                        membership: hb_handle.as_ref().map(|h| h.status()),
-                    });
+                    view_tx.send_replace(d.view(generation, hb_handle.as_ref().map(|h| h.status())));
                 }
             }
         }
-        // Shutdown: release the group here in stop order, then stop heartbeats so the peer takes over.
-        if d.seq.phase().active() {
-            tracing::info!("shutting down while holding the group: stopping it in reverse order");
-            let portblock = d.cluster_portblock();
-            for step in stop_plan(portblock, &start_plan(portblock)) {
-                if let Err(e) = d.steps.run(step).await {
-                    tracing::error!("{step:?} at shutdown: {e}");
+        // Shutdown: release the groups held here in stop order, then stop heartbeats so the peer
+        // takes over.
+        for g in &d.groups {
+            if g.seq.phase().active() {
+                tracing::info!("shutting down while holding group {}: stopping it in reverse order", g.name());
+                let portblock = g.config.portblock;
+                for step in stop_plan(portblock, &start_plan(portblock)) {
+                    if let Err(e) = g.steps.run(step).await {
+                        tracing::error!("{step:?} of group {} at shutdown: {e}", g.name());
+                    }
                 }
             }
         }
@@ -611,5 +641,5 @@ pub async fn start(
             h.stop().await;
         }
     });
-    Ok(Some(ClusterHandle { admin, adjust, view, counters, loop_passes, cancel, task: std::sync::Mutex::new(Some(task)) }))
+    Ok(Some(ClusterHandle { admin, adjust, view, groups: group_names, counters, loop_passes, cancel, task: std::sync::Mutex::new(Some(task)) }))
 }

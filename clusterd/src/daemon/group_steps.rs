@@ -23,6 +23,8 @@ const LOGOUT_TIME2WAIT: u16 = 1;
 
 pub struct GroupSteps {
     pub config: Arc<HaConfig>,
+    /// The group these steps move (issue 17: one `GroupSteps` per group).
+    pub group: GroupConfig,
     pub node: String,
     pub resources: Arc<Resources>,
     pub targets: Arc<TargetHost>,
@@ -33,7 +35,7 @@ pub struct GroupSteps {
 
 impl GroupSteps {
     fn group(&self) -> Result<&GroupConfig, String> {
-        self.config.group.as_ref().ok_or_else(|| "no group configured".to_string())
+        Ok(&self.group)
     }
 
     fn vip(&self) -> Result<Option<(&VipConfig, String)>, String> {
@@ -42,15 +44,15 @@ impl GroupSteps {
             .interfaces
             .get(&self.node)
             .cloned()
-            .ok_or_else(|| format!("group.vip: no interface for node {}", self.node))?;
+            .ok_or_else(|| format!("{}.vip: no interface for node {}", self.config.group_field(&self.group), self.node))?;
         Ok(Some((vip, ifname)))
     }
 
     /// The portals on the VIP: the only ones a failover moves (and so the only ones to block).
     fn vip_portals(&self) -> Vec<SocketAddr> {
-        let vip = self.config.group.as_ref().and_then(|g| g.vip.as_ref()).map(|v| v.address);
+        let vip = self.group.vip.as_ref().map(|v| v.address);
         let mut out: Vec<SocketAddr> = Vec::new();
-        for t in &self.config.targets {
+        for t in self.config.targets_of_group(Some(&self.group.name)) {
             for p in &t.portals {
                 if Some(p.ip()) == vip && !out.contains(p) {
                     out.push(*p);
@@ -209,23 +211,23 @@ impl GroupSteps {
     }
 
     pub async fn start_target(&self) -> Result<(), String> {
-        self.targets.start(&self.resources).await.map_err(|e| format!("start iSCSI target: {e:#}"))
+        self.targets.start(Some(&self.group.name), &self.resources).await.map_err(|e| format!("start iSCSI target: {e:#}"))
     }
 
     /// Graceful hand-over, first half: every session is asked to log out (Async Message) and we wait
     /// (bounded) for them to go. The target keeps serving meanwhile, so nothing in flight fails; the port
     /// block that follows makes the initiators' reconnects wait (dropped SYNs) until the peer serves.
     pub async fn quiesce_target(&self) -> Result<(), String> {
-        let asked = self.targets.request_logout(LOGOUT_TIME2WAIT).await;
+        let asked = self.targets.request_logout(Some(&self.group.name), LOGOUT_TIME2WAIT).await;
         if !asked.is_empty() {
             tracing::info!("asked {} iSCSI session(s) to log out", asked.len());
             // Only the sessions asked count: an initiator that logs in again at once (before the port is
             // blocked) is closed with the target a moment later, and must not hold the hand-over up.
             let deadline = Instant::now() + LOGOUT_WAIT;
-            while Instant::now() < deadline && self.targets.remaining(&asked).await > 0 {
+            while Instant::now() < deadline && self.targets.remaining(Some(&self.group.name), &asked).await > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let left = self.targets.remaining(&asked).await;
+            let left = self.targets.remaining(Some(&self.group.name), &asked).await;
             if left > 0 {
                 tracing::warn!("{left} iSCSI session(s) did not log out within {LOGOUT_WAIT:?}; they are closed with the target");
             }
@@ -236,7 +238,7 @@ impl GroupSteps {
     /// Stops the target (sessions end after their in-flight commands) and flushes the volumes on both
     /// disks, so nothing acknowledged is only in a cache when the volumes are demoted.
     pub async fn stop_target(&self) -> Result<(), String> {
-        self.targets.stop().await;
+        self.targets.stop(Some(&self.group.name)).await;
         for n in &self.group()?.resources {
             if let Ok(v) = self.resources.volume(n).await
                 && v.snapshot().role == Role::Primary

@@ -7,6 +7,7 @@ pub mod targets;
 pub mod group_steps;
 pub mod cluster;
 mod io_fencing;
+mod group_run;
 pub mod notify;
 mod state_log;
 mod fence_peer;
@@ -72,8 +73,8 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     let targets = Arc::new(TargetHost::new(Arc::clone(&resources.config), me.clone(), Arc::clone(&target_stats)));
     // Without an HA group the node serves its targets from the start (the standalone target); with
     // one, the failover sequence starts them when this node takes the group.
-    if !external && resources.config.group.is_none() && targets.configured() {
-        targets.start(&resources).await.context("start the iSCSI target")?;
+    if !external && resources.config.groups.is_empty() && targets.configured() {
+        targets.start(None, &resources).await.context("start the iSCSI target")?;
     }
     let fence_watchers = match (&peer, external) {
         (Some(peer), true) => fence_peer::spawn(&resources, &me.name, peer),
@@ -166,7 +167,7 @@ pub async fn run(config_path: PathBuf, node: Option<String>) -> Result<()> {
     if let Some(c) = &cluster {
         c.shutdown().await;
     }
-    targets.stop().await;
+    targets.stop(None).await;
     resources.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     served.context("control API server")?;

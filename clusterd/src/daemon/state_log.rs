@@ -102,31 +102,46 @@ struct GroupState {
     links: Vec<(String, bool)>,
 }
 
-fn group_state(v: &ClusterView) -> GroupState {
-    let mut g = GroupState::default();
-    if let Some(s) = &v.sequencer {
-        g.holder = s.holder.as_ref().map_or_else(|| "-".to_string(), |(n, _)| n.clone());
-        g.phase = s.phase.name();
-        g.epoch = s.epoch;
-        g.split_brain_warning = s.split_brain_warning.is_some();
-    }
-    if let Some(m) = &v.membership {
-        g.peer_online = Some(m.peer_alive());
-        g.links = m.links.iter().map(|l| (l.name.clone(), l.up)).collect();
-    }
-    g
+/// Every group's state (issue 17), each with the shared membership facts.
+fn group_states(v: &ClusterView) -> Vec<(String, GroupState)> {
+    let (peer_online, links) = match &v.membership {
+        Some(m) => (Some(m.peer_alive()), m.links.iter().map(|l| (l.name.clone(), l.up)).collect()),
+        None => (None, Vec::new()),
+    };
+    v.groups
+        .iter()
+        .map(|g| {
+            let s = &g.status;
+            let st = GroupState {
+                holder: s.holder.as_ref().map_or_else(|| "-".to_string(), |(n, _)| n.clone()),
+                phase: s.phase.name(),
+                epoch: s.epoch,
+                peer_online,
+                split_brain_warning: s.split_brain_warning.is_some(),
+                links: links.clone(),
+            };
+            (g.name.clone(), st)
+        })
+        .collect()
 }
 
 async fn follow_group(node: String, cluster: Arc<ClusterHandle>, stop: CancellationToken) {
     let mut rx = cluster.subscribe();
-    let mut last = GroupState::default();
+    let mut last: std::collections::BTreeMap<String, GroupState> = Default::default();
+    let mut last_links: Vec<(String, bool)> = Vec::new();
     loop {
-        let now = group_state(&rx.borrow_and_update());
-        if now.phase.is_empty() {
-            // Not published yet.
-        } else if now != last {
-            let changed_group = (now.holder != last.holder, now.phase != last.phase, now.epoch != last.epoch, now.peer_online != last.peer_online);
-            if changed_group != (false, false, false, false) || now.split_brain_warning != last.split_brain_warning {
+        let states = group_states(&rx.borrow_and_update());
+        for (name, now) in states {
+            let before = last.get(&name).cloned().unwrap_or_default();
+            if now.phase.is_empty() || now == before {
+                continue;
+            }
+            let changed = now.holder != before.holder
+                || now.phase != before.phase
+                || now.epoch != before.epoch
+                || now.peer_online != before.peer_online
+                || now.split_brain_warning != before.split_brain_warning;
+            if changed {
                 let peer = match now.peer_online {
                     Some(true) => "online",
                     Some(false) => "offline",
@@ -135,23 +150,25 @@ async fn follow_group(node: String, cluster: Arc<ClusterHandle>, stop: Cancellat
                 tracing::info!(
                     target: "state",
                     node = %node,
+                    group = %name,
                     holder = %now.holder,
                     phase = now.phase,
                     epoch = now.epoch,
                     peer,
                     split_brain_warning = now.split_brain_warning,
-                    "group: {} on {node}, holder {}, epoch {}, peer {peer}",
+                    "group {name}: {} on {node}, holder {}, epoch {}, peer {peer}",
                     now.phase,
                     now.holder,
                     now.epoch
                 );
             }
             for (link, up) in &now.links {
-                if !last.links.iter().any(|(l, u)| l == link && u == up) {
+                if !last_links.iter().any(|(l, u)| l == link && u == up) {
                     tracing::info!(target: "state", node = %node, link = %link, up = *up, "heartbeat link {link}: {}", if *up { "up" } else { "down" });
                 }
             }
-            last = now;
+            last_links.clone_from(&now.links);
+            last.insert(name, now);
         }
         tokio::select! {
             _ = stop.cancelled() => return,

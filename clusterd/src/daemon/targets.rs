@@ -19,89 +19,117 @@ pub struct TargetHost {
     /// The configuration in force (replaced by `haadm adjust`).
     config: std::sync::RwLock<Arc<HaConfig>>,
     node: NodeConfig,
-    running: Mutex<Option<TargetRuntime>>,
+    /// Running targets by failover group (issue 17: each group's targets start and stop with it);
+    /// the key "" is every target (a standalone node, or an external manager's `target start`).
+    running: Mutex<BTreeMap<String, TargetRuntime>>,
     /// Monitoring counters, shared by every start of the target (they count for the process' life).
     stats: Arc<TargetStats>,
 }
 
+/// The running-map key of a group (`None` = every target).
+fn key(group: Option<&str>) -> String {
+    group.unwrap_or_default().to_string()
+}
+
 impl TargetHost {
     pub fn new(config: Arc<HaConfig>, node: NodeConfig, stats: Arc<TargetStats>) -> TargetHost {
-        TargetHost { config: std::sync::RwLock::new(config), node, running: Mutex::new(None), stats }
+        TargetHost { config: std::sync::RwLock::new(config), node, running: Mutex::new(BTreeMap::new()), stats }
     }
 
     fn config(&self) -> Arc<HaConfig> {
         Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// `haadm adjust`: from now on the target is assembled from `config`; if it is served here, the
-    /// running target takes it at once for new logins and discovery (sessions logged in keep their
-    /// target and LUNs; LUNs defined as before stay the same objects). All or nothing: a LUN that
-    /// cannot be opened leaves the running target and the configuration as they were.
-    /// The configuration the next start assembles from, the running target left as it is (nothing of
-    /// the targets changed).
+    /// The targets of running-map key `key` in `config`.
+    fn scoped(config: &HaConfig, key: &str) -> HaConfig {
+        if key.is_empty() { config.clone() } else { config.for_group(key) }
+    }
+
+    /// The configuration the next start assembles from, the running targets left as they are
+    /// (nothing of the targets changed).
     pub fn set_config(&self, config: Arc<HaConfig>) {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
+    /// `haadm adjust`: from now on the targets are assembled from `config`; those served here take it
+    /// at once for new logins and discovery (sessions logged in keep their target and LUNs; LUNs
+    /// defined as before stay the same objects). All or nothing per running group: a LUN that cannot
+    /// be opened leaves the running target and the configuration as they were.
     pub async fn reconfigure(&self, config: Arc<HaConfig>, resources: &Resources) -> Result<()> {
         let mut running = self.running.lock().await;
-        if let Some(r) = running.as_mut() {
-            let old = self.config();
-            let volumes = volumes_for(&config, resources).await?;
+        let old = self.config();
+        let mut assembled_all = Vec::new();
+        for (k, r) in running.iter() {
+            let (old_scoped, new_scoped) = (Self::scoped(&old, k), Self::scoped(&config, k));
+            let volumes = volumes_for(&new_scoped, resources).await?;
             let server = r.server_config();
             let luns = r.luns().to_vec();
-            let reuse = Reuse { old: &old, server: &server, luns: &luns };
-            let mut assembled = assemble_reusing(&config, &self.node, &volumes, Some(&reuse))?;
+            let reuse = Reuse { old: &old_scoped, server: &server, luns: &luns };
+            let mut assembled = assemble_reusing(&new_scoped, &self.node, &volumes, Some(&reuse))?;
             assembled.server.portals = r.portals().to_vec();
-            r.reconfigure(assembled);
+            assembled_all.push((k.clone(), assembled));
+        }
+        for (k, assembled) in assembled_all {
+            if let Some(r) = running.get_mut(&k) {
+                r.reconfigure(assembled);
+            }
         }
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
         Ok(())
     }
 
-    /// For monitoring: whether the target is served here and its sessions; `None` while a start or
-    /// stop holds the target (a scrape does not wait for a drain).
+    /// For monitoring: whether a target is served here and its sessions; `None` while a start or
+    /// stop holds the targets (a scrape does not wait for a drain).
     pub fn monitor_view(&self) -> Option<(bool, Vec<SessionInfo>)> {
         let running = self.running.try_lock().ok()?;
-        Some((running.is_some(), running.as_ref().map(|r| r.sessions()).unwrap_or_default()))
+        Some((!running.is_empty(), running.values().flat_map(|r| r.sessions()).collect()))
     }
 
     pub fn configured(&self) -> bool {
         !self.config().targets.is_empty()
     }
 
-    /// Assembles the LUNs (replicated ones from the running volumes) and binds the portals.
-    pub async fn start(&self, resources: &Resources) -> Result<()> {
+    /// Assembles the LUNs of `group`'s targets (all targets for `None`; replicated ones from the
+    /// running volumes) and binds the portals.
+    pub async fn start(&self, group: Option<&str>, resources: &Resources) -> Result<()> {
+        let k = key(group);
         let mut running = self.running.lock().await;
-        if running.is_some() || !self.configured() {
+        let config = Self::scoped(&self.config(), &k);
+        if running.contains_key(&k) || config.targets.is_empty() {
             return Ok(());
         }
-        let config = self.config();
         let volumes = volumes_for(&config, resources).await?;
         let mut assembled = assemble(&config, &self.node, &volumes)?;
         assembled.server.stats = Arc::clone(&self.stats);
-        *running = Some(TargetRuntime::start(assembled)?);
+        running.insert(k, TargetRuntime::start(assembled)?);
         Ok(())
     }
 
-    /// Asks every session to log out (Async Message) and returns the TSIHs of the sessions asked.
-    pub async fn request_logout(&self, time2wait: u16) -> Vec<u16> {
+    /// Asks every session of `group`'s target to log out (Async Message) and returns the TSIHs asked.
+    pub async fn request_logout(&self, group: Option<&str>, time2wait: u16) -> Vec<u16> {
         let running = self.running.lock().await;
-        let Some(r) = running.as_ref() else { return Vec::new() };
+        let Some(r) = running.get(&key(group)) else { return Vec::new() };
         let asked: Vec<u16> = r.sessions().iter().map(|s| s.tsih).collect();
         r.request_logout_all(time2wait);
         asked
     }
 
-    /// How many of `tsihs` are still logged in.
-    pub async fn remaining(&self, tsihs: &[u16]) -> usize {
+    /// How many of `tsihs` are still logged in to `group`'s target.
+    pub async fn remaining(&self, group: Option<&str>, tsihs: &[u16]) -> usize {
         let running = self.running.lock().await;
-        running.as_ref().map_or(0, |r| r.sessions().iter().filter(|s| tsihs.contains(&s.tsih)).count())
+        running.get(&key(group)).map_or(0, |r| r.sessions().iter().filter(|s| tsihs.contains(&s.tsih)).count())
     }
 
-    pub async fn stop(&self) {
-        let taken = self.running.lock().await.take();
-        if let Some(r) = taken {
+    /// Stops `group`'s target, or every running target for `None` (daemon shutdown).
+    pub async fn stop(&self, group: Option<&str>) {
+        let taken: Vec<TargetRuntime> = {
+            let mut running = self.running.lock().await;
+            match group {
+                Some(g) => running.remove(g).into_iter().collect(),
+                None => std::mem::take(&mut *running).into_values().collect(),
+            }
+        };
+        for r in taken {
             r.stop(DRAIN_LIMIT).await;
         }
     }
@@ -110,10 +138,8 @@ impl TargetHost {
     pub async fn sessions(&self) -> Vec<proto::control::TargetSessionStatus> {
         let running = self.running.lock().await;
         running
-            .as_ref()
-            .map(|r| r.sessions())
-            .unwrap_or_default()
-            .into_iter()
+            .values()
+            .flat_map(|r| r.sessions())
             .map(|s| proto::control::TargetSessionStatus {
                 initiator: s.initiator,
                 target: s.target,
@@ -124,15 +150,30 @@ impl TargetHost {
     }
 
     pub async fn is_running(&self) -> bool {
-        self.running.lock().await.is_some()
+        !self.running.lock().await.is_empty()
     }
 
+    /// `haadm target show`: one block per running group's target (or the configuration when none runs).
     pub async fn show(&self, json: bool) -> (String, String) {
         let running = self.running.lock().await;
-        let state = if running.is_some() { "ready" } else { "stopped (not served on this node)" };
         let config = self.config();
-        let text = render_text(&config, running.as_ref(), state);
-        let json = if json { render_json(&config, running.as_ref(), state) } else { String::new() };
+        if running.len() <= 1 {
+            let r = running.values().next();
+            let state = if r.is_some() { "ready" } else { "stopped (not served on this node)" };
+            let scoped = running.keys().next().map_or_else(|| (*config).clone(), |k| Self::scoped(&config, k));
+            let text = render_text(&scoped, r, state);
+            let json = if json { render_json(&scoped, r, state) } else { String::new() };
+            return (text, json);
+        }
+        let (mut text, mut docs) = (String::new(), Vec::new());
+        for (k, r) in running.iter() {
+            let scoped = Self::scoped(&config, k);
+            text.push_str(&format!("group {k}:\n{}", render_text(&scoped, Some(r), "ready")));
+            if json {
+                docs.push(render_json(&scoped, Some(r), "ready"));
+            }
+        }
+        let json = if json { format!("[{}]", docs.join(",")) } else { String::new() };
         (text, json)
     }
 }

@@ -36,11 +36,13 @@
 //! the holder stops fully (quiesce, block, stop target, remove VIP, unblock, demote), then publishes
 //! `ReleasedTo { to, epoch }`; only then does the receiver start, at `epoch + 1`.
 
+mod group_set;
 mod sequencer;
 mod state;
 mod steps;
 mod volumes;
 
+pub use group_set::{MAX_GROUPS, NamedState, PeerStates, decode_state_set, encode_state_set};
 pub use sequencer::Sequencer;
 pub use state::{GroupState, Handoff, Phase, StateError, decode_state, encode_state};
 pub use steps::{start_plan, stop_plan};

@@ -70,10 +70,10 @@ pub enum Command {
     /// Grow the volume online after both backing devices grew (the smaller of the two), or set it to
     /// --size; the new area resyncs from the Primary unless --assume-clean. Needs the peer connected.
     Resize(ResizeArgs),
-    /// Move the resource group away from this node.
-    Standby,
-    /// Pull the resource group onto this node.
-    Takeover,
+    /// Move a failover group away from this node (default: every group it holds).
+    Standby(GroupArg),
+    /// Pull a failover group onto this node (default: every group the peer holds).
+    Takeover(GroupArg),
     /// The embedded iSCSI target.
     Target {
         #[command(subcommand)]
@@ -512,4 +512,12 @@ mod tests {
         ));
         assert!(matches!(parse(&["haadm", "new-current-uuid", "r0"]).command, Command::NewCurrentUuid(NewCurrentUuidArgs { clear_bitmap: false, .. })));
     }
+}
+
+/// `standby` / `takeover`: which failover group.
+#[derive(Debug, clap::Args)]
+pub struct GroupArg {
+    /// A group name from `groups:` (`default` for a single `group:`), or `all`.
+    #[arg(default_value = "all")]
+    pub group: String,
 }

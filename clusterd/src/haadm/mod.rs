@@ -297,8 +297,8 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<(), HaadmError> {
             let req = ResizeRequest { resource: a.resource.clone(), size: a.size.unwrap_or(0), assume_clean: a.assume_clean };
             with_timeout(&target, "resize", VERB_TIMEOUT, client.resize(req)).await?
         }
-        Command::Standby => with_timeout(&target, "standby", VERB_TIMEOUT, client.standby(verb("all"))).await?,
-        Command::Takeover => with_timeout(&target, "takeover", VERB_TIMEOUT, client.takeover(verb("all"))).await?,
+        Command::Standby(g) => with_timeout(&target, "standby", VERB_TIMEOUT, client.standby(verb(&g.group))).await?,
+        Command::Takeover(g) => with_timeout(&target, "takeover", VERB_TIMEOUT, client.takeover(verb(&g.group))).await?,
         Command::NewCurrentUuid(a) => {
             let req = proto::control::NewCurrentUuidRequest { resource: a.resource.clone(), clear_bitmap: a.clear_bitmap };
             with_timeout(&target, "new-current-uuid", VERB_TIMEOUT, client.new_current_uuid(req)).await?

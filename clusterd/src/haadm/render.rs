@@ -308,6 +308,18 @@ fn render_cluster(cluster: &ClusterStatus) -> String {
             let _ = writeln!(out, "  {label}: {v}");
         }
     }
+    // Issue 17: named groups, one line each (a single `group:` is the line above).
+    if cluster.groups.len() > 1 || cluster.groups.first().is_some_and(|g| g.name != "default") {
+        for g in &cluster.groups {
+            let holder = if g.holder.is_empty() { "nobody" } else { g.holder.as_str() };
+            let _ = writeln!(out, "  group {} holder:{holder} epoch:{} phase:{} access:{}", g.name, g.epoch, g.phase, g.access);
+            for (label, v) in [("WARNING split brain", &g.split_brain_warning), ("waiting", &g.waiting), ("handoff", &g.handoff), ("last-failure", &g.last_failure)] {
+                if !v.is_empty() {
+                    let _ = writeln!(out, "    {label}: {v}");
+                }
+            }
+        }
+    }
     let names = |pred: &dyn Fn(&proto::control::NodeStatus) -> bool| -> String {
         cluster.nodes.iter().filter(|n| pred(n)).map(|n| n.name.as_str()).collect::<Vec<_>>().join(" ")
     };
@@ -416,6 +428,11 @@ pub fn status_json(reply: &StatusReply) -> Value {
             "peer_heartbeat_min": cluster.peer_heartbeat_min,
             "peer_heartbeat_max": cluster.peer_heartbeat_max,
             "heartbeat_version": cluster.heartbeat_version,
+            "groups": cluster.groups.iter().map(|g| json!({
+                "name": g.name, "holder": g.holder, "phase": g.phase, "epoch": g.epoch, "access": g.access,
+                "split_brain_warning": g.split_brain_warning, "waiting": g.waiting,
+                "last_failure": g.last_failure, "handoff": g.handoff,
+            })).collect::<Vec<_>>(),
             "nodes": cluster.nodes.iter().map(|n| json!({
                 "name": n.name, "online": n.online, "standby": n.standby,
             })).collect::<Vec<_>>(),

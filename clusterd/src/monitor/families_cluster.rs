@@ -18,14 +18,20 @@ pub fn encode_node(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
 
 pub fn encode_cluster(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
     let Some(c) = &s.cluster else { return Ok(()) };
-    if let Some(seq) = &c.view.sequencer {
-        let holder = seq.holder.as_ref().map(|(n, _)| n.as_str());
-        let holders: Vec<(Labels, i64)> = s.nodes.iter().map(|n| (vec![("node", n.clone())], i64::from(holder == Some(n.as_str())))).collect();
+    // One series per failover group (issue 17), labelled `group` (`default` for a single `group:`).
+    if !c.view.groups.is_empty() {
+        let group = |g: &str| vec![("group", g.to_string())];
+        let mut holders: Vec<(Labels, i64)> = Vec::new();
+        for g in &c.view.groups {
+            let holder = g.status.holder.as_ref().map(|(n, _)| n.as_str());
+            holders.extend(s.nodes.iter().map(|n| (vec![("group", g.name.clone()), ("node", n.clone())], i64::from(holder == Some(n.as_str())))));
+        }
         gauges(e, "clusterd_group_holder", "1 for the node that holds the failover group as this node knows it (all 0: nobody)", &holders)?;
         let phases: Vec<&'static str> = PHASES.iter().map(|p| p.name()).collect();
-        state_set(e, "clusterd_group_phase", "This node's failover sequencer phase", &phases, &[(Labels::new(), Some(seq.phase.name()))])?;
-        gauges(e, "clusterd_group_epoch", "Epoch of the group holder (bumped at every acquisition)", &[(Labels::new(), seq.epoch)])?;
-        gauges(e, "clusterd_group_split_brain_warning", "Boolean: both nodes may hold the group (unguarded takeover, or a healed split being resolved)", &[(Labels::new(), i64::from(seq.split_brain_warning.is_some()))])?;
+        let now: Vec<(Labels, Option<&str>)> = c.view.groups.iter().map(|g| (group(&g.name), Some(g.status.phase.name()))).collect();
+        state_set(e, "clusterd_group_phase", "This node's failover sequencer phase", &phases, &now)?;
+        gauges(e, "clusterd_group_epoch", "Epoch of the group holder (bumped at every acquisition)", &c.view.groups.iter().map(|g| (group(&g.name), g.status.epoch)).collect::<Vec<_>>())?;
+        gauges(e, "clusterd_group_split_brain_warning", "Boolean: both nodes may hold the group (unguarded takeover, or a healed split being resolved)", &c.view.groups.iter().map(|g| (group(&g.name), i64::from(g.status.split_brain_warning.is_some()))).collect::<Vec<_>>())?;
     }
     if let Some(m) = &c.view.membership {
         gauges(e, "clusterd_peer_online", "Boolean whether the peer is heard on at least one heartbeat link", &[(vec![("peer", m.peer.clone())], i64::from(m.peer_alive()))])?;
