@@ -30,8 +30,11 @@ fn group(s: &serde_json::Value, name: &str) -> (String, String) {
     (g["holder"].as_str().unwrap_or_default().to_string(), g["phase"].as_str().unwrap_or_default().to_string())
 }
 
+/// `node` holds group `name` as the node whose status this is sees it: holding there, idle (and the
+/// peer named holder) on the other node.
 fn holds(s: &serde_json::Value, name: &str, node: &str) -> bool {
-    group(s, name) == (node.to_string(), "holding".to_string())
+    let here = if s["node"] == node { "holding" } else { "idle" };
+    group(s, name) == (node.to_string(), here.to_string())
 }
 
 fn in_sync(s: &serde_json::Value, r: &str) -> bool {
@@ -168,7 +171,8 @@ fn two_groups_both_nodes_primary_kill9_and_failback() -> Result<()> {
     lab.wait_status(0, "node1 agrees", Duration::from_secs(10), |s| holds(s, "web", "node1") && holds(s, "db", "node2"))?;
     ensure!(lab.has_address("node1", VIP) && !lab.has_address("node2", VIP) && lab.has_address("node2", VIP2), "VIPs after the failback\n{}", lab.logs());
 
-    // standby of one group by name moves only that group.
+    // standby of one group by name moves only that group (once node1's copy of db is in sync again).
+    lab.wait_status(0, "r1 resynced on node1", Duration::from_secs(60), |s| in_sync(s, "r1"))?;
     let out = lab.haadm_ok(1, &["standby", "db"])?;
     ensure!(out.contains("group db: done"), "{out}");
     lab.wait_status(0, "node1 holds both after standby db", Duration::from_secs(30), |s| holds(s, "web", "node1") && holds(s, "db", "node1"))?;

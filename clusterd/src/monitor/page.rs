@@ -165,6 +165,15 @@ fn main_content(w: &mut String, d: &StatusDoc) {
                 }
             }
             w.push_str("</dl>");
+            // Issue 17: named groups in a table (a single `group:` is the list above).
+            if d.groups.len() > 1 || d.groups.first().is_some_and(|g| g.name != crate::config::LEGACY_GROUP_NAME) {
+                w.push_str(r#"<table id="groups"><tr><th>group</th><th>holder</th><th>phase</th><th>epoch</th><th>access</th></tr>"#);
+                for g in &d.groups {
+                    let holder = g.holder.as_deref().map_or_else(|| r#"<span class="bad">nobody</span>"#.to_string(), esc);
+                    let _ = write!(w, "<tr data-group=\"{}\"><td>{}</td><td>{holder}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&g.name), esc(&g.name), state(g.phase), g.epoch, g.access);
+                }
+                w.push_str("</table>");
+            }
         }
         None => w.push_str("<p>No failover group configured on this node.</p>"),
     }

@@ -114,6 +114,8 @@ pub struct StatusDoc {
     /// When this document was taken, `HH:MM:SS UTC`.
     pub time_utc: String,
     pub cluster: Option<ClusterDoc>,
+    /// Every failover group (issue 17); `cluster` is the first one's.
+    pub groups: Vec<GroupDoc>,
     pub nodes: Vec<NodeDoc>,
     pub links: Vec<LinkDoc>,
     pub resources: Vec<ResourceDoc>,
@@ -128,6 +130,15 @@ pub struct ClusterDoc {
     pub split_brain_warning: Option<String>,
     pub waiting: Option<String>,
     pub last_failure: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupDoc {
+    pub name: String,
+    pub holder: Option<String>,
+    pub phase: &'static str,
+    pub epoch: u64,
+    pub access: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -231,6 +242,23 @@ impl Sample {
                 format!("{:02}:{:02}:{:02} UTC", t / 3600 % 24, t / 60 % 60, t % 60)
             },
             cluster,
+            groups: self
+                .cluster
+                .as_ref()
+                .map(|c| {
+                    c.view
+                        .groups
+                        .iter()
+                        .map(|g| GroupDoc {
+                            name: g.name.clone(),
+                            holder: g.status.holder.as_ref().map(|(n, _)| n.clone()),
+                            phase: g.status.phase.name(),
+                            epoch: g.status.epoch,
+                            access: g.access,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             nodes,
             links,
             resources,
