@@ -58,6 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             initial_r2t: std::env::var_os("INITIAL_R2T").is_some(),
             ..TargetParams::default()
         },
+        portal_groups: Vec::new(),
     };
     let server = Arc::new(TargetServer::new(ServerConfig::new(
         vec![listener.local_addr()?],

@@ -15,7 +15,7 @@ use crate::login::{
     ChapAccount, LoginDirectory, LoginTarget, SessionParams, TargetLookup, TargetParams,
 };
 use crate::pdu::{AsyncMessage, Pdu};
-use crate::scsi::ScsiTarget;
+use crate::scsi::{ScsiTarget, TargetPort};
 use crate::session::{self, Outbound, SessionIo, Stat};
 use crate::stats::TargetStats;
 
@@ -69,17 +69,89 @@ impl Acl {
     }
 }
 
+/// One target portal group (RFC 7143 §4.4.1): the portals a target is reached through with one TPGT.
+/// In an HA pair each node's portals form a group, so the two paths are two SCSI target ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalGroup {
+    pub tpgt: u16,
+    /// `ip:port` portals; an unspecified IP matches a connection on that port at any address (and is
+    /// advertised as the address a discovery connection arrived on).
+    pub portals: Vec<SocketAddr>,
+}
+
 /// One exported target.
 #[derive(Clone)]
 pub struct TargetConfig {
     pub iqn: String,
     pub alias: Option<String>,
+    /// The TPGT of every login when `portal_groups` is empty.
     pub tpgt: u16,
     pub scsi: Arc<ScsiTarget>,
     pub acl: Acl,
     pub chap: Option<ChapAccount>,
     pub mutual_chap: Option<ChapAccount>,
     pub params: TargetParams,
+    /// Empty: one portal group, `tpgt`, reached through every portal of [`ServerConfig::portals`].
+    /// Non-empty: SendTargets lists every portal of every group (including the peer node's, which
+    /// this node does not bind) with its group's TPGT, a login takes the TPGT of the group holding
+    /// the local address it arrived on, and a login on an address in no group is refused (status
+    /// 02/03 "not found": the target does not exist at that address, RFC 7143 §11.13.5).
+    pub portal_groups: Vec<PortalGroup>,
+}
+
+impl TargetConfig {
+    /// The TPGT of a connection arriving on `local`: `tpgt` without portal groups, else the group
+    /// with `local` as a portal (exact `ip:port` first, then an unspecified-IP portal on that port);
+    /// None if no group has it.
+    pub fn tpgt_for_local(&self, local: SocketAddr) -> Option<u16> {
+        if self.portal_groups.is_empty() {
+            return Some(self.tpgt);
+        }
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let exact = |p: &SocketAddr| p.ip().to_canonical() == local.ip() && p.port() == local.port();
+        let wildcard = |p: &SocketAddr| p.ip().is_unspecified() && p.port() == local.port();
+        self.portal_groups
+            .iter()
+            .find(|g| g.portals.iter().any(exact))
+            .or_else(|| self.portal_groups.iter().find(|g| g.portals.iter().any(wildcard)))
+            .map(|g| g.tpgt)
+    }
+
+    /// Every SCSI target port of this target, on both nodes: one per portal group (or the one of
+    /// `tpgt`). Every LU knows all of them, so persistent reservations can name the peer's port.
+    pub fn target_ports(&self) -> Vec<TargetPort> {
+        if self.portal_groups.is_empty() {
+            return vec![TargetPort::for_tpgt(&self.iqn, self.tpgt)];
+        }
+        let mut ports: Vec<TargetPort> = Vec::new();
+        for g in &self.portal_groups {
+            let port = TargetPort::for_tpgt(&self.iqn, g.tpgt);
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        ports
+    }
+
+    /// `TargetAddress` values for SendTargets (`ip:port,tpgt`); an unspecified IP is replaced by
+    /// `local`'s.
+    fn target_addresses(&self, server_portals: &[SocketAddr], local: SocketAddr) -> Vec<String> {
+        let advertised = |p: &SocketAddr, tpgt: u16| {
+            let addr = if p.ip().is_unspecified() {
+                SocketAddr::new(local.ip(), p.port())
+            } else {
+                *p
+            };
+            format!("{addr},{tpgt}")
+        };
+        if self.portal_groups.is_empty() {
+            return server_portals.iter().map(|p| advertised(p, self.tpgt)).collect();
+        }
+        self.portal_groups
+            .iter()
+            .flat_map(|g| g.portals.iter().map(move |p| advertised(p, g.tpgt)))
+            .collect()
+    }
 }
 
 /// Server configuration.
@@ -174,8 +246,9 @@ pub struct TargetServer {
 impl TargetServer {
     pub fn new(config: ServerConfig) -> Self {
         for t in &config.targets {
-            t.scsi
-                .add_target_port(crate::scsi::TargetPort::for_tpgt(&t.iqn, t.tpgt));
+            for port in t.target_ports() {
+                t.scsi.add_target_port(port);
+            }
         }
         TargetServer {
             config: std::sync::RwLock::new(Arc::new(config)),
@@ -194,8 +267,9 @@ impl TargetServer {
     /// SendTargets advertises, and the monitoring counters stay the running ones.
     pub fn reconfigure(&self, mut config: ServerConfig) {
         for t in &config.targets {
-            t.scsi
-                .add_target_port(crate::scsi::TargetPort::for_tpgt(&t.iqn, t.tpgt));
+            for port in t.target_ports() {
+                t.scsi.add_target_port(port);
+            }
         }
         let mut current = self.config.write().unwrap_or_else(|p| p.into_inner());
         config.stats = Arc::clone(&current.stats);
@@ -323,13 +397,8 @@ impl TargetServer {
                 continue;
             }
             out.push(("TargetName".to_string(), t.iqn.clone()));
-            for p in &config.portals {
-                let addr = if p.ip().is_unspecified() {
-                    SocketAddr::new(local.ip(), p.port())
-                } else {
-                    *p
-                };
-                out.push(("TargetAddress".to_string(), format!("{addr},{}", t.tpgt)));
+            for addr in t.target_addresses(&config.portals, local) {
+                out.push(("TargetAddress".to_string(), addr));
             }
         }
         out
@@ -338,18 +407,41 @@ impl TargetServer {
 
 impl LoginDirectory for TargetServer {
     fn lookup(&self, target_name: &str, initiator_name: &str, peer: IpAddr) -> TargetLookup {
-        match self.target(target_name) {
-            None => TargetLookup::NotFound,
-            Some(t) if !t.acl.allows(initiator_name, peer) => TargetLookup::Denied,
-            Some(t) => TargetLookup::Found(Box::new(LoginTarget {
+        self.lookup_at(target_name, initiator_name, peer, None)
+    }
+
+    /// The TPGT comes from the portal group of `local` (see [`TargetConfig::tpgt_for_local`]);
+    /// without a local address, `tpgt`.
+    fn lookup_at(
+        &self,
+        target_name: &str,
+        initiator_name: &str,
+        peer: IpAddr,
+        local: Option<SocketAddr>,
+    ) -> TargetLookup {
+        let Some(t) = self.target(target_name) else {
+            return TargetLookup::NotFound;
+        };
+        let tpgt = match local {
+            Some(local) => t.tpgt_for_local(local),
+            None => Some(t.tpgt),
+        };
+        let Some(tpgt) = tpgt else {
+            tracing::info!(target = %t.iqn, local = ?local,
+                "login refused: the target has no portal group with this address");
+            return TargetLookup::NotFound;
+        };
+        if !t.acl.allows(initiator_name, peer) {
+            return TargetLookup::Denied;
+        }
+        TargetLookup::Found(Box::new(LoginTarget {
                 name: t.iqn.clone(),
                 alias: t.alias.clone(),
-                tpgt: t.tpgt,
+                tpgt,
                 chap: t.chap.clone(),
                 mutual_chap: t.mutual_chap.clone(),
                 params: t.params.clone(),
-            })),
-        }
+            }))
     }
 
     fn discovery_chap(&self) -> Option<ChapAccount> {

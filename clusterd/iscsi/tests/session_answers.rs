@@ -60,6 +60,7 @@ fn server() -> Arc<TargetServer> {
         chap: None,
         mutual_chap: None,
         params: TargetParams::default(),
+        portal_groups: Vec::new(),
     };
     let addr: SocketAddr = "127.0.0.1:3260".parse().unwrap();
     let mut cfg = ServerConfig::new(vec![addr], vec![target]);

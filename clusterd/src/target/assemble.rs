@@ -126,6 +126,7 @@ pub fn assemble_reusing(
             chap: chap_account(t.incoming_user.as_ref())?,
             mutual_chap: chap_account(t.outgoing_user.as_ref())?,
             params: target_params(&t.params).with_context(|| format!("targets.{}.params", t.iqn))?,
+            portal_groups: Vec::new(),
         });
     }
     let mut server = ServerConfig::new(portals, targets);

@@ -2,7 +2,7 @@
 //! login response PDUs out. The session layer does the I/O, assigns the TSIH and performs session
 //! reinstatement between [`LoginOutcome::Complete`] and sending the final response.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -61,6 +61,18 @@ pub enum TargetLookup {
 /// Where the login machine finds targets, ACL decisions and discovery credentials.
 pub trait LoginDirectory: Send + Sync {
     fn lookup(&self, target_name: &str, initiator_name: &str, peer: IpAddr) -> TargetLookup;
+    /// [`Self::lookup`] for a connection that arrived on `local` (the target's portal group, hence
+    /// the TPGT, may depend on it). Defaults to `lookup`.
+    fn lookup_at(
+        &self,
+        target_name: &str,
+        initiator_name: &str,
+        peer: IpAddr,
+        local: Option<SocketAddr>,
+    ) -> TargetLookup {
+        let _ = local;
+        self.lookup(target_name, initiator_name, peer)
+    }
     fn discovery_chap(&self) -> Option<ChapAccount>;
     fn discovery_params(&self) -> TargetParams;
 }
@@ -126,6 +138,8 @@ struct Identity {
 pub struct LoginMachine {
     directory: Arc<dyn LoginDirectory>,
     peer: IpAddr,
+    /// The target address the connection arrived on, if known (decides the portal group).
+    local: Option<SocketAddr>,
     identity: Option<Identity>,
     stage: u8,
     auth: AuthState,
@@ -144,6 +158,7 @@ impl LoginMachine {
         LoginMachine {
             directory,
             peer,
+            local: None,
             identity: None,
             stage: STAGE_SECURITY,
             auth: AuthState::AwaitMethod,
@@ -153,6 +168,15 @@ impl LoginMachine {
             pending_text: Vec::new(),
             declared_limits: false,
             finished: false,
+        }
+    }
+
+    /// A machine for a connection that arrived on `local`: the target is looked up with
+    /// [`LoginDirectory::lookup_at`], so the TPGT is that of `local`'s portal group.
+    pub fn with_local(directory: Arc<dyn LoginDirectory>, peer: IpAddr, local: SocketAddr) -> Self {
+        LoginMachine {
+            local: Some(local),
+            ..Self::new(directory, peer)
         }
     }
 
@@ -337,7 +361,10 @@ impl LoginMachine {
             SessionType::Normal => {
                 let name = get("TargetName").filter(|n| !n.is_empty());
                 let name = name.ok_or(Failure(status::MISSING_PARAMETER))?;
-                match self.directory.lookup(&name, &initiator_name, self.peer) {
+                match self
+                    .directory
+                    .lookup_at(&name, &initiator_name, self.peer, self.local)
+                {
                     TargetLookup::Found(t) => {
                         let t = *t;
                         // RFC 7143 §13.9: TargetPortalGroupTag goes in the first response.

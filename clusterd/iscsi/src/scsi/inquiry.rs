@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use super::ItNexus;
+use super::alua::Alua;
 use super::cdb::{be16, be32};
 use super::lu::LogicalUnit;
 use super::sense::{CmdResult, invalid_cdb_field};
@@ -61,7 +62,12 @@ fn finish(mut data: Vec<u8>, alloc: usize) -> CmdResult {
     Ok(Bytes::from(data))
 }
 
-pub(super) fn inquiry(lu: &LogicalUnit, nexus: &ItNexus, c: &[u8; 16]) -> CmdResult {
+pub(super) fn inquiry(
+    lu: &LogicalUnit,
+    nexus: &ItNexus,
+    c: &[u8; 16],
+    alua: Option<&Alua>,
+) -> CmdResult {
     let evpd = c[1] & 0x01 != 0;
     if c[1] & 0x02 != 0 {
         return Err(invalid_cdb_field(1, Some(1))); // CMDDT is obsolete
@@ -77,7 +83,7 @@ pub(super) fn inquiry(lu: &LogicalUnit, nexus: &ItNexus, c: &[u8; 16]) -> CmdRes
     let body = match page {
         0x00 => VPD_PAGES.to_vec(),
         0x80 => lu.identity.serial.as_bytes().to_vec(),
-        0x83 => device_identification(lu, nexus),
+        0x83 => device_identification(lu, nexus, alua),
         0xB0 => block_limits(lu),
         0xB1 => block_device_characteristics(),
         0xB2 => logical_block_provisioning(lu),
@@ -154,7 +160,9 @@ pub(super) fn naa_designator(id: &super::LunIdentity) -> [u8; 16] {
     naa
 }
 
-fn device_identification(lu: &LogicalUnit, nexus: &ItNexus) -> Vec<u8> {
+/// `alua`: the TARGET PORT GROUP designator names the group holding the nexus's relative port (the
+/// configured `target_port_group` without ALUA or for a port in no group).
+fn device_identification(lu: &LogicalUnit, nexus: &ItNexus, alua: Option<&Alua>) -> Vec<u8> {
     let id = &lu.identity;
     let mut out = Vec::new();
     // NAA IEEE Registered Extended: binary, LU association. First on purpose: udev/multipath prefer it.
@@ -170,8 +178,11 @@ fn device_identification(lu: &LogicalUnit, nexus: &ItNexus) -> Vec<u8> {
     let mut rtpi = vec![0, 0];
     rtpi.extend_from_slice(&nexus.relative_port.to_be_bytes());
     designator(&mut out, iscsi_binary, 0x80 | 0x10 | 0x04, &rtpi);
+    let group = alua
+        .and_then(|a| a.group_of_port(nexus.relative_port))
+        .unwrap_or(id.target_port_group);
     let mut tpg = vec![0, 0];
-    tpg.extend_from_slice(&id.target_port_group.to_be_bytes());
+    tpg.extend_from_slice(&group.to_be_bytes());
     designator(&mut out, iscsi_binary, 0x80 | 0x10 | 0x05, &tpg);
     // SCSI name strings: the target port and the target device.
     let port = format!("{},t,0x{:04x}", nexus.target, nexus.tpgt);
@@ -252,15 +263,20 @@ pub(super) fn read_capacity_16(lu: &LogicalUnit, c: &[u8; 16]) -> CmdResult {
     finish(d, alloc)
 }
 
-/// REPORT TARGET PORT GROUPS: one group, one port, always active/optimized (the VIP follows the
-/// Primary, so the path an initiator can reach is the optimized one).
+/// REPORT TARGET PORT GROUPS. With an [`Alua`]: its groups and states. Without: one group, one
+/// port, always active/optimized (the VIP follows the Primary, so the path an initiator can reach is
+/// the optimized one).
 pub(super) fn report_target_port_groups(
     lu: &LogicalUnit,
     nexus: &ItNexus,
     c: &[u8; 16],
+    alua: Option<&Alua>,
 ) -> CmdResult {
     let extended = (c[1] >> 5) == 0x01;
     let alloc = be32(c, 6) as usize;
+    if let Some(alua) = alua {
+        return finish(alua.report_target_port_groups(extended), alloc);
+    }
     let mut desc = vec![0x80, 0x01]; // PREF, active/optimized; AO_SUP
     desc.extend_from_slice(&lu.identity.target_port_group.to_be_bytes());
     desc.extend_from_slice(&[0, 0, 0, 1]); // reserved, status code, vendor, port count

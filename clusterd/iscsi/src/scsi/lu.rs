@@ -14,6 +14,7 @@ use super::sense::{self, CmdResult, Failure, Sense, asc, check, invalid_cdb_fiel
 use super::task_set::{AbortWaits, AdmittedTask, TaskClaim, TaskSet};
 use super::unit_attention::UnitAttentions;
 use super::xcopy::HeldCopyResults;
+use super::alua::{self, Alua};
 use super::{
     ItNexus, ScsiCommand, ScsiError, ScsiResponse, cdb, inquiry, mode, reservation, rw, xcopy,
 };
@@ -267,14 +268,15 @@ impl LogicalUnit {
         Ok(())
     }
 
-    /// Executes one command for `nexus`; `luns` is the target's LUN list (for REPORT LUNS). `claim`
-    /// decides between the command's response and an abort (the caller sends the response only if
-    /// `claim.respond()`).
+    /// Executes one command for `nexus`; `luns` is the target's LUN list (for REPORT LUNS), `alua`
+    /// the target's port group states. `claim` decides between the command's response and an abort
+    /// (the caller sends the response only if `claim.respond()`).
     pub(super) async fn execute(
         &self,
         nexus: &ItNexus,
         cmd: &ScsiCommand,
         luns: &[u64],
+        alua: Option<&Alua>,
         claim: &Arc<TaskClaim>,
     ) -> ScsiResponse {
         let found = opcodes::lookup(&cmd.cdb);
@@ -295,13 +297,16 @@ impl LogicalUnit {
             }
         };
         let transfer_len = self.transfer_len(info, &cmd.cdb);
-        let result = match self.admit(nexus, info, &cmd.cdb, claim) {
+        // ALUA gate before admission: a refused command is never in the task set nor the backend.
+        let admitted = alua::check_access(alua, nexus, info.handler)
+            .and_then(|()| self.admit(nexus, info, &cmd.cdb, claim));
+        let result = match admitted {
             Ok(()) => {
                 let _admitted = AdmittedTask {
                     claim,
                     waits: &self.abort_waits,
                 };
-                self.run(nexus, info, cmd, luns, claim).await
+                self.run(nexus, info, cmd, luns, alua, claim).await
             }
             Err(f) => Err(f),
         };
@@ -388,13 +393,14 @@ impl LogicalUnit {
         info: &CommandInfo,
         cmd: &ScsiCommand,
         luns: &[u64],
+        alua: Option<&Alua>,
         claim: &Arc<TaskClaim>,
     ) -> CmdResult {
         let c = &cmd.cdb;
         match info.handler {
             H::TestUnitReady => Ok(Bytes::new()),
-            H::RequestSense => self.request_sense(nexus, c),
-            H::Inquiry => inquiry::inquiry(self, nexus, c),
+            H::RequestSense => self.request_sense(nexus, c, alua),
+            H::Inquiry => inquiry::inquiry(self, nexus, c, alua),
             H::ModeSense => mode::mode_sense(self, c),
             H::ModeSelect => mode::mode_select(self, nexus, c, &cmd.data_out),
             H::StartStopUnit => start_stop_unit(c),
@@ -423,20 +429,26 @@ impl LogicalUnit {
                     .await
             }
             H::ReportLuns => super::target::report_luns(c, luns),
-            H::ReportTargetPortGroups => inquiry::report_target_port_groups(self, nexus, c),
+            H::ReportTargetPortGroups => {
+                inquiry::report_target_port_groups(self, nexus, c, alua)
+            }
             H::ReportSupportedOpcodes => opcodes::report_supported_opcodes(c, self.thin()),
         }
     }
 
-    /// REQUEST SENSE: reports (and clears) a pending UA as parameter data, else NO SENSE.
-    fn request_sense(&self, nexus: &ItNexus, c: &[u8; 16]) -> CmdResult {
+    /// REQUEST SENSE: reports (and clears) a pending UA as parameter data; else, through a port
+    /// whose ALUA group is not active, the NOT READY condition its commands get (SPC-4 pollable
+    /// sense data); else NO SENSE.
+    fn request_sense(&self, nexus: &ItNexus, c: &[u8; 16], alua: Option<&Alua>) -> CmdResult {
         if c[1] & 0x01 != 0 {
             // DESC=1 asks for descriptor format, which we do not produce.
             return Err(invalid_cdb_field(1, Some(0)));
         }
-        let sense = match self.ua.take(nexus) {
-            Some(code) => Sense::new(key::UNIT_ATTENTION, code),
-            None => Sense::new(key::NO_SENSE, asc::NO_ADDITIONAL),
+        let not_ready = alua.and_then(|a| a.port_state(nexus.relative_port).not_ready_code());
+        let sense = match (self.ua.take(nexus), not_ready) {
+            (Some(code), _) => Sense::new(key::UNIT_ATTENTION, code),
+            (None, Some(code)) => Sense::new(key::NOT_READY, code),
+            (None, None) => Sense::new(key::NO_SENSE, asc::NO_ADDITIONAL),
         };
         let mut data = sense.to_fixed().to_vec();
         data.truncate(usize::from(c[4]));

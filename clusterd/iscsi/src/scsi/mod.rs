@@ -5,6 +5,7 @@
 //! may run concurrently; each [`LogicalUnit`] keeps its own small locks and never holds a lock across a
 //! backend await, except the write gate that makes COMPARE AND WRITE atomic.
 
+pub mod alua;
 pub mod cdb;
 mod inquiry;
 mod lu;
@@ -134,6 +135,8 @@ pub enum ScsiError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_alua;
 #[cfg(test)]
 mod tests_pr;
 #[cfg(test)]

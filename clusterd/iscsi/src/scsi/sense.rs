@@ -27,6 +27,10 @@ pub mod asc {
     pub const NO_ADDITIONAL: Code = (0x00, 0x00);
     pub const NOT_READY_MANUAL_INTERVENTION: Code = (0x04, 0x03);
     pub const NOT_READY_ALUA_TRANSITION: Code = (0x04, 0x0A);
+    /// LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN STANDBY STATE.
+    pub const NOT_READY_ALUA_STANDBY: Code = (0x04, 0x0B);
+    /// LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN UNAVAILABLE STATE.
+    pub const NOT_READY_ALUA_UNAVAILABLE: Code = (0x04, 0x0C);
     pub const WRITE_ERROR: Code = (0x0C, 0x00);
     pub const UNRECOVERED_READ_ERROR: Code = (0x11, 0x00);
     pub const MISCOMPARE_DURING_VERIFY: Code = (0x1D, 0x00);
@@ -53,6 +57,7 @@ pub mod asc {
     pub const RESERVATIONS_PREEMPTED: Code = (0x2A, 0x03);
     pub const RESERVATIONS_RELEASED: Code = (0x2A, 0x04);
     pub const REGISTRATIONS_PREEMPTED: Code = (0x2A, 0x05);
+    pub const ASYMMETRIC_ACCESS_STATE_CHANGED: Code = (0x2A, 0x06);
     pub const CAPACITY_DATA_CHANGED: Code = (0x2A, 0x09);
     pub const REPORTED_LUNS_DATA_CHANGED: Code = (0x3F, 0x0E);
     pub const COMMANDS_CLEARED_BY_ANOTHER_INITIATOR: Code = (0x2F, 0x00);

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 
 use super::cdb::be32;
+use super::alua::{AccessStateListener, Alua};
 use super::lu::LogicalUnit;
 use super::opcodes::op;
 use super::pr_state::TargetPort;
@@ -31,20 +32,72 @@ impl LunMap {
 /// replaced under them ([`ScsiTarget::replace_luns`]), and they see the new one from their next command.
 pub struct ScsiTarget {
     name: String,
+    /// Shared with the [`Alua`] the target uses, which queues its unit attentions on a change.
+    shared: Arc<TargetShared>,
+    /// Every target port the LUs are exported through (given to LUs added later too).
+    ports: Mutex<Vec<TargetPort>>,
+}
+
+/// The part of a target an [`Alua`] reaches when the access states change.
+struct TargetShared {
     /// Read once per command (an uncontended lock: the data path never waits for a replacement
     /// longer than a pointer swap).
     map: RwLock<Arc<LunMap>>,
     /// The I_T nexuses logged in to this target, so LUNs added later greet them like a power-on.
     nexuses: Mutex<Vec<ItNexus>>,
+    /// Target port group access states; None = no ALUA gating, one always active/optimized group.
+    alua: RwLock<Option<Arc<Alua>>>,
+}
+
+impl AccessStateListener for TargetShared {
+    /// SPC-4 §5.16.2.5: after an implicit transition, ASYMMETRIC ACCESS STATE CHANGED for every I_T
+    /// nexus, on every LU (only if this target still uses `alua`).
+    fn access_state_changed(&self, alua: &Alua) {
+        let ours = self
+            .alua
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|a| std::ptr::eq(Arc::as_ptr(a), alua));
+        if !ours {
+            return;
+        }
+        let nexuses = lock(&self.nexuses).clone();
+        let map = Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()));
+        for lu in map.luns.values() {
+            lu.ua
+                .add_where(|n| nexuses.contains(n), asc::ASYMMETRIC_ACCESS_STATE_CHANGED);
+        }
+    }
 }
 
 impl ScsiTarget {
     pub fn new(name: String, luns: BTreeMap<u64, Arc<LogicalUnit>>) -> Self {
-        Self { name, map: RwLock::new(LunMap::new(luns)), nexuses: Mutex::new(Vec::new()) }
+        let shared = Arc::new(TargetShared {
+            map: RwLock::new(LunMap::new(luns)),
+            nexuses: Mutex::new(Vec::new()),
+            alua: RwLock::new(None),
+        });
+        Self { name, shared, ports: Mutex::new(Vec::new()) }
+    }
+
+    /// Gates and describes this target's ports by `alua` from the next command on: REPORT TARGET
+    /// PORT GROUPS lists its groups, VPD 0x83 names the nexus's group, and a port whose group is not
+    /// active serves only the allow-listed commands (see `alua`). Its changes queue 2A/06 on this
+    /// target's nexuses. Several targets may share one `Alua`.
+    pub fn set_alua(&self, alua: Arc<Alua>) {
+        let listener: Arc<dyn AccessStateListener> = self.shared.clone();
+        alua.subscribe(Arc::downgrade(&listener));
+        *self.shared.alua.write().unwrap_or_else(|p| p.into_inner()) = Some(alua);
+    }
+
+    /// The attached [`Alua`], if any.
+    pub fn alua(&self) -> Option<Arc<Alua>> {
+        self.shared.alua.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn map(&self) -> Arc<LunMap> {
-        Arc::clone(&self.map.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.shared.map.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn name(&self) -> &str {
@@ -66,8 +119,9 @@ impl ScsiTarget {
     /// SUPPORTED from the next command on (commands already running on it finish). Returns whether the
     /// LUN set changed.
     pub fn replace_luns(&self, luns: BTreeMap<u64, Arc<LogicalUnit>>) -> bool {
-        let nexuses = lock(&self.nexuses).clone();
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let nexuses = lock(&self.shared.nexuses).clone();
+        let ports = lock(&self.ports).clone();
+        let mut map = self.shared.map.write().unwrap_or_else(|p| p.into_inner());
         let same_set = map.luns.len() == luns.len()
             && map.luns.iter().all(|(n, lu)| luns.get(n).is_some_and(|new| Arc::ptr_eq(lu, new)));
         if same_set {
@@ -75,6 +129,9 @@ impl ScsiTarget {
         }
         for (n, lu) in &luns {
             if !map.luns.get(n).is_some_and(|old| Arc::ptr_eq(old, lu)) {
+                for port in &ports {
+                    lu.add_target_port(port.clone());
+                }
                 for nexus in &nexuses {
                     lu.nexus_added(nexus);
                 }
@@ -108,14 +165,23 @@ impl ScsiTarget {
         claim: &Arc<TaskClaim>,
     ) -> ScsiResponse {
         let map = self.map();
+        let alua = self.alua();
         match map.luns.get(&cmd.lun) {
-            Some(lu) => lu.execute(nexus, &cmd, &map.lun_list, claim).await,
+            Some(lu) => lu.execute(nexus, &cmd, &map.lun_list, alua.as_deref(), claim).await,
             None => Self::execute_missing_lun(&cmd, &map.lun_list),
         }
     }
 
-    /// Records a target port every LU of this target is exported through (PR data names ports).
+    /// Records a target port every LU of this target (and every LU added later) is exported
+    /// through: REGISTER AND MOVE names one by its relative port identifier, also a port of the peer
+    /// node that no nexus of this node arrives through.
     pub fn add_target_port(&self, port: TargetPort) {
+        {
+            let mut ports = lock(&self.ports);
+            if !ports.contains(&port) {
+                ports.push(port.clone());
+            }
+        }
         for lu in self.map().luns.values() {
             lu.add_target_port(port.clone());
         }
@@ -152,7 +218,7 @@ impl ScsiTarget {
     /// Registers a new I_T nexus: POWER ON, RESET unit attention on every LU.
     pub fn nexus_added(&self, nexus: &ItNexus) {
         {
-            let mut known = lock(&self.nexuses);
+            let mut known = lock(&self.shared.nexuses);
             if !known.contains(nexus) {
                 known.push(nexus.clone());
             }
@@ -164,7 +230,7 @@ impl ScsiTarget {
 
     /// Forgets an I_T nexus: drops its SPC-2 reservation and pending UAs. PR registrations persist.
     pub fn nexus_removed(&self, nexus: &ItNexus) {
-        lock(&self.nexuses).retain(|n| n != nexus);
+        lock(&self.shared.nexuses).retain(|n| n != nexus);
         for lu in self.map().luns.values() {
             lu.nexus_removed(nexus);
         }

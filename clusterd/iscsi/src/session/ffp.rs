@@ -177,9 +177,10 @@ pub(crate) async fn run<S: SessionIo>(
     let ctx = login
         .target
         .as_ref()
-        .and_then(|t| server.target(&t.name))
-        .map(|t| {
-            let port = TargetPort::for_tpgt(&t.iqn, t.tpgt);
+        .and_then(|lt| server.target(&lt.name).map(|t| (t, lt.tpgt)))
+        .map(|(t, tpgt)| {
+            // The TPGT the login answered with (the portal group of the address it arrived on).
+            let port = TargetPort::for_tpgt(&t.iqn, tpgt);
             ScsiContext {
                 scsi: t.scsi.clone(),
                 nexus: Arc::new(ItNexus {

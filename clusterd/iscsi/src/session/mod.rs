@@ -141,7 +141,7 @@ pub(crate) async fn run_connection<S: SessionIo>(
     let timeout = server.config().login_timeout;
     let login = tokio::select! {
         _ = shutdown.cancelled() => return,
-        r = tokio::time::timeout(timeout, login_phase(&server, &mut stream, &mut buf, peer, &shutdown)) => r,
+        r = tokio::time::timeout(timeout, login_phase(&server, &mut stream, &mut buf, peer, local, &shutdown)) => r,
     };
     let established = match login {
         Ok(Ok(Some(e))) => e,
@@ -173,10 +173,12 @@ async fn login_phase<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     peer: SocketAddr,
+    local: SocketAddr,
     shutdown: &CancellationToken,
 ) -> Result<Option<Established>, ConnError> {
     let directory: Arc<dyn crate::login::LoginDirectory> = server.clone();
-    let mut machine = LoginMachine::new(directory, peer.ip());
+    // The local address picks the target's portal group (TPGT) for this login.
+    let mut machine = LoginMachine::with_local(directory, peer.ip(), local);
     loop {
         let Some(frame) = read_frame(stream, buf, DigestConfig::default(), LOGIN_MAX_DATA).await?
         else {

@@ -76,6 +76,7 @@ pub async fn start_with(
         chap: None,
         mutual_chap: None,
         params: TargetParams::default(),
+        portal_groups: Vec::new(),
     };
     let hidden = TargetConfig {
         iqn: HIDDEN.into(),
@@ -89,6 +90,7 @@ pub async fn start_with(
         chap: None,
         mutual_chap: None,
         params: TargetParams::default(),
+        portal_groups: Vec::new(),
     };
     let mut config = ServerConfig::new(vec![addr], vec![main, hidden]);
     configure(&mut config);
