@@ -213,6 +213,7 @@ pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> C
             last_failure: s.last_failure.clone().unwrap_or_default(),
             handoff: if handoff == "None" { String::new() } else { handoff },
             access: g.access.to_string(),
+            ports: g.ports.clone(),
         });
     }
     out.nodes.push(NodeStatus { name: me.to_string(), online: true, standby: false });

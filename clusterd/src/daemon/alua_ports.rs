@@ -23,6 +23,27 @@ use crate::config::GroupConfig;
 use crate::failover::{DiskView, GroupState, Phase};
 use iscsi_target::scsi::alua::{AccessState, PortGroupDef};
 
+/// How status shows a state.
+pub fn state_name(s: AccessState) -> &'static str {
+    match s {
+        AccessState::ActiveOptimized => "active/optimized",
+        AccessState::ActiveNonOptimized => "active/non-optimized",
+        AccessState::Standby => "standby",
+        AccessState::Unavailable => "unavailable",
+        AccessState::Transitioning => "transitioning",
+    }
+}
+
+/// The states that take this node's ports out of service at once when it starts stopping the
+/// group, before anything else of the stop happens (the loop's next tick says the same).
+pub fn leaving(group: &GroupConfig, me: usize) -> Vec<(u16, AccessState)> {
+    let mut out = vec![(node_group(me), AccessState::Transitioning)];
+    if group.access == crate::config::Access::Both {
+        out.push((VIP_GROUP, AccessState::Transitioning));
+    }
+    out
+}
+
 /// Target port group of the VIP portal (`access: both`).
 pub const VIP_GROUP: u16 = 1;
 

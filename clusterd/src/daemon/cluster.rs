@@ -12,12 +12,13 @@
 use super::group_run::{
     AdminReply, GroupRun, LoopMsg, Requests, epoch_file, local_volumes, read_epoch, sequencer_params,
 };
+use super::alua_ports::{Side, port_states};
 use super::group_steps::GroupSteps;
 use super::io_fencing::IoFencing;
 use super::resources::Resources;
 use super::targets::TargetHost;
 use crate::config::{ClusterConfig, HaConfig, LinkMode as CfgLinkMode, NodeConfig};
-use crate::failover::{AdminCmd, Input, PeerStates, Sequencer, SequencerStatus, decode_state_set, encode_state_set, start_plan, stop_plan};
+use crate::failover::{AdminCmd, DiskView, Input, PeerStates, Sequencer, SequencerStatus, decode_state_set, encode_state_set, start_plan, stop_plan};
 use crate::heartbeat::{
     AuthKeys, Generation, HeartbeatHandle, HeartbeatRuntimeConfig, HeartbeatService, LinkMode, LinkRuntime,
     MembershipEvent, MembershipParams, MembershipStatus,
@@ -48,6 +49,8 @@ pub struct GroupView {
     pub status: SequencerStatus,
     /// `vip`, `alua` or `both`.
     pub access: &'static str,
+    /// ALUA: each target port group's state on this node (`2:active/optimized 3:standby`), else "".
+    pub ports: String,
 }
 
 /// What `haadm status` shows about the cluster.
@@ -389,14 +392,32 @@ impl Driver {
             let status = g.seq.status();
             g.acquisition.observe(&status, &self.me, &self.counters);
             self.after(i, r);
+            self.update_ports(i, peer_alive);
         }
+    }
+
+    /// ALUA groups: the target port states from both nodes' phases (see `alua_ports.rs`).
+    fn update_ports(&self, i: usize, peer_alive: bool) {
+        let Some(g) = self.groups.get(i) else { return };
+        if !g.config.access.alua() {
+            return;
+        }
+        let Some(me) = self.config.nodes.iter().position(|n| n.name == self.me) else { return };
+        let mine = Side { phase: g.seq.phase(), up_to_date: g.last_volumes.is_some_and(|v| v.disk == DiskView::UpToDate) };
+        let peer = Side::of_peer(g.peer_last.as_ref(), peer_alive);
+        g.steps.targets.set_access_states(g.name(), &port_states(&g.config, me, mine, peer));
     }
 
     fn view(&self, generation: u64, membership: Option<MembershipStatus>) -> ClusterView {
         let groups: Vec<GroupView> = self
             .groups
             .iter()
-            .map(|g| GroupView { name: g.name().to_string(), status: g.seq.status(), access: g.config.access.name() })
+            .map(|g| GroupView {
+                name: g.name().to_string(),
+                status: g.seq.status(),
+                access: g.config.access.name(),
+                ports: g.steps.targets.access_states(g.name()).iter().map(|(id, st)| format!("{id}:{}", super::alua_ports::state_name(*st))).collect::<Vec<_>>().join(" "),
+            })
             .collect();
         ClusterView { generation, sequencer: groups.first().map(|g| g.status.clone()), groups, membership }
     }
@@ -549,6 +570,13 @@ pub async fn start(
         peer_alive: Arc::new(AtomicBool::new(false)),
         counters: Arc::new(ClusterCounters::default()),
     };
+    // ALUA groups serve their targets on this node's own portal from now on (standby until the
+    // loop says otherwise); a failure here is retried when the node takes the group.
+    for g in config.groups.iter().filter(|g| g.access.alua()) {
+        if let Err(e) = targets.start_alua(&g.name, &resources).await {
+            tracing::error!("group {}: cannot serve the targets on this node's portal: {e:#}", g.name);
+        }
+    }
     let (view_tx, view) = watch::channel(d.view(generation, None));
     let cancel = CancellationToken::new();
     let counters = Arc::clone(&d.counters);

@@ -218,6 +218,13 @@ impl GroupSteps {
     /// (bounded) for them to go. The target keeps serving meanwhile, so nothing in flight fails; the port
     /// block that follows makes the initiators' reconnects wait (dropped SYNs) until the peer serves.
     pub async fn quiesce_target(&self) -> Result<(), String> {
+        // ALUA: this node's ports stop serving first (NOT READY, transitioning); the sessions on
+        // them stay logged in as the standby paths they become.
+        if self.group.access.alua()
+            && let Some(me) = self.config.nodes.iter().position(|n| n.name == self.node)
+        {
+            self.targets.set_access_states(&self.group.name, &super::alua_ports::leaving(&self.group, me));
+        }
         let asked = self.targets.request_logout(Some(&self.group.name), LOGOUT_TIME2WAIT).await;
         if !asked.is_empty() {
             tracing::info!("asked {} iSCSI session(s) to log out", asked.len());

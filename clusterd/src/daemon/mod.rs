@@ -8,6 +8,7 @@ pub mod group_steps;
 pub mod cluster;
 mod io_fencing;
 mod group_run;
+pub mod alua_ports;
 pub mod notify;
 mod state_log;
 mod fence_peer;

@@ -31,6 +31,11 @@ fn key(group: Option<&str>) -> String {
     group.unwrap_or_default().to_string()
 }
 
+/// The running-map key of an ALUA group's node-portal target (issue 17).
+fn alua_key(group: &str) -> String {
+    format!("alua:{group}")
+}
+
 impl TargetHost {
     pub fn new(config: Arc<HaConfig>, node: NodeConfig, stats: Arc<TargetStats>) -> TargetHost {
         TargetHost { config: std::sync::RwLock::new(config), node, running: Mutex::new(BTreeMap::new()), stats }
@@ -42,7 +47,10 @@ impl TargetHost {
 
     /// The targets of running-map key `key` in `config`.
     fn scoped(config: &HaConfig, key: &str) -> HaConfig {
-        if key.is_empty() { config.clone() } else { config.for_group(key) }
+        match key.strip_prefix("alua:").unwrap_or(key) {
+            "" => config.clone(),
+            group => config.for_group(group),
+        }
     }
 
     /// The configuration the next start assembles from, the running targets left as they are
@@ -90,9 +98,16 @@ impl TargetHost {
     }
 
     /// Assembles the LUNs of `group`'s targets (all targets for `None`; replicated ones from the
-    /// running volumes) and binds the portals.
+    /// running volumes) and binds the portals. For an ALUA group (issue 17) the targets already run
+    /// on this node's own portal (`start_alua`): the holder re-reads their reservations (the peer
+    /// changed them while it held the group) and serves the same LUs on the VIP too (`both`).
     pub async fn start(&self, group: Option<&str>, resources: &Resources) -> Result<()> {
         let k = key(group);
+        if let Some(g) = group
+            && self.config().group(g).is_some_and(|g| g.access.alua())
+        {
+            return self.start_alua_holder(g, resources).await;
+        }
         let mut running = self.running.lock().await;
         let config = Self::scoped(&self.config(), &k);
         if running.contains_key(&k) || config.targets.is_empty() {
@@ -103,6 +118,72 @@ impl TargetHost {
         assembled.server.stats = Arc::clone(&self.stats);
         running.insert(k, TargetRuntime::start(assembled)?);
         Ok(())
+    }
+
+    /// Issue 17: serves `group`'s targets on this node's own portal (`node-portals`) from start-up
+    /// on, whether or not this node holds the group; ALUA says whether the port is active. Its key is
+    /// `alua:GROUP`.
+    pub async fn start_alua(&self, group: &str, resources: &Resources) -> Result<()> {
+        let k = alua_key(group);
+        let mut running = self.running.lock().await;
+        let config = Self::scoped(&self.config(), group);
+        let Some(g) = config.group(group) else { return Ok(()) };
+        if running.contains_key(&k) || config.targets.is_empty() {
+            return Ok(());
+        }
+        let portal = *g.node_portals.get(&self.node.name).ok_or_else(|| anyhow::anyhow!("groups.{group}.node-portals: no portal for {}", self.node.name))?;
+        let volumes = volumes_for(&config, resources).await?;
+        let mut assembled = assemble(&config, &self.node, &volumes)?;
+        assembled.server.stats = Arc::clone(&self.stats);
+        assembled.server.portals = vec![portal];
+        running.insert(k, TargetRuntime::start(assembled)?);
+        Ok(())
+    }
+
+    /// The holder's part of an ALUA group: reservations re-read, and the VIP portals served with the
+    /// very same LUs (one reservation state, one task set per LU on this node).
+    async fn start_alua_holder(&self, group: &str, resources: &Resources) -> Result<()> {
+        if !self.running.lock().await.contains_key(&alua_key(group)) {
+            self.start_alua(group, resources).await?;
+        }
+        let mut running = self.running.lock().await;
+        let config = Self::scoped(&self.config(), group);
+        let base = running.get(&alua_key(group)).ok_or_else(|| anyhow::anyhow!("group {group}: the target is not served on the node portal"))?;
+        for lun in base.server_config().targets.iter().flat_map(|t| t.scsi.luns()) {
+            lun.1.reload_reservations().map_err(|e| anyhow::anyhow!("group {group}: reload reservations: {e}"))?;
+        }
+        let vip_portals: Vec<std::net::SocketAddr> = config.targets.iter().flat_map(|t| t.portals.iter().copied()).collect();
+        if vip_portals.is_empty() || running.contains_key(group) {
+            return Ok(());
+        }
+        let volumes = volumes_for(&config, resources).await?;
+        let server = base.server_config();
+        let luns = base.luns().to_vec();
+        let reuse = Reuse { old: &config, server: &server, luns: &luns };
+        let mut assembled = assemble_reusing(&config, &self.node, &volumes, Some(&reuse))?;
+        assembled.server.stats = Arc::clone(&self.stats);
+        assembled.server.portals = vip_portals;
+        // The ALUA states belong to the node-portal runtime; the VIP one only shares them.
+        assembled.alua.clear();
+        running.insert(group.to_string(), TargetRuntime::start(assembled)?);
+        Ok(())
+    }
+
+    /// Issue 17: sets the ALUA states of `group`'s target ports (every target of the group). An
+    /// unchanged state changes nothing; a change gives every nexus UA 2A/06.
+    pub fn set_access_states(&self, group: &str, states: &[(u16, iscsi_target::scsi::alua::AccessState)]) {
+        let Ok(running) = self.running.try_lock() else { return };
+        if let Some(r) = running.get(&alua_key(group)) {
+            for (_, a) in r.alua().iter().filter(|(g, _)| g == group) {
+                a.set_states(states);
+            }
+        }
+    }
+
+    /// The ALUA states of `group`'s first target, for status (empty: not an ALUA group or not served).
+    pub fn access_states(&self, group: &str) -> Vec<(u16, iscsi_target::scsi::alua::AccessState)> {
+        let Ok(running) = self.running.try_lock() else { return Vec::new() };
+        running.get(&alua_key(group)).and_then(|r| r.alua().iter().find(|(g, _)| g == group).map(|(_, a)| a.states())).unwrap_or_default()
     }
 
     /// Asks every session of `group`'s target to log out (Async Message) and returns the TSIHs asked.

@@ -309,10 +309,13 @@ fn render_cluster(cluster: &ClusterStatus) -> String {
         }
     }
     // Issue 17: named groups, one line each (a single `group:` is the line above).
-    if cluster.groups.len() > 1 || cluster.groups.first().is_some_and(|g| g.name != "default") {
+    if cluster.groups.len() > 1 || cluster.groups.iter().any(|g| g.name != "default" || g.access != "vip") {
         for g in &cluster.groups {
             let holder = if g.holder.is_empty() { "nobody" } else { g.holder.as_str() };
             let _ = writeln!(out, "  group {} holder:{holder} epoch:{} phase:{} access:{}", g.name, g.epoch, g.phase, g.access);
+            if !g.ports.is_empty() {
+                let _ = writeln!(out, "    alua ports: {}", g.ports);
+            }
             for (label, v) in [("WARNING split brain", &g.split_brain_warning), ("waiting", &g.waiting), ("handoff", &g.handoff), ("last-failure", &g.last_failure)] {
                 if !v.is_empty() {
                     let _ = writeln!(out, "    {label}: {v}");
@@ -429,7 +432,7 @@ pub fn status_json(reply: &StatusReply) -> Value {
             "peer_heartbeat_max": cluster.peer_heartbeat_max,
             "heartbeat_version": cluster.heartbeat_version,
             "groups": cluster.groups.iter().map(|g| json!({
-                "name": g.name, "holder": g.holder, "phase": g.phase, "epoch": g.epoch, "access": g.access,
+                "name": g.name, "holder": g.holder, "phase": g.phase, "epoch": g.epoch, "access": g.access, "ports": g.ports,
                 "split_brain_warning": g.split_brain_warning, "waiting": g.waiting,
                 "last_failure": g.last_failure, "handoff": g.handoff,
             })).collect::<Vec<_>>(),

@@ -4,12 +4,13 @@
 //! vendor/product) is derived from the configuration file alone, never from the host, so both nodes
 //! present the same device and multipath/filesystems on the initiator survive a failover.
 
-use crate::config::{ChapUser, HaConfig, LunDef, LunSource, NodeConfig, TargetDef, TargetParamOverrides};
+use crate::config::{Access, ChapUser, GroupConfig, HaConfig, LunDef, LunSource, NodeConfig, TargetDef, TargetParamOverrides};
 use anyhow::{Context, Result, anyhow, bail};
 use iscsi_target::backend::{BlockBackend, FileBackend};
 use iscsi_target::login::{ChapAccount, Digest, TargetParams};
 use iscsi_target::scsi::{FilePrStore, LogicalUnit, LunIdentity, PrStore, ScsiTarget};
-use iscsi_target::server::{Acl, ServerConfig, TargetConfig};
+use iscsi_target::scsi::alua::{AccessState, Alua};
+use iscsi_target::server::{Acl, PortalGroup, ServerConfig, TargetConfig};
 use replicator::engine::Volume;
 use sha1::{Digest as _, Sha1};
 use std::collections::BTreeMap;
@@ -36,6 +37,9 @@ pub struct LunSummary {
 pub struct Assembled {
     pub server: ServerConfig,
     pub luns: Vec<LunSummary>,
+    /// The ALUA states of the targets of `access: alua | both` groups (issue 17), by group name: the
+    /// failover loop sets them (see `daemon/alua_ports.rs`).
+    pub alua: Vec<(String, Arc<Alua>)>,
 }
 
 /// A running target whose logical units a reconfiguration keeps (`haadm adjust`): a LUN defined as
@@ -84,7 +88,9 @@ pub fn assemble_reusing(
     // Running targets get their new LUN maps only once everything assembled: a failure leaves them as
     // they were.
     let mut new_maps = Vec::new();
+    let mut alua = Vec::new();
     let pr_dir = node.state_dir.join("pr");
+    let node_names: Vec<String> = cfg.nodes.iter().map(|n| n.name.clone()).collect();
     for t in &cfg.targets {
         let mut luns = BTreeMap::new();
         for (&number, lun) in &t.luns {
@@ -111,22 +117,46 @@ pub fn assemble_reusing(
                 portals.push(*p);
             }
         }
+        let scsi = match reuse.and_then(|r| r.target(&t.iqn)) {
+            Some(running) => {
+                new_maps.push((Arc::clone(&running), luns));
+                running
+            }
+            None => Arc::new(ScsiTarget::new(t.iqn.clone(), luns)),
+        };
+        // Issue 17: with ALUA the target has a port on each node (and the VIP's with `both`); a kept
+        // target keeps its states.
+        let alua_group = t.group.as_deref().and_then(|g| cfg.group(g)).filter(|g| g.access.alua());
+        let mut portal_groups = Vec::new();
+        if let Some(g) = alua_group {
+            if g.access == Access::Both {
+                portal_groups.push(PortalGroup { tpgt: t.tpgt, portals: t.portals.clone() });
+            }
+            for (i, n) in node_names.iter().enumerate() {
+                let p = g.node_portals.get(n).ok_or_else(|| anyhow!("{}: groups.{}.node-portals: no portal for {n}", cfg.path.display(), g.name))?;
+                portal_groups.push(PortalGroup { tpgt: GroupConfig::node_tpgt(t.tpgt, i), portals: vec![*p] });
+            }
+            let states = match scsi.alua() {
+                Some(kept) => kept,
+                None => {
+                    // Nothing is served before the failover loop has said where the group runs.
+                    let a = Alua::new(crate::daemon::alua_ports::port_groups(g, &node_names, t.tpgt), AccessState::Transitioning);
+                    scsi.set_alua(Arc::clone(&a));
+                    a
+                }
+            };
+            alua.push((g.name.clone(), states));
+        }
         targets.push(TargetConfig {
             iqn: t.iqn.clone(),
             alias: t.alias.clone(),
             tpgt: t.tpgt,
-            scsi: match reuse.and_then(|r| r.target(&t.iqn)) {
-                Some(running) => {
-                    new_maps.push((Arc::clone(&running), luns));
-                    running
-                }
-                None => Arc::new(ScsiTarget::new(t.iqn.clone(), luns)),
-            },
+            scsi,
             acl: Acl { initiators: t.initiators.clone(), networks: t.networks.clone() },
             chap: chap_account(t.incoming_user.as_ref())?,
             mutual_chap: chap_account(t.outgoing_user.as_ref())?,
             params: target_params(&t.params).with_context(|| format!("targets.{}.params", t.iqn))?,
-            portal_groups: Vec::new(),
+            portal_groups,
         });
     }
     let mut server = ServerConfig::new(portals, targets);
@@ -138,7 +168,7 @@ pub fn assemble_reusing(
             tracing::info!("target {}: LUNs now {:?}; logged-in sessions get REPORTED LUNS DATA HAS CHANGED", target.name(), target.luns().iter().map(|(n, _)| *n).collect::<Vec<_>>());
         }
     }
-    Ok(Assembled { server, luns: luns_out })
+    Ok(Assembled { server, luns: luns_out, alua })
 }
 
 fn logical_unit(

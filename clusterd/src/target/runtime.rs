@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub struct TargetRuntime {
     server: Arc<TargetServer>,
     luns: Vec<LunSummary>,
+    /// ALUA states of its targets, by failover group (issue 17).
+    alua: Vec<(String, Arc<iscsi_target::scsi::alua::Alua>)>,
     portals: Vec<SocketAddr>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
@@ -42,7 +44,7 @@ impl TargetRuntime {
         for p in &portals {
             tracing::info!(portal = %p, "iSCSI target listening");
         }
-        Ok(TargetRuntime { server, luns: assembled.luns, portals, cancel, tasks })
+        Ok(TargetRuntime { server, luns: assembled.luns, alua: assembled.alua, portals, cancel, tasks })
     }
 
     /// Stops accepting, closes every session after its in-flight commands, and waits (bounded).
@@ -63,6 +65,7 @@ impl TargetRuntime {
     pub fn reconfigure(&mut self, assembled: Assembled) {
         self.server.reconfigure(assembled.server);
         self.luns = assembled.luns;
+        self.alua = assembled.alua;
     }
 
     /// The configuration new logins use.
@@ -81,6 +84,11 @@ impl TargetRuntime {
 
     pub fn luns(&self) -> &[LunSummary] {
         &self.luns
+    }
+
+    /// The ALUA states of this runtime's targets, by failover group.
+    pub fn alua(&self) -> &[(String, Arc<iscsi_target::scsi::alua::Alua>)] {
+        &self.alua
     }
 
     pub fn portals(&self) -> &[SocketAddr] {

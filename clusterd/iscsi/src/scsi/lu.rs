@@ -171,6 +171,19 @@ impl LogicalUnit {
         lock(&self.access).pr.clone()
     }
 
+    /// Re-reads the persistent-reservation state from the store, as a failover carries it over
+    /// (issue 17: an ALUA standby port's LU already exists while the peer holds the group and changes
+    /// the reservations; the new holder takes them up before its port becomes active). Serialized
+    /// with PERSISTENT RESERVE OUT by the caller holding no PROUT (ports are not active yet).
+    pub fn reload_reservations(&self) -> Result<(), ScsiError> {
+        let pr = match self.pr_store.load()? {
+            Some(blob) => decode_pr_state(&blob)?,
+            None => PrState::default(),
+        };
+        lock(&self.access).pr = pr;
+        Ok(())
+    }
+
     /// Records a target port this LU is exported through.
     pub(super) fn add_target_port(&self, port: TargetPort) {
         let mut ports = lock(&self.target_ports);
