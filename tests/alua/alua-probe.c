@@ -785,6 +785,7 @@ static int run_until(int seq, const struct cmd *c)
 	int tries = 0;
 	for (;;) {
 		int matched;
+		long elapsed;
 		tries++;
 		if (c->kind == C_UNTIL_OK) {
 			run_scsi(c->inner, &r);
@@ -818,11 +819,13 @@ static int run_until(int seq, const struct cmd *c)
 			printf("%d %s saw %s\n", seq, c->name, cur);
 			memcpy(last, cur, sizeof last);
 		}
-		if (now_ms() - start + POLL_STEP_MS > c->ms) {
-			printf("%d %s timeout ms=%ld tries=%d\n", seq, c->name, now_ms() - start, tries);
+		elapsed = now_ms() - start;
+		if (elapsed >= c->ms) {
+			printf("%d %s timeout ms=%ld tries=%d\n", seq, c->name, elapsed, tries);
 			return 0;
 		}
-		if (idle(POLL_STEP_MS, r.detail, sizeof r.detail) < 0) {
+		/* The last attempt falls at the deadline, so a timeout means "not within MS". */
+		if (idle(c->ms - elapsed < POLL_STEP_MS ? c->ms - elapsed : POLL_STEP_MS, r.detail, sizeof r.detail) < 0) {
 			printf("%d %s error %s\n", seq, c->name, one_line(r.detail));
 			return -1;
 		}
