@@ -2,6 +2,7 @@
 //! (127.0.0.1 and 127.0.0.2), with its files in a temporary directory, driven through the real `haadm`.
 //! Every process started here is killed when the [`Cluster`] is dropped, even when a test fails.
 
+pub mod alua_probe;
 pub mod initiator;
 pub mod netlab;
 pub mod pacemaker;
