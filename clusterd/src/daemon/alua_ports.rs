@@ -58,12 +58,11 @@ pub fn port_groups(group: &GroupConfig, nodes: &[String], tpgt: u16) -> Vec<Port
     if group.access == crate::config::Access::Both {
         out.push(PortGroupDef { id: VIP_GROUP, relative_ports: vec![tpgt], preferred: false });
     }
-    for (i, n) in nodes.iter().enumerate() {
-        out.push(PortGroupDef {
-            id: node_group(i),
-            relative_ports: vec![GroupConfig::node_tpgt(tpgt, i)],
-            preferred: group.preferred.as_deref() == Some(n.as_str()),
-        });
+    // PREF stays clear: dm-multipath's alua prioritizer adds 80 to a PREF group that is not
+    // active/optimized, so a preferred node that is standby after a failover would outrank the
+    // active path and draw the I/O.
+    for i in 0..nodes.len() {
+        out.push(PortGroupDef { id: node_group(i), relative_ports: vec![GroupConfig::node_tpgt(tpgt, i)], preferred: false });
     }
     out
 }
@@ -169,7 +168,7 @@ mod tests {
         assert_eq!(defs.iter().map(|d| (d.id, d.relative_ports.clone(), d.preferred)).collect::<Vec<_>>(), vec![
             (1, vec![1], false),
             (2, vec![2], false),
-            (3, vec![3], true)
+            (3, vec![3], false)
         ]);
     }
 }
