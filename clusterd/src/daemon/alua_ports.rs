@@ -23,6 +23,9 @@ use crate::config::GroupConfig;
 use crate::failover::{DiskView, GroupState, Phase};
 use iscsi_target::scsi::alua::{AccessState, PortGroupDef};
 
+/// Every name [`state_name`] gives (the metric's state set).
+pub const STATE_NAMES: [&str; 5] = ["active/optimized", "active/non-optimized", "standby", "unavailable", "transitioning"];
+
 /// How status shows a state.
 pub fn state_name(s: AccessState) -> &'static str {
     match s {

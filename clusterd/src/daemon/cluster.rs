@@ -51,6 +51,8 @@ pub struct GroupView {
     pub access: &'static str,
     /// ALUA: each target port group's state on this node (`2:active/optimized 3:standby`), else "".
     pub ports: String,
+    /// ALUA: (target port group, state name) as in `ports`, for metrics.
+    pub alua: Vec<(u16, &'static str)>,
 }
 
 /// What `haadm status` shows about the cluster.
@@ -412,11 +414,15 @@ impl Driver {
         let groups: Vec<GroupView> = self
             .groups
             .iter()
-            .map(|g| GroupView {
-                name: g.name().to_string(),
-                status: g.seq.status(),
-                access: g.config.access.name(),
-                ports: g.steps.targets.access_states(g.name()).iter().map(|(id, st)| format!("{id}:{}", super::alua_ports::state_name(*st))).collect::<Vec<_>>().join(" "),
+            .map(|g| {
+                let alua: Vec<(u16, &'static str)> = g.steps.targets.access_states(g.name()).iter().map(|(id, st)| (*id, super::alua_ports::state_name(*st))).collect();
+                GroupView {
+                    name: g.name().to_string(),
+                    status: g.seq.status(),
+                    access: g.config.access.name(),
+                    ports: alua.iter().map(|(id, st)| format!("{id}:{st}")).collect::<Vec<_>>().join(" "),
+                    alua,
+                }
             })
             .collect();
         ClusterView { generation, sequencer: groups.first().map(|g| g.status.clone()), groups, membership }

@@ -31,6 +31,16 @@ pub fn encode_cluster(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
         let now: Vec<(Labels, Option<&str>)> = c.view.groups.iter().map(|g| (group(&g.name), Some(g.status.phase.name()))).collect();
         state_set(e, "clusterd_group_phase", "This node's failover sequencer phase", &phases, &now)?;
         gauges(e, "clusterd_group_epoch", "Epoch of the group holder (bumped at every acquisition)", &c.view.groups.iter().map(|g| (group(&g.name), g.status.epoch)).collect::<Vec<_>>())?;
+        // ALUA groups: each target port group's access state as this node sets it.
+        let ports: Vec<(Labels, Option<&str>)> = c
+            .view
+            .groups
+            .iter()
+            .flat_map(|g| g.alua.iter().map(move |(id, st)| (vec![("group", g.name.clone()), ("port_group", id.to_string())], Some(*st))))
+            .collect();
+        if !ports.is_empty() {
+            state_set(e, "clusterd_group_alua_port_state", "ALUA access state of the group's target port group (2 + node index; 1 = the VIP portal with access both)", &crate::daemon::alua_ports::STATE_NAMES, &ports)?;
+        }
         gauges(e, "clusterd_group_split_brain_warning", "Boolean: both nodes may hold the group (unguarded takeover, or a healed split being resolved)", &c.view.groups.iter().map(|g| (group(&g.name), i64::from(g.status.split_brain_warning.is_some()))).collect::<Vec<_>>())?;
     }
     if let Some(m) = &c.view.membership {
