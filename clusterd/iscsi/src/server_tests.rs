@@ -177,7 +177,7 @@ fn prout_basic(key: u64, sark: u64) -> Vec<u8> {
 fn register_and_move_to_port_2(key: u64) -> (Vec<u8>, Vec<u8>) {
     let mut name = b"iqn.init-b,i,0x400000000002".to_vec();
     name.push(0);
-    while name.len() % 4 != 0 {
+    while !name.len().is_multiple_of(4) {
         name.push(0);
     }
     let mut tid = vec![0x45, 0];
