@@ -108,12 +108,17 @@ impl TargetConfig {
             return Some(self.tpgt);
         }
         let local = SocketAddr::new(local.ip().to_canonical(), local.port());
-        let exact = |p: &SocketAddr| p.ip().to_canonical() == local.ip() && p.port() == local.port();
+        let exact =
+            |p: &SocketAddr| p.ip().to_canonical() == local.ip() && p.port() == local.port();
         let wildcard = |p: &SocketAddr| p.ip().is_unspecified() && p.port() == local.port();
         self.portal_groups
             .iter()
             .find(|g| g.portals.iter().any(exact))
-            .or_else(|| self.portal_groups.iter().find(|g| g.portals.iter().any(wildcard)))
+            .or_else(|| {
+                self.portal_groups
+                    .iter()
+                    .find(|g| g.portals.iter().any(wildcard))
+            })
             .map(|g| g.tpgt)
     }
 
@@ -145,7 +150,10 @@ impl TargetConfig {
             format!("{addr},{tpgt}")
         };
         if self.portal_groups.is_empty() {
-            return server_portals.iter().map(|p| advertised(p, self.tpgt)).collect();
+            return server_portals
+                .iter()
+                .map(|p| advertised(p, self.tpgt))
+                .collect();
         }
         self.portal_groups
             .iter()
@@ -435,13 +443,13 @@ impl LoginDirectory for TargetServer {
             return TargetLookup::Denied;
         }
         TargetLookup::Found(Box::new(LoginTarget {
-                name: t.iqn.clone(),
-                alias: t.alias.clone(),
-                tpgt,
-                chap: t.chap.clone(),
-                mutual_chap: t.mutual_chap.clone(),
-                params: t.params.clone(),
-            }))
+            name: t.iqn.clone(),
+            alias: t.alias.clone(),
+            tpgt,
+            chap: t.chap.clone(),
+            mutual_chap: t.mutual_chap.clone(),
+            params: t.params.clone(),
+        }))
     }
 
     fn discovery_chap(&self) -> Option<ChapAccount> {
@@ -492,3 +500,7 @@ mod tests {
         assert_eq!(r.allocate_tsih(), 1);
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod portal_group_tests;

@@ -382,3 +382,61 @@ mod fuzzish {
         }
     }
 }
+
+/// A directory whose TPGT depends on the local port (as `TargetServer` with portal groups): port
+/// 3260 is group 1, 3261 group 2, anything else not found.
+struct ByPort;
+
+impl LoginDirectory for ByPort {
+    fn lookup(&self, _target: &str, _initiator: &str, _peer: IpAddr) -> TargetLookup {
+        panic!("a machine with a local address must use lookup_at")
+    }
+    fn lookup_at(
+        &self,
+        target_name: &str,
+        _initiator: &str,
+        _peer: IpAddr,
+        local: Option<std::net::SocketAddr>,
+    ) -> TargetLookup {
+        let tpgt = match local.map(|l| l.port()) {
+            Some(3260) => 1,
+            Some(3261) => 2,
+            _ => return TargetLookup::NotFound,
+        };
+        TargetLookup::Found(Box::new(LoginTarget {
+            name: target_name.into(),
+            alias: None,
+            tpgt,
+            chap: None,
+            mutual_chap: None,
+            params: TargetParams::default(),
+        }))
+    }
+    fn discovery_chap(&self) -> Option<ChapAccount> {
+        None
+    }
+    fn discovery_params(&self) -> TargetParams {
+        TargetParams::default()
+    }
+}
+
+#[test]
+fn target_portal_group_tag_of_the_local_address() {
+    let peer: IpAddr = "10.0.0.50".parse().unwrap();
+    for (local, expected) in [("10.0.0.1:3260", Some("1")), ("10.0.0.2:3261", Some("2"))] {
+        let mut m = LoginMachine::with_local(Arc::new(ByPort), peer, local.parse().unwrap());
+        let step = m.step(&req(1, 3, true), &text(&first_keys()));
+        assert_eq!(status_of(&step), status::SUCCESS);
+        assert_eq!(get(&step, "TargetPortalGroupTag").as_deref(), expected);
+        let LoginOutcome::Complete(result) = step.outcome else {
+            panic!("login not complete")
+        };
+        assert_eq!(
+            result.target.map(|t| t.tpgt.to_string()).as_deref(),
+            expected
+        );
+    }
+    let mut m = LoginMachine::with_local(Arc::new(ByPort), peer, "10.0.0.1:9".parse().unwrap());
+    let step = m.step(&req(1, 3, true), &text(&first_keys()));
+    assert_eq!(status_of(&step), status::NOT_FOUND);
+}

@@ -268,7 +268,9 @@ impl Alua {
     pub(super) fn subscribe(&self, listener: Weak<dyn AccessStateListener>) {
         let mut l = lock(&self.listeners);
         l.retain(|w| w.strong_count() > 0);
-        l.push(listener);
+        if !l.iter().any(|w| Weak::ptr_eq(w, &listener)) {
+            l.push(listener);
+        }
     }
 
     /// REPORT TARGET PORT GROUPS parameter data (SPC-4 §6.36), before allocation-length truncation:
@@ -359,8 +361,14 @@ mod tests {
             vec![(1, AccessState::Standby), (2, AccessState::Standby)]
         );
         assert!(a.set_states(&[(1, AccessState::ActiveOptimized)]));
-        assert!(!a.set_states(&[(1, AccessState::ActiveOptimized)]), "no change");
-        assert!(!a.set_states(&[(9, AccessState::Unavailable)]), "unknown id");
+        assert!(
+            !a.set_states(&[(1, AccessState::ActiveOptimized)]),
+            "no change"
+        );
+        assert!(
+            !a.set_states(&[(9, AccessState::Unavailable)]),
+            "unknown id"
+        );
         assert!(a.set_states(&[
             (1, AccessState::ActiveOptimized),
             (2, AccessState::Unavailable)
@@ -375,7 +383,11 @@ mod tests {
         assert_eq!(a.state_of_port(3), Some(AccessState::Unavailable));
         assert_eq!(a.state_of_port(1), Some(AccessState::ActiveOptimized));
         assert_eq!(a.state_of_port(4), None);
-        assert_eq!(a.port_state(4), AccessState::Unavailable, "no group: never serves");
+        assert_eq!(
+            a.port_state(4),
+            AccessState::Unavailable,
+            "no group: never serves"
+        );
         assert_eq!(a.group_of_port(3), Some(2));
     }
 

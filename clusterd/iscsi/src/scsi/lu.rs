@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::alua::{self, Alua};
 use super::opcodes::{self, CommandInfo, Handler as H, Lookup, UaPolicy, op};
 use super::pr_state::{PrState, PrStore, Registrant, TargetPort, TargetPorts, decode_pr_state};
 use super::reservation::access;
@@ -14,7 +15,6 @@ use super::sense::{self, CmdResult, Failure, Sense, asc, check, invalid_cdb_fiel
 use super::task_set::{AbortWaits, AdmittedTask, TaskClaim, TaskSet};
 use super::unit_attention::UnitAttentions;
 use super::xcopy::HeldCopyResults;
-use super::alua::{self, Alua};
 use super::{
     ItNexus, ScsiCommand, ScsiError, ScsiResponse, cdb, inquiry, mode, reservation, rw, xcopy,
 };
@@ -442,9 +442,7 @@ impl LogicalUnit {
                     .await
             }
             H::ReportLuns => super::target::report_luns(c, luns),
-            H::ReportTargetPortGroups => {
-                inquiry::report_target_port_groups(self, nexus, c, alua)
-            }
+            H::ReportTargetPortGroups => inquiry::report_target_port_groups(self, nexus, c, alua),
             H::ReportSupportedOpcodes => opcodes::report_supported_opcodes(c, self.thin()),
         }
     }

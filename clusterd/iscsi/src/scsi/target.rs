@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 
-use super::cdb::be32;
 use super::alua::{AccessStateListener, Alua};
+use super::cdb::be32;
 use super::lu::LogicalUnit;
 use super::opcodes::op;
 use super::pr_state::TargetPort;

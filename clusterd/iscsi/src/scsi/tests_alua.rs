@@ -140,7 +140,13 @@ fn counting_harness() -> (Harness, Arc<CountingBackend>) {
         inner: Arc::clone(&mem),
         calls: AtomicUsize::new(0),
     });
-    let h = harness_on(mem, counting.clone(), 512, true, Arc::new(MemPrStore::new()));
+    let h = harness_on(
+        mem,
+        counting.clone(),
+        512,
+        true,
+        Arc::new(MemPrStore::new()),
+    );
     (h, counting)
 }
 
@@ -166,12 +172,21 @@ async fn gate_over_every_command_in_every_state() {
             let before = backend.calls();
             let (c, data) = sample(info);
             let r = run(&h, &h.a, &c, &data).await;
-            let what = format!("{state:?} {:02x}/{:?} {:?}", info.opcode, info.service_action, r);
+            let what = format!(
+                "{state:?} {:02x}/{:?} {:?}",
+                info.opcode, info.service_action, r
+            );
             if state.is_active() {
                 assert_ne!(r.sense_code().map(|s| (s.0, s.1)), Some((2, 4)), "{what}");
-                if matches!(info.handler, H::Read | H::Write | H::WriteAndVerify | H::WriteSame) {
+                if matches!(
+                    info.handler,
+                    H::Read | H::Write | H::WriteAndVerify | H::WriteSame
+                ) {
                     assert_good(&r);
-                    assert!(backend.calls() > before, "{what}: the backend was not reached");
+                    assert!(
+                        backend.calls() > before,
+                        "{what}: the backend was not reached"
+                    );
                 }
             } else if state.allows(info.handler) {
                 assert_ne!(r.sense_code().map(|s| (s.0, s.1)), Some((2, 4)), "{what}");
@@ -260,11 +275,17 @@ async fn unit_attention_first_then_not_ready() {
     assert_sense(&run(&h, &h.a, &tur, &[]).await, 2, 0x04, 0x0B);
     let r = run(&h, &h.a, &[op::REQUEST_SENSE, 0, 0, 0, 18, 0], &[]).await;
     assert_good(&r);
-    assert_eq!((r.data_in[2], r.data_in[12], r.data_in[13]), (2, 0x04, 0x0B));
+    assert_eq!(
+        (r.data_in[2], r.data_in[12], r.data_in[13]),
+        (2, 0x04, 0x0B)
+    );
     alua.set_states(&[(1, AccessState::Transitioning)]);
     clear_ua(&h.lu, &h.a);
     let r = run(&h, &h.a, &[op::REQUEST_SENSE, 0, 0, 0, 18, 0], &[]).await;
-    assert_eq!((r.data_in[2], r.data_in[12], r.data_in[13]), (2, 0x04, 0x0A));
+    assert_eq!(
+        (r.data_in[2], r.data_in[12], r.data_in[13]),
+        (2, 0x04, 0x0A)
+    );
     // Through the active port: its own 2A/06 once, then NO SENSE.
     assert_sense(&run(&h, &b2, &tur, &[]).await, 6, 0x2A, 0x06);
     assert_good(&run(&h, &b2, &tur, &[]).await);
@@ -312,7 +333,10 @@ async fn report_target_port_groups_two_groups() {
     let mut short = rtpg(false);
     short[8] = 0;
     short[9] = 6;
-    assert_eq!(&run(&h, &h.b, &short, &[]).await.data_in[..], &[0, 0, 0, 24, 0x80, 0x8F]);
+    assert_eq!(
+        &run(&h, &h.b, &short, &[]).await.data_in[..],
+        &[0, 0, 0, 24, 0x80, 0x8F]
+    );
 }
 
 #[tokio::test]
@@ -341,7 +365,10 @@ async fn report_target_port_groups_three_groups() {
         clear_ua(&h.lu, n);
         let r = run(&h, n, &rtpg(false), &[]).await;
         assert_good(&r);
-        assert_eq!(&r.data_in[..], &[&[0, 0, 0, 40][..], &g1, &g2, &g7].concat()[..]);
+        assert_eq!(
+            &r.data_in[..],
+            &[&[0, 0, 0, 40][..], &g1, &g2, &g7].concat()[..]
+        );
         let r = run(&h, n, &rtpg(true), &[]).await;
         assert_good(&r);
         let header = [0, 0, 0, 44, 0x10, 10, 0, 0];
@@ -373,7 +400,11 @@ async fn vpd83_group(h: &Harness, n: &ItNexus) -> u16 {
 async fn vpd83_names_the_group_of_the_nexus_port() {
     let h = harness(false);
     assert_eq!(identity(false).target_port_group, 1);
-    assert_eq!(vpd83_group(&h, &h.a).await, 1, "no ALUA: the configured group");
+    assert_eq!(
+        vpd83_group(&h, &h.a).await,
+        1,
+        "no ALUA: the configured group"
+    );
     let alua = Alua::new(
         vec![group(10, &[1], true), group(20, &[2], false)],
         AccessState::ActiveOptimized,
@@ -388,7 +419,12 @@ async fn vpd83_names_the_group_of_the_nexus_port() {
     assert_eq!(vpd83_group(&h, &orphan).await, 1, "a port in no group");
     // A port in no group never serves I/O.
     clear_ua(&h.lu, &orphan);
-    assert_sense(&run(&h, &orphan, &tests::read10(0, 1), &[]).await, 2, 0x04, 0x0C);
+    assert_sense(
+        &run(&h, &orphan, &tests::read10(0, 1), &[]).await,
+        2,
+        0x04,
+        0x0C,
+    );
 }
 
 fn lu() -> Arc<LogicalUnit> {
@@ -398,13 +434,19 @@ fn lu() -> Arc<LogicalUnit> {
 
 fn target(name: &str) -> (Arc<ScsiTarget>, Vec<Arc<LogicalUnit>>) {
     let lus = vec![lu(), lu()];
-    let luns: BTreeMap<u64, Arc<LogicalUnit>> =
-        lus.iter().enumerate().map(|(i, l)| (i as u64, Arc::clone(l))).collect();
+    let luns: BTreeMap<u64, Arc<LogicalUnit>> = lus
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64, Arc::clone(l)))
+        .collect();
     (Arc::new(ScsiTarget::new(name.into(), luns)), lus)
 }
 
 fn count_of(lu: &LogicalUnit, n: &ItNexus, code: asc::Code) -> usize {
-    lu.pending_unit_attentions(n).iter().filter(|c| **c == code).count()
+    lu.pending_unit_attentions(n)
+        .iter()
+        .filter(|c| **c == code)
+        .count()
 }
 
 /// 2A/06 reaches every nexus logged in at the change, once, on every LU of every target sharing
@@ -423,7 +465,10 @@ fn access_state_change_unit_attention() {
         t.nexus_added(&a);
         t.nexus_added(&b);
     }
-    assert!(!alua.set_states(&[(1, AccessState::ActiveOptimized)]), "no change");
+    assert!(
+        !alua.set_states(&[(1, AccessState::ActiveOptimized)]),
+        "no change"
+    );
     for lu in lus1.iter().chain(&lus2) {
         assert_eq!(count_of(lu, &a, changed), 0);
     }
@@ -434,16 +479,26 @@ fn access_state_change_unit_attention() {
     for lu in lus1.iter().chain(&lus2) {
         for n in [&a, &b] {
             assert_eq!(count_of(lu, n, changed), 1, "{n:?}");
-            assert_eq!(lu.pending_unit_attentions(n), vec![asc::POWER_ON_RESET, changed]);
+            assert_eq!(
+                lu.pending_unit_attentions(n),
+                vec![asc::POWER_ON_RESET, changed]
+            );
         }
         assert_eq!(count_of(lu, &late, changed), 0);
     }
-    assert_eq!(lus1[0].pending_unit_attentions(&late), vec![asc::POWER_ON_RESET]);
+    assert_eq!(
+        lus1[0].pending_unit_attentions(&late),
+        vec![asc::POWER_ON_RESET]
+    );
     // Delivered (taken) once, then gone; a second change queues it again.
     while lus1[0].ua.take(&a).is_some() {}
     alua.set_states(&[(1, AccessState::Unavailable)]);
     assert_eq!(lus1[0].pending_unit_attentions(&a), vec![changed]);
-    assert_eq!(count_of(&lus1[0], &late, changed), 1, "logged in before this change");
+    assert_eq!(
+        count_of(&lus1[0], &late, changed),
+        1,
+        "logged in before this change"
+    );
     // t2 moves to another Alua: the old one's changes no longer reach it.
     let other = two_node_alua();
     t2.set_alua(Arc::clone(&other));

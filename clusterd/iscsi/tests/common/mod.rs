@@ -416,6 +416,25 @@ impl Initiator {
     }
 
     pub async fn text(&mut self, keys: &[(&str, &str)]) -> Keys {
+        let all = self.text_bytes(keys).await;
+        parse_text(&all).expect("text")
+    }
+
+    /// Every `key=value` of a text answer in order, repeated keys included (SendTargets answers
+    /// repeat `TargetAddress`, which `parse_text` refuses as a negotiation would).
+    pub async fn text_all(&mut self, keys: &[(&str, &str)]) -> Keys {
+        let all = self.text_bytes(keys).await;
+        all.split(|b| *b == 0)
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=').expect("key=value");
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    async fn text_bytes(&mut self, keys: &[(&str, &str)]) -> Vec<u8> {
         let itt = self.next_itt();
         let req = TextRequest {
             immediate: false,
@@ -450,7 +469,7 @@ impl Initiator {
             self.cmd_sn = self.cmd_sn.wrapping_add(1);
             self.send(&Pdu::TextRequest(more), Bytes::new()).await;
         }
-        parse_text(&all).expect("text")
+        all
     }
 
     pub async fn logout(&mut self) -> LogoutResponse {
