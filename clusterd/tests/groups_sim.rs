@@ -59,6 +59,8 @@
 mod checks;
 #[path = "groups_sim/faults.rs"]
 mod faults;
+#[path = "groups_sim/guard.rs"]
+mod guard;
 #[path = "failover_sim/heartbeat.rs"]
 mod heartbeat;
 #[path = "groups_sim/world.rs"]
