@@ -87,7 +87,10 @@ impl ClusterHandle {
     /// hand-over finished or was refused.
     pub async fn admin(&self, group: &str, cmd: AdminCmd, limit: Duration) -> Result<Vec<String>, String> {
         let view = self.view();
-        let picked: Vec<usize> = if group.is_empty() || group == "all" {
+        let picked: Vec<usize> = if self.groups.len() == 1 && (group.is_empty() || group == "all") {
+            // One group: its sequencer answers, with its own reason when it refuses.
+            vec![0]
+        } else if group.is_empty() || group == "all" {
             let applies = |g: &GroupView| match cmd {
                 AdminCmd::Standby => g.status.phase.active(),
                 AdminCmd::Takeover => !g.status.phase.active(),

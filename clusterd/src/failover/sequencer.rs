@@ -700,6 +700,9 @@ impl Sequencer {
             }
             Some(StopReason::Handoff { to, .. }) => {
                 // Writes made after the link dropped exist only here: handing over would promote stale data.
+                // The hand-over is over (not done): a `Releasing` left published would block auto-failback,
+                // standby and takeover of this group for good (found by the multi-group simulation, seed 47).
+                self.handoff = Handoff::None;
                 self.log(out, Level::Warn, format!("group stopped, but the replication link is down: not handing it to {to} (it may lack the last writes); the group is claimed again once replication is back"));
             }
             Some(StopReason::StartFailed) => {

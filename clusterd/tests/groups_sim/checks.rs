@@ -123,18 +123,6 @@ impl World {
             if gc.auto_failback
                 && let Some(p) = gc.preferred
             {
-                let stuck = self.seq(p, g).map(|s| s.status()).is_some_and(|st| st.phase == Phase::Idle && matches!(st.handoff, Handoff::Releasing { .. }));
-                if h != p && stuck && !self.strict {
-                    // KNOWN: sequencer defect (reported to the coordinator, seed 47): a hand-over stop
-                    // (standby, ipfail) that ends with the replication link down leaves the releasing
-                    // node idle with `handoff: Releasing` for good (`finish_stop` does not reset it), so
-                    // that node never fails the group back, and refuses takeover/standby of it ("a
-                    // handoff is already in progress") until its daemon restarts. Counted and listed;
-                    // GROUPS_SIM_STRICT=1 fails on it.
-                    self.stats.known_stuck_releasing += 1;
-                    self.log(format!("KNOWN: group {name} stays on {} because {} is stuck idle in Releasing", NAMES[h], NAMES[p]));
-                    continue;
-                }
                 if h != p {
                     return Err(format!(
                         "check 2: group {name} has auto-failback to {} (alive) but is held by {}; {} is {:?}",

@@ -92,13 +92,11 @@ pub struct Stats {
     pub acquisitions: u64,
     pub final_groups_checked: u64,
     pub failbacks_checked: u64,
-    /// Groups left off their preferred node by the known stuck-`Releasing` defect (see `checks.rs`).
-    pub known_stuck_releasing: u64,
 }
 
 impl Stats {
     pub fn add(&mut self, o: &Stats) {
-        let pairs: [(&mut u64, u64); 23] = [
+        let pairs: [(&mut u64, u64); 22] = [
             (&mut self.failovers, o.failovers),
             (&mut self.handoffs, o.handoffs),
             (&mut self.handoffs_interrupted, o.handoffs_interrupted),
@@ -121,7 +119,6 @@ impl Stats {
             (&mut self.acquisitions, o.acquisitions),
             (&mut self.final_groups_checked, o.final_groups_checked),
             (&mut self.failbacks_checked, o.failbacks_checked),
-            (&mut self.known_stuck_releasing, o.known_stuck_releasing),
         ];
         for (a, b) in pairs {
             *a += b;
@@ -247,8 +244,6 @@ pub struct World {
     pub last_holder: Vec<Option<usize>>,
     /// Per group, per node: a split-brain warning is showing (counted once per appearance).
     pub warned: Vec<[bool; 2]>,
-    /// `GROUPS_SIM_STRICT=1`: known defects (see `checks.rs`) fail the seed instead of being counted.
-    pub strict: bool,
 }
 
 impl World {
@@ -305,7 +300,6 @@ impl World {
             violation: None,
             last_holder: vec![None; n],
             warned: vec![[false; 2]; n],
-            strict: std::env::var("GROUPS_SIM_STRICT").is_ok_and(|v| v == "1"),
         };
         w.trace.push(format!("config {:?}", w.cfg));
         for i in 0..2 {
