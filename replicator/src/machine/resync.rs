@@ -41,8 +41,14 @@ impl Node {
     /// Feed the dynamic resync controller the resync's state once per tick (`resync_controller.rs`).
     pub(crate) fn tick_resync_controller(&mut self) {
         let active = self.repl == ReplState::SyncSource && !self.sync_paused();
-        let (in_flight, recent_rate) = self.resync.as_ref().map_or((0, 0), |r| (r.inflight.values().sum(), r.recent_rate));
-        let below_min_rate = active && self.p.c_min_rate.is_some_and(|min| recent_rate < min);
+        let now = self.now_ms;
+        // The resync's own rate is known once a rate window has passed since it started (before,
+        // `recent_rate` is 0 and would hold the controller's budget up for that first second).
+        let (in_flight, rate) = self.resync.as_ref().map_or((0, None), |r| {
+            let known = now.saturating_sub(r.started_ms) >= RATE_WINDOW_MS;
+            (r.inflight.values().sum(), known.then_some(r.recent_rate))
+        });
+        let below_min_rate = active && self.p.c_min_rate.zip(rate).is_some_and(|(min, rate)| rate < min);
         self.rs_ctl.tick(self.now_ms, active, in_flight, below_min_rate);
     }
 
@@ -343,8 +349,8 @@ mod tests {
         let b = n.rs_ctl.budget();
         assert_eq!((b.in_flight_bytes, b.chunk_bytes), (4 << 20, 1 << 20));
         assert_eq!(read_lens(&mut n), vec![1 << 20; 4]);
-        // A small fill target: small requests, the total within it.
-        let mut small = source_with(Some(250 << 10), 0, super::super::ControllerOptions { fill_target: 256 << 10, ..control });
+        // A small fill target (1 MiB: a fresh budget of 256 KiB): small requests, the total within it.
+        let mut small = source_with(Some(250 << 10), 0, super::super::ControllerOptions { fill_target: 1 << 20, ..control });
         let lens = read_lens(&mut small);
         assert_eq!(lens, vec![64 << 10; 4]);
         // Acknowledgements make room for the next requests, never more than the budget.
