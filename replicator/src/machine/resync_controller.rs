@@ -15,7 +15,9 @@
 //!   half per step: multiplicative decrease); at or below it, it grows by `c-fill-target / steps`
 //!   where `steps = c-plan-ahead / STEP_MS` (additive increase: from the floor to the fill target in
 //!   one plan-ahead horizon); an idle application (no write in the step) lets it grow four times as
-//!   fast. `c-min-rate`: while the resync's own rate is below it, the budget only grows.
+//!   fast. `c-min-rate`: while the resync's own rate is below it, the budget only grows. A resync
+//!   that starts while the application writes starts from the floor ([`MIN_BUDGET`]), else from a
+//!   quarter of the fill target.
 //! - `c-fill-target` is the most the resync keeps in flight (what it gets with an idle application);
 //!   `c-max-rate` caps its rate (the machine's token bucket, with `rate`).
 //!
@@ -102,6 +104,8 @@ pub struct ResyncController {
     budget: f64,
     probe_since_ms: Option<u64>,
     was_active: bool,
+    /// The application wrote in the last step: a resync starting now starts from the floor.
+    app_recent: bool,
 }
 
 impl ResyncController {
@@ -117,6 +121,7 @@ impl ResyncController {
             budget: Self::initial(opts),
             probe_since_ms: None,
             was_active: false,
+            app_recent: false,
         }
     }
 
@@ -162,7 +167,9 @@ impl ResyncController {
             self.step_busy = true;
         }
         if active && !self.was_active {
-            self.budget = Self::initial(self.opts).min(self.ceiling());
+            // Slow start under a busy application (grow from the floor while the latency allows);
+            // an idle one gets a quarter of the fill target at once.
+            self.budget = if self.app_recent { MIN_BUDGET as f64 } else { Self::initial(self.opts).min(self.ceiling()) };
             self.smoothed_p99_us = None;
         }
         self.was_active = active;
@@ -180,6 +187,7 @@ impl ResyncController {
         let p99 = percentile(&mut self.samples, 0.99);
         let quiet = !self.step_busy;
         let app_idle = self.samples.is_empty();
+        self.app_recent = !app_idle;
         self.samples.clear();
         self.step_start_ms = now_ms;
         self.step_busy = in_flight > 0;
@@ -245,7 +253,7 @@ impl ResyncController {
         ControllerView {
             baseline_p99_us: self.baseline_us,
             last_p99_us: self.smoothed_p99_us,
-            budget_bytes: self.budget() .in_flight_bytes,
+            budget_bytes: self.budget().in_flight_bytes,
             probing: self.probe_since_ms.is_some(),
         }
     }
@@ -272,6 +280,16 @@ mod tests {
         }
         *now += STEP_MS;
         c.tick(*now, active, in_flight, false);
+    }
+
+    #[test]
+    fn a_resync_under_a_busy_application_starts_from_the_floor() {
+        let (mut c, mut now) = with_baseline(200);
+        c.tick(now, true, 0, false);
+        assert_eq!(c.budget().in_flight_bytes, MIN_BUDGET);
+        // Within the bound it grows by fill-target / steps per step.
+        step(&mut c, &mut now, true, 1 << 20, 100, 200);
+        assert_eq!(c.budget().in_flight_bytes, MIN_BUDGET + (16 << 20) / 20);
     }
 
     fn with_baseline(lat: u32) -> (ResyncController, u64) {
