@@ -17,8 +17,7 @@
 //!   one plan-ahead horizon); an idle application (no write in the step) lets it grow four times as
 //!   fast. `c-min-rate`: while the resync's own rate is below it, the budget only grows. A resync
 //!   that starts while the application writes starts from the floor ([`MIN_BUDGET`]), else from a
-//!   quarter of the fill target; until its first step above the bound the budget doubles per step
-//!   within it (slow start: a resync of a few seconds must not spend them ramping up).
+//!   quarter of the fill target.
 //! - `c-fill-target` is the most the resync keeps in flight (what it gets with an idle application);
 //!   `c-max-rate` caps its rate (the machine's token bucket, with `rate`).
 //!
@@ -107,9 +106,6 @@ pub struct ResyncController {
     was_active: bool,
     /// The application wrote in the last step: a resync starting now starts from the floor.
     app_recent: bool,
-    /// No step of this resync has seen the latency above the bound yet: the budget doubles per
-    /// step within the bound (as TCP's slow start) instead of growing additively.
-    slow_start: bool,
 }
 
 impl ResyncController {
@@ -126,7 +122,6 @@ impl ResyncController {
             probe_since_ms: None,
             was_active: false,
             app_recent: false,
-            slow_start: true,
         }
     }
 
@@ -176,7 +171,6 @@ impl ResyncController {
             // an idle one gets a quarter of the fill target at once.
             self.budget = if self.app_recent { MIN_BUDGET as f64 } else { Self::initial(self.opts).min(self.ceiling()) };
             self.smoothed_p99_us = None;
-            self.slow_start = true;
         }
         self.was_active = active;
         if self.step_start_ms == 0 {
@@ -238,11 +232,9 @@ impl ResyncController {
         self.smoothed_p99_us = Some(smoothed);
         let bound = base * BOUND + SLACK_US;
         if smoothed > bound && !below_min_rate {
-            self.slow_start = false;
             self.budget = (self.budget * (bound / smoothed).max(0.5)).max(MIN_BUDGET as f64);
         } else {
-            let grown = if self.slow_start { (2.0 * self.budget).max(self.budget + step) } else { self.budget + step };
-            self.budget = grown.min(self.ceiling());
+            self.budget = (self.budget + step).min(self.ceiling());
         }
     }
 
@@ -295,18 +287,9 @@ mod tests {
         let (mut c, mut now) = with_baseline(200);
         c.tick(now, true, 0, false);
         assert_eq!(c.budget().in_flight_bytes, MIN_BUDGET);
-        // Within the bound, before any step above it: doubling, or fill-target / steps if more.
+        // Within the bound it grows by fill-target / steps per step.
         step(&mut c, &mut now, true, 1 << 20, 100, 200);
         assert_eq!(c.budget().in_flight_bytes, MIN_BUDGET + (16 << 20) / 20);
-        step(&mut c, &mut now, true, 1 << 20, 100, 200);
-        assert!(c.budget().in_flight_bytes.abs_diff(2 * (MIN_BUDGET + (16 << 20) / 20)) <= 2);
-        // One step above the bound ends the slow start: halved at most, then additive growth.
-        step(&mut c, &mut now, true, 1 << 20, 100, 2_000);
-        let after = c.budget().in_flight_bytes;
-        assert!(after.abs_diff(MIN_BUDGET + (16 << 20) / 20) <= 2);
-        step(&mut c, &mut now, true, 1 << 20, 100, 100);
-        step(&mut c, &mut now, true, 1 << 20, 100, 100);
-        assert!(c.budget().in_flight_bytes <= after + 2 * ((16 << 20) / 20) + 1);
     }
 
     fn with_baseline(lat: u32) -> (ResyncController, u64) {
