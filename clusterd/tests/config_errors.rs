@@ -259,6 +259,21 @@ fn rate_without_unit() {
 }
 
 #[test]
+fn resync_controller_keys_are_checked() {
+    // issue 18 resync controller
+    let text = base_with("rate: 100M", "rate: 100M, c-plan-ahead: 50ms");
+    assert_error(&text, &["resources.r0.syncer.c-plan-ahead: \"50ms\" is outside 100ms..60s"]);
+    let text = base_with("rate: 100M", "rate: 100M, c-plan-ahead: soon");
+    assert_error(&text, &["resources.r0.syncer.c-plan-ahead:"]);
+    let text = base_with("rate: 100M", "rate: 100M, c-fill-target: 4K");
+    assert_error(&text, &["resources.r0.syncer.c-fill-target: \"4K\" is outside 64K..1G"]);
+    let text = base_with("rate: 100M", "rate: 100M, c-fill-target: 0");
+    assert_error(&text, &["resources.r0.syncer.c-fill-target: 0 is outside 64K..1G"]);
+    let text = base_with("rate: 100M", "rate: 100M, c-max-rate: 100");
+    assert_error(&text, &["resources.r0.syncer.c-max-rate: 100 has no unit"]);
+}
+
+#[test]
 fn unknown_csums_alg_or_scope_lists_choices() {
     let text = base_with("rate: 100M", "rate: 100M, csums-alg: sha256");
     assert_error(

@@ -152,6 +152,7 @@ fn node1(protocols: VersionRange) -> Node {
         resync_rate: None,
         verify_rate: None,
         c_min_rate: Some(0),
+        resync_control: Default::default(),
         timing: Timing { ping_int_ms: 10_000, ping_timeout_ms: 5_000, timeout_ms: 6_000, ko_count: 7, connect_int_ms: 1_000 },
         verify_alg: "sha256".into(),
         csums: Default::default(),

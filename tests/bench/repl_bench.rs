@@ -3,13 +3,15 @@
 //! dirty blocks, unlimited and with a rate cap; online verify of the identical pair against a `dd` read of
 //! the file (issue 18); a full sync of two identical volumes with `csums-alg: sha1` versus none (data
 //! bytes over the link, time). Prints tables with ratios. `--csums-only true` runs only the last
-//! comparison. Run via
+//! comparison; `--resync-ctl true` only the resync controller section (issue 18, `resync_ctl.rs`). Run via
 //! `tests/bench/replication.sh` (release build).
 //!
 //! `--peer-dir DIR` puts the Secondary's backing file elsewhere. WHY: on one machine both replicas
 //! otherwise share one disk, which then absorbs twice the bytes of the disconnected reference; with a
 //! reference that saturates the disk the ratio cannot exceed ~0.5 whatever the engine does. A separate
 //! device (the script uses tmpfs) stands for the peer's own disk on a second machine.
+
+mod resync_ctl;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -36,10 +38,12 @@ struct Opts {
     peer_dir: Option<PathBuf>,
     /// Run only the checksum-based full-sync comparison (issue 18).
     csums_only: bool,
+    /// Run only the resync controller section (issue 18, `resync_ctl.rs`).
+    resync_ctl: bool,
 }
 
 fn opts() -> Result<Opts> {
-    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false, peer_dir: None, csums_only: false };
+    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false, peer_dir: None, csums_only: false, resync_ctl: false };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -56,6 +60,7 @@ fn opts() -> Result<Opts> {
             "--direct" => o.direct = v.parse()?,
             "--peer-dir" => o.peer_dir = Some(PathBuf::from(v)),
             "--csums-only" => o.csums_only = v.parse()?,
+            "--resync-ctl" => o.resync_ctl = v.parse()?,
             _ => bail!("unknown option {a}"),
         }
     }
@@ -85,6 +90,7 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>, csums: CsumsOptions) -> VolumeSp
             resync_rate: rate,
             verify_rate: None,
             c_min_rate: Some(250 << 10),
+            resync_control: Default::default(),
             timing: Timing { connect_int_ms: 200, ..Timing::default() },
             verify_alg: "sha1".into(),
             csums,
@@ -304,6 +310,14 @@ async fn main() -> Result<()> {
     for (me, n) in ["bench-a", "bench-b"].iter().enumerate() {
         std::fs::create_dir_all(disk_dir(&o, me))?;
         make_disk(&disk_dir(&o, me).join(format!("{n}.img")), o.size)?;
+    }
+    if o.resync_ctl {
+        let r = resync_ctl::run(&o).await;
+        let _ = std::fs::remove_dir_all(&o.dir);
+        if let Some(d) = &o.peer_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        return r;
     }
     if o.csums_only {
         let (a, b) = run_pair(&o, None).await?;

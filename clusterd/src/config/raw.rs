@@ -126,6 +126,10 @@ pub(crate) struct RawSyncer {
     pub csums_for: Option<Scalar>,
     pub al_extents: Option<Scalar>,
     pub c_min_rate: Option<Scalar>,
+    // issue 18 resync controller.
+    pub c_plan_ahead: Option<Scalar>,
+    pub c_fill_target: Option<Scalar>,
+    pub c_max_rate: Option<Scalar>,
     // issue 18 verify: repair after verify, scheduled verify and its rate.
     pub verify_repair: Option<Scalar>,
     pub verify_interval: Option<Scalar>,

@@ -33,6 +33,13 @@ pub mod defaults {
     /// resync yield to application I/O.
     pub const RATE: Rate = Rate::UNLIMITED;
     pub const C_MIN_RATE: Rate = Rate(Some(250 * 1024));
+    /// The dynamic resync controller (issue 18; `replicator::machine::resync_controller`): DRBD's
+    /// 2 s horizon; 16 MiB in flight = the static window (16 × 1 MiB), so an idle application sees
+    /// the same resync speed as with the controller off; no rate ceiling, because the latency bound
+    /// is what protects the application and a fixed ceiling is the tuning the controller replaces.
+    pub const C_PLAN_AHEAD: Duration = Duration::from_secs(2);
+    pub const C_FILL_TARGET: u64 = 16 << 20;
+    pub const C_MAX_RATE: Rate = Rate::UNLIMITED;
     /// DRBD's default activity-log size (about 4.8 GiB of hot data).
     pub const AL_EXTENTS: u32 = 1237;
     /// Shortest `verify-interval` (tests use a few seconds; production days).
@@ -42,6 +49,10 @@ pub mod defaults {
 /// Accepted `al-extents` (DRBD's limits: 7 up to what fits the 32 KiB on-disk ring).
 pub const AL_EXTENTS_RANGE: RangeInclusive<u32> = 7..=6433;
 /// Accepted `max-buffers` (DRBD's limits).
+/// `syncer.c-fill-target`: one request's worth at least, at most 1 GiB in flight.
+pub const C_FILL_TARGET_RANGE: RangeInclusive<u64> = (64 << 10)..=(1 << 30);
+/// `syncer.c-plan-ahead`: 0 (off) or 100 ms (one controller step) up to a minute.
+pub const C_PLAN_AHEAD_MAX: Duration = Duration::from_secs(60);
 pub const MAX_BUFFERS_RANGE: RangeInclusive<u32> = 32..=131072;
 /// Longest resource or device name (it ends up in on-disk metadata and socket names).
 pub const MAX_RESOURCE_NAME_LEN: usize = 63;
@@ -114,6 +125,11 @@ pub struct SyncerConfig {
     pub csums_for: CsumsFor,
     pub al_extents: u32,
     pub c_min_rate: Rate,
+    // issue 18 resync controller: `c-plan-ahead` (0 = off: the static window), `c-fill-target`
+    // (most resync bytes in flight), `c-max-rate` (rate ceiling while the controller runs).
+    pub c_plan_ahead: Duration,
+    pub c_fill_target: u64,
+    pub c_max_rate: Rate,
     /// `verify-repair`: every online verify (the scheduled ones too) resyncs what it found at once.
     pub verify_repair: bool,
     /// `verify-interval`: run an online verify this often (`None` = off).
@@ -466,6 +482,44 @@ fn build_syncer(fields: &Fields<'_>, raw: &RawSyncer) -> Result<SyncerConfig, Co
             raw.c_min_rate.as_ref(),
             defaults::C_MIN_RATE,
         )?,
+        c_plan_ahead: plan_ahead(fields, raw.c_plan_ahead.as_ref())?,
+        c_fill_target: fill_target(fields, raw.c_fill_target.as_ref())?,
+        c_max_rate: fields.rate(
+            "syncer.c-max-rate",
+            raw.c_max_rate.as_ref(),
+            defaults::C_MAX_RATE,
+        )?,
+    })
+}
+
+/// `syncer.c-plan-ahead`: a duration, `0`/`off` for no controller, else 100 ms (one step) to 60 s.
+fn plan_ahead(fields: &Fields<'_>, value: Option<&Scalar>) -> Result<Duration, ConfigError> {
+    let Some(s) = value else { return Ok(defaults::C_PLAN_AHEAD) };
+    if s.text.trim().eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    let d = units::parse_duration(&s.text, &s.shown()).map_err(|e| fields.invalid("syncer.c-plan-ahead", e))?;
+    if d != Duration::ZERO && (d < Duration::from_millis(100) || d > C_PLAN_AHEAD_MAX) {
+        return Err(fields.invalid(
+            "syncer.c-plan-ahead",
+            format_args!("{} is outside 100ms..60s (write 0 or `off` for the static resync window)", s.shown()),
+        ));
+    }
+    Ok(d)
+}
+
+/// `syncer.c-fill-target`: bytes with a K/M/G suffix, 64K to 1G.
+fn fill_target(fields: &Fields<'_>, value: Option<&Scalar>) -> Result<u64, ConfigError> {
+    let Some(s) = value else { return Ok(defaults::C_FILL_TARGET) };
+    let bytes = units::parse_rate(&s.text, &s.shown())
+        .map_err(|e| fields.invalid("syncer.c-fill-target", e))?
+        .0
+        .filter(|b| C_FILL_TARGET_RANGE.contains(b));
+    bytes.ok_or_else(|| {
+        fields.invalid(
+            "syncer.c-fill-target",
+            format_args!("{} is outside 64K..1G (the most resync data kept in flight)", s.shown()),
+        )
     })
 }
 

@@ -87,6 +87,9 @@ fn every_field_is_typed() {
             csums_for: CsumsFor::All,
             al_extents: 7,
             c_min_rate: Rate(Some(4 << 20)),
+            c_plan_ahead: Duration::from_secs(2),
+            c_fill_target: 16 << 20,
+            c_max_rate: Rate::UNLIMITED,
             verify_repair: false,
             verify_interval: None,
             verify_rate: None,
@@ -173,6 +176,7 @@ resources:
     assert_eq!((r.syncer.csums_alg, r.syncer.csums_for), (CsumsAlg::Sha1, CsumsFor::Full));
     assert_eq!(r.syncer.al_extents, defaults::AL_EXTENTS);
     assert_eq!(r.syncer.c_min_rate, Rate(Some(250 * 1024)));
+    assert_eq!((r.syncer.c_plan_ahead, r.syncer.c_fill_target, r.syncer.c_max_rate), (Duration::from_secs(2), 16 << 20, Rate::UNLIMITED));
     assert!(r.handlers.is_empty());
     assert_eq!(r.on("solo").unwrap().meta_disk, MetaDisk::Internal);
 }
@@ -337,5 +341,17 @@ fn verify_schedule_settings_default_off_and_bad_values_name_field_and_file() {
     ] {
         let e = HaConfig::from_str(&text(bad), Path::new("/etc/ha/ha.yaml")).unwrap_err().to_string();
         assert!(e.contains("/etc/ha/ha.yaml") && e.contains(field) && e.contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn resync_controller_keys_are_typed() {
+    // issue 18 resync controller
+    let text = TWO_NODES.replace("c-min-rate: 4M }", "c-min-rate: 4M, c-plan-ahead: 500ms, c-fill-target: 2M, c-max-rate: 300M }");
+    let r = load(&text).resources["r0"].clone();
+    assert_eq!((r.syncer.c_plan_ahead, r.syncer.c_fill_target, r.syncer.c_max_rate), (Duration::from_millis(500), 2 << 20, Rate(Some(300 << 20))));
+    for off in ["0", "off"] {
+        let text = TWO_NODES.replace("c-min-rate: 4M }", &format!("c-min-rate: 4M, c-plan-ahead: {off} }}"));
+        assert_eq!(load(&text).resources["r0"].syncer.c_plan_ahead, Duration::ZERO);
     }
 }

@@ -75,6 +75,8 @@ fn dump_of_one_resource_and_of_an_unknown_one() {
     assert!(one.starts_with("resources:\n  iscsi.target.0:\n"), "{one}");
     assert!(!one.contains("iscsi.config") && !one.contains("cluster:"), "{one}");
     assert!(one.contains("c-min-rate: 250K") && one.contains("wfc-timeout: 0s"), "{one}");
+    // issue 18 resync controller: the defaults are shown.
+    assert!(one.contains("c-plan-ahead: 2s") && one.contains("c-fill-target: 16M") && one.contains("c-max-rate: unlimited"), "{one}");
     let err = dump_yaml(&cfg, Some("nope")).unwrap_err();
     assert!(err.contains("no resource `nope`") && err.contains("iscsi.config"), "{err}");
 }

@@ -300,6 +300,11 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
         resync_rate: r.syncer.rate.0,
         verify_rate: r.syncer.effective_verify_rate().0,
         c_min_rate: r.syncer.c_min_rate.0,
+        resync_control: replicator::machine::ControllerOptions {
+            plan_ahead_ms: r.syncer.c_plan_ahead.as_millis() as u64,
+            fill_target: r.syncer.c_fill_target,
+            max_rate: r.syncer.c_max_rate.0,
+        },
         timing: Timing {
             ping_int_ms: net.ping_int.as_millis() as u64,
             ping_timeout_ms: net.ping_timeout.as_millis() as u64,

@@ -45,6 +45,11 @@ struct Actor {
     snap_tx: watch::Sender<Snapshot>,
     handlers: BTreeMap<String, String>,
     writes: HashMap<u64, oneshot::Sender<Result<(), IoFailure>>>,
+    /// When each application write entered the actor, and the latencies (µs) of those acknowledged
+    /// since the last tick: fed to the machine's resync controller (`Input::AppWriteLatencies`;
+    /// measured here because the machine's clock is in milliseconds).
+    write_started: HashMap<u64, Instant>,
+    write_latencies: Vec<u32>,
     reads: HashMap<u64, oneshot::Sender<Result<Bytes, IoFailure>>>,
     next_id: u64,
     start: Instant,
@@ -158,6 +163,8 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         snap_tx,
         handlers: spec.handlers.clone(),
         writes: HashMap::new(),
+        write_started: HashMap::new(),
+        write_latencies: Vec::new(),
         reads: HashMap::new(),
         next_id: 1,
         start: Instant::now(),
@@ -209,6 +216,10 @@ impl Actor {
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
                 let now_ms = self.start.elapsed().as_millis() as u64;
+                if !self.write_latencies.is_empty() {
+                    let a = self.node.step(Input::AppWriteLatencies(std::mem::take(&mut self.write_latencies)));
+                    self.execute(a);
+                }
                 let a = self.node.step(Input::Tick { now_ms });
                 self.execute(a);
                 self.publish();
@@ -227,6 +238,7 @@ impl Actor {
         for (_, r) in self.writes.drain() {
             let _ = r.send(Err(IoFailure::Down));
         }
+        self.write_started.clear();
         for (_, r) in self.reads.drain() {
             let _ = r.send(Err(IoFailure::Down));
         }
@@ -261,6 +273,7 @@ impl Actor {
             Msg::Write { offset, data, fua, reply } => {
                 let id = self.id();
                 self.writes.insert(id, reply);
+                self.write_started.insert(id, Instant::now());
                 self.node.step(Input::Write { id, offset, data, fua })
             }
             Msg::Flush { reply } => {
@@ -570,6 +583,9 @@ impl Actor {
                     *self.shared.pr.lock().unwrap_or_else(|e| e.into_inner()) = blob;
                 }
                 Action::Complete { id, result } => {
+                    if let Some(t0) = self.write_started.remove(&id) {
+                        self.write_latencies.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
                     if let Some(r) = self.writes.remove(&id) {
                         let _ = r.send(result);
                     }

@@ -15,6 +15,7 @@ mod link;
 mod pr;
 mod resize;
 mod resync;
+pub mod resync_controller;
 pub mod csums;
 mod new_uuid;
 pub mod split_brain;
@@ -27,6 +28,7 @@ mod test_support;
 pub use verify::verify_digest;
 pub use csums::{CsumAlg, CsumsOptions};
 pub use options::LiveOptions;
+pub use resync_controller::ControllerOptions;
 
 pub use snapshot::VerifyOutcome;
 pub use node::{Action, InFlight, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};

@@ -81,6 +81,9 @@ pub struct NodeParams {
     /// `syncer.c-min-rate`: while the application writes, the resync yields (a small window) only
     /// while its own rate is at least this; `None` (0 in ha.yaml) = it never yields.
     pub c_min_rate: Option<u64>,
+    /// `c-plan-ahead` / `c-fill-target` / `c-max-rate`: the dynamic resync controller
+    /// (`resync_controller.rs`; plan-ahead 0 = the static window above).
+    pub resync_control: super::resync_controller::ControllerOptions,
     pub timing: Timing,
     pub verify_alg: String,
     /// `csums-alg` / `csums-for`: which resyncs compare digests before moving data (`csums.rs`).
@@ -155,6 +158,10 @@ pub enum Input {
     Read { id: u64, offset: u64, len: u64 },
     DiskDone { token: u64, result: Result<Option<Bytes>, String> },
     Tick { now_ms: u64 },
+    /// Latencies (µs) of application writes acknowledged since the last such input, measured by the
+    /// I/O layer from the write's arrival to its completion; they steer the resync controller
+    /// (`resync_controller.rs`).
+    AppWriteLatencies(Vec<u32>),
     /// `haadm adjust`: new resync rate, timers, policies... (see `options.rs`).
     SetOptions(Box<super::options::LiveOptions>),
 }
@@ -355,6 +362,7 @@ pub struct Node {
     pub(crate) next_token: u64,
     pub(crate) next_seq: u64,
     pub(crate) resync: Option<Resync>,
+    pub(crate) rs_ctl: super::resync_controller::ResyncController,
     pub(crate) target_progress: Option<SyncProgress>,
     pub(crate) csum_target: Option<super::csums::CsumTarget>,
     pub(crate) stats: Stats,
@@ -406,6 +414,7 @@ impl Node {
             DiskState::Consistent
         };
         let crashed_primary = f & flags::PRIMARY_IND != 0 && f & flags::AL_CLEAN == 0 || f & flags::CRASHED_PRIMARY != 0;
+        let rs_ctl = super::resync_controller::ResyncController::new(p.resync_control);
         let mut node = Node {
             p,
             role: Role::Secondary,
@@ -437,6 +446,7 @@ impl Node {
             next_token: 1,
             next_seq: 1,
             resync: None,
+            rs_ctl,
             target_progress: None,
             csum_target: None,
             stats: Stats::default(),
@@ -505,6 +515,7 @@ impl Node {
             Input::Read { id, offset, len } => self.on_app_read(id, offset, len),
             Input::DiskDone { token, result } => self.on_disk_done(token, result),
             Input::Tick { now_ms } => self.on_tick(now_ms),
+            Input::AppWriteLatencies(l) => l.into_iter().for_each(|us| self.rs_ctl.on_app_write_done(us)),
             Input::SetOptions(o) => self.set_options(*o),
         }
         let mut out = std::mem::take(&mut self.out);
@@ -633,6 +644,7 @@ impl Node {
     fn on_tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         self.check_link_timers();
+        self.tick_resync_controller();
         self.pump_resync();
         self.pump_verify();
         self.barrier_on_tick();

@@ -1,5 +1,5 @@
 //! Options a running resource takes without a restart (`haadm adjust`): the resync rate, the link
-//! timers, c-min-rate, the split-brain policies, peer authentication, verify-alg, csums-alg and the fencing flags. The rate
+//! timers, c-min-rate, the resync controller (c-plan-ahead, c-fill-target, c-max-rate), the split-brain policies, peer authentication, verify-alg, csums-alg and the fencing flags. The rate
 //! and the timers count from the next tick; what the handshake exchanges (policies, verify-alg, the
 //! secret) is used from the next connection, so an established link is never renegotiated under I/O.
 
@@ -19,6 +19,8 @@ pub struct LiveOptions {
     pub verify_rate: Option<u64>,
     /// `syncer.c-min-rate`, from the next resync request.
     pub c_min_rate: Option<u64>,
+    /// `c-plan-ahead` / `c-fill-target` / `c-max-rate`: from the next controller step.
+    pub resync_control: super::resync_controller::ControllerOptions,
     pub timing: Timing,
     pub verify_alg: String,
     /// Taken by the next resync this node runs as SyncSource (a running one keeps its choice).
@@ -36,6 +38,7 @@ impl LiveOptions {
             resync_rate: p.resync_rate,
             verify_rate: p.verify_rate,
             c_min_rate: p.c_min_rate,
+            resync_control: p.resync_control,
             timing: p.timing,
             verify_alg: p.verify_alg.clone(),
             csums: p.csums,
@@ -53,6 +56,19 @@ impl Node {
         self.p.resync_rate = o.resync_rate;
         self.p.verify_rate = o.verify_rate;
         self.p.c_min_rate = o.c_min_rate;
+        if self.p.resync_control != o.resync_control {
+            let c = o.resync_control;
+            let max = c.max_rate.map_or("none".to_string(), |r| format!("{} KiB/s", r / 1024));
+            self.log(false, format!(
+                "{}: resync controller {} (plan-ahead {} ms, fill-target {} KiB, max-rate {max})",
+                self.p.resource,
+                if c.enabled() { "on" } else { "off" },
+                c.plan_ahead_ms,
+                c.fill_target / 1024
+            ));
+        }
+        self.p.resync_control = o.resync_control;
+        self.rs_ctl.set_options(o.resync_control);
         self.p.timing = o.timing;
         self.p.verify_alg = o.verify_alg;
         self.p.csums = o.csums;

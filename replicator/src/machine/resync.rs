@@ -1,8 +1,9 @@
 //! Bitmap-driven resync, pushed by the SyncSource: read a run of out-of-sync blocks, send it, clear the
 //! bits when the target acknowledges that it is on its disk. Runs in disk order from a cursor, holds the
 //! blocks it is moving against application writes (and waits for application writes already in
-//! flight), honours the configured rate with a token bucket, and shrinks its window while the
-//! application writes so that foreground I/O keeps its latency.
+//! flight), honours the configured rate with a token bucket, and keeps as much in flight as the
+//! dynamic resync controller allows (`resync_controller.rs`: the application's write latency decides),
+//! or, with the controller off, shrinks a static window while the application writes.
 //!
 //! Before the first block goes out the source flushes its own disk. What it sends is what its disk
 //! *shows*, and the target writes it stably (FUA) and both clear the bits; if that data were only in
@@ -32,8 +33,25 @@ const WINDOW_BUSY: usize = 2;
 const BUSY_MS: u64 = 100;
 /// The resync's own rate (for `c-min-rate`) is measured over windows of at least this long.
 const RATE_WINDOW_MS: u64 = 1_000;
+/// With the controller, requests in flight are bounded by count too: a sparse bitmap makes 4 KiB
+/// requests, and thousands of them would flood the disk queues whatever their bytes.
+const CONTROLLED_MAX_REQUESTS: usize = 64;
 
 impl Node {
+    /// Feed the dynamic resync controller the resync's state once per tick (`resync_controller.rs`).
+    pub(crate) fn tick_resync_controller(&mut self) {
+        let active = self.repl == ReplState::SyncSource && !self.sync_paused();
+        let now = self.now_ms;
+        // The resync's own rate is known once a rate window has passed since it started (before,
+        // `recent_rate` is 0 and would hold the controller's budget up for that first second).
+        let (in_flight, rate) = self.resync.as_ref().map_or((0, None), |r| {
+            let known = now.saturating_sub(r.started_ms) >= RATE_WINDOW_MS;
+            (r.inflight.values().sum(), known.then_some(r.recent_rate))
+        });
+        let below_min_rate = active && self.p.c_min_rate.zip(rate).is_some_and(|(min, rate)| rate < min);
+        self.rs_ctl.tick(self.now_ms, active, in_flight, below_min_rate);
+    }
+
     pub(crate) fn pump_resync(&mut self) {
         if self.repl != ReplState::SyncSource || self.sync_paused() {
             return;
@@ -42,11 +60,23 @@ impl Node {
         let now = self.now_ms;
         let busy = now.saturating_sub(self.last_app_write_ms) < BUSY_MS && self.last_app_write_ms != 0;
         let c_min_rate = self.p.c_min_rate;
-        let rate = self.p.resync_rate;
+        let control = self.p.resync_control.enabled();
+        // With the controller, `c-max-rate` caps the rate too (the lower of the two caps holds).
+        let rate = match (self.p.resync_rate, self.p.resync_control.max_rate.filter(|_| control)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // The controller's budget (bytes in flight, request size), or the static window.
+        let budget = self.rs_ctl.budget();
         let Some(rs) = self.resync.as_mut() else { return };
         // `c-min-rate`: the resync yields to the application only while it gets at least that much
         // itself, so a busy application slows it down but never starves it.
         let window = if busy && c_min_rate.is_some_and(|min| rs.recent_rate >= min) { WINDOW_BUSY } else { WINDOW_IDLE };
+        let (max_in_flight, chunk) = if control {
+            (budget.in_flight_bytes, budget.chunk_bytes)
+        } else {
+            (window as u64 * RESYNC_CHUNK, RESYNC_CHUNK)
+        };
         if rs.finishing || !rs.stable {
             return;
         }
@@ -58,6 +88,7 @@ impl Node {
             rs.budget_bytes = (rs.budget_bytes + r as f64 * elapsed).min(cap);
             rs.last_refill_ms = now;
         }
+        let mut in_flight: u64 = rs.inflight.values().sum();
         // Checksum requests are charged only for the data that then differs (`csums.rs`).
         let csums = self.csums_now();
         let mut wrapped = false;
@@ -65,8 +96,10 @@ impl Node {
         // Bounded: every iteration either issues a request, skips past a busy block, or stops.
         for _ in 0..4096 {
             let Some(rs) = self.resync.as_ref() else { return };
-            // `inflight` already holds what this call issued.
-            if rs.inflight.len() >= window {
+            // `inflight` already holds what this call issued. The controller bounds bytes (each
+            // request is cut to what is left of the budget) and, loosely, the request count.
+            let full = if control { in_flight >= max_in_flight || rs.inflight.len() >= CONTROLLED_MAX_REQUESTS } else { rs.inflight.len() >= window };
+            if full {
                 break;
             }
             let Some(b) = self.bitmap.next_set(rs.cursor) else {
@@ -79,7 +112,7 @@ impl Node {
                 }
                 continue;
             };
-            let max_blocks = RESYNC_CHUNK / BLOCK;
+            let max_blocks = (chunk.min(max_in_flight.saturating_sub(in_flight)).max(BLOCK) / BLOCK).max(1);
             let mut n = 1;
             while n < max_blocks && self.bitmap.test(b + n) {
                 n += 1;
@@ -99,11 +132,15 @@ impl Node {
             if let Some(rs) = self.resync.as_mut() {
                 rs.cursor = b + n;
                 rs.inflight.insert(offset, len);
+                in_flight += len;
                 if rate.is_some() && !csums {
                     rs.budget_bytes -= len as f64;
                 }
             }
             issued.push((offset, len));
+        }
+        if !issued.is_empty() {
+            self.rs_ctl.on_resync_busy();
         }
         for (offset, len) in issued {
             if csums {
@@ -265,6 +302,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::super::node::Resync;
+    use super::super::node::Input;
     use super::super::state::Role;
     use super::*;
 
@@ -273,10 +311,15 @@ mod tests {
     /// A SyncSource Primary on an established link with every block marked, its disk flushed, the
     /// application writing a moment ago.
     fn source(c_min_rate: Option<u64>, recent_rate: u64) -> Node {
+        source_with(c_min_rate, recent_rate, super::super::ControllerOptions { plan_ahead_ms: 0, ..Default::default() })
+    }
+
+    fn source_with(c_min_rate: Option<u64>, recent_rate: u64, control: super::super::ControllerOptions) -> Node {
         let mut bitmap = Bitmap::new(SIZE);
         bitmap.set_all();
         let mut n = super::super::test_support::established_node("node1", "node2", SIZE, Some(bitmap), crate::wire::frame::PROTOCOLS.max, |p| {
             p.c_min_rate = c_min_rate;
+            p.resync_control = control;
             p.csums = super::super::csums::CsumsOptions { alg: None, every_resync: false };
         });
         n.role = Role::Primary;
@@ -289,9 +332,59 @@ mod tests {
     }
 
     fn reads_issued(n: &mut Node) -> usize {
+        read_lens(n).len()
+    }
+
+    fn read_lens(n: &mut Node) -> Vec<u64> {
         n.out.clear();
         n.pump_resync();
-        n.out.iter().filter(|a| matches!(a, Action::DiskRead { .. })).count()
+        n.out.iter().filter_map(|a| if let Action::DiskRead { len, .. } = a { Some(*len) } else { None }).collect()
+    }
+
+    #[test]
+    fn the_controller_s_budget_bounds_the_bytes_in_flight_and_the_request_size() {
+        let control = super::super::ControllerOptions::default();
+        let mut n = source_with(Some(250 << 10), 0, control);
+        // A fresh controller: a quarter of the fill target, in requests of a quarter of that.
+        let b = n.rs_ctl.budget();
+        assert_eq!((b.in_flight_bytes, b.chunk_bytes), (4 << 20, 1 << 20));
+        assert_eq!(read_lens(&mut n), vec![1 << 20; 4]);
+        // A small fill target (1 MiB: a fresh budget of 256 KiB): small requests, the total within it.
+        let mut small = source_with(Some(250 << 10), 0, super::super::ControllerOptions { fill_target: 1 << 20, ..control });
+        let lens = read_lens(&mut small);
+        assert_eq!(lens, vec![64 << 10; 4]);
+        // Acknowledgements make room for the next requests, never more than the budget.
+        small.on_rs_ack(0, 64 << 10, true);
+        let in_flight: u64 = small.resync.as_ref().map_or(0, |r| r.inflight.values().sum());
+        assert_eq!(in_flight, 256 << 10);
+    }
+
+    #[test]
+    fn a_controller_probe_holds_the_resync_and_the_application_s_latency_steers_it() {
+        let mut n = source_with(Some(0), 0, super::super::ControllerOptions::default());
+        let step = |n: &mut Node| {
+            n.now_ms += 100;
+            n.step(Input::AppWriteLatencies(vec![300; 100]));
+            n.tick_resync_controller();
+        };
+        n.tick_resync_controller();
+        assert_eq!(reads_issued(&mut n), 4);
+        // No baseline yet and the application writes: a probe; nothing more goes out.
+        step(&mut n);
+        assert!(n.rs_ctl.view().probing);
+        let in_flight: Vec<(u64, u64)> = n.resync.as_ref().map(|r| r.inflight.iter().map(|(o, l)| (*o, *l)).collect()).unwrap_or_default();
+        n.out.clear();
+        for (offset, len) in in_flight {
+            n.on_rs_ack(offset, len, true);
+        }
+        assert!(!n.out.iter().any(|a| matches!(a, Action::DiskRead { .. })));
+        // The step that saw the resync drain is not quiet; the next one gives the baseline, and the
+        // resync goes on.
+        step(&mut n);
+        assert!(n.rs_ctl.view().probing);
+        step(&mut n);
+        assert_eq!(n.rs_ctl.view().baseline_p99_us, Some(300.0));
+        assert!(reads_issued(&mut n) > 0);
     }
 
     #[test]

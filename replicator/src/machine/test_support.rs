@@ -22,6 +22,7 @@ pub(crate) fn established_node(name: &str, peer: &str, size: u64, bitmap: Option
         resync_rate: None,
         verify_rate: None,
         c_min_rate: Some(0),
+        resync_control: Default::default(),
         timing: Timing::default(),
         verify_alg: "sha1".into(),
         csums: Default::default(),

@@ -248,6 +248,7 @@ pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
         // Never yield to the application: the resync runs its full window beside application writes
         // (the most concurrency the conflict rules must handle).
         c_min_rate: None,
+        resync_control: Default::default(),
         timing: Timing { ping_int_ms: 300, ping_timeout_ms: 300, timeout_ms: 400, ko_count: 3, connect_int_ms: 100 },
         verify_alg: "sha1".into(),
         csums: Default::default(),
