@@ -42,7 +42,7 @@ fn alua_paths_standby_sense_and_failover() -> Result<()> {
     write_secret(&c.path("authkeys"), "auth 1\n1 sha1 alua-heartbeat-key\n")?;
     let mut yaml = std::fs::read_to_string(&c.config)?;
     yaml.push_str(&format!(
-        "cluster:\n  keepalive: 200ms\n  warntime: 600ms\n  deadtime: 1s\n  initdead: 3s\n  authkeys-file: authkeys\n  links:\n    - name: ring0\n      mode: ucast\n      port: {hb}\n      on: {{ node1: {{ address: 127.0.0.1 }}, node2: {{ address: 127.0.0.2 }} }}\n  guard: {{ fence-command: \"true\" }}\ngroup:\n  preferred: node1\n  resources: [r0]\n  portblock: false\n  access: alua\n  node-portals: {{ node1: \"127.0.0.1:{port}\", node2: \"127.0.0.2:{port}\" }}\ntargets:\n  {IQN}:\n    luns:\n      0: {{ resource: r0 }}\n"
+        "cluster:\n  keepalive: 200ms\n  warntime: 600ms\n  deadtime: 1s\n  initdead: 3s\n  authkeys-file: authkeys\n  links:\n    - name: ring0\n      mode: ucast\n      port: {hb}\n      on: {{ node1: {{ address: 127.0.0.1 }}, node2: {{ address: 127.0.0.2 }} }}\n  guard: {{ fence-command: \"true\" }}\ngroup:\n  preferred: node1\n  auto-failback: on\n  resources: [r0]\n  portblock: false\n  access: alua\n  node-portals: {{ node1: \"127.0.0.1:{port}\", node2: \"127.0.0.2:{port}\" }}\ntargets:\n  {IQN}:\n    luns:\n      0: {{ resource: r0 }}\n"
     ));
     std::fs::write(&c.config, &yaml)?;
     for i in 0..2 {

@@ -125,7 +125,13 @@ fn two_groups_both_nodes_primary_kill9_and_failback() -> Result<()> {
     lab.haadm_ok(1, &["primary", "--overwrite-data-of-peer", "r1"])?;
     lab.wait_status(0, "both in sync", Duration::from_secs(60), |s| in_sync(s, "r0") && in_sync(s, "r1"))?;
 
-    // Both servers work: node1 holds web (r0 Primary there), node2 holds db (r1 Primary there).
+    // Both servers work: node1 holds web (r0 Primary there), node2 holds db (r1 Primary there). db has
+    // no auto-failback, so whichever node claimed it first keeps it: pull it to node2 if node1 won.
+    let held = |s: &serde_json::Value, g: &str| ["node1", "node2"].iter().any(|n| holds(s, g, n));
+    let s = lab.wait_status(1, "both groups held", Duration::from_secs(30), |s| held(s, "web") && held(s, "db"))?;
+    if holds(&s, "db", "node1") {
+        lab.haadm_ok(1, &["takeover", "db"])?;
+    }
     let both = |s: &serde_json::Value| holds(s, "web", "node1") && holds(s, "db", "node2");
     lab.wait_status(0, "web on node1, db on node2", Duration::from_secs(30), both)?;
     lab.wait_status(1, "the same seen from node2", Duration::from_secs(10), both)?;

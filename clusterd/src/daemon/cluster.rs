@@ -18,7 +18,7 @@ use super::io_fencing::IoFencing;
 use super::resources::Resources;
 use super::targets::TargetHost;
 use crate::config::{ClusterConfig, HaConfig, LinkMode as CfgLinkMode, NodeConfig};
-use crate::failover::{AdminCmd, DiskView, Input, PeerStates, Sequencer, SequencerStatus, decode_state_set, encode_state_set, start_plan, stop_plan};
+use crate::failover::{AdminCmd, DiskView, Input, PeerStates, Phase, Sequencer, SequencerStatus, decode_state_set, encode_state_set, start_plan, stop_plan};
 use crate::heartbeat::{
     AuthKeys, Generation, HeartbeatHandle, HeartbeatRuntimeConfig, HeartbeatService, LinkMode, LinkRuntime,
     MembershipEvent, MembershipParams, MembershipStatus,
@@ -234,7 +234,12 @@ struct Driver {
     /// Whether the peer is heard on a heartbeat link (a delayed fence checks it before fencing).
     peer_alive: Arc<AtomicBool>,
     counters: Arc<ClusterCounters>,
+    /// Timer passes so far (paces work done every few ticks).
+    ticks: u64,
 }
+
+/// Ticks between two re-reads of the reservations on an ALUA standby node (~1 s).
+const RESERVATIONS_EVERY: u64 = 20;
 
 impl Driver {
     fn feed(&mut self, i: usize, input: Input) {
@@ -379,6 +384,7 @@ impl Driver {
 
     /// One pass of the timer: volumes, uplink probe, I/O fencing, sequencer timeouts, epochs.
     async fn tick(&mut self, resources: &Resources) {
+        self.ticks = self.ticks.wrapping_add(1);
         let peer_alive = self.peer_alive.load(Ordering::Acquire);
         for i in 0..self.groups.len() {
             let Some(g) = self.groups.get_mut(i) else { continue };
@@ -411,6 +417,9 @@ impl Driver {
         let mine = Side { phase: g.seq.phase(), up_to_date: g.last_volumes.is_some_and(|v| v.disk == DiskView::UpToDate) };
         let peer = Side::of_peer(g.peer_last.as_ref(), peer_alive);
         g.steps.targets.set_access_states(g.name(), &port_states(&g.config, me, mine, peer));
+        if matches!(mine.phase, Phase::Idle | Phase::Failed) && self.ticks.is_multiple_of(RESERVATIONS_EVERY) {
+            g.steps.targets.refresh_standby_reservations(g.name());
+        }
     }
 
     fn view(&self, generation: u64, membership: Option<MembershipStatus>) -> ClusterView {
@@ -578,6 +587,7 @@ pub async fn start(
         guard: SharedGuard::default(),
         peer_alive: Arc::new(AtomicBool::new(false)),
         counters: Arc::new(ClusterCounters::default()),
+        ticks: 0,
     };
     // ALUA groups serve their targets on this node's own portal from now on (standby until the
     // loop says otherwise); a failure here is retried when the node takes the group.

@@ -223,7 +223,7 @@ impl GroupSteps {
         if self.group.access.alua()
             && let Some(me) = self.config.nodes.iter().position(|n| n.name == self.node)
         {
-            self.targets.set_access_states(&self.group.name, &super::alua_ports::leaving(&self.group, me));
+            self.targets.set_access_states_now(&self.group.name, &super::alua_ports::leaving(&self.group, me)).await;
         }
         let asked = self.targets.request_logout(Some(&self.group.name), LOGOUT_TIME2WAIT).await;
         if !asked.is_empty() {

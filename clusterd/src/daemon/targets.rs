@@ -180,6 +180,31 @@ impl TargetHost {
         }
     }
 
+    /// [`set_access_states`](Self::set_access_states) for a step, which must not be skipped: waits
+    /// for a start or stop that holds the targets.
+    pub async fn set_access_states_now(&self, group: &str, states: &[(u16, iscsi_target::scsi::alua::AccessState)]) {
+        let running = self.running.lock().await;
+        if let Some(r) = running.get(&alua_key(group)) {
+            for (_, a) in r.alua().iter().filter(|(g, _)| g == group) {
+                a.set_states(states);
+            }
+        }
+    }
+
+    /// ALUA group not held here: its LUs re-read the reservations the holder replicates, so PERSISTENT
+    /// RESERVE IN through this node's standby port answers what the holder has (cheap: the state is
+    /// the volume's in-memory copy).
+    pub fn refresh_standby_reservations(&self, group: &str) {
+        let Ok(running) = self.running.try_lock() else { return };
+        if let Some(r) = running.get(&alua_key(group)) {
+            for (_, lu) in r.server_config().targets.iter().flat_map(|t| t.scsi.luns()) {
+                if let Err(e) = lu.reload_reservations() {
+                    tracing::debug!("group {group}: reservations not re-read: {e}");
+                }
+            }
+        }
+    }
+
     /// The ALUA states of `group`'s first target, for status (empty: not an ALUA group or not served).
     pub fn access_states(&self, group: &str) -> Vec<(u16, iscsi_target::scsi::alua::AccessState)> {
         let Ok(running) = self.running.try_lock() else { return Vec::new() };
