@@ -216,11 +216,14 @@ impl HaConfig {
         };
         let groups = build_groups(&src, &raw, &nodes, &resources)?;
         if manager == Manager::Pacemaker && !groups.is_empty() {
+            let key = if raw.group.is_some() { "group" } else { "groups" };
             return Err(src.invalid(
-                "group",
-                "not used with `cluster.manager: pacemaker`: the VIP, the port block and the target are Pacemaker \
-                 resources there (IPaddr2, portblock, the ha-iscsi target agent; see the README); remove `group` \
-                 and give the targets' `portals`",
+                key,
+                format_args!(
+                    "not used with `cluster.manager: pacemaker`: the VIP, the port block and the target are Pacemaker \
+                     resources there (IPaddr2, portblock, the ha-iscsi target agent; see the README); remove `{key}` \
+                     and give the targets' `portals`"
+                ),
             ));
         }
         if manager == Manager::Embedded {
