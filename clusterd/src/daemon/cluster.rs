@@ -14,7 +14,7 @@ use super::group_run::{
 };
 use super::alua_ports::{Side, port_states};
 use super::group_steps::GroupSteps;
-use super::io_fencing::IoFencing;
+use super::io_fencing::{FenceLedger, IoFencing};
 use super::resources::Resources;
 use super::targets::TargetHost;
 use crate::config::{ClusterConfig, HaConfig, LinkMode as CfgLinkMode, NodeConfig};
@@ -236,6 +236,8 @@ struct Driver {
     counters: Arc<ClusterCounters>,
     /// Timer passes so far (paces work done every few ticks).
     ticks: u64,
+    /// The peer fenced in this failure (guard and I/O fencing of every group share it).
+    ledger: Arc<FenceLedger>,
 }
 
 /// Ticks between two re-reads of the reservations on an ALUA standby node (~1 s).
@@ -320,8 +322,9 @@ impl Driver {
         let fence_delay = if delays { self.cluster.deadtime } else { Duration::ZERO };
         let peer_alive = Arc::clone(&self.peer_alive);
         let counters = Arc::clone(&self.counters);
+        let ledger = Arc::clone(&self.ledger);
         tokio::spawn(async move {
-            let (ok, detail) = run_guard(&guard, &me, &peer, fence_delay, &peer_alive, &counters).await;
+            let (ok, detail) = run_guard(&guard, &me, &peer, fence_delay, &peer_alive, &counters, &ledger).await;
             let _ = tx.send(LoopMsg::GuardDone { ok, detail }).await;
         });
     }
@@ -340,6 +343,7 @@ impl Driver {
         self.peer_alive.store(alive, Ordering::Release);
         if alive {
             self.guard.confirmed = None;
+            self.ledger.peer_heard();
         }
         for g in &mut self.groups {
             g.acquisition.peer_liveness(alive);
@@ -456,6 +460,7 @@ async fn run_guard(
     fence_delay: Duration,
     peer_alive: &AtomicBool,
     counters: &ClusterCounters,
+    ledger: &FenceLedger,
 ) -> (bool, String) {
     let mut detail = Vec::new();
     let mut ok = true;
@@ -474,10 +479,30 @@ async fn run_guard(
                 return (false, format!("{peer} was heard again during the fence delay: not fenced"));
             }
         }
-        let (fenced, outcome) = fencer.fence(me, peer).await;
-        counters.fence_command(if fenced { FenceResult::Fenced } else { FenceResult::Failed });
-        detail.push(outcome);
-        ok &= fenced;
+        // A group's I/O fencing may be fencing the peer for this failure already: wait for it (bounded
+        // by the agent's own timeouts) and take its answer rather than fence twice.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut mine = false;
+        while !ledger.fenced() && Instant::now() < deadline {
+            if ledger.begin() {
+                mine = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if ledger.fenced() && !mine {
+            detail.push(format!("{peer} already fenced in this failure"));
+        } else {
+            let (fenced, outcome) = fencer.fence(me, peer).await;
+            if mine {
+                ledger.end(fenced);
+            } else if fenced {
+                ledger.mark_fenced();
+            }
+            counters.fence_command(if fenced { FenceResult::Fenced } else { FenceResult::Failed });
+            detail.push(outcome);
+            ok &= fenced;
+        }
     }
     counters.guard_run(if ok { GuardResult::Confirmed } else { GuardResult::Refused });
     (ok, detail.join("; "))
@@ -542,6 +567,7 @@ pub async fn start(
         });
     }
     let (tx, mut rx) = mpsc::channel::<LoopMsg>(64);
+    let ledger = Arc::new(FenceLedger::default());
     let mut groups = Vec::with_capacity(config.groups.len());
     for (index, g) in config.groups.iter().enumerate() {
         let mut params = sequencer_params(&config, &cluster, g, &me.name, peer.as_deref(), generation);
@@ -562,7 +588,7 @@ pub async fn start(
             seq: Sequencer::new(params, Instant::now()),
             steps,
             pending: Vec::new(),
-            io_fence: IoFencing::new(&config, &g.resources, &me.name, peer.as_deref().unwrap_or_default()),
+            io_fence: IoFencing::new(&config, &g.resources, &me.name, peer.as_deref().unwrap_or_default(), Arc::clone(&ledger)),
             peer_last: None,
             peer_bytes: None,
             published: Vec::new(),
@@ -588,6 +614,7 @@ pub async fn start(
         peer_alive: Arc::new(AtomicBool::new(false)),
         counters: Arc::new(ClusterCounters::default()),
         ticks: 0,
+        ledger,
     };
     // ALUA groups serve their targets on this node's own portal from now on (standby until the
     // loop says otherwise); a failure here is retried when the node takes the group.

@@ -22,11 +22,50 @@ use crate::failover::{DiskView, GroupState, Phase};
 use replicator::engine::Verb;
 use replicator::machine::state::{ConnState, DiskState, Role};
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Pause between two fence attempts that did not confirm.
 const FENCE_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether the peer was fenced in the current failure, shared by the guard and every group's I/O
+/// fencing (issue 17): one failure fences the peer once, however many groups wait on it. Cleared when
+/// the peer is heard again.
+#[derive(Debug, Default)]
+pub(super) struct FenceLedger {
+    fenced: AtomicBool,
+    fencing: AtomicBool,
+}
+
+impl FenceLedger {
+    pub(super) fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Marks a fence as running; false if one already runs.
+    pub(super) fn begin(&self) -> bool {
+        !self.fencing.swap(true, Ordering::AcqRel)
+    }
+
+    pub(super) fn end(&self, fenced: bool) {
+        if fenced {
+            self.fenced.store(true, Ordering::Release);
+        }
+        self.fencing.store(false, Ordering::Release);
+    }
+
+    /// A fence that ran without [`begin`](Self::begin) (its wait for another ran out) confirmed.
+    pub(super) fn mark_fenced(&self) {
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    /// The peer was heard: a later failure needs a fence of its own.
+    pub(super) fn peer_heard(&self) {
+        self.fenced.store(false, Ordering::Release);
+    }
+}
 
 pub(super) struct IoFencing {
     /// Group resources configured with `fencing resource-and-stonith`.
@@ -38,10 +77,11 @@ pub(super) struct IoFencing {
     last_fence: Option<Instant>,
     /// Resources this node outdated itself (logged once per loss of the link).
     self_outdated: HashSet<String>,
+    ledger: Arc<FenceLedger>,
 }
 
 impl IoFencing {
-    pub(super) fn new(config: &crate::config::HaConfig, group: &[String], me: &str, peer: &str) -> IoFencing {
+    pub(super) fn new(config: &crate::config::HaConfig, group: &[String], me: &str, peer: &str, ledger: Arc<FenceLedger>) -> IoFencing {
         let resources = group
             .iter()
             .filter(|n| config.resources.get(*n).is_some_and(|r| r.disk.fencing == Fencing::ResourceAndStonith))
@@ -55,6 +95,7 @@ impl IoFencing {
             fence_running: None,
             last_fence: None,
             self_outdated: HashSet::new(),
+            ledger,
         }
     }
 
@@ -114,15 +155,26 @@ impl IoFencing {
             self.thaw_all(resources, "the peer outdated its disk").await;
             return;
         }
-        if !peer_alive && self.fence_running.is_none() && self.last_fence.is_none_or(|t| t.elapsed() >= FENCE_RETRY) {
+        if !peer_alive && self.ledger.fenced() {
+            self.thaw_all(resources, "the peer was fenced in this failure").await;
+            return;
+        }
+        if !peer_alive
+            && self.fence_running.is_none()
+            && self.last_fence.is_none_or(|t| t.elapsed() >= FENCE_RETRY)
+            && self.fencer.is_some()
+            && self.ledger.begin()
+        {
             let Some(fencer) = self.fencer.clone() else { return };
             self.last_fence = Some(Instant::now());
             tracing::warn!(target: "failover", "I/O suspended and {} is silent on every heartbeat link: running the fence command", self.peer);
             let (tx, rx) = oneshot::channel();
             self.fence_running = Some(rx);
             let (me, peer) = (self.me.clone(), self.peer.clone());
+            let ledger = Arc::clone(&self.ledger);
             tokio::spawn(async move {
                 let (ok, outcome) = fencer.fence(&me, &peer).await;
+                ledger.end(ok);
                 if !ok {
                     tracing::error!(target: "failover", "{outcome}: did not confirm; I/O stays suspended");
                 }
