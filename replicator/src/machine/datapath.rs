@@ -221,7 +221,7 @@ impl Node {
                 self.stats.written_bytes += len;
             }
             self.proto_a.epoch_due = true;
-            self.proto_a.early_acks += 1;
+            self.stats.async_early_acks += 1;
             self.complete(id, Ok(()));
             return;
         }

@@ -130,10 +130,6 @@ pub(crate) struct AsyncState {
     pub peer_writes_on_disk: usize,
     /// Peer side: received Data frames waiting for an earlier epoch to complete, in arrival order.
     pub held: VecDeque<HeldPeerWrite>,
-    /// Writes acknowledged before the peer had them (counter for status).
-    pub early_acks: u64,
-    /// Writes that would have been acknowledged early but waited because of the lag bound.
-    pub lag_waits: u64,
 }
 
 impl Node {
@@ -164,7 +160,7 @@ impl Node {
             return false;
         }
         if self.lag_beyond(&o) {
-            self.proto_a.lag_waits += 1;
+            self.stats.async_lag_waits += 1;
             return false;
         }
         true

@@ -119,7 +119,7 @@ fn lag_bound_wait_degrades_to_acknowledgement_by_the_peer() {
     let (t2, _) = write(&mut n, 2, 1, false);
     let (t3, s3) = write(&mut n, 3, 2, false);
     assert_eq!(completed(&disk_ok(&mut n, t3), 3), None, "12 KiB unacknowledged > 8 KiB: waits for the peer");
-    assert_eq!(n.proto_a.lag_waits, 1);
+    assert_eq!(n.stats.async_lag_waits, 1);
     assert_eq!(completed(&ack(&mut n, s3[0].0), 3), Some(true), "completes on the peer's ack");
     assert_eq!(completed(&disk_ok(&mut n, t1), 1), Some(true), "back under the bound: early again");
     assert_eq!(completed(&disk_ok(&mut n, t2), 2), Some(true));

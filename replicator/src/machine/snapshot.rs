@@ -20,6 +20,10 @@ pub struct Stats {
     /// Resync bytes found equal on both disks by their digests (`csums-alg`) and so not sent (counted
     /// on both sides).
     pub resync_csum_equal_bytes: u64,
+    /// Protocol A: writes acknowledged before the peer's WriteAck (`protocol_a.rs`).
+    pub async_early_acks: u64,
+    /// Protocol A: writes that waited for the peer's WriteAck because the lag was beyond `max-lag`.
+    pub async_lag_waits: u64,
 }
 
 /// Requests in flight at the moment of a snapshot (drbd-reactor's upperpending / lowerpending /
