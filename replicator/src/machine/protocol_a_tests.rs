@@ -227,3 +227,15 @@ fn an_async_secondary_without_its_peer_is_promoted_only_when_allowed() {
     c.link = None;
     assert!(c.check_primary(false).is_ok());
 }
+
+#[test]
+fn adjust_takes_the_lag_bound_live_but_never_switches_protocol() {
+    let mut n = primary(ReplProtocol::A(AsyncOptions::default()));
+    let mut o = n.live_options();
+    o.protocol = ReplProtocol::A(opts(K4 as u64, OnLag::Disconnect));
+    n.step(Input::SetOptions(Box::new(o.clone())));
+    assert_eq!(n.params().protocol, ReplProtocol::A(opts(K4 as u64, OnLag::Disconnect)));
+    o.protocol = ReplProtocol::C;
+    n.step(Input::SetOptions(Box::new(o)));
+    assert!(n.params().protocol.is_async(), "A -> C is agreed at connect, not switched under I/O");
+}
