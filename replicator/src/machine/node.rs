@@ -592,6 +592,7 @@ impl Node {
             size: self.p.data_size,
             last_verify: self.verify_keeping.last,
             detached: self.detached,
+            async_promotion_needs_force: self.role != Role::Primary && self.async_promotion_guard(false).is_err(),
         }
     }
 

@@ -86,6 +86,9 @@ pub struct Snapshot {
     pub last_verify: Option<VerifyOutcome>,
     /// Why the disk is Diskless: `detach` on request or `on-io-error detach` (None: not detached).
     pub detached: Option<super::detach::DetachCause>,
+    /// Protocol A: a Secondary whose peer is not connected may miss writes the old Primary acknowledged;
+    /// promotion needs `--force` (or `net.allow-async-failover`), so clusterd's failover leaves it alone.
+    pub async_promotion_needs_force: bool,
 }
 
 /// How an online verify run from this node ended (machine clock: milliseconds since attach).
