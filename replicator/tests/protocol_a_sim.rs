@@ -62,7 +62,7 @@ fn protocol_for(seed: u64) -> ReplProtocol {
     }
     let max_lag_bytes = [16 << 10, 256 << 10, 64 << 20][(seed / 5 % 3) as usize];
     let on_lag = if seed / 15 % 2 == 1 { OnLag::Disconnect } else { OnLag::Wait };
-    let max_lag_ms = (seed % 7 == 0).then_some(40);
+    let max_lag_ms = seed.is_multiple_of(7).then_some(40);
     ReplProtocol::A(AsyncOptions { max_lag_bytes, max_lag_ms, on_lag, allow_failover: false })
 }
 
@@ -191,46 +191,34 @@ impl Run {
             let r = self.w.rng.below(1000);
             let primary_up = self.w.role(0) == Some(Role::Primary);
             match r {
-                0..600 => {
-                    if primary_up && self.inflight.len() < 8 {
-                        self.write();
-                    }
+                0..600 if primary_up && self.inflight.len() < 8 => self.write(),
+                600..620 if primary_up && self.flushes_inflight < 2 => {
+                    let id = (1 << 40) + self.next_id;
+                    self.next_id += 1;
+                    self.flushes_inflight += 1;
+                    self.w.input(0, Input::Flush { id });
                 }
-                600..620 => {
-                    if primary_up && self.flushes_inflight < 2 {
-                        let id = (1 << 40) + self.next_id;
-                        self.next_id += 1;
-                        self.flushes_inflight += 1;
-                        self.w.input(0, Input::Flush { id });
-                    }
-                }
-                620..628 => {
-                    if heal_at.is_none() {
-                        match self.w.rng.below(3) {
-                            0 => self.w.set_path(0, false),
-                            1 => self.w.set_path(1, false),
-                            _ => {
-                                self.w.set_path(0, false);
-                                self.w.set_path(1, false);
-                            }
+                620..628 if heal_at.is_none() => {
+                    match self.w.rng.below(3) {
+                        0 => self.w.set_path(0, false),
+                        1 => self.w.set_path(1, false),
+                        _ => {
+                            self.w.set_path(0, false);
+                            self.w.set_path(1, false);
                         }
-                        heal_at = Some(self.w.now + 50 + self.w.rng.below(3000));
                     }
+                    heal_at = Some(self.w.now + 50 + self.w.rng.below(3000));
                 }
-                628..631 => {
-                    if self.w.nodes[1].is_some() {
-                        self.w.note("crash node1 (Secondary)".into());
-                        self.w.crash(1);
-                        restart[1] = Some(self.w.now + 100 + self.w.rng.below(1500));
-                    }
+                628..631 if self.w.nodes[1].is_some() => {
+                    self.w.note("crash node1 (Secondary)".into());
+                    self.w.crash(1);
+                    restart[1] = Some(self.w.now + 100 + self.w.rng.below(1500));
                 }
-                631..633 => {
-                    if let Some(s) = self.w.snapshot(0) {
-                        self.early_acks += s.stats.async_early_acks;
-                        self.w.note("crash node0 (Primary)".into());
-                        self.w.crash(0);
-                        restart[0] = Some(self.w.now + 100 + self.w.rng.below(1500));
-                    }
+                631..633 if self.w.nodes[0].is_some() => {
+                    self.early_acks += self.w.snapshot(0).map_or(0, |s| s.stats.async_early_acks);
+                    self.w.note("crash node0 (Primary)".into());
+                    self.w.crash(0);
+                    restart[0] = Some(self.w.now + 100 + self.w.rng.below(1500));
                 }
                 _ => {}
             }

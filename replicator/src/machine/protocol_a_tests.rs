@@ -77,7 +77,7 @@ fn protocol_a_acknowledges_on_the_local_disk_before_the_peer_s_write_ack() {
     assert!(!out.iter().any(|a| matches!(a, Action::DiskWrite { .. })), "overlapping write queued");
     let out = ack(&mut n, sent[0].0);
     assert_eq!(completed(&out, 1), None, "no second completion");
-    assert!(n.writes.get(&1).is_none() && n.unflushed.len() == 1, "retired into the flush bookkeeping");
+    assert!(!n.writes.contains_key(&1) && n.unflushed.len() == 1, "retired into the flush bookkeeping");
     assert!(out.iter().any(|a| matches!(a, Action::DiskWrite { .. })), "the overlapping write starts now");
 }
 
@@ -187,7 +187,9 @@ fn the_peer_completes_an_epoch_before_the_next() {
 #[test]
 fn the_handshake_refuses_a_protocol_mismatch_naming_both() {
     let mut n = node(ReplProtocol::A(AsyncOptions::default()));
-    n.link.as_mut().map(|l| l.stage = crate::machine::node::Stage::Params);
+    if let Some(l) = n.link.as_mut() {
+        l.stage = crate::machine::node::Stage::Params;
+    }
     let p = Params {
         resource: "r0".into(),
         data_size: SIZE,

@@ -22,7 +22,8 @@ pub struct Stats {
     pub resync_csum_equal_bytes: u64,
     /// Protocol A: writes acknowledged before the peer's WriteAck (`protocol_a.rs`).
     pub async_early_acks: u64,
-    /// Protocol A: writes that waited for the peer's WriteAck because the lag was beyond `max-lag`.
+    /// Protocol A: completions of local writes not acknowledged early because the lag was beyond the
+    /// bound (`max-lag` / `max-lag-time`); such a write completes on the peer's WriteAck.
     pub async_lag_waits: u64,
 }
 
