@@ -214,15 +214,38 @@ fn number_out_of_range() {
 }
 
 #[test]
-fn protocol_a_is_refused_with_the_reason() {
-    let text = base_with("protocol: C", "protocol: A");
+fn protocol_b_is_refused_with_the_reason() {
+    let text = base_with("protocol: C", "protocol: B");
     assert_error(
         &text,
         &[
-            "resources.r0.protocol: protocol A is not supported",
-            "writes must be on both disks",
+            "resources.r0.protocol: protocol B is not supported",
+            "use C (synchronous, for the HA pair) or A (asynchronous, for a DR peer)",
         ],
     );
+}
+
+/// Issue 18: the protocol-A fields name the file and the field; they are refused under protocol C.
+#[test]
+fn protocol_a_fields_are_checked() {
+    let text = base_with("connect-int: 2s", "connect-int: 2s\n      max-lag: 64M");
+    assert_error(
+        &text,
+        &["resources.r0.net.max-lag: only applies to protocol A (this resource uses protocol C)"],
+    );
+    let a = base_with("protocol: C", "protocol: A");
+    let text = a.replace("connect-int: 2s", "connect-int: 2s\n      max-lag: 4K");
+    assert_error(&text, &["resources.r0.net.max-lag: \"4K\" is below the smallest bound, 64K"]);
+    let text = a.replace("connect-int: 2s", "connect-int: 2s\n      max-lag: unlimited");
+    assert_error(&text, &["resources.r0.net.max-lag: \"unlimited\" is not a bound; write a size like 64M"]);
+    let text = a.replace("connect-int: 2s", "connect-int: 2s\n      max-lag: lots");
+    assert_error(&text, &["resources.r0.net.max-lag: \"lots\" is not a size"]);
+    let text = a.replace("connect-int: 2s", "connect-int: 2s\n      on-lag: pull-ahead");
+    assert_error(&text, &["resources.r0.net.on-lag: unknown on-lag policy \"pull-ahead\"; expected one of: wait, disconnect"]);
+    let text = a.replace("connect-int: 2s", "connect-int: 2s\n      max-lag-time: soon");
+    assert_error(&text, &["resources.r0.net.max-lag-time: \"soon\" is not a duration"]);
+    let text = a.replace("connect-int: 2s", "connect-int: 2s\n      allow-async-failover: maybe");
+    assert_error(&text, &["resources.r0.net.allow-async-failover: \"maybe\" is not a yes/no value"]);
 }
 
 #[test]

@@ -158,6 +158,7 @@ fn node1(protocols: VersionRange) -> Node {
         csums: Default::default(),
         detach_on_io_error: false,
         protocols,
+        protocol: Default::default(),
     };
     let persisted = Persisted {
         uuids: Uuids { current: NODE1_UUID, bitmap: 0, history: HISTORY },

@@ -96,6 +96,7 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>, csums: CsumsOptions) -> VolumeSp
             csums,
             detach_on_io_error: false,
             protocols: replicator::wire::frame::PROTOCOLS,
+            protocol: Default::default(),
         },
         data_path: disk_dir(o, me).join(format!("{}.img", names[me])),
         meta: MetaLocation::Internal,

@@ -145,6 +145,13 @@ fn resource(r: &ResourceConfig) -> Value {
         ("connect-int", d(r.net.connect_int)),
         ("max-buffers", Value::from(r.net.max_buffers)),
     ]);
+    if r.protocol == super::Protocol::A {
+        let a = &r.net.async_repl;
+        put(&mut net, "max-lag", Some(s(&super::units::Rate(Some(a.max_lag)).to_string())));
+        put(&mut net, "max-lag-time", Some(s(&a.max_lag_time.map_or("off".to_string(), format_duration))));
+        put(&mut net, "on-lag", Some(s(&a.on_lag.to_string())));
+        put(&mut net, "allow-async-failover", Some(b(a.allow_async_failover)));
+    }
     if let Some(a) = &r.net.auth {
         put(&mut net, "cram-hmac-alg", Some(s(&a.cram_hmac_alg.to_string())));
         put(&mut net, "shared-secret-file", Some(path(&a.shared_secret_file)));

@@ -38,11 +38,11 @@ pub use targets::{
 };
 
 pub use policy::{
-    AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, CramHmacAlg, Fencing, OnIoError, PolicyError, Protocol,
+    AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, CramHmacAlg, Fencing, OnIoError, OnLag, PolicyError, Protocol,
     CsumsAlg, CsumsFor, RrConflict, VerifyAlg,
 };
 pub use resource::{
-    AL_EXTENTS_RANGE, DiskConfig, MAX_BUFFERS_RANGE, MAX_RESOURCE_NAME_LEN, NetConfig, PeerAuth,
+    AL_EXTENTS_RANGE, AsyncReplConfig, DiskConfig, MAX_BUFFERS_RANGE, MAX_LAG_MIN, MAX_RESOURCE_NAME_LEN, NetConfig, PeerAuth,
     ResourceConfig, ResourceNodeConfig, StartupConfig, SyncerConfig, defaults,
 };
 pub use secret::{MAX_SECRET_LEN, read_secret_file};
@@ -694,3 +694,5 @@ mod tests;
 mod tests_sections;
 #[cfg(test)]
 mod tests_dump;
+#[cfg(test)]
+mod tests_protocol_a;

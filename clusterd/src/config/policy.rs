@@ -70,22 +70,35 @@ macro_rules! keyword_enum {
 }
 
 keyword_enum! {
-    /// Replication protocol. Only C exists here: a write completes once it is on both disks, which is
-    /// the whole point of an HA target (A and B could lose acknowledged writes on failover).
+    /// Replication protocol. C (the default): a write completes once it is on both disks, which is the
+    /// whole point of an HA pair. A (issue 18, for a DR peer on a slow link): a write completes once it
+    /// is on the local disk and queued to the peer; the peer may miss the last writes, so failover to
+    /// it needs `--force` or `net.allow-async-failover: on`. B is not offered.
     Protocol, what = "protocol",
-    { C => "C" }
+    { C => "C", A => "A" }
 }
 
 impl Protocol {
-    /// Like [`Protocol::parse`], but explains why A and B are refused rather than calling them unknown.
+    /// Like [`Protocol::parse`], but explains why B is refused rather than calling it unknown.
     pub fn parse_explained(text: &str, shown: &str) -> Result<Protocol, PolicyError> {
         match text {
-            "A" | "B" => Err(PolicyError::Unsupported {
+            "B" => Err(PolicyError::Unsupported {
                 shown: format!("protocol {text}"),
-                why: "A/B are not supported: writes must be on both disks before they complete (use C)",
+                why: "B is not supported: use C (synchronous, for the HA pair) or A (asynchronous, for a DR peer)",
             }),
             _ => Protocol::parse(text, shown),
         }
+    }
+}
+
+keyword_enum! {
+    /// Protocol A: what happens when the peer lags beyond `net.max-lag` / `net.max-lag-time`.
+    OnLag, what = "on-lag policy",
+    {
+        /// New writes complete on the peer's acknowledgement (backpressure, like protocol C).
+        Wait => "wait",
+        /// Drop the replication link and go on alone; the resync after the reconnect catches up.
+        Disconnect => "disconnect",
     }
 }
 
@@ -332,18 +345,18 @@ mod tests {
     }
 
     #[test]
-    fn protocol_a_and_b_are_refused_with_a_reason() {
+    fn protocol_c_and_a_are_accepted_b_is_refused_with_a_reason() {
         assert_eq!(Protocol::parse_explained("C", "C"), Ok(Protocol::C));
-        let err = Protocol::parse_explained("A", "\"A\"").unwrap_err();
-        assert!(
-            err.to_string().contains("writes must be on both disks"),
-            "{err}"
-        );
+        assert_eq!(Protocol::parse_explained("A", "A"), Ok(Protocol::A));
+        let err = Protocol::parse_explained("B", "\"B\"").unwrap_err();
+        assert!(err.to_string().contains("B is not supported"), "{err}");
         let err = Protocol::parse_explained("D", "\"D\"").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown protocol \"D\"; expected one of: C"
+            "unknown protocol \"D\"; expected one of: C, A"
         );
+        assert_eq!(OnLag::parse("disconnect", "x"), Ok(OnLag::Disconnect));
+        assert!(OnLag::parse("pull-ahead", "\"pull-ahead\"").is_err());
     }
 
     #[test]

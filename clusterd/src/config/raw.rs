@@ -111,6 +111,11 @@ pub(crate) struct RawNet {
     pub ping_timeout: Option<Scalar>,
     pub connect_int: Option<Scalar>,
     pub max_buffers: Option<Scalar>,
+    // issue 18 protocol A: the lag bound and the failover permission.
+    pub max_lag: Option<Scalar>,
+    pub max_lag_time: Option<Scalar>,
+    pub on_lag: Option<Scalar>,
+    pub allow_async_failover: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

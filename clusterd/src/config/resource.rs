@@ -2,8 +2,8 @@
 //! { }`): typed settings, their defaults, and the checks that involve only this resource.
 
 use super::policy::{
-    AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, CramHmacAlg, Fencing, OnIoError, PolicyError, Protocol,
-    CsumsAlg, CsumsFor, RrConflict, VerifyAlg,
+    AfterSb0Pri, AfterSb1Pri, AfterSb2Pri, CramHmacAlg, Fencing, OnIoError, OnLag, PolicyError,
+    Protocol, CsumsAlg, CsumsFor, RrConflict, VerifyAlg,
 };
 use super::raw::{RawNet, RawResource, RawResourceNode, RawStartup, RawSyncer, Scalar};
 use super::units::{self, MetaDisk, Rate};
@@ -44,7 +44,12 @@ pub mod defaults {
     pub const AL_EXTENTS: u32 = 1237;
     /// Shortest `verify-interval` (tests use a few seconds; production days).
     pub const VERIFY_INTERVAL_MIN: Duration = Duration::from_secs(1);
+    /// Protocol A: bytes the peer may be behind before `on-lag` applies.
+    pub const MAX_LAG: u64 = 64 << 20;
 }
+
+/// Smallest `net.max-lag`: one large write (64 KiB) must fit, or every write would wait.
+pub const MAX_LAG_MIN: u64 = 64 << 10;
 
 /// Accepted `al-extents` (DRBD's limits: 7 up to what fits the 32 KiB on-disk ring).
 pub const AL_EXTENTS_RANGE: RangeInclusive<u32> = 7..=6433;
@@ -106,6 +111,49 @@ pub struct NetConfig {
     pub ping_timeout: Duration,
     pub connect_int: Duration,
     pub max_buffers: u32,
+    /// Protocol A settings (issue 18); their defaults under protocol C, where setting them is refused.
+    pub async_repl: AsyncReplConfig,
+}
+
+/// Protocol A: the lag bound and whether the embedded failover may promote the asynchronous peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncReplConfig {
+    /// `net.max-lag`: bytes sent to the peer and not yet acknowledged.
+    pub max_lag: u64,
+    /// `net.max-lag-time`: age of the oldest write the peer has not acknowledged (`None`: `off`).
+    pub max_lag_time: Option<Duration>,
+    pub on_lag: OnLag,
+    /// `net.allow-async-failover`: without it an A Secondary whose peer is gone is promoted only by
+    /// `haadm primary --force`.
+    pub allow_async_failover: bool,
+}
+
+impl Default for AsyncReplConfig {
+    fn default() -> Self {
+        AsyncReplConfig { max_lag: defaults::MAX_LAG, max_lag_time: None, on_lag: OnLag::Wait, allow_async_failover: false }
+    }
+}
+
+impl ResourceConfig {
+    /// What the replicator runs (`NodeParams::protocol`).
+    pub fn replication_protocol(&self) -> replicator::machine::ReplProtocol {
+        use replicator::machine::{AsyncOptions, OnLag as MachineOnLag, ReplProtocol};
+        match self.protocol {
+            Protocol::C => ReplProtocol::C,
+            Protocol::A => {
+                let a = &self.net.async_repl;
+                ReplProtocol::A(AsyncOptions {
+                    max_lag_bytes: a.max_lag,
+                    max_lag_ms: a.max_lag_time.map(|d| d.as_millis() as u64),
+                    on_lag: match a.on_lag {
+                        OnLag::Wait => MachineOnLag::Wait,
+                        OnLag::Disconnect => MachineOnLag::Disconnect,
+                    },
+                    allow_failover: a.allow_async_failover,
+                })
+            }
+        }
+    }
 }
 
 /// Peer authentication. Holds the secret's path only, never the secret, so Debug output and errors
@@ -274,7 +322,7 @@ pub(super) fn build_resource(
         )?,
         direct_io: fields.flag("disk.direct-io", raw.disk.direct_io.as_ref(), false)?,
     };
-    let net = build_net(&fields, &raw.net, nodes)?;
+    let net = build_net(&fields, &raw.net, nodes, protocol)?;
     let syncer = build_syncer(&fields, &raw.syncer)?;
     let mut handlers = BTreeMap::new();
     for (handler, command) in raw.handlers.entries() {
@@ -328,6 +376,7 @@ fn build_net(
     fields: &Fields<'_>,
     raw: &RawNet,
     nodes: &[NodeConfig],
+    protocol: Protocol,
 ) -> Result<NetConfig, ConfigError> {
     let auth = match (&raw.cram_hmac_alg, &raw.shared_secret_file) {
         (None, None) => None,
@@ -425,6 +474,47 @@ fn build_net(
             defaults::MAX_BUFFERS,
             MAX_BUFFERS_RANGE,
         )?,
+        async_repl: build_async(fields, raw, protocol)?,
+    })
+}
+
+/// The protocol-A fields: refused under protocol C (they would silently do nothing).
+fn build_async(fields: &Fields<'_>, raw: &RawNet, protocol: Protocol) -> Result<AsyncReplConfig, ConfigError> {
+    if protocol == Protocol::C {
+        let set = [
+            ("net.max-lag", &raw.max_lag),
+            ("net.max-lag-time", &raw.max_lag_time),
+            ("net.on-lag", &raw.on_lag),
+            ("net.allow-async-failover", &raw.allow_async_failover),
+        ];
+        if let Some((name, _)) = set.iter().find(|(_, v)| v.is_some()) {
+            return Err(fields.invalid(name, "only applies to protocol A (this resource uses protocol C); remove it or set `protocol: A`"));
+        }
+        return Ok(AsyncReplConfig::default());
+    }
+    let max_lag = match raw.max_lag.as_ref() {
+        None => defaults::MAX_LAG,
+        Some(v) => match units::parse_rate(&v.text, &v.shown()) {
+            Ok(Rate(Some(b))) if b >= MAX_LAG_MIN => b,
+            Ok(Rate(Some(_))) => {
+                return Err(fields.invalid("net.max-lag", format_args!("{} is below the smallest bound, 64K (one large write must fit)", v.shown())));
+            }
+            Ok(Rate(None)) => {
+                return Err(fields.invalid("net.max-lag", format_args!("{} is not a bound; write a size like 64M (protocol A needs one)", v.shown())));
+            }
+            Err(_) => return Err(fields.invalid("net.max-lag", format_args!("{} is not a size (expected like 512K, 64M, 1G)", v.shown()))),
+        },
+    };
+    let max_lag_time = match raw.max_lag_time.as_ref() {
+        None => None,
+        Some(s) if s.text.trim().eq_ignore_ascii_case("off") => None,
+        Some(_) => Some(fields.positive_duration("net.max-lag-time", raw.max_lag_time.as_ref(), Duration::ZERO)?),
+    };
+    Ok(AsyncReplConfig {
+        max_lag,
+        max_lag_time,
+        on_lag: fields.policy("net.on-lag", raw.on_lag.as_ref(), OnLag::Wait, OnLag::parse)?,
+        allow_async_failover: fields.flag("net.allow-async-failover", raw.allow_async_failover.as_ref(), false)?,
     })
 }
 

@@ -316,6 +316,7 @@ pub fn volume_spec(cfg: &HaConfig, r: &ResourceConfig, name: &str, node: &str) -
         csums: csums_options(&r.syncer),
         detach_on_io_error: r.disk.on_io_error == crate::config::OnIoError::Detach,
         protocols: crate::versions::release_or_current().replication,
+        protocol: r.replication_protocol(),
     };
     let meta = match &me.meta_disk {
         MetaDisk::Internal => MetaLocation::Internal,

@@ -31,7 +31,13 @@ pub fn volumes_view(snapshots: &[Option<Snapshot>]) -> LocalVolumes {
             out.peer_disk = None;
             continue;
         };
-        let d = disk_view(s.disk);
+        let mut d = disk_view(s.disk);
+        // issue 18: an asynchronous (protocol A) Secondary that lost its peer may lack the last
+        // acknowledged writes: not a failover target unless `net.allow-async-failover` (then the flag
+        // is off). It still gets the group by `haadm primary --force` and a manual start.
+        if s.async_promotion_needs_force && (d as u8) < (DiskView::Outdated as u8) {
+            d = DiskView::Outdated;
+        }
         if (d as u8) > (out.disk as u8) {
             out.disk = d;
         }
@@ -83,7 +89,16 @@ mod tests {
             size: 64 << 20,
             last_verify: None,
             detached: None,
+            async_promotion_needs_force: false,
         }
+    }
+
+    #[test]
+    fn an_async_secondary_that_lost_its_peer_is_no_failover_target() {
+        let mut s = snap(DiskState::UpToDate, ConnState::Connecting, DiskState::DUnknown, Role::Unknown);
+        assert_eq!(volumes_view(&[Some(s.clone())]).disk, DiskView::UpToDate);
+        s.async_promotion_needs_force = true;
+        assert_eq!(volumes_view(&[Some(s)]).disk, DiskView::Outdated);
     }
 
     #[test]

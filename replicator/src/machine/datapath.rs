@@ -119,7 +119,10 @@ impl Node {
                 self.next_seq += 1;
                 let chunk = w.data.slice(at as usize..(at + n) as usize);
                 self.peer_seq_insert(seq, w.id);
-                self.send(conn, Frame::Data { seq, offset: w.offset + at, flags: if w.fua { DATA_FUA } else { 0 }, data: chunk });
+                // Protocol A: the first frame after an early acknowledgement opens a new epoch.
+                let epoch = if at == 0 { self.epoch_flag() } else { 0 };
+                let flags = if w.fua { DATA_FUA } else { 0 } | epoch;
+                self.send(conn, Frame::Data { seq, offset: w.offset + at, flags, data: chunk });
                 pending += 1;
                 at += n;
             }
@@ -136,6 +139,7 @@ impl Node {
             replicated: replicate,
             sent_ms: self.now_ms,
             fua: w.fua,
+            early_acked: false,
         });
         self.last_app_write_ms = self.now_ms;
         true
@@ -207,11 +211,35 @@ impl Node {
     }
 
     fn maybe_complete_write(&mut self, id: u64) {
+        let local_done = self.writes.get(&id).is_some_and(|w| w.local_done);
+        if local_done && self.may_ack_early(id) {
+            // Protocol A: on the local disk and queued to the peer; the entry stays until the
+            // peer's WriteAck (activity log, conflicts, out-of-sync marking if the link drops).
+            if let Some(w) = self.writes.get_mut(&id) {
+                w.early_acked = true;
+                let len = w.len;
+                self.stats.written_bytes += len;
+            }
+            self.proto_a.epoch_due = true;
+            self.stats.async_early_acks += 1;
+            self.complete(id, Ok(()));
+            return;
+        }
         let ready = self.writes.get(&id).is_some_and(|w| w.local_done && w.peer_pending == 0);
         if !ready {
             return;
         }
         let Some(w) = self.writes.remove(&id) else { return };
+        if w.early_acked {
+            // Acknowledged already; the peer has it now (or its blocks were marked out of sync when
+            // it was lost or failed it): it owes a flush like any write (`barrier.rs`).
+            self.hold_until_flushed(w.offset, w.len, w.extents, w.replicated, w.fua);
+            self.start_waiting_flushes();
+            self.start_waiting_writes();
+            self.pump_resync();
+            self.pump_verify();
+            return;
+        }
         let result = match (self.diskless(), w.local_error) {
             // Only the peer's disk counts now (a local copy, if any, is on a detached disk).
             (true, _) if w.replicated => {
@@ -324,7 +352,8 @@ impl Node {
     }
 
     pub(crate) fn on_app_flush(&mut self, id: u64) {
-        self.start_flush(Some(id));
+        // Under protocol C nothing is ever early-acknowledged: this starts the flush at once.
+        self.app_flush_or_wait(id);
     }
 
     /// Completes an application write or flush, unless acknowledgements are held back (a success is
@@ -444,9 +473,9 @@ impl Node {
             return;
         }
         self.stats.received_bytes += len;
-        let fua = flags & DATA_FUA != 0;
-        let token = self.token(Purpose::PeerWrite { conn, seq, offset, len, fua });
-        self.out.push(Action::DiskWrite { token, offset, data, fua });
+        // Issued at once, unless it opens an epoch while earlier ones are still on the disk
+        // (protocol A, `protocol_a.rs`); protocol C never sets the epoch flag.
+        self.peer_data_ordered(super::protocol_a::HeldPeerWrite { conn, seq, offset, flags, data });
     }
 
     pub(crate) fn peer_write_done(&mut self, conn: u64, seq: u64, offset: u64, len: u64, fua: bool, result: Result<(), String>) {

@@ -198,7 +198,7 @@ impl Node {
         let params = Params {
             resource: self.p.resource.clone(),
             data_size: self.p.data_size,
-            protocol: b'C',
+            protocol: self.p.protocol.wire_byte(),
             after_sb_0pri: pol.after_sb_0pri.code(),
             after_sb_1pri: pol.after_sb_1pri.code(),
             after_sb_2pri: pol.after_sb_2pri.code(),
@@ -232,8 +232,8 @@ impl Node {
             self.abort(conn, &msg, false);
             return;
         }
-        if p.protocol != b'C' {
-            self.abort(conn, "peer uses a replication protocol other than C", false);
+        if let Err(msg) = self.check_peer_protocol(p.protocol) {
+            self.abort(conn, &msg, false);
             return;
         }
         let theirs = Policies {
@@ -685,6 +685,7 @@ impl Node {
             self.out.push(Action::SetConnecting(false));
             self.set_conn(ConnState::StandAlone);
         }
+        self.async_link_lost();
         self.peer_lost_for_inflight();
         self.pr_peer_lost();
         self.resize_link_lost();

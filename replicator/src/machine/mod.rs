@@ -22,6 +22,7 @@ pub mod split_brain;
 mod verify;
 mod repair;
 mod options;
+pub mod protocol_a;
 #[cfg(test)]
 mod test_support;
 
@@ -29,6 +30,7 @@ pub use verify::verify_digest;
 pub use csums::{CsumAlg, CsumsOptions};
 pub use options::LiveOptions;
 pub use resync_controller::ControllerOptions;
+pub use protocol_a::{AsyncOptions, OnLag, ReplProtocol};
 
 pub use snapshot::VerifyOutcome;
 pub use node::{Action, InFlight, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};

@@ -93,6 +93,8 @@ pub struct NodeParams {
     pub detach_on_io_error: bool,
     /// Versions offered in Hello: [`crate::wire::frame::PROTOCOLS`] (lower: a test emulating an older release).
     pub protocols: VersionRange,
+    /// Replication protocol C (synchronous) or A (asynchronous, `protocol_a.rs`); agreed in Params.
+    pub protocol: super::protocol_a::ReplProtocol,
 }
 
 /// The superblock fields the state machine owns.
@@ -259,6 +261,8 @@ pub(crate) struct AppWrite {
     pub sent_ms: u64,
     /// FUA: stable on both disks when it completes (owes nothing to a later flush).
     pub fua: bool,
+    /// Protocol A: already acknowledged to the application, before the peer's WriteAck.
+    pub early_acked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -394,6 +398,8 @@ pub struct Node {
     pub(crate) pr_inflight: Option<super::pr::PrInflight>,
     pub(crate) peer_protocols: Option<VersionRange>,
     pub(crate) resize: super::resize::ResizeState,
+    /// Protocol A: epochs, flushes waiting for early-acknowledged writes, the peer's held writes.
+    pub(crate) proto_a: super::protocol_a::AsyncState,
     pub(crate) out: Vec<Action>,
 }
 
@@ -468,6 +474,7 @@ impl Node {
             pr_inflight: None,
             peer_protocols: None,
             resize: Default::default(),
+            proto_a: Default::default(),
             out: Vec::new(),
         };
         // The activity log (if the last run was not clean) is already folded into `bitmap`: write the
@@ -596,6 +603,7 @@ impl Node {
             size: self.p.data_size,
             last_verify: self.verify_keeping.last,
             detached: self.detached,
+            async_promotion_needs_force: self.role != Role::Primary && self.async_promotion_guard(false).is_err(),
         }
     }
 
@@ -648,6 +656,7 @@ impl Node {
         self.pump_resync();
         self.pump_verify();
         self.barrier_on_tick();
+        self.lag_on_tick();
         // Lazily write bitmap pages changed by resync progress or disconnected writes (stale set bits
         // only cost extra resync; set bits of live extents are covered by the activity log).
         if self.now_ms.saturating_sub(self.last_bm_flush_ms) >= 5_000 {
@@ -664,6 +673,10 @@ impl Node {
             self.log(true, format!("completion for unknown disk token {token}"));
             return;
         };
+        if matches!(purpose, Purpose::PeerWrite { .. }) {
+            // Releases the peer's writes held behind an epoch boundary (`protocol_a.rs`).
+            self.peer_write_left_disk();
+        }
         // A request of the peer's on a link still up (a detached Secondary stays connected) is answered
         // as failed below; the peer marks its blocks.
         let peer_asks = matches!(purpose, Purpose::PeerWrite { conn, .. } | Purpose::PeerFlush { conn, .. } | Purpose::PeerRead { conn, .. } if self.up_conn() == Some(conn));

@@ -1,5 +1,8 @@
 //! Options a running resource takes without a restart (`haadm adjust`): the resync rate, the link
-//! timers, c-min-rate, the resync controller (c-plan-ahead, c-fill-target, c-max-rate), the split-brain policies, peer authentication, verify-alg, csums-alg and the fencing flags. The rate
+//! timers, c-min-rate, the resync controller (c-plan-ahead, c-fill-target, c-max-rate), the split-brain
+//! policies, peer authentication, verify-alg, csums-alg, the fencing flags and protocol A's lag bound
+//! and failover permission (from the next write and tick; the protocol itself is agreed in the
+//! handshake and never changes on a running resource). The rate
 //! and the timers count from the next tick; what the handshake exchanges (policies, verify-alg, the
 //! secret) is used from the next connection, so an established link is never renegotiated under I/O.
 
@@ -25,6 +28,9 @@ pub struct LiveOptions {
     pub verify_alg: String,
     /// Taken by the next resync this node runs as SyncSource (a running one keeps its choice).
     pub csums: super::csums::CsumsOptions,
+    /// Only the settings of protocol A are taken (`max-lag`, `on-lag`, ...): a change between C and A
+    /// is ignored here (clusterd refuses it while the resource is attached).
+    pub protocol: super::protocol_a::ReplProtocol,
 }
 
 impl LiveOptions {
@@ -42,6 +48,7 @@ impl LiveOptions {
             timing: p.timing,
             verify_alg: p.verify_alg.clone(),
             csums: p.csums,
+            protocol: p.protocol,
         }
     }
 }
@@ -72,6 +79,11 @@ impl Node {
         self.p.timing = o.timing;
         self.p.verify_alg = o.verify_alg;
         self.p.csums = o.csums;
+        if o.protocol.is_async() == self.p.protocol.is_async() {
+            self.p.protocol = o.protocol;
+        } else if o.protocol != self.p.protocol {
+            self.log(true, format!("{}: protocol {} -> {} ignored on a running resource (agreed at connect; take the resource down and up)", self.p.resource, self.p.protocol.name(), o.protocol.name()));
+        }
         if before != (self.p.resync_rate, self.p.timing) {
             let rate = self.p.resync_rate.map_or("unlimited".to_string(), |r| format!("{} KiB/s", r / 1024));
             self.log(false, format!("{}: options adjusted (resync rate {rate})", self.p.resource));

@@ -20,6 +20,11 @@ pub struct Stats {
     /// Resync bytes found equal on both disks by their digests (`csums-alg`) and so not sent (counted
     /// on both sides).
     pub resync_csum_equal_bytes: u64,
+    /// Protocol A: writes acknowledged before the peer's WriteAck (`protocol_a.rs`).
+    pub async_early_acks: u64,
+    /// Protocol A: completions of local writes not acknowledged early because the lag was beyond the
+    /// bound (`max-lag` / `max-lag-time`); such a write completes on the peer's WriteAck.
+    pub async_lag_waits: u64,
 }
 
 /// Requests in flight at the moment of a snapshot (drbd-reactor's upperpending / lowerpending /
@@ -82,6 +87,9 @@ pub struct Snapshot {
     pub last_verify: Option<VerifyOutcome>,
     /// Why the disk is Diskless: `detach` on request or `on-io-error detach` (None: not detached).
     pub detached: Option<super::detach::DetachCause>,
+    /// Protocol A: a Secondary whose peer is not connected may miss writes the old Primary acknowledged;
+    /// promotion needs `--force` (or `net.allow-async-failover`), so clusterd's failover leaves it alone.
+    pub async_promotion_needs_force: bool,
 }
 
 /// How an online verify run from this node ended (machine clock: milliseconds since attach).

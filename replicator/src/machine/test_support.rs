@@ -28,6 +28,7 @@ pub(crate) fn established_node(name: &str, peer: &str, size: u64, bitmap: Option
         csums: Default::default(),
         detach_on_io_error: false,
         protocols: crate::wire::frame::PROTOCOLS,
+        protocol: Default::default(),
     };
     tune(&mut p);
     let persisted = Persisted { uuids: Uuids { current: 0x1234, ..Default::default() }, flags: flags::CONSISTENT | flags::AL_CLEAN };

@@ -15,6 +15,7 @@ impl Node {
         if self.peer_role == Role::Primary {
             return Err("the peer is Primary; demote it first (single-primary mode)".into());
         }
+        self.async_promotion_guard(force)?;
         if self.disk == DiskState::UpToDate || force {
             if self.disk == DiskState::Diskless {
                 return Err("no local disk".into());

@@ -254,6 +254,7 @@ pub fn params(i: usize, size: u64, policies: Policies) -> NodeParams {
         csums: Default::default(),
         detach_on_io_error: false,
         protocols: crate::wire::frame::PROTOCOLS,
+        protocol: Default::default(),
     }
 }
 
