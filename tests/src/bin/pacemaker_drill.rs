@@ -151,7 +151,17 @@ fn kill_cycle(pm: &PmLab, writer: &WriterHandle, victim: usize) -> Result<Sample
 fn move_group(pm: &PmLab, writer: &WriterHandle, to: usize) -> Result<Duration> {
     let from = 1 - to;
     let t = Instant::now();
-    pm.node_ok(from, &["timeout", "120", "pcs", "resource", "move", "iscsi-group", NODES[to]])?;
+    let mv = ["timeout", "120", "pcs", "resource", "move", "iscsi-group", NODES[to]];
+    if let Err(e) = pm.node_ok(from, &mv) {
+        // The volume agent sets a node's promotion score from its monitor (every 10 s). A resync that
+        // ends just after the returning node's monitor leaves its old score until the next one, and pcs
+        // refuses a move that its simulation shows would not happen. Clear the move's constraint, let
+        // one monitor interval pass, and ask once more.
+        println!("pcs resource move refused ({e:#}); retrying once after a monitor interval");
+        pm.node_ok(from, &["timeout", "60", "pcs", "resource", "clear", "iscsi-group"])?;
+        std::thread::sleep(Duration::from_secs(12));
+        pm.node_ok(from, &mv)?;
+    }
     wait_holder(pm, to, GROUP_LIMIT)?;
     writer.wait_ack_after(Instant::now(), RESUME_LIMIT)?;
     writer.wait_acked(writer.acked_count() + STEADY_WRITES, RESUME_LIMIT)?;
