@@ -188,7 +188,7 @@ pub fn event(kind: &str, name: &str, s: &Snapshot) -> Event {
 /// The cluster part of `status`: membership per link and the sequencer's view of the group.
 pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> ClusterStatus {
     let mut out = ClusterStatus { generation: view.generation, configured: true, ..Default::default() };
-    if let Some(s) = &view.sequencer {
+    if let Some(s) = view.sequencer() {
         out.phase = s.phase.name().to_string();
         out.epoch = s.epoch;
         out.group_holder = s.holder.as_ref().map(|(n, _)| n.clone()).unwrap_or_default();
@@ -213,7 +213,7 @@ pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> C
             last_failure: s.last_failure.clone().unwrap_or_default(),
             handoff: if handoff == "None" { String::new() } else { handoff },
             access: g.access.to_string(),
-            ports: g.ports.clone(),
+            ports: g.ports(),
         });
     }
     out.nodes.push(NodeStatus { name: me.to_string(), online: true, standby: false });
@@ -254,7 +254,7 @@ pub fn cluster_status(view: &crate::daemon::cluster::ClusterView, me: &str) -> C
 pub fn cluster_event(kind: &str, view: &crate::daemon::cluster::ClusterView) -> Event {
     let kv = |k: &str, v: String| KeyValue { key: k.into(), value: v };
     let mut fields = Vec::new();
-    if let Some(s) = &view.sequencer {
+    if let Some(s) = view.sequencer() {
         fields.push(kv("holder", s.holder.as_ref().map(|(n, _)| n.clone()).unwrap_or_else(|| "-".into())));
         fields.push(kv("phase", s.phase.name().into()));
         fields.push(kv("epoch", s.epoch.to_string()));

@@ -49,21 +49,31 @@ pub struct GroupView {
     pub status: SequencerStatus,
     /// `vip`, `alua` or `both`.
     pub access: &'static str,
-    /// ALUA: each target port group's state on this node (`2:active/optimized 3:standby`), else "".
-    pub ports: String,
-    /// ALUA: (target port group, state name) as in `ports`, for metrics.
+    /// ALUA: each target port group's state on this node (empty for `access: vip`).
     pub alua: Vec<(u16, &'static str)>,
+}
+
+impl GroupView {
+    /// The ALUA states as status shows them: `2:active/optimized 3:standby` ("" without ALUA).
+    pub fn ports(&self) -> String {
+        self.alua.iter().map(|(id, st)| format!("{id}:{st}")).collect::<Vec<_>>().join(" ")
+    }
 }
 
 /// What `haadm status` shows about the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     pub generation: u64,
-    /// The first group's sequencer (what a single-group consumer shows).
-    pub sequencer: Option<SequencerStatus>,
     /// Every group, in configuration order.
     pub groups: Vec<GroupView>,
     pub membership: Option<MembershipStatus>,
+}
+
+impl ClusterView {
+    /// The first group's sequencer (what a single-group consumer shows).
+    pub fn sequencer(&self) -> Option<&SequencerStatus> {
+        self.groups.first().map(|g| &g.status)
+    }
 }
 
 /// Handle held by the daemon and the control API.
@@ -430,18 +440,14 @@ impl Driver {
         let groups: Vec<GroupView> = self
             .groups
             .iter()
-            .map(|g| {
-                let alua: Vec<(u16, &'static str)> = g.steps.targets.access_states(g.name()).iter().map(|(id, st)| (*id, super::alua_ports::state_name(*st))).collect();
-                GroupView {
-                    name: g.name().to_string(),
-                    status: g.seq.status(),
-                    access: g.config.access.name(),
-                    ports: alua.iter().map(|(id, st)| format!("{id}:{st}")).collect::<Vec<_>>().join(" "),
-                    alua,
-                }
+            .map(|g| GroupView {
+                name: g.name().to_string(),
+                status: g.seq.status(),
+                access: g.config.access.name(),
+                alua: g.steps.targets.access_states(g.name()).iter().map(|(id, st)| (*id, super::alua_ports::state_name(*st))).collect(),
             })
             .collect();
-        ClusterView { generation, sequencer: groups.first().map(|g| g.status.clone()), groups, membership }
+        ClusterView { generation, groups, membership }
     }
 }
 

@@ -73,7 +73,7 @@ impl Supervised {
         let mut parts = Vec::new();
         if let Some(c) = &self.cluster {
             let v = c.view();
-            match &v.sequencer {
+            match v.sequencer() {
                 Some(s) => {
                     let holder = s.holder.as_ref().map_or("nobody".to_string(), |(n, _)| n.clone());
                     parts.push(format!("group {} (holder {holder}, epoch {})", s.phase.name(), s.epoch));
@@ -89,7 +89,7 @@ impl Supervised {
             parts.push(format!("waiting for {}: {}", p.name, p.error.as_deref().unwrap_or("not up")));
         }
         // The group loop publishes its first view after its first pass: heartbeats run by then.
-        let cluster_running = self.cluster.as_ref().is_none_or(|c| c.view().sequencer.is_some());
+        let cluster_running = self.cluster.as_ref().is_none_or(|c| c.view().sequencer().is_some());
         if self.external_manager {
             parts.push("resources are Pacemaker's to bring up".into());
             return (true, parts.join("; "));

@@ -31,6 +31,15 @@ fn key(group: Option<&str>) -> String {
     group.unwrap_or_default().to_string()
 }
 
+/// Sets the ALUA states of `group`'s targets in its node-portal runtime, if that runs.
+fn apply_states(running: &BTreeMap<String, TargetRuntime>, group: &str, states: &[(u16, iscsi_target::scsi::alua::AccessState)]) {
+    if let Some(r) = running.get(&alua_key(group)) {
+        for (_, a) in r.alua().iter().filter(|(g, _)| g == group) {
+            a.set_states(states);
+        }
+    }
+}
+
 /// The running-map key of an ALUA group's node-portal target (issue 17).
 fn alua_key(group: &str) -> String {
     format!("alua:{group}")
@@ -173,22 +182,13 @@ impl TargetHost {
     /// unchanged state changes nothing; a change gives every nexus UA 2A/06.
     pub fn set_access_states(&self, group: &str, states: &[(u16, iscsi_target::scsi::alua::AccessState)]) {
         let Ok(running) = self.running.try_lock() else { return };
-        if let Some(r) = running.get(&alua_key(group)) {
-            for (_, a) in r.alua().iter().filter(|(g, _)| g == group) {
-                a.set_states(states);
-            }
-        }
+        apply_states(&running, group, states);
     }
 
     /// [`set_access_states`](Self::set_access_states) for a step, which must not be skipped: waits
     /// for a start or stop that holds the targets.
     pub async fn set_access_states_now(&self, group: &str, states: &[(u16, iscsi_target::scsi::alua::AccessState)]) {
-        let running = self.running.lock().await;
-        if let Some(r) = running.get(&alua_key(group)) {
-            for (_, a) in r.alua().iter().filter(|(g, _)| g == group) {
-                a.set_states(states);
-            }
-        }
+        apply_states(&*self.running.lock().await, group, states);
     }
 
     /// ALUA group not held here: its LUs re-read the reservations the holder replicates, so PERSISTENT

@@ -193,7 +193,7 @@ pub struct SessionDoc {
 
 impl Sample {
     pub fn doc(&self) -> StatusDoc {
-        let seq = self.cluster.as_ref().and_then(|c| c.view.sequencer.as_ref());
+        let seq = self.cluster.as_ref().and_then(|c| c.view.sequencer());
         let membership = self.cluster.as_ref().and_then(|c| c.view.membership.as_ref());
         let holder = seq.and_then(|s| s.holder.as_ref().map(|(n, _)| n.clone()));
         let cluster = seq.map(|s| ClusterDoc {
