@@ -11,7 +11,10 @@
 //! reference that saturates the disk the ratio cannot exceed ~0.5 whatever the engine does. A separate
 //! device (the script uses tmpfs) stands for the peer's own disk on a second machine.
 
+mod proc_counters;
 mod resync_ctl;
+
+use proc_counters::ProcCounters;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -40,10 +43,12 @@ struct Opts {
     csums_only: bool,
     /// Run only the resync controller section (issue 18, `resync_ctl.rs`).
     resync_ctl: bool,
+    /// Skip the verify and checksum-resync sections (for profiling the write and resync phases).
+    writes_only: bool,
 }
 
 fn opts() -> Result<Opts> {
-    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false, peer_dir: None, csums_only: false, resync_ctl: false };
+    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false, peer_dir: None, csums_only: false, resync_ctl: false, writes_only: false };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -61,6 +66,7 @@ fn opts() -> Result<Opts> {
             "--peer-dir" => o.peer_dir = Some(PathBuf::from(v)),
             "--csums-only" => o.csums_only = v.parse()?,
             "--resync-ctl" => o.resync_ctl = v.parse()?,
+            "--writes-only" => o.writes_only = v.parse()?,
             _ => bail!("unknown option {a}"),
         }
     }
@@ -337,17 +343,26 @@ async fn main() -> Result<()> {
     println!("initial full sync of {} MiB: {:.1} s ({full:.0} MiB/s)", a.size() >> 20, t.as_secs_f64());
     // Online verify of the now identical pair, against dd reading the Primary's file once.
     let dd = dd_read(&disk_dir(&o, 0).join("bench-a.img"))?;
-    let verify_sha1 = verify_speed(&o, &a, &b, "sha1").await?;
-    let verify_crc = verify_speed(&o, &a, &b, "crc32c").await?;
+    let (verify_sha1, verify_crc) = if o.writes_only {
+        (0.0, 0.0)
+    } else {
+        (verify_speed(&o, &a, &b, "sha1").await?, verify_speed(&o, &a, &b, "crc32c").await?)
+    };
 
     // Replicated.
+    let c0 = ProcCounters::now();
     let rep_4k = rand_4k(&a, o.seconds).await?;
+    let c1 = ProcCounters::now();
     let rep_1m = seq_1m(&a, 0, seq_bytes, o.seq_qd).await?;
+    let c2 = ProcCounters::now();
     // Disconnected (the same engine, no peer): its writes become the dirty blocks of the resync test.
     a.verb(Verb::Disconnect).await.map_err(anyhow::Error::msg)?;
     b.verb(Verb::Disconnect).await.map_err(anyhow::Error::msg)?;
+    let c3 = ProcCounters::now();
     let solo_4k = rand_4k(&a, o.seconds).await?;
+    let c4 = ProcCounters::now();
     let solo_1m = seq_1m(&a, 0, seq_bytes, o.seq_qd).await?;
+    let c5 = ProcCounters::now();
     // Resync, unlimited: mark exactly resync_mib of blocks dirty on top (sequential region).
     // Amounts come from the engine's own counter of blocks the resync moved (the published status
     // snapshot is refreshed every 20 ms and would miss the last writes).
@@ -388,6 +403,21 @@ async fn main() -> Result<()> {
     println!("| 4 KiB random write, QD32 | {rep_4k:.0} IOPS | {solo_4k:.0} IOPS | {:.2} |", rep_4k / solo_4k);
     println!("| 1 MiB sequential write, QD{} | {rep_1m:.0} MiB/s | {solo_1m:.0} MiB/s | {:.2} |", o.seq_qd, rep_1m / solo_1m);
     println!();
+    // What each write cost (both nodes together when replicated), counted by the kernel.
+    let writes_4k = |iops: f64| (iops * o.seconds as f64).round() as u64;
+    let writes_1m = seq_bytes >> 20;
+    println!("| per write (kernel's counts, both nodes) | context switches | read/write syscalls | bytes through them (copies) |");
+    println!("|---|---|---|---|");
+    for (what, after, before, n, unit) in [
+        ("4 KiB replicated", c1, c0, writes_4k(rep_4k), 4096.0),
+        ("4 KiB disconnected", c4, c3, writes_4k(solo_4k), 4096.0),
+        ("1 MiB replicated", c2, c1, writes_1m, 1048576.0),
+        ("1 MiB disconnected", c5, c4, writes_1m, 1048576.0),
+    ] {
+        let (cs, sc, bytes) = after.per_op(&before, n);
+        println!("| {what} | {cs:.2} | {sc:.2} | {:.0} ({:.2}x the data) |", bytes, bytes / unit);
+    }
+    println!();
     println!("| resync | dirty | achieved | reference | ratio |");
     println!("|---|---|---|---|---|");
     println!("| unlimited | {resync_mib:.0} MiB | {resync_unl:.0} MiB/s | disconnected 1 MiB write {solo_1m:.0} MiB/s | {:.2} |", resync_unl / solo_1m);
@@ -397,7 +427,9 @@ async fn main() -> Result<()> {
     println!("|---|---|---|---|");
     println!("| verify-alg sha1 (default) | {verify_sha1:.0} MiB/s | dd sequential read of the file {dd:.0} MiB/s | {:.2} |", verify_sha1 / dd);
     println!("| verify-alg crc32c | {verify_crc:.0} MiB/s | dd sequential read of the file {dd:.0} MiB/s | {:.2} |", verify_crc / dd);
-    csums_comparison(&o).await?;
+    if !o.writes_only {
+        csums_comparison(&o).await?;
+    }
     let _ = std::fs::remove_dir_all(&o.dir);
     if let Some(d) = &o.peer_dir {
         let _ = std::fs::remove_dir_all(d);

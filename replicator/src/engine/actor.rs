@@ -5,7 +5,7 @@
 
 use super::bufpool::BufPool;
 use super::disk::{DataDisk, DiskJob, DiskPool};
-use super::transport::{self, TransportCmd, TransportSpec};
+use super::transport::{self, Outboxes, TransportCmd, TransportSpec};
 use super::{EngineError, IoErrorPolicy, Msg, Shared, Verb, VolumeSpec, IO_ERROR_HANDLER_EVERY};
 use crate::machine::{Action, Input, IoFailure, Node, Persisted, Snapshot};
 use crate::wire::frame::Frame;
@@ -22,6 +22,9 @@ use tokio::sync::{mpsc::UnboundedSender, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 const TICK: Duration = Duration::from_millis(20);
+
+/// Messages stepped in one turn before the frames they produced are written (and the tick checked).
+const BATCH: usize = 64;
 
 /// Where a verb's answer goes.
 type VerbReply = oneshot::Sender<Result<String, String>>;
@@ -40,6 +43,10 @@ struct Actor {
     /// Completions of inline writes, stepped after the action list that issued them.
     inline_done: Vec<Input>,
     transport: Option<UnboundedSender<TransportCmd>>,
+    /// Where frames go (see `outbox.rs`), and the frames of the current batch: written once the
+    /// actor has nothing more to step right now, so one batch costs one `writev`.
+    outboxes: Option<Outboxes>,
+    pending_sends: Vec<(u64, Frame)>,
     shutdown: CancellationToken,
     shared: Arc<Shared>,
     snap_tx: watch::Sender<Snapshot>,
@@ -149,6 +156,10 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         }
         _ => None,
     };
+    let (transport, outboxes) = match transport {
+        Some((t, o)) => (Some(t), Some(o)),
+        None => (None, None),
+    };
     let mut actor = Actor {
         node,
         store: Some(store),
@@ -158,6 +169,8 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         detach_reply: None,
         inline_done: Vec::new(),
         transport,
+        outboxes,
+        pending_sends: Vec::new(),
         shutdown,
         shared: Arc::clone(&shared),
         snap_tx,
@@ -180,6 +193,7 @@ pub(crate) async fn start(spec: VolumeSpec) -> Result<Arc<Shared>, EngineError> 
         let a = actor.node.step(Input::Connect { discard_my_data: false });
         actor.execute(a);
     }
+    actor.flush_sends();
     std::thread::Builder::new()
         .name(format!("repl-{name}"))
         .spawn(move || actor.run(rx))
@@ -196,17 +210,37 @@ fn device_size(f: &std::fs::File) -> std::io::Result<u64> {
 impl Actor {
     fn run(mut self, rx: Receiver<Msg>) {
         let mut next_tick = Instant::now() + TICK;
+        let mut carry: Option<Msg> = None;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(timeout) {
-                Ok(Msg::Down { reply }) => {
-                    let a = self.node.step(Input::Down);
-                    self.execute(a);
-                    self.stop();
-                    let _ = reply.send(());
-                    return;
+            let got = match carry.take() {
+                Some(m) => Ok(m),
+                None => rx.recv_timeout(timeout),
+            };
+            match got {
+                Ok(first) => {
+                    // Step what else has arrived (bounded) before writing the frames all of it
+                    // produced: a burst of Data frames is answered with one write of its WriteAcks.
+                    let mut next = Some(first);
+                    for _ in 0..BATCH {
+                        let Some(m) = next.take() else { break };
+                        if let Msg::Down { reply } = m {
+                            let a = self.node.step(Input::Down);
+                            self.execute(a);
+                            self.flush_sends();
+                            self.stop();
+                            let _ = reply.send(());
+                            return;
+                        }
+                        self.handle(m);
+                        next = rx.try_recv().ok();
+                    }
+                    self.flush_sends();
+                    if let Some(m) = next {
+                        // The bound was reached: this one starts the next turn, after the tick.
+                        carry = Some(m);
+                    }
                 }
-                Ok(m) => self.handle(m),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.stop();
@@ -222,6 +256,7 @@ impl Actor {
                 }
                 let a = self.node.step(Input::Tick { now_ms });
                 self.execute(a);
+                self.flush_sends();
                 self.publish();
             }
         }
@@ -508,8 +543,12 @@ impl Actor {
         let mut changed = false;
         for a in actions {
             match a {
-                Action::Send { conn, frame } => self.to_transport(TransportCmd::Send { conn, frame }),
-                Action::Close { conn } => self.to_transport(TransportCmd::Close { conn }),
+                Action::Send { conn, frame } => self.pending_sends.push((conn, frame)),
+                // Frames sent before a close go out before it.
+                Action::Close { conn } => {
+                    self.flush_sends();
+                    self.to_transport(TransportCmd::Close { conn });
+                }
                 Action::SetConnecting(on) => self.to_transport(TransportCmd::SetConnecting(on)),
                 // WHY inline: a small buffered write is a page-cache copy that the inode lock serialises
                 // anyway; handing it to a disk thread costs two thread wake-ups per write on each node,
@@ -671,6 +710,25 @@ impl Actor {
                 true
             }
         });
+    }
+
+    /// Write the frames of the current batch, each connection's in one go.
+    fn flush_sends(&mut self) {
+        if self.pending_sends.is_empty() {
+            return;
+        }
+        let mut sends = std::mem::take(&mut self.pending_sends);
+        let Some(outboxes) = &self.outboxes else { return };
+        while !sends.is_empty() {
+            let conn = sends[0].0;
+            let out = outboxes.lock().unwrap_or_else(|e| e.into_inner()).get(&conn).cloned();
+            let (mine, rest): (Vec<_>, Vec<_>) = sends.into_iter().partition(|(c, _)| *c == conn);
+            sends = rest;
+            // A connection that is gone drops its frames, as its channel did before.
+            if let Some(out) = out {
+                out.send(mine.into_iter().map(|(_, f)| f));
+            }
+        }
     }
 
     fn to_transport(&self, cmd: TransportCmd) {

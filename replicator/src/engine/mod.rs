@@ -7,6 +7,7 @@ pub mod actor;
 pub mod bufpool;
 pub mod disk;
 pub mod meta_locator;
+pub mod outbox;
 pub mod transport;
 mod save_blocks;
 

@@ -1,29 +1,34 @@
 //! TCP for the replication link: one connection per resource on its dedicated address:port. The node
 //! whose name sorts first connects (from its own address, so traffic stays on the dedicated link); the
 //! other listens and accepts only the peer's address. Each connection gets a reader task (frames →
-//! state machine) and a writer task (batches queued frames into few writes). The state machine decides
-//! what a connection means; this module only moves bytes.
+//! state machine) and an [`Outbox`] that the actor sends through (`outbox.rs`: small batches written by
+//! the actor itself, the rest by a writer task). The state machine decides what a connection means;
+//! this module only moves bytes.
 
 use super::bufpool::BufPool;
+use super::outbox::Outbox;
 use crate::machine::Input;
-use crate::wire::frame::{block_data_lead, decode, decode_payload, encode_split, peek_header, Frame, WireError, HEADER_LEN};
-use bytes::{Buf, Bytes, BytesMut};
-use std::collections::{HashMap, VecDeque};
+use crate::wire::frame::{block_data_lead, decode, decode_payload, peek_header, Frame, WireError, HEADER_LEN};
+use bytes::{Buf, BytesMut};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
-/// Commands from the state machine's actor.
+/// Commands from the state machine's actor (frames go straight to the connection's [`Outbox`]).
 #[derive(Debug)]
 pub enum TransportCmd {
     SetConnecting(bool),
-    Send { conn: u64, frame: Frame },
     Close { conn: u64 },
 }
+
+/// The open connections' outboxes, by connection id: registered before the connection is announced
+/// to the actor (`Input::TransportUp`), removed when it closes.
+pub type Outboxes = Arc<Mutex<HashMap<u64, Arc<Outbox>>>>;
 
 pub struct TransportSpec {
     pub local: SocketAddr,
@@ -49,8 +54,10 @@ pub async fn start(
     spec: TransportSpec,
     to_actor: ToActor,
     shutdown: CancellationToken,
-) -> std::io::Result<UnboundedSender<TransportCmd>> {
+) -> std::io::Result<(UnboundedSender<TransportCmd>, Outboxes)> {
     let (cmd_tx, mut cmd_rx) = unbounded_channel::<TransportCmd>();
+    let outboxes: Outboxes = Arc::default();
+    let registry = Arc::clone(&outboxes);
     let (ev_tx, mut ev_rx) = unbounded_channel::<Event>();
     if !spec.connector {
         // Accepted sockets inherit the listener's buffer sizes (set before listen, so the window scale
@@ -92,7 +99,8 @@ pub async fn start(
         }
     });
     tokio::spawn(async move {
-        let mut conns: HashMap<u64, (UnboundedSender<Frame>, CancellationToken)> = HashMap::new();
+        let mut conns: HashMap<u64, CancellationToken> = HashMap::new();
+        let unregister = |conn: u64| registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&conn);
         let mut next_conn = 1u64;
         let mut connecting = false;
         let mut dialing = false;
@@ -118,14 +126,12 @@ pub async fn start(
             };
             match ev {
                 Event::Cmd(TransportCmd::SetConnecting(on)) => connecting = on,
-                Event::Cmd(TransportCmd::Send { conn, frame }) => {
-                    if let Some((tx, _)) = conns.get(&conn) {
-                        let _ = tx.send(frame);
-                    }
-                }
                 Event::Cmd(TransportCmd::Close { conn }) => {
-                    // Dropping the sender lets the writer flush what is queued (e.g. an Abort) first.
-                    if let Some((_, cancel)) = conns.remove(&conn) {
+                    // The writer task writes what is queued (e.g. an Abort) first.
+                    if let Some(out) = unregister(conn) {
+                        out.close();
+                    }
+                    if let Some(cancel) = conns.remove(&conn) {
                         let c = cancel.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -136,27 +142,34 @@ pub async fn start(
                 Event::Gone(0) => dialing = false,
                 Event::Gone(conn) => {
                     conns.remove(&conn);
+                    unregister(conn);
                 }
                 Event::Stream(s) => {
                     dialing = false;
                     let conn = next_conn;
                     next_conn += 1;
                     let cancel = shutdown.child_token();
-                    let (tx, rx) = unbounded_channel::<Frame>();
-                    conns.insert(conn, (tx, cancel.clone()));
+                    conns.insert(conn, cancel.clone());
+                    let _ = s.set_nodelay(true);
+                    let (rd, wr) = s.into_split();
+                    // Registered before the actor hears of the connection, so its first frames have
+                    // somewhere to go.
+                    let out = Outbox::start(wr, cancel.clone());
+                    registry.lock().unwrap_or_else(|e| e.into_inner()).insert(conn, out);
                     // Announce the connection before its reader can deliver a frame: the reader task may
                     // run on another worker at once, and a Hello that reached the actor before
                     // TransportUp would be dropped (the handshake then fails on the next frame).
                     to_actor(Input::TransportUp { conn });
-                    run_connection(conn, s, rx, cancel, Arc::clone(&to_actor), ev_tx.clone(), spec.bufs.clone());
+                    run_reader(conn, rd, cancel, Arc::clone(&to_actor), ev_tx.clone(), spec.bufs.clone());
                 }
             }
         }
-        for (_, (_, c)) in conns {
+        for (_, c) in conns {
             c.cancel();
         }
+        registry.lock().unwrap_or_else(|e| e.into_inner()).clear();
     });
-    Ok(cmd_tx)
+    Ok((cmd_tx, outboxes))
 }
 
 /// Socket buffer size for both directions. WHY: with autotuning the buffers start small and every 1 MiB
@@ -178,51 +191,14 @@ async fn dial(local: SocketAddr, peer: SocketAddr) -> std::io::Result<TcpStream>
     sock.connect(peer).await
 }
 
-fn run_connection(
+fn run_reader(
     conn: u64,
-    stream: TcpStream,
-    mut rx: UnboundedReceiver<Frame>,
+    rd: tokio::net::tcp::OwnedReadHalf,
     cancel: CancellationToken,
     to_actor: ToActor,
     ev: UnboundedSender<Event>,
     bufs: BufPool,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let wcancel = cancel.clone();
-    tokio::spawn(async move {
-        let mut head = BytesMut::with_capacity(64 * 1024);
-        let mut chunks: VecDeque<Bytes> = VecDeque::new();
-        loop {
-            let first = tokio::select! {
-                _ = wcancel.cancelled() => break,
-                f = rx.recv() => f,
-            };
-            let Some(first) = first else { break };
-            // Batch whatever else is queued into one vectored write; block data is not copied.
-            let mut queued = 0usize;
-            let mut next = Some(first);
-            while let Some(f) = next.take() {
-                if let Some(data) = encode_split(&f, &mut head) {
-                    queued += data.len();
-                    chunks.push_back(head.split().freeze());
-                    chunks.push_back(data);
-                }
-                if queued < 8 * 1024 * 1024 {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if !head.is_empty() {
-                chunks.push_back(head.split().freeze());
-            }
-            if let Err(e) = write_all_vectored(&mut wr, &mut chunks).await {
-                tracing::debug!("replication link write failed: {e}");
-                wcancel.cancel();
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
     tokio::spawn(async move {
         let reason = tokio::select! {
             _ = cancel.cancelled() => "closed".to_string(),
@@ -301,32 +277,12 @@ async fn fill<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -
     Ok(())
 }
 
-/// Write every chunk, in order, with as few system calls as the kernel allows.
-async fn write_all_vectored(wr: &mut tokio::net::tcp::OwnedWriteHalf, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()> {
-    while !chunks.is_empty() {
-        let slices: Vec<std::io::IoSlice<'_>> = chunks.iter().take(64).map(|c| std::io::IoSlice::new(c)).collect();
-        let mut n = wr.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "replication link closed"));
-        }
-        while n > 0 {
-            let Some(front) = chunks.front_mut() else { break };
-            if n >= front.len() {
-                n -= front.len();
-                chunks.pop_front();
-            } else {
-                front.advance(n);
-                n = 0;
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::frame::encode;
+    use bytes::Bytes;
+    use tokio::io::AsyncWriteExt;
 
     fn wire(frames: &[Frame]) -> Vec<u8> {
         let mut out = BytesMut::new();
