@@ -406,16 +406,16 @@ async fn main() -> Result<()> {
     // What each write cost (both nodes together when replicated), counted by the kernel.
     let writes_4k = |iops: f64| (iops * o.seconds as f64).round() as u64;
     let writes_1m = seq_bytes >> 20;
-    println!("| per write (kernel's counts, both nodes) | context switches | read/write syscalls | bytes through them (copies) |");
-    println!("|---|---|---|---|");
+    println!("| per write (kernel's counts, both nodes) | CPU time | context switches | read/write syscalls | bytes through them (copies; a socket receive is a recv, not counted) |");
+    println!("|---|---|---|---|---|");
     for (what, after, before, n, unit) in [
         ("4 KiB replicated", c1, c0, writes_4k(rep_4k), 4096.0),
         ("4 KiB disconnected", c4, c3, writes_4k(solo_4k), 4096.0),
         ("1 MiB replicated", c2, c1, writes_1m, 1048576.0),
         ("1 MiB disconnected", c5, c4, writes_1m, 1048576.0),
     ] {
-        let (cs, sc, bytes) = after.per_op(&before, n);
-        println!("| {what} | {cs:.2} | {sc:.2} | {:.0} ({:.2}x the data) |", bytes, bytes / unit);
+        let (cpu, cs, sc, bytes) = after.per_op(&before, n);
+        println!("| {what} | {cpu:.1} µs | {cs:.2} | {sc:.2} | {:.0} ({:.2}x the data) |", bytes, bytes / unit);
     }
     println!();
     println!("| resync | dirty | achieved | reference | ratio |");

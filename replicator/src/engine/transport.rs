@@ -266,12 +266,18 @@ async fn read_frames<R: tokio::io::AsyncRead + Unpin>(mut rd: R, bufs: &BufPool,
     }
 }
 
+/// Most bytes one read into the stream buffer takes. WHY: the read that brings a block frame's header
+/// also brings the start of its payload, which is then copied into the pooled buffer; reading at most
+/// this much keeps that copy to a small part of a 1 MiB payload (it was up to 256 KiB), while a read
+/// still takes a dozen 4 KiB Data frames at once.
+const READ_CHUNK: u64 = 64 * 1024;
+
 /// Read more bytes into `buf`; the end of the stream is an error (clean between frames, else not).
 async fn fill<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<(), ReadError> {
     if buf.capacity() - buf.len() < 16 * 1024 {
         buf.reserve(256 * 1024);
     }
-    if rd.read_buf(buf).await? == 0 {
+    if (&mut *rd).take(READ_CHUNK).read_buf(buf).await? == 0 {
         return Err(if buf.is_empty() { ReadError::Closed } else { ReadError::Truncated });
     }
     Ok(())
