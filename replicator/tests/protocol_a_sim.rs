@@ -6,6 +6,9 @@
 //! in-flight writes land whole, not at all or torn) and the Primary crashes and comes back as Primary.
 //! Seeds vary the lag bound (`max-lag` bytes small or large, `max-lag-time`, `on-lag wait|disconnect`).
 //!
+//! Half the protocol-A seeds put a volatile write cache in front of both disks (what the kernel may
+//! write back, in any order, at a power loss) and replace the Secondary's crashes by power losses.
+//!
 //! The invariant of protocol A, checked after every simulated step while the Secondary's disk is
 //! Consistent (not a resync target): **the Secondary's disk is a prefix-consistent past state of the
 //! Primary's.** Each write records how many writes had been acknowledged when it was issued (`deps`, a
@@ -54,6 +57,8 @@ struct Run {
     flushes_inflight: u32,
     checks: u64,
     early_acks: u64,
+    /// Power losses of the Secondary (seeds with a volatile cache).
+    power_losses: u64,
 }
 
 fn protocol_for(seed: u64) -> ReplProtocol {
@@ -74,6 +79,11 @@ impl Run {
             p.protocol = proto;
         }
         let mut w = World::with_params(seed, SIZE, AL_EXTENTS, ps);
+        // Half the A seeds put a volatile write cache in front of the disks and cut the Secondary's
+        // power now and then: the epoch flushes must keep its media a prefix.
+        if proto.is_async() && seed.is_multiple_of(2) {
+            w.enable_volatile_cache();
+        }
         w.start(0);
         w.start(1);
         Run {
@@ -87,6 +97,7 @@ impl Run {
             flushes_inflight: 0,
             checks: 0,
             early_acks: 0,
+            power_losses: 0,
         }
     }
 
@@ -209,9 +220,14 @@ impl Run {
                     }
                     heal_at = Some(self.w.now + 50 + self.w.rng.below(3000));
                 }
-                628..631 if self.w.nodes[1].is_some() => {
+                628..631 if self.w.nodes[1].is_some() && !self.w.volatile_cache() => {
                     self.w.note("crash node1 (Secondary)".into());
                     self.w.crash(1);
+                    restart[1] = Some(self.w.now + 100 + self.w.rng.below(1500));
+                }
+                628..631 if self.w.volatile_cache() => {
+                    self.power_losses += 1;
+                    self.w.power_loss(1);
                     restart[1] = Some(self.w.now + 100 + self.w.rng.below(1500));
                 }
                 631..633 if self.w.nodes[0].is_some() => {
@@ -332,12 +348,14 @@ fn protocol_a_seeds_keep_the_secondary_prefix_consistent() {
     let mut acked = 0;
     let mut early = 0;
     let mut a_seeds = 0;
+    let mut power_losses = 0;
     for seed in 0..seeds {
         match run_seed(seed) {
             Ok(run) => {
                 checks += run.checks;
                 acked += run.acked_order.len();
                 early += run.early_acks;
+                power_losses += run.power_losses;
                 if run.proto.is_async() {
                     a_seeds += 1;
                 }
@@ -348,7 +366,8 @@ fn protocol_a_seeds_keep_the_secondary_prefix_consistent() {
             }
         }
     }
-    eprintln!("protocol A/C sim: {seeds} seeds ({a_seeds} A), {acked} acknowledged writes ({early} before the peer's ack), {checks} prefix checks");
+    eprintln!("protocol A/C sim: {seeds} seeds ({a_seeds} A), {acked} acknowledged writes ({early} before the peer's ack), {checks} prefix checks, {power_losses} power losses of the Secondary");
+    assert!(seeds < 10 || power_losses > 0, "seeds with a volatile cache must cut the Secondary's power");
     assert!(checks > seeds * 100, "the invariant must actually be checked");
     assert!(a_seeds == 0 || early > 0, "protocol A seeds must acknowledge writes early");
 }

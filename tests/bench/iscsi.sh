@@ -7,7 +7,9 @@
 # target at the VIP of the two-node lab (deploy/lab: protocol C replication to the other node over a
 # veth, both 1 GiB data files fully written, LUN with write-cache: true like the standalone one).
 # Prints one table: line, tgt, ours standalone, ours/tgt, ours replicated (VIP), replicated/tgt
-# (IOPS for 4 KiB, MiB/s for 1 MiB). Both targets run with their default write-back cache (WCE=1:
+# (IOPS for 4 KiB, MiB/s for 1 MiB), then the CPU time each target spent per request on each line
+# (user + system of every thread, from /proc: unlike the rates it does not depend on what else runs
+# on the machine; the replicated column counts both nodes). Both targets run with their default write-back cache (WCE=1:
 # SYNCHRONIZE CACHE and FUA honoured). A second table compares the write lines with no write cache on
 # either side (like against like: tgt opening the file O_SYNC, `--bsoflags sync`; ours with
 # `write-cache: false`, every WRITE stable when acknowledged), and shows what the cache is worth.
@@ -153,6 +155,29 @@ run_bench() { # url count depth size write
     sed -n 's/.*Run completed in \([0-9.]*\) seconds.*/\1/p' <<<"$out"
 }
 
+# CPU time (clock ticks, user + system, all threads) of the given processes and their children: what
+# a target spends per request, which other load on the machine does not change (unlike the rates).
+cpu_ticks() {
+    local total=0 p
+    for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
+        [[ -r /proc/$p/stat ]] || continue
+        # Fields 14 and 15 after the ")" that ends the command name.
+        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    done
+    echo "$total"
+}
+declare -A CPU_TGT CPU_OURS CPU_REPL
+# Runs run_bench: its seconds go to TIMES[NAME], the CPU ticks of PIDS during it to CPUS[NAME] (no
+# subshell, so the arrays are the caller's).
+measured_bench() { # TIMES CPUS name pids url count depth size write
+    local -n times_=$1 cpus_=$2
+    local name=$3 pids_=$4 c0
+    shift 4
+    c0=$(cpu_ticks $pids_)
+    times_[$name]=$(run_bench "$@")
+    cpus_[$name]=$(($(cpu_ticks $pids_) - c0))
+}
+
 TGT_URL="iscsi://127.0.0.1:$TGT_PORT/$TGT_IQN/1"
 OURS_URL="iscsi://127.0.0.1:$OURS_PORT/$OURS_IQN/0"
 LAB_URL="iscsi://$LAB_VIP/$LAB_IQN/0"
@@ -164,8 +189,8 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($cpu), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for spec in "${SPECS[@]}"; do
     read -r name count depth size write _ <<<"$spec"
-    T_TGT[$name]=$(run_bench "$TGT_URL" "$count" "$depth" "$size" "$write")
-    T_OURS[$name]=$(run_bench "$OURS_URL" "$count" "$depth" "$size" "$write")
+    measured_bench T_TGT CPU_TGT "$name" "${pids[0]}" "$TGT_URL" "$count" "$depth" "$size" "$write"
+    measured_bench T_OURS CPU_OURS "$name" "${pids[1]}" "$OURS_URL" "$count" "$depth" "$size" "$write"
     echo "$name: tgt ${T_TGT[$name]} s, ours standalone ${T_OURS[$name]} s" >&2
 done
 # Without a write cache on either side (write lines only; reads do not depend on it).
@@ -207,7 +232,8 @@ if [[ $SKIP_REPLICATED != 1 ]]; then
             # Where the CPU goes during the replicated 4 KiB writes: every thread of both nodes and qemu-img.
             (sleep 3; timeout 20 top -b -H -n 2 -d 3 -w 200 >"$BENCH_DIR/top-replicated-4k-write.txt" 2>&1 || true) &
         fi
-        T_REPL[$name]=$(NETNS=ha-client run_bench "$LAB_URL" "$count" "$depth" "$size" "$write")
+        lab_pids=$(pgrep -f -- "--config ${HA_LAB_DIR:-/var/tmp/ha-lab}/ha.yaml" | tr '\n' ' ')
+        NETNS=ha-client measured_bench T_REPL CPU_REPL "$name" "$lab_pids" "$LAB_URL" "$count" "$depth" "$size" "$write"
         echo "$name: ours replicated at the VIP ${T_REPL[$name]} s" >&2
     done
     wait
@@ -235,6 +261,22 @@ if t_repl:
 else:
     repl, repl_ratio = "skipped", "-"
 print(f"{name:<15} {unit:>6} {a:>9.0f} {b:>16.0f} {ratio:>9} {repl:>22} {repl_ratio:>15}")
+PY
+done
+
+echo
+echo "CPU time of the target per request (user + system, every thread; the replicated column is both nodes' clusterd)"
+printf '%-15s %10s %16s %22s %15s\n' line tgt "ours standalone" "ours replicated (VIP)" replicated/tgt
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+for spec in "${SPECS[@]}"; do
+    read -r name count _ <<<"$spec"
+    python3 - "$name" "$count" "$tick_us" "${CPU_TGT[$name]:-0}" "${CPU_OURS[$name]:-0}" "${CPU_REPL[$name]:-}" <<'PY'
+import sys
+name, count, tick_us, a, b, c = sys.argv[1:]
+per = lambda t: int(t) * int(tick_us) / int(count)
+a, b = per(a), per(b)
+repl, ratio = ("skipped", "-") if c == "" else (f"{per(c):.1f} us", f"{per(c) / a:.2f}x" if a > 0 else "n/a")
+print(f"{name:<15} {a:>7.1f} us {b:>13.1f} us {repl:>22} {ratio:>15}")
 PY
 done
 

@@ -225,6 +225,8 @@ pub(crate) enum Purpose {
     CsumLocal { conn: u64, offset: u64 },
     CsumPeerRead { conn: u64, offset: u64, len: u64, alg: u8 },
     CsumTargetFlush { conn: u64 },
+    /// Protocol A, the peer side: the flush before the first write of a new epoch (`protocol_a.rs`).
+    EpochFlush,
 }
 
 impl Purpose {
@@ -240,6 +242,7 @@ impl Purpose {
             Purpose::ResyncWrite { .. } => "resync write",
             Purpose::ResyncRead { .. } | Purpose::CsumLocal { .. } | Purpose::CsumPeerRead { .. } => "resync read",
             Purpose::CsumTargetFlush { .. } => "resync flush",
+            Purpose::EpochFlush => "flush for the peer",
             Purpose::ResyncFlush { .. } => "resync flush",
             Purpose::VerifyLocal { .. } | Purpose::PeerVerifyRead { .. } => "verify read",
         }
@@ -694,6 +697,8 @@ impl Node {
                     self.flush_local_done(n, r)
                 }
                 Purpose::AppRead { id, offset, len } => self.on_app_read(id, offset, len),
+                // The next epoch must not wait for good (see `epoch_flush_done`).
+                Purpose::EpochFlush => self.epoch_flush_done(result.map(|_| ())),
                 // Requests for the peer, the resync and a verify: the link is gone or the verify
                 // aborted; nothing to answer.
                 _ => {}
@@ -723,6 +728,7 @@ impl Node {
             Purpose::CsumLocal { conn, offset } => self.csum_local_done(conn, offset, result),
             Purpose::CsumPeerRead { conn, offset, len, alg } => self.csum_peer_read_done(conn, offset, len, alg, result),
             Purpose::CsumTargetFlush { conn } => self.csum_target_flush_done(conn, result.map(|_| ())),
+            Purpose::EpochFlush => self.epoch_flush_done(result.map(|_| ())),
         }
     }
 

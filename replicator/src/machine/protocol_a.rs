@@ -22,9 +22,13 @@
 //! completed on its disk — DRBD's epochs with a barrier between them. So the peer's disk always holds a
 //! past state of ours that respects what the application could observe: if it holds a write, it holds
 //! every write acknowledged before that write was issued (prefix-consistent).
-//! Not done: the peer does not flush its disk at an epoch boundary (DRBD's write-ordering `flush`), so
-//! after a power loss *of the peer* with a volatile cache, epochs may be partly lost out of order
-//! (a crash of the process keeps them; the Primary marks unflushed writes for resync either way).
+//! Before issuing the first write of a new epoch the peer also flushes its disk if a write for the
+//! peer completed since its last such flush (DRBD's write-ordering `flush`): a volatile write cache
+//! (the page cache is one) may write back in any order, so without it a power loss *of the peer* could
+//! keep a later epoch and lose an earlier one. With it the peer's media after a power loss hold every
+//! epoch before the newest completely (the newest may be partial or torn, as any unflushed write): still
+//! a prefix (`replicator/tests/protocol_a_sim.rs` cuts the peer's power with a volatile cache). The
+//! Primary marks the writes no flush covered for resync when the link drops, as under protocol C.
 //!
 //! **Lag bound** (`net.max-lag`, `net.max-lag-time`, `net.on-lag`): the bytes of writes sent and not yet
 //! acknowledged by the peer, and the age of the oldest. A write that would complete beyond the bound is
@@ -130,6 +134,10 @@ pub(crate) struct AsyncState {
     pub peer_writes_on_disk: usize,
     /// Peer side: received Data frames waiting for an earlier epoch to complete, in arrival order.
     pub held: VecDeque<HeldPeerWrite>,
+    /// Peer side: a write for the peer completed since the last epoch flush (it may sit in a cache).
+    pub unflushed: bool,
+    /// Peer side: an epoch flush is on the disk; the next epoch waits for it.
+    pub flushing: bool,
 }
 
 impl Node {
@@ -217,14 +225,11 @@ impl Node {
 
     // ---- the receiving side ------------------------------------------------------------------------
 
-    /// A Data frame from the peer: issue it, or hold it until the earlier epochs completed.
+    /// A Data frame from the peer: issue it, or hold it until the earlier epochs completed (and, if
+    /// any of their writes completed since the last epoch flush, until a flush made them stable).
     pub(crate) fn peer_data_ordered(&mut self, w: HeldPeerWrite) {
-        let barrier = w.flags & DATA_EPOCH != 0 && self.proto_a.peer_writes_on_disk > 0;
-        if barrier || !self.proto_a.held.is_empty() {
-            self.proto_a.held.push_back(w);
-        } else {
-            self.issue_peer_write(w);
-        }
+        self.proto_a.held.push_back(w);
+        self.issue_held_peer_writes();
     }
 
     fn issue_peer_write(&mut self, w: HeldPeerWrite) {
@@ -235,19 +240,48 @@ impl Node {
         self.out.push(Action::DiskWrite { token, offset: w.offset, data: w.data, fua });
     }
 
-    /// A write for the peer left the disk (whatever the result): issue what waited for it.
-    pub(crate) fn peer_write_left_disk(&mut self) {
-        self.proto_a.peer_writes_on_disk = self.proto_a.peer_writes_on_disk.saturating_sub(1);
+    /// Issue held writes in arrival order up to the next epoch boundary that cannot be crossed yet:
+    /// writes of the epoch before it still on the disk, or an epoch flush needed or running.
+    fn issue_held_peer_writes(&mut self) {
         while let Some(front) = self.proto_a.held.front() {
-            if front.flags & DATA_EPOCH != 0 && self.proto_a.peer_writes_on_disk > 0 {
-                break;
+            if front.flags & DATA_EPOCH != 0 {
+                if self.proto_a.peer_writes_on_disk > 0 || self.proto_a.flushing {
+                    return;
+                }
+                if self.proto_a.unflushed && !self.diskless() {
+                    // Nothing for the peer is on the disk now, so this flush covers every write of
+                    // the earlier epochs.
+                    self.proto_a.unflushed = false;
+                    self.proto_a.flushing = true;
+                    let token = self.token(Purpose::EpochFlush);
+                    self.out.push(Action::DiskFlush { token });
+                    return;
+                }
             }
-            let Some(w) = self.proto_a.held.pop_front() else { break };
+            let Some(w) = self.proto_a.held.pop_front() else { return };
             if self.up_conn() != Some(w.conn) {
                 continue; // its connection is gone: the Primary marked it out of sync
             }
             self.issue_peer_write(w);
         }
+    }
+
+    /// A write for the peer left the disk (whatever the result): issue what waited for it.
+    pub(crate) fn peer_write_left_disk(&mut self) {
+        self.proto_a.peer_writes_on_disk = self.proto_a.peer_writes_on_disk.saturating_sub(1);
+        self.proto_a.unflushed = true;
+        self.issue_held_peer_writes();
+    }
+
+    /// The flush at an epoch boundary finished. A failed one is reported (the disk is failing; the
+    /// write-ordering after a power loss is then not assured) and the next epoch goes on: holding it
+    /// for good would stall the link, and the local error policy deals with the disk.
+    pub(crate) fn epoch_flush_done(&mut self, result: Result<(), String>) {
+        self.proto_a.flushing = false;
+        if let Err(e) = result {
+            self.log(true, format!("{}: flush at a protocol-A epoch boundary failed: {e}", self.p.resource));
+        }
+        self.issue_held_peer_writes();
     }
 
     /// The link dropped: held writes of it will never be acknowledged (the Primary marks them).

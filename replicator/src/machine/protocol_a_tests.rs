@@ -181,7 +181,20 @@ fn the_peer_completes_an_epoch_before_the_next() {
     let out = disk_ok(&mut n, b[0]);
     assert!(tokens(&out).is_empty() && out.iter().any(|a| matches!(a, Action::Send { frame: Frame::WriteAck { seq: 2 }, .. })));
     let out = disk_ok(&mut n, a[0]);
-    assert_eq!(tokens(&out).len(), 2, "epoch complete: the held writes go to the disk");
+    assert!(tokens(&out).is_empty(), "epoch complete, but its writes may only be in a volatile cache");
+    let flush = out.iter().find_map(|a| if let Action::DiskFlush { token } = a { Some(*token) } else { None });
+    let flush = flush.expect("a flush at the epoch boundary");
+    let out = disk_ok(&mut n, flush);
+    let next = tokens(&out);
+    assert_eq!(next.len(), 2, "epoch stable: the held writes go to the disk");
+    // The next boundary flushes again; a failed flush is reported and does not stall the link.
+    assert!(tokens(&n.step(f(5, 16384, DATA_EPOCH, data(5)))).is_empty());
+    disk_ok(&mut n, next[0]);
+    let out = disk_ok(&mut n, next[1]);
+    let flush = out.iter().find_map(|a| if let Action::DiskFlush { token } = a { Some(*token) } else { None }).expect("second flush");
+    let out = n.step(Input::DiskDone { token: flush, result: Err("EIO".into()) });
+    assert_eq!(tokens(&out).len(), 1, "the next epoch goes on after a failed flush");
+    assert!(out.iter().any(|a| matches!(a, Action::Log { warn: true, msg } if msg.contains("epoch boundary failed"))));
 }
 
 #[test]
