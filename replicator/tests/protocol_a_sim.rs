@@ -68,7 +68,7 @@ fn protocol_for(seed: u64) -> ReplProtocol {
     let max_lag_bytes = [16 << 10, 256 << 10, 64 << 20][(seed / 5 % 3) as usize];
     let on_lag = if seed / 15 % 2 == 1 { OnLag::Disconnect } else { OnLag::Wait };
     let max_lag_ms = seed.is_multiple_of(7).then_some(40);
-    ReplProtocol::A(AsyncOptions { max_lag_bytes, max_lag_ms, on_lag, allow_failover: false })
+    ReplProtocol::A(AsyncOptions { max_lag_bytes, max_lag_ms, on_lag, allow_failover: false, epoch_flush: true })
 }
 
 impl Run {

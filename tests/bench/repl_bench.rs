@@ -45,10 +45,12 @@ struct Opts {
     resync_ctl: bool,
     /// Skip the verify and checksum-resync sections (for profiling the write and resync phases).
     writes_only: bool,
+    /// `--protocol A`: replicate asynchronously (issue 18) instead of protocol C.
+    protocol_a: bool,
 }
 
 fn opts() -> Result<Opts> {
-    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false, peer_dir: None, csums_only: false, resync_ctl: false, writes_only: false };
+    let mut o = Opts { dir: std::env::temp_dir().join("repl-bench"), size: 1 << 30, seconds: 5, resync_mib: 512, cap_mib: 40, port: 17788, seq_qd: 8, disk_threads: 4, direct: false, peer_dir: None, csums_only: false, resync_ctl: false, writes_only: false, protocol_a: false };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -67,6 +69,13 @@ fn opts() -> Result<Opts> {
             "--csums-only" => o.csums_only = v.parse()?,
             "--resync-ctl" => o.resync_ctl = v.parse()?,
             "--writes-only" => o.writes_only = v.parse()?,
+            "--protocol" => {
+                o.protocol_a = match v.as_str() {
+                    "A" | "a" => true,
+                    "C" | "c" => false,
+                    _ => bail!("--protocol: A or C, not {v}"),
+                }
+            }
             _ => bail!("unknown option {a}"),
         }
     }
@@ -102,7 +111,7 @@ fn spec(o: &Opts, me: usize, rate: Option<u64>, csums: CsumsOptions) -> VolumeSp
             csums,
             detach_on_io_error: false,
             protocols: replicator::wire::frame::PROTOCOLS,
-            protocol: Default::default(),
+            protocol: if o.protocol_a { replicator::machine::ReplProtocol::A(Default::default()) } else { Default::default() },
         },
         data_path: disk_dir(o, me).join(format!("{}.img", names[me])),
         meta: MetaLocation::Internal,
@@ -397,7 +406,7 @@ async fn main() -> Result<()> {
     b.down().await;
 
     println!();
-    println!("disks: Primary {}, Secondary {}", o.dir.display(), disk_dir(&o, 1).display());
+    println!("disks: Primary {}, Secondary {}; protocol {}", o.dir.display(), disk_dir(&o, 1).display(), if o.protocol_a { "A" } else { "C" });
     println!("| workload (engine API, {} MiB volume) | replicated (loopback TCP) | disconnected | ratio |", o.size >> 20);
     println!("|---|---|---|---|");
     println!("| 4 KiB random write, QD32 | {rep_4k:.0} IOPS | {solo_4k:.0} IOPS | {:.2} |", rep_4k / solo_4k);

@@ -151,6 +151,7 @@ fn resource(r: &ResourceConfig) -> Value {
         put(&mut net, "max-lag-time", Some(s(&a.max_lag_time.map_or("off".to_string(), format_duration))));
         put(&mut net, "on-lag", Some(s(&a.on_lag.to_string())));
         put(&mut net, "allow-async-failover", Some(b(a.allow_async_failover)));
+        put(&mut net, "epoch-flush", Some(b(a.epoch_flush)));
     }
     if let Some(a) = &r.net.auth {
         put(&mut net, "cram-hmac-alg", Some(s(&a.cram_hmac_alg.to_string())));

@@ -116,6 +116,7 @@ pub(crate) struct RawNet {
     pub max_lag_time: Option<Scalar>,
     pub on_lag: Option<Scalar>,
     pub allow_async_failover: Option<Scalar>,
+    pub epoch_flush: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -126,11 +126,14 @@ pub struct AsyncReplConfig {
     /// `net.allow-async-failover`: without it an A Secondary whose peer is gone is promoted only by
     /// `haadm primary --force`.
     pub allow_async_failover: bool,
+    /// `net.epoch-flush`: the peer flushes its disk at epoch boundaries (prefix-consistent after a
+    /// power loss of the peer); `off` for a peer disk without a volatile write cache.
+    pub epoch_flush: bool,
 }
 
 impl Default for AsyncReplConfig {
     fn default() -> Self {
-        AsyncReplConfig { max_lag: defaults::MAX_LAG, max_lag_time: None, on_lag: OnLag::Wait, allow_async_failover: false }
+        AsyncReplConfig { max_lag: defaults::MAX_LAG, max_lag_time: None, on_lag: OnLag::Wait, allow_async_failover: false, epoch_flush: true }
     }
 }
 
@@ -150,6 +153,7 @@ impl ResourceConfig {
                         OnLag::Disconnect => MachineOnLag::Disconnect,
                     },
                     allow_failover: a.allow_async_failover,
+                    epoch_flush: a.epoch_flush,
                 })
             }
         }
@@ -486,6 +490,7 @@ fn build_async(fields: &Fields<'_>, raw: &RawNet, protocol: Protocol) -> Result<
             ("net.max-lag-time", &raw.max_lag_time),
             ("net.on-lag", &raw.on_lag),
             ("net.allow-async-failover", &raw.allow_async_failover),
+            ("net.epoch-flush", &raw.epoch_flush),
         ];
         if let Some((name, _)) = set.iter().find(|(_, v)| v.is_some()) {
             return Err(fields.invalid(name, "only applies to protocol A (this resource uses protocol C); remove it or set `protocol: A`"));
@@ -515,6 +520,7 @@ fn build_async(fields: &Fields<'_>, raw: &RawNet, protocol: Protocol) -> Result<
         max_lag_time,
         on_lag: fields.policy("net.on-lag", raw.on_lag.as_ref(), OnLag::Wait, OnLag::parse)?,
         allow_async_failover: fields.flag("net.allow-async-failover", raw.allow_async_failover.as_ref(), false)?,
+        epoch_flush: fields.flag("net.epoch-flush", raw.epoch_flush.as_ref(), true)?,
     })
 }
 

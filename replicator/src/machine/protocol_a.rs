@@ -76,11 +76,14 @@ pub struct AsyncOptions {
     pub on_lag: OnLag,
     /// `net.allow-async-failover`: promote without `--force` while the peer is not connected.
     pub allow_failover: bool,
+    /// `net.epoch-flush` (the peer's own setting): flush the disk at an epoch boundary when writes
+    /// completed since the last such flush. `false` only for a disk without a volatile write cache.
+    pub epoch_flush: bool,
 }
 
 impl Default for AsyncOptions {
     fn default() -> Self {
-        AsyncOptions { max_lag_bytes: 64 << 20, max_lag_ms: None, on_lag: OnLag::Wait, allow_failover: false }
+        AsyncOptions { max_lag_bytes: 64 << 20, max_lag_ms: None, on_lag: OnLag::Wait, allow_failover: false, epoch_flush: true }
     }
 }
 
@@ -248,7 +251,7 @@ impl Node {
                 if self.proto_a.peer_writes_on_disk > 0 || self.proto_a.flushing {
                     return;
                 }
-                if self.proto_a.unflushed && !self.diskless() {
+                if self.proto_a.unflushed && !self.diskless() && self.async_opts().is_none_or(|o| o.epoch_flush) {
                     // Nothing for the peer is on the disk now, so this flush covers every write of
                     // the earlier epochs.
                     self.proto_a.unflushed = false;

@@ -11,7 +11,7 @@ const SIZE: u64 = 64 << 20;
 const K4: usize = 4096;
 
 fn opts(max_lag_bytes: u64, on_lag: OnLag) -> AsyncOptions {
-    AsyncOptions { max_lag_bytes, max_lag_ms: None, on_lag, allow_failover: false }
+    AsyncOptions { max_lag_bytes, max_lag_ms: None, on_lag, allow_failover: false, epoch_flush: true }
 }
 
 fn node(protocol: ReplProtocol) -> Node {
@@ -195,6 +195,19 @@ fn the_peer_completes_an_epoch_before_the_next() {
     let out = n.step(Input::DiskDone { token: flush, result: Err("EIO".into()) });
     assert_eq!(tokens(&out).len(), 1, "the next epoch goes on after a failed flush");
     assert!(out.iter().any(|a| matches!(a, Action::Log { warn: true, msg } if msg.contains("epoch boundary failed"))));
+}
+
+#[test]
+fn without_epoch_flush_the_next_epoch_follows_the_completion_at_once() {
+    let mut n = node(ReplProtocol::A(AsyncOptions { epoch_flush: false, ..AsyncOptions::default() }));
+    let data = |i: u8| Bytes::from(vec![i; K4]);
+    let f = |seq, offset, flags, d| Input::Frame { conn: 1, frame: Frame::Data { seq, offset, flags, data: d } };
+    let tokens = |out: &[Action]| out.iter().filter_map(|a| if let Action::DiskWrite { token, .. } = a { Some(*token) } else { None }).collect::<Vec<_>>();
+    let a = tokens(&n.step(f(1, 0, 0, data(1))));
+    assert!(tokens(&n.step(f(2, 4096, DATA_EPOCH, data(2)))).is_empty(), "next epoch waits for the disk");
+    let out = disk_ok(&mut n, a[0]);
+    assert_eq!(tokens(&out).len(), 1, "and only for it");
+    assert!(!out.iter().any(|a| matches!(a, Action::DiskFlush { .. })), "no flush with epoch-flush off");
 }
 
 #[test]
