@@ -132,11 +132,14 @@ fn protocol_a_acknowledges_early_shows_its_lag_and_keeps_the_flush_contract() ->
         // grows by exactly what they wrote.
         signal(node2, "STOP")?;
         let stopped = Instant::now();
-        let r = async {
+        // Bounded as a whole: a write waiting for the stopped peer would otherwise wait as long as
+        // the target keeps the session alive with NOP-Ins.
+        let r = tokio::time::timeout(Duration::from_secs(10), async {
             write_blocks(&mut ini, bs, 0..32, 2).await?;
             write_blocks(&mut ini, bs, 64..96, 2).await
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after 10 s")));
         let wrote_in = stopped.elapsed();
         if let Err(e) = r {
             signal(node2, "CONT")?;
