@@ -96,6 +96,24 @@ fn scrape(addr: std::net::SocketAddr) -> Result<String> {
     Ok(text)
 }
 
+/// `promtool check metrics` (Debian's prometheus package) on the classic text: names, types, help
+/// texts of the protocol-A families (present only on an A resource, so metrics_e2e does not see them).
+fn promtool_lint(text: &str) -> Result<()> {
+    use std::io::Write;
+    let promtool = ha_tests::require_tool("promtool", "prometheus");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "promtool check metrics failed:\n{said}\n--- exposition ---\n{text}");
+    Ok(())
+}
+
 #[test]
 fn protocol_a_acknowledges_early_shows_its_lag_and_keeps_the_flush_contract() -> Result<()> {
     let mut c = Cluster::new(SIZE, "s3cret-protocol-a", None)?;
@@ -159,6 +177,8 @@ fn protocol_a_acknowledges_early_shows_its_lag_and_keeps_the_flush_contract() ->
         ensure!(sample(&m, "clusterd_resource_async_lag_seconds", &[]).is_some_and(|s| s >= 0.3), "{m}");
         ensure!(sample(&m, "clusterd_resource_async_early_acks_total", &[]).is_some_and(|n| n >= 64.0), "{m}");
         ensure!(sample(&m, "clusterd_resource_async_lag_waits_total", &[]) == Some(0.0), "{m}");
+        ensure!(sample(&m, "clusterd_resource_async_promotion_needs_force", &[]) == Some(0.0), "a Primary: {m}");
+        promtool_lint(&m)?;
 
         // A flush now waits for the peer: it must not complete while node2 is stopped ...
         let flush = ini.sync_cache();
