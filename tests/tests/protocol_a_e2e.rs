@@ -61,7 +61,7 @@ async fn login(addr: &str) -> Result<(Initiator, u32)> {
         }
     }
     let (_, bs) = ini.read_capacity10().await.context("READ CAPACITY")?;
-    ensure!(bs > 0 && BLOCK % u64::from(bs) == 0, "block size {bs}");
+    ensure!(bs > 0 && BLOCK.is_multiple_of(u64::from(bs)), "block size {bs}");
     Ok((ini, bs))
 }
 
@@ -126,13 +126,13 @@ fn protocol_a_acknowledges_early_shows_its_lag_and_keeps_the_flush_contract() ->
     let addr = c.serve_r0_by_hand(IQN)?;
 
     // Both sides agree on A.
-    for i in 0..2 {
+    for (i, m) in metrics.iter().enumerate() {
         let r = c.wait_r0(i, "connected with protocol A", Duration::from_secs(10), |r| field(r, "connection") == "Connected")?;
         ensure!(field(&r, "replication_protocol") == "A", "node{}: {r:#}", i + 1);
         ensure!(r["async_lag"].is_object(), "node{}: no protocol-A lag in status: {r:#}", i + 1);
         let text = c.haadm_ok(i, &["status", "r0"])?;
         ensure!(text.contains("  protocol:A lag:0 "), "node{}: {text}", i + 1);
-        let m = scrape(metrics[i])?;
+        let m = scrape(*m)?;
         ensure!(sample(&m, "clusterd_resource_replication_protocol", &[r#"resource="r0""#, r#"clusterd_resource_replication_protocol="A""#]) == Some(1.0), "{m}");
     }
 
