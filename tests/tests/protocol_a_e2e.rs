@@ -13,6 +13,7 @@
 //!   itself (it stays Secondary, and status and log say why); after `net.allow-async-failover: on`
 //!   and `haadm adjust` it takes the group and serves, through its own portal, the data flushed
 //!   before the kill.
+//! - The dynamic resync controller is shown (status, `--json`, `/metrics`) while it runs a resync.
 
 use anyhow::{Context, Result, bail, ensure};
 use ha_tests::initiator::{Initiator, InitiatorConfig};
@@ -306,5 +307,42 @@ fn an_async_secondary_is_failed_over_to_only_with_allow_async_failover() -> Resu
         }
         anyhow::Ok(())
     })?;
+    Ok(())
+}
+
+/// The dynamic resync controller (issue 18) is shown while it runs a resync from this node, and only
+/// then: status line, `--json`, `/metrics`. The initial sync is slowed down (`rate: 4M`, no checksums)
+/// so that it runs for a while.
+#[test]
+fn the_resync_controller_is_shown_while_it_runs_a_resync() -> Result<()> {
+    let mut c = Cluster::new(SIZE, "s3cret-resync-controller", None)?;
+    let yaml = std::fs::read_to_string(&c.config)?;
+    ensure!(yaml.contains("rate: unlimited"), "{yaml}");
+    std::fs::write(&c.config, yaml.replacen("rate: unlimited", "rate: 4M\n      csums-alg: none", 1))?;
+    let metrics = c.enable_metrics()?;
+    c.up_connected_primary0()?;
+    let r = c.wait_r0(0, "SyncSource with the controller", Duration::from_secs(10), |r| field(r, "replication") == "SyncSource" && r["resync_controller"].is_object())?;
+    let ctl = &r["resync_controller"];
+    ensure!(u64_of(&ctl["fill_target_bytes"]) == 16 * MIB, "the default c-fill-target: {r:#}");
+    ensure!(field(&r, "replication_protocol") == "C" && r["async_lag"].is_null(), "protocol C has no lag: {r:#}");
+    let text = c.haadm_ok(0, &["status", "r0"])?;
+    ensure!(text.contains("  resync-controller: budget:") && text.contains(" fill-target:16384 "), "{text}");
+    ensure!(!text.contains("protocol:A"), "{text}");
+    let m = scrape(metrics[0])?;
+    ensure!(sample(&m, "clusterd_resource_resync_budget_bytes", &[r#"resource="r0""#]).is_some(), "{m}");
+    ensure!(sample(&m, "clusterd_resource_resync_throttling", &[r#"resource="r0""#]).is_some(), "{m}");
+    ensure!(sample(&m, "clusterd_resource_async_lag_bytes", &[]).is_none(), "protocol C: {m}");
+    promtool_lint(&m)?;
+    // The SyncTarget runs no controller.
+    let t = c.wait_r0(1, "SyncTarget", Duration::from_secs(5), |r| field(r, "replication") == "SyncTarget")?;
+    ensure!(t["resync_controller"].is_null(), "{t:#}");
+    // Over: nothing shown.
+    let yaml = std::fs::read_to_string(&c.config)?;
+    std::fs::write(&c.config, yaml.replacen("rate: 4M", "rate: unlimited", 1))?;
+    c.haadm_ok(0, &["adjust"])?;
+    let r = c.wait_r0(0, "the resync done", Duration::from_secs(60), |r| field(r, "replication") == "Established" && field(r, "peer_disk") == "UpToDate")?;
+    ensure!(r["resync_controller"].is_null(), "{r:#}");
+    ensure!(!c.haadm_ok(0, &["status", "r0"])?.contains("resync-controller:"));
+    ensure!(sample(&scrape(metrics[0])?, "clusterd_resource_resync_budget_bytes", &[]).is_none());
     Ok(())
 }
