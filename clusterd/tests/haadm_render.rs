@@ -310,3 +310,49 @@ fn last_and_next_verify_are_shown() {
     assert_eq!(j["resources"][0]["last_verify"]["scheduled"], true);
     assert_eq!(j["resources"][0]["next_verify_unix"], 1_796_556_981u64 + 7 * 86_400);
 }
+
+/// issue 18 protocol A: one line with the lag and the counters, only for a protocol-A resource; one
+/// line for the resync controller, only while it runs a resync.
+#[test]
+fn protocol_a_lag_and_controller_lines() {
+    use clusterd::haadm::render::{async_line, controller_line, render_resource};
+    use proto::control::{AsyncLag, ResyncController};
+    let c = connected_idle();
+    assert_eq!((async_line(&c), controller_line(&c)), (None, None), "protocol C, no resync: nothing");
+    assert!(!render_resource(&c, false).contains("protocol:A"));
+    let mut a = connected_idle();
+    a.replication_protocol = "A".into();
+    a.async_lag = Some(AsyncLag { bytes: 8192, writes: 2, oldest_age_ms: 120, early_acks: 1234, lag_waits: 3 });
+    let line = "protocol:A lag:8 (2 writes, oldest 120 ms) early-acks:1234 lag-waits:3";
+    assert_eq!(async_line(&a).as_deref(), Some(line));
+    assert!(render_resource(&a, false).contains(&format!("\n  {line}\n")), "{}", render_resource(&a, false));
+    a.async_lag = Some(AsyncLag { early_acks: 5, ..Default::default() });
+    assert_eq!(async_line(&a).as_deref(), Some("protocol:A lag:0 early-acks:5 lag-waits:0"));
+    let mut gone = a.clone();
+    gone.async_promotion_needs_force = true;
+    assert!(async_line(&gone).is_some_and(|l| l.ends_with("failover:needs-force (the peer is gone and may have had writes this node lacks; net.allow-async-failover: off)")));
+
+    let mut s = syncing();
+    s.resync_controller = Some(ResyncController {
+        budget_bytes: 4 * MIB,
+        fill_target_bytes: 16 * MIB,
+        baseline_p99_us: 300,
+        last_p99_us: 350,
+        throttling: true,
+        probing: false,
+    });
+    let line = "resync-controller: budget:4096 fill-target:16384 app-p99:350us baseline-p99:300us throttling:yes";
+    assert_eq!(controller_line(&s).as_deref(), Some(line));
+    assert!(render_resource(&s, false).contains(&format!("\n  {line}\n")), "{}", render_resource(&s, false));
+    s.resync_controller = Some(ResyncController { probing: true, throttling: true, fill_target_bytes: 16 * MIB, ..Default::default() });
+    assert_eq!(
+        controller_line(&s).as_deref(),
+        Some("resync-controller: budget:0 fill-target:16384 app-p99:- baseline-p99:- throttling:probe")
+    );
+
+    let j = status_json(&StatusReply { resources: vec![a, s, c], ..Default::default() });
+    assert_eq!(j["resources"][0]["replication_protocol"], "A");
+    assert_eq!(j["resources"][0]["async_lag"]["early_acks"], 5);
+    assert_eq!(j["resources"][1]["resync_controller"]["probing"], true);
+    assert!(j["resources"][2]["async_lag"].is_null() && j["resources"][2]["resync_controller"].is_null());
+}

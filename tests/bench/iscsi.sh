@@ -9,7 +9,7 @@
 # Prints one table: line, tgt, ours standalone, ours/tgt, ours replicated (VIP), replicated/tgt
 # (IOPS for 4 KiB, MiB/s for 1 MiB), then the CPU time each target spent per request on each line
 # (user + system of every thread, from /proc: unlike the rates it does not depend on what else runs
-# on the machine; the replicated column counts both nodes). Both targets run with their default write-back cache (WCE=1:
+# on the machine; replicated: each node's clusterd and both together). Both targets run with their default write-back cache (WCE=1:
 # SYNCHRONIZE CACHE and FUA honoured). A second table compares the write lines with no write cache on
 # either side (like against like: tgt opening the file O_SYNC, `--bsoflags sync`; ours with
 # `write-cache: false`, every WRITE stable when acknowledged), and shows what the cache is worth.
@@ -166,7 +166,7 @@ cpu_ticks() {
     done
     echo "$total"
 }
-declare -A CPU_TGT CPU_OURS CPU_REPL
+declare -A CPU_TGT CPU_OURS CPU_REPL1 CPU_REPL2
 # Runs run_bench: its seconds go to TIMES[NAME], the CPU ticks of PIDS during it to CPUS[NAME] (no
 # subshell, so the arrays are the caller's).
 measured_bench() { # TIMES CPUS name pids url count depth size write
@@ -232,8 +232,13 @@ if [[ $SKIP_REPLICATED != 1 ]]; then
             # Where the CPU goes during the replicated 4 KiB writes: every thread of both nodes and qemu-img.
             (sleep 3; timeout 20 top -b -H -n 2 -d 3 -w 200 >"$BENCH_DIR/top-replicated-4k-write.txt" 2>&1 || true) &
         fi
-        lab_pids=$(pgrep -f -- "--config ${HA_LAB_DIR:-/var/tmp/ha-lab}/ha.yaml" | tr '\n' ' ')
-        NETNS=ha-client measured_bench T_REPL CPU_REPL "$name" "$lab_pids" "$LAB_URL" "$count" "$depth" "$size" "$write"
+        # Each node's clusterd apart: node1 holds the VIP (preferred), node2 is its peer. On two
+        # servers each would have its own CPUs.
+        node1=$(pgrep -f -- "--config ${HA_LAB_DIR:-/var/tmp/ha-lab}/ha.yaml --node node1" | tr '\n' ' ')
+        node2=$(pgrep -f -- "--config ${HA_LAB_DIR:-/var/tmp/ha-lab}/ha.yaml --node node2" | tr '\n' ' ')
+        c2=$(cpu_ticks $node2)
+        NETNS=ha-client measured_bench T_REPL CPU_REPL1 "$name" "$node1" "$LAB_URL" "$count" "$depth" "$size" "$write"
+        CPU_REPL2[$name]=$(($(cpu_ticks $node2) - c2))
         echo "$name: ours replicated at the VIP ${T_REPL[$name]} s" >&2
     done
     wait
@@ -265,18 +270,23 @@ PY
 done
 
 echo
-echo "CPU time of the target per request (user + system, every thread; the replicated column is both nodes' clusterd)"
-printf '%-15s %10s %16s %22s %15s\n' line tgt "ours standalone" "ours replicated (VIP)" replicated/tgt
+echo "CPU time of the target per request (user + system, every thread; replicated: node1 holds the VIP, node2 is its peer)"
+printf '%-15s %10s %16s %18s %14s %14s %14s\n' line tgt "ours standalone" "replicated (both)" "node1 alone" "node2 alone" node1/tgt
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 for spec in "${SPECS[@]}"; do
     read -r name count _ <<<"$spec"
-    python3 - "$name" "$count" "$tick_us" "${CPU_TGT[$name]:-0}" "${CPU_OURS[$name]:-0}" "${CPU_REPL[$name]:-}" <<'PY'
+    python3 - "$name" "$count" "$tick_us" "${CPU_TGT[$name]:-0}" "${CPU_OURS[$name]:-0}" "${CPU_REPL1[$name]:-}" "${CPU_REPL2[$name]:-}" <<'PY'
 import sys
-name, count, tick_us, a, b, c = sys.argv[1:]
+name, count, tick_us, a, b, n1, n2 = sys.argv[1:]
 per = lambda t: int(t) * int(tick_us) / int(count)
 a, b = per(a), per(b)
-repl, ratio = ("skipped", "-") if c == "" else (f"{per(c):.1f} us", f"{per(c) / a:.2f}x" if a > 0 else "n/a")
-print(f"{name:<15} {a:>7.1f} us {b:>13.1f} us {repl:>22} {ratio:>15}")
+if n1 == "":
+    both = one = two = ratio = "skipped"
+else:
+    one, two = per(n1), per(n2 or 0)
+    both, ratio = f"{one + two:.1f} us", (f"{one / a:.2f}x" if a > 0 else "n/a")
+    one, two = f"{one:.1f} us", f"{two:.1f} us"
+print(f"{name:<15} {a:>7.1f} us {b:>13.1f} us {both:>18} {one:>14} {two:>14} {ratio:>14}")
 PY
 done
 

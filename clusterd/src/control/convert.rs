@@ -159,6 +159,23 @@ pub fn resource_status(st: SlotStatus, rate: Option<u64>, speedo: &Speedometer) 
         last_verify: None,
         next_verify_unix: 0,
         detached: s.detached.map(|c| c.to_string()).unwrap_or_default(),
+        replication_protocol: s.replication_protocol.to_string(),
+        async_lag: s.async_lag.map(|l| AsyncLag {
+            bytes: l.bytes,
+            writes: l.writes,
+            oldest_age_ms: l.oldest_age_ms,
+            early_acks: s.stats.async_early_acks,
+            lag_waits: s.stats.async_lag_waits,
+        }),
+        async_promotion_needs_force: s.async_promotion_needs_force,
+        resync_controller: s.resync_controller.map(|c| ResyncController {
+            budget_bytes: c.budget_bytes,
+            fill_target_bytes: c.fill_target_bytes,
+            baseline_p99_us: c.baseline_p99_us.unwrap_or(0),
+            last_p99_us: c.last_p99_us.unwrap_or(0),
+            throttling: c.throttling,
+            probing: c.probing,
+        }),
     }
 }
 

@@ -90,6 +90,9 @@ mod tests {
             last_verify: None,
             detached: None,
             async_promotion_needs_force: false,
+            replication_protocol: 'C',
+            async_lag: None,
+            resync_controller: None,
         }
     }
 

@@ -238,10 +238,43 @@ pub fn render_resource(r: &ResourceStatus, verbose: bool) -> String {
             let _ = writeln!(out, "        {line}");
         }
     }
+    for line in [async_line(r), controller_line(r)].into_iter().flatten() {
+        let _ = writeln!(out, "  {line}");
+    }
     if let Some(line) = verify_line(r) {
         let _ = writeln!(out, "  {line}");
     }
     out
+}
+
+/// issue 18 protocol A: `protocol:A lag:8 (2 writes, oldest 120 ms) early-acks:1234 lag-waits:0`
+/// (KiB), only for a protocol-A resource: what the peer still lacks of the acknowledged writes.
+pub fn async_line(r: &ResourceStatus) -> Option<String> {
+    let l = r.async_lag.as_ref()?;
+    let mut line = format!("protocol:{} lag:{}", r.replication_protocol, kib(l.bytes));
+    if l.writes > 0 {
+        let _ = write!(line, " ({} writes, oldest {} ms)", l.writes, l.oldest_age_ms);
+    }
+    let _ = write!(line, " early-acks:{} lag-waits:{}", l.early_acks, l.lag_waits);
+    if r.async_promotion_needs_force {
+        line.push_str(" failover:needs-force (the peer is gone and may have had writes this node lacks; net.allow-async-failover: off)");
+    }
+    Some(line)
+}
+
+/// issue 18 controller: `resync-controller: budget:4096 fill-target:16384 app-p99:350us
+/// baseline-p99:300us throttling:no` (KiB), while a resync runs from this node with it on.
+pub fn controller_line(r: &ResourceStatus) -> Option<String> {
+    let c = r.resync_controller.as_ref()?;
+    let us = |v: u64| if v == 0 { "-".to_string() } else { format!("{v}us") };
+    let throttling = if c.probing { "probe" } else { yes_no(c.throttling) };
+    Some(format!(
+        "resync-controller: budget:{} fill-target:{} app-p99:{} baseline-p99:{} throttling:{throttling}",
+        kib(c.budget_bytes),
+        kib(c.fill_target_bytes),
+        us(c.last_p99_us),
+        us(c.baseline_p99_us)
+    ))
 }
 
 /// issue 18 verify: `verify: last 2026-12-06 11:00:00 UTC (4.2 s, 65536 checked, 12 out-of-sync,
@@ -491,6 +524,24 @@ fn resource_json(r: &ResourceStatus) -> Value {
             "scheduled": v.scheduled,
         })),
         "next_verify_unix": r.next_verify_unix,
+        // issue 18 protocol A
+        "replication_protocol": r.replication_protocol,
+        "async_promotion_needs_force": r.async_promotion_needs_force,
+        "async_lag": r.async_lag.as_ref().map(|l| json!({
+            "bytes": l.bytes,
+            "writes": l.writes,
+            "oldest_age_ms": l.oldest_age_ms,
+            "early_acks": l.early_acks,
+            "lag_waits": l.lag_waits,
+        })),
+        "resync_controller": r.resync_controller.as_ref().map(|c| json!({
+            "budget_bytes": c.budget_bytes,
+            "fill_target_bytes": c.fill_target_bytes,
+            "baseline_p99_us": c.baseline_p99_us,
+            "last_p99_us": c.last_p99_us,
+            "throttling": c.throttling,
+            "probing": c.probing,
+        })),
         "sync": {
             "active": r.connection == "Connected" && is_syncing(&r.replication),
             "done_percent": sync.done_percent,

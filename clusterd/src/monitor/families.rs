@@ -211,6 +211,7 @@ fn encode_own(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
     counters(e, "clusterd_resource_resync_sent_bytes", "Resync data sent to the peer (this node was SyncSource)", &stat(|st| st.resync_blocks_sent * 4096))?;
     counters(e, "clusterd_resource_resync_received_bytes", "Resync data received from the peer (this node was SyncTarget)", &stat(|st| st.resync_blocks_received * 4096))?;
     counters(e, "clusterd_resource_resync_csum_equal_bytes", "Resync data found equal on both disks by digest (syncer.csums-alg) and not sent", &stat(|st| st.resync_csum_equal_bytes))?;
+    encode_async(e, &up)?;
     gauges(e, "clusterd_resource_app_write_in_flight_bytes", "Bytes of application writes not yet completed (queued ones included)", &up.iter().filter_map(|r| snap(r).map(|x| (own(r), x.in_flight.app_write_bytes))).collect::<Vec<_>>())?;
     gauges(e, "clusterd_resource_held_acknowledgements", "Write acknowledgements held while I/O is suspended", &up.iter().filter_map(|r| snap(r).map(|x| (own(r), x.held_acks as u64))).collect::<Vec<_>>())?;
     gauges(e, "clusterd_resource_split_brain", "Boolean whether the resource is flagged split brain now (StandAlone until resolved by hand)", &up.iter().filter_map(|r| snap(r).map(|x| (own(r), i64::from(x.split_brain)))).collect::<Vec<_>>())?;
@@ -227,6 +228,25 @@ fn encode_own(e: &mut DescriptorEncoder, s: &Sample) -> fmt::Result {
         }
     }
     counters(e, "clusterd_resource_handler_runs", "Configured handlers started (split-brain, local-io-error, out-of-sync, ...)", &handlers)
+}
+
+/// issue 18 protocol A: the replication protocol of each resource that is up, protocol A's lag and
+/// counters (only for A resources), and the resync controller (only while it runs a resync).
+fn encode_async(e: &mut DescriptorEncoder, up: &[&ResourceSample]) -> fmt::Result {
+    let proto: Vec<_> = up.iter().filter_map(|r| snap(r).map(|x| (own(r), Some(if x.replication_protocol == 'A' { "A" } else { "C" })))).collect();
+    state_set(e, "clusterd_resource_replication_protocol", "Replication protocol of the resource (C: synchronous, A: asynchronous)", &["A", "C"], &proto)?;
+    let lag: Vec<_> = up.iter().filter_map(|r| snap(r).and_then(|x| x.async_lag.map(|l| (own(r), l, x.stats)))).collect();
+    gauges(e, "clusterd_resource_async_lag_bytes", "Protocol A: bytes of writes acknowledged to the application and not yet acknowledged by the peer (a failover to it would lose them)", &lag.iter().map(|(l, a, _)| (l.clone(), a.bytes)).collect::<Vec<_>>())?;
+    gauges(e, "clusterd_resource_async_lag_seconds", "Protocol A: age of the oldest write acknowledged to the application and not yet acknowledged by the peer (0: none)", &lag.iter().map(|(l, a, _)| (l.clone(), a.oldest_age_ms as f64 / 1000.0)).collect::<Vec<_>>())?;
+    counters(e, "clusterd_resource_async_early_acks", "Protocol A: writes acknowledged to the application before the peer acknowledged them", &lag.iter().map(|(l, _, st)| (l.clone(), st.async_early_acks)).collect::<Vec<_>>())?;
+    counters(e, "clusterd_resource_async_lag_waits", "Protocol A: writes that waited for the peer because the lag was beyond net.max-lag / max-lag-time", &lag.iter().map(|(l, _, st)| (l.clone(), st.async_lag_waits)).collect::<Vec<_>>())?;
+    gauges(e, "clusterd_resource_async_promotion_needs_force", "Protocol A: boolean whether this Secondary lost its peer and is promoted (or taken by the failover) only with primary --force or net.allow-async-failover", &up.iter().filter_map(|r| snap(r).filter(|x| x.async_lag.is_some()).map(|x| (own(r), i64::from(x.async_promotion_needs_force)))).collect::<Vec<_>>())?;
+    let ctl: Vec<_> = up.iter().filter_map(|r| snap(r).and_then(|x| x.resync_controller.map(|c| (own(r), c)))).collect();
+    gauges(e, "clusterd_resource_resync_budget_bytes", "Resync data the dynamic resync controller allows in flight now (only while it runs a resync; 0 during a probe)", &ctl.iter().map(|(l, c)| (l.clone(), c.budget_bytes)).collect::<Vec<_>>())?;
+    gauges(e, "clusterd_resource_resync_throttling", "Boolean whether the resync controller holds the resync back for the application's latency (shrinking budget or probe)", &ctl.iter().map(|(l, c)| (l.clone(), i64::from(c.throttling))).collect::<Vec<_>>())?;
+    let us = |v: Option<u64>, l: &Labels| v.map(|v| (l.clone(), v as f64 / 1e6));
+    gauges(e, "clusterd_resource_resync_app_write_p99_seconds", "Application write p99 latency the resync controller measured in its latest steps of the resync", &ctl.iter().filter_map(|(l, c)| us(c.last_p99_us, l)).collect::<Vec<_>>())?;
+    gauges(e, "clusterd_resource_resync_app_write_baseline_p99_seconds", "Application write p99 latency the resync controller learnt without resync I/O (its reference)", &ctl.iter().filter_map(|(l, c)| us(c.baseline_p99_us, l)).collect::<Vec<_>>())
 }
 
 /// drbd-reactor's `maypromote`: this node could be made Primary now (it is not, its disk is UpToDate,

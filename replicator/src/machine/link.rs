@@ -685,7 +685,7 @@ impl Node {
             self.out.push(Action::SetConnecting(false));
             self.set_conn(ConnState::StandAlone);
         }
-        self.async_link_lost();
+        self.async_link_lost(link.stage == Stage::Up);
         self.peer_lost_for_inflight();
         self.pr_peer_lost();
         self.resize_link_lost();

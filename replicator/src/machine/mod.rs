@@ -32,5 +32,5 @@ pub use options::LiveOptions;
 pub use resync_controller::ControllerOptions;
 pub use protocol_a::{AsyncOptions, OnLag, ReplProtocol};
 
-pub use snapshot::VerifyOutcome;
+pub use snapshot::{AsyncLag, ControllerStatus, VerifyOutcome};
 pub use node::{Action, InFlight, Input, IoFailure, Node, NodeParams, Persisted, Snapshot, Stats, SyncProgress, Timing};

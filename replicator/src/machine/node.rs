@@ -607,6 +607,9 @@ impl Node {
             last_verify: self.verify_keeping.last,
             detached: self.detached,
             async_promotion_needs_force: self.role != Role::Primary && self.async_promotion_guard(false).is_err(),
+            replication_protocol: self.p.protocol.name(),
+            async_lag: self.async_lag_status(),
+            resync_controller: (self.p.resync_control.enabled() && matches!(self.repl, ReplState::SyncSource)).then(|| self.rs_ctl.status()),
         }
     }
 

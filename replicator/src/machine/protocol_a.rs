@@ -158,6 +158,23 @@ impl Node {
         (bytes, pending.map(|w| w.sent_ms).min())
     }
 
+    /// Status (issue 18): the early-acknowledged writes the peer has not acknowledged yet — what a
+    /// failover to it would lose now. Not [`Self::async_lag`], which bounds the lag and also counts
+    /// the writes still waiting for the peer before completing (nothing acknowledged is at stake there).
+    pub(crate) fn async_lag_status(&self) -> Option<super::snapshot::AsyncLag> {
+        self.async_opts()?;
+        let exposed = self.writes.values().filter(|w| w.early_acked && w.peer_pending > 0);
+        let mut lag = super::snapshot::AsyncLag::default();
+        let mut oldest: Option<u64> = None;
+        for w in exposed {
+            lag.bytes += w.len;
+            lag.writes += 1;
+            oldest = Some(oldest.map_or(w.sent_ms, |o| o.min(w.sent_ms)));
+        }
+        lag.oldest_age_ms = oldest.map_or(0, |t| self.now_ms.saturating_sub(t));
+        Some(lag)
+    }
+
     fn lag_beyond(&self, o: &AsyncOptions) -> bool {
         let (bytes, oldest) = self.async_lag();
         bytes > o.max_lag_bytes || o.max_lag_ms.zip(oldest).is_some_and(|(max, t)| self.now_ms.saturating_sub(t) > max)
@@ -287,9 +304,27 @@ impl Node {
         self.issue_held_peer_writes();
     }
 
-    /// The link dropped: held writes of it will never be acknowledged (the Primary marks them).
-    pub(crate) fn async_link_lost(&mut self) {
+    /// The link dropped: held writes of it will never be acknowledged (the Primary marks them). A
+    /// Secondary that lost an established link says at once whether it may be promoted without its
+    /// peer, so an operator reading the log after a failed-over-or-not Primary knows why.
+    pub(crate) fn async_link_lost(&mut self, was_up: bool) {
         self.proto_a.held.clear();
+        let Some(o) = self.async_opts() else { return };
+        if !was_up || self.role == Role::Primary {
+            return;
+        }
+        let msg = match self.async_promotion_guard(false) {
+            Err(_) => format!(
+                "{}: protocol A: the peer is gone; this Secondary may miss the last writes it acknowledged, so it is not promoted without `haadm primary --force` (net.allow-async-failover: off)",
+                self.p.resource
+            ),
+            Ok(()) if o.allow_failover => format!(
+                "{}: protocol A: the peer is gone; this Secondary may be promoted (net.allow-async-failover: on) although it may miss the last writes the peer acknowledged",
+                self.p.resource
+            ),
+            Ok(()) => return,
+        };
+        self.log(true, msg);
     }
 
     /// Both sides must replicate with the same protocol.

@@ -267,3 +267,55 @@ fn adjust_takes_the_lag_bound_live_but_never_switches_protocol() {
     n.step(Input::SetOptions(Box::new(o)));
     assert!(n.params().protocol.is_async(), "A -> C is agreed at connect, not switched under I/O");
 }
+
+#[test]
+fn status_shows_the_protocol_and_the_lag_of_early_acknowledged_writes() {
+    let c = primary(ReplProtocol::C).snapshot();
+    assert_eq!((c.replication_protocol, c.async_lag), ('C', None), "protocol C has no lag to show");
+    let mut n = primary(ReplProtocol::A(AsyncOptions::default()));
+    assert_eq!(n.snapshot().replication_protocol, 'A');
+    assert_eq!(n.snapshot().async_lag, Some(crate::machine::AsyncLag::default()));
+    let (t1, s1) = write(&mut n, 1, 0, false);
+    // Sent, not yet on the local disk: not acknowledged, so nothing is at stake yet.
+    assert_eq!(n.snapshot().async_lag.map(|l| l.bytes), Some(0));
+    disk_ok(&mut n, t1);
+    n.now_ms = 1_250;
+    let (t2, s2) = write(&mut n, 2, 1, false);
+    disk_ok(&mut n, t2);
+    n.now_ms = 1_400;
+    let lag = n.snapshot().async_lag.expect("protocol A");
+    assert_eq!((lag.bytes, lag.writes, lag.oldest_age_ms), (2 * K4 as u64, 2, 400), "{lag:?}");
+    ack(&mut n, s1[0].0);
+    let lag = n.snapshot().async_lag.expect("protocol A");
+    assert_eq!((lag.bytes, lag.writes, lag.oldest_age_ms), (K4 as u64, 1, 150), "the oldest is write 2 now: {lag:?}");
+    ack(&mut n, s2[0].0);
+    assert_eq!(n.snapshot().async_lag, Some(crate::machine::AsyncLag::default()));
+    let s = n.snapshot();
+    assert_eq!((s.stats.async_early_acks, s.stats.async_lag_waits), (2, 0));
+}
+
+#[test]
+fn a_fua_write_is_never_lag() {
+    let mut n = primary(ReplProtocol::A(AsyncOptions::default()));
+    let (t, _) = write(&mut n, 1, 0, true);
+    disk_ok(&mut n, t);
+    assert_eq!(n.snapshot().async_lag.map(|l| l.bytes), Some(0), "a FUA write waits for the peer: not acknowledged");
+}
+
+#[test]
+fn a_secondary_losing_its_a_peer_logs_whether_it_may_be_promoted() {
+    let logs = |out: &[Action]| out.iter().filter_map(|a| if let Action::Log { msg, .. } = a { Some(msg.clone()) } else { None }).collect::<Vec<_>>().join("\n");
+    let mut n = node(ReplProtocol::A(AsyncOptions::default()));
+    n.drop_link("test", true);
+    let text = logs(&std::mem::take(&mut n.out));
+    assert!(text.contains("not promoted without `haadm primary --force`"), "{text}");
+    assert!(n.snapshot().async_promotion_needs_force);
+    let mut allowed = node(ReplProtocol::A(AsyncOptions { allow_failover: true, ..AsyncOptions::default() }));
+    allowed.drop_link("test", true);
+    let text = logs(&std::mem::take(&mut allowed.out));
+    assert!(text.contains("may be promoted (net.allow-async-failover: on)"), "{text}");
+    assert!(!allowed.snapshot().async_promotion_needs_force);
+    let mut c = node(ReplProtocol::C);
+    c.drop_link("test", true);
+    assert!(!logs(&std::mem::take(&mut c.out)).contains("protocol A"));
+}

@@ -388,6 +388,24 @@ mod tests {
     }
 
     #[test]
+    fn status_shows_the_controller_while_it_runs_a_resync() {
+        let mut n = source_with(Some(0), 0, super::super::ControllerOptions::default());
+        n.tick_resync_controller();
+        let c = n.snapshot().resync_controller.expect("a resync with the controller on");
+        assert_eq!((c.budget_bytes, c.fill_target_bytes, c.baseline_p99_us, c.throttling), (4 << 20, 16 << 20, None, false));
+        assert!(reads_issued(&mut n) > 0);
+        // The application writes and no baseline is known: a probe holds the resync back.
+        n.now_ms += 100;
+        n.step(Input::AppWriteLatencies(vec![300; 100]));
+        n.tick_resync_controller();
+        let c = n.snapshot().resync_controller.expect("running");
+        assert!(c.throttling && c.probing && c.budget_bytes == 0, "{c:?}");
+        // Controller off: nothing to show.
+        let off = source_with(Some(0), 0, super::super::ControllerOptions { plan_ahead_ms: 0, ..Default::default() });
+        assert_eq!(off.snapshot().resync_controller, None);
+    }
+
+    #[test]
     fn c_min_rate_decides_whether_the_resync_yields_to_a_busy_application() {
         // At or above its floor the resync yields: the small window.
         assert_eq!(reads_issued(&mut source(Some(250 << 10), 300 << 10)), WINDOW_BUSY);

@@ -89,6 +89,8 @@ pub struct ControllerView {
     pub last_p99_us: Option<f64>,
     pub budget_bytes: u64,
     pub probing: bool,
+    /// The latest step shrank the budget because the application's p99 was beyond the bound.
+    pub shrinking: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +108,8 @@ pub struct ResyncController {
     was_active: bool,
     /// The application wrote in the last step: a resync starting now starts from the floor.
     app_recent: bool,
+    /// The latest decision shrank the budget for the application's latency (status).
+    shrank: bool,
 }
 
 impl ResyncController {
@@ -122,6 +126,7 @@ impl ResyncController {
             probe_since_ms: None,
             was_active: false,
             app_recent: false,
+            shrank: false,
         }
     }
 
@@ -201,6 +206,7 @@ impl ResyncController {
             self.baseline_at_ms = now_ms;
             self.probe_since_ms = None;
         }
+        self.shrank = false;
         if !active {
             self.probe_since_ms = None;
             return;
@@ -233,6 +239,7 @@ impl ResyncController {
         let bound = base * BOUND + SLACK_US;
         if smoothed > bound && !below_min_rate {
             self.budget = (self.budget * (bound / smoothed).max(0.5)).max(MIN_BUDGET as f64);
+            self.shrank = true;
         } else {
             self.budget = (self.budget + step).min(self.ceiling());
         }
@@ -255,6 +262,20 @@ impl ResyncController {
             last_p99_us: self.smoothed_p99_us,
             budget_bytes: self.budget().in_flight_bytes,
             probing: self.probe_since_ms.is_some(),
+            shrinking: self.shrank,
+        }
+    }
+
+    /// The view in whole units for the machine's snapshot (issue 18 status).
+    pub fn status(&self) -> super::snapshot::ControllerStatus {
+        let v = self.view();
+        super::snapshot::ControllerStatus {
+            budget_bytes: v.budget_bytes,
+            fill_target_bytes: self.opts.fill_target,
+            baseline_p99_us: v.baseline_p99_us.map(|p| p.round() as u64),
+            last_p99_us: v.last_p99_us.map(|p| p.round() as u64),
+            throttling: v.shrinking || v.probing,
+            probing: v.probing,
         }
     }
 }
@@ -351,6 +372,24 @@ mod tests {
         }
         assert!(c.budget().in_flight_bytes > low);
         assert!(c.budget().in_flight_bytes <= low + 5 * ((16 << 20) / 20) + 4096);
+    }
+
+    #[test]
+    fn status_says_throttling_while_the_latency_shrinks_the_budget() {
+        let (mut c, mut now) = with_baseline(200);
+        step(&mut c, &mut now, true, 0, 100, 200);
+        let s = c.status();
+        assert_eq!((s.baseline_p99_us, s.last_p99_us, s.throttling), (Some(200), Some(200), false), "{s:?}");
+        step(&mut c, &mut now, true, 1 << 20, 100, 900);
+        let s = c.status();
+        assert!(s.throttling && !s.probing, "{s:?}");
+        assert_eq!(s.last_p99_us, Some(550), "smoothed over two steps");
+        assert_eq!(s.budget_bytes, c.budget().in_flight_bytes);
+        // Back within the bound: growing again, not throttling.
+        for _ in 0..4 {
+            step(&mut c, &mut now, true, 1 << 20, 100, 200);
+        }
+        assert!(!c.status().throttling, "{:?}", c.status());
     }
 
     #[test]

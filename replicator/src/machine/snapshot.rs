@@ -90,6 +90,41 @@ pub struct Snapshot {
     /// Protocol A: a Secondary whose peer is not connected may miss writes the old Primary acknowledged;
     /// promotion needs `--force` (or `net.allow-async-failover`), so clusterd's failover leaves it alone.
     pub async_promotion_needs_force: bool,
+    /// The resource's replication protocol, `'A'` or `'C'` (issue 18; both sides agree or the link is
+    /// refused).
+    pub replication_protocol: char,
+    /// Protocol A: what the peer still lacks of what this node acknowledged (None under protocol C).
+    pub async_lag: Option<AsyncLag>,
+    /// The dynamic resync controller while a resync runs from this node with it on (issue 18).
+    pub resync_controller: Option<ControllerStatus>,
+}
+
+/// Protocol A's lag (issue 18): writes acknowledged to the application before the peer acknowledged
+/// them, and not yet acknowledged by it: what a failover to the peer would lose now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AsyncLag {
+    pub bytes: u64,
+    pub writes: u64,
+    /// Age in ms (machine clock) of the oldest of them since it was sent; 0 when there is none.
+    pub oldest_age_ms: u64,
+}
+
+/// The dynamic resync controller as status shows it (`resync_controller.rs`), in whole units so the
+/// snapshot stays comparable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControllerStatus {
+    /// Bytes of resync data the controller lets be in flight now (0 during a probe).
+    pub budget_bytes: u64,
+    /// `c-fill-target`: what it allows with an idle application.
+    pub fill_target_bytes: u64,
+    /// The application's write p99 (µs) learnt from steps without resync I/O (None: not measured yet).
+    pub baseline_p99_us: Option<u64>,
+    /// The application's latest (smoothed) write p99 during the resync (None: no writes measured).
+    pub last_p99_us: Option<u64>,
+    /// The latest step held the resync back for the application: it shrank the budget because the
+    /// p99 was beyond the bound, or it is probing the baseline with nothing in flight.
+    pub throttling: bool,
+    pub probing: bool,
 }
 
 /// How an online verify run from this node ended (machine clock: milliseconds since attach).
