@@ -60,7 +60,22 @@ async fn full_resync(a: &Volume, b: &Volume) -> Result<f64> {
     let t0 = Instant::now();
     b.verb(Verb::Invalidate { remote: false }).await.map_err(anyhow::Error::msg)?;
     wait_for(a, "SyncSource", Duration::from_secs(30), |s| s.repl == ReplState::SyncSource || s.stats.resync_blocks_sent > before).await?;
+    // RESYNC_CTL_TRACE=1: the controller's view every 250 ms on stderr (tuning).
+    let trace = std::env::var_os("RESYNC_CTL_TRACE").is_some().then(|| {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 0..2400u32 {
+                if let Some(c) = a.snapshot().resync_controller {
+                    eprintln!("ctl {:>5} ms budget {:>9} p99 {:?} baseline {:?} throttling {} probing {}", i * 250, c.budget_bytes, c.last_p99_us, c.baseline_p99_us, c.throttling, c.probing);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    });
     connected(a).await?;
+    if let Some(t) = trace {
+        t.abort();
+    }
     let secs = t0.elapsed().as_secs_f64();
     let moved = (a.snapshot().stats.resync_blocks_sent - before) as f64 * 4096.0 / (1 << 20) as f64;
     Ok(moved / secs)
