@@ -394,6 +394,33 @@ pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     })
 }
 
+/// `promtool check metrics` (Debian's prometheus package) on a classic text exposition: names, types
+/// and help texts as Prometheus itself checks them.
+pub fn promtool_check_metrics(text: &str) -> Result<()> {
+    let promtool = require_tool("promtool", "prometheus");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run promtool")?;
+    child.stdin.take().context("promtool stdin")?.write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(out.status.success(), "promtool check metrics failed:\n{said}\n--- exposition ---\n{text}");
+    Ok(())
+}
+
+/// The `cluster`, `group` and `targets` sections of a two-node cluster on loopback whose group serves
+/// target `iqn` (LUN 0 = r0) with ALUA on each node's own portal (`127.0.0.N:port`): heartbeats on
+/// port `hb` (authkeys file `authkeys`), fence command `true`, node1 preferred with auto-failback.
+pub fn alua_cluster_yaml(hb: u16, port: u16, iqn: &str) -> String {
+    format!(
+        "cluster:\n  keepalive: 200ms\n  warntime: 600ms\n  deadtime: 1s\n  initdead: 3s\n  authkeys-file: authkeys\n  links:\n    - name: ring0\n      mode: ucast\n      port: {hb}\n      on: {{ node1: {{ address: 127.0.0.1 }}, node2: {{ address: 127.0.0.2 }} }}\n  guard: {{ fence-command: \"true\" }}\ngroup:\n  preferred: node1\n  auto-failback: on\n  resources: [r0]\n  portblock: false\n  access: alua\n  node-portals: {{ node1: \"127.0.0.1:{port}\", node2: \"127.0.0.2:{port}\" }}\ntargets:\n  {iqn}:\n    luns:\n      0: {{ resource: r0 }}\n"
+    )
+}
+
 /// Fails the test loudly when a tool it needs is missing (tests/run installs them all).
 pub fn require_tool(name: &str, package: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));

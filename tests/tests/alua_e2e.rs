@@ -41,9 +41,7 @@ fn alua_paths_standby_sense_and_failover() -> Result<()> {
     let (hb, port) = (free_port(), free_port());
     write_secret(&c.path("authkeys"), "auth 1\n1 sha1 alua-heartbeat-key\n")?;
     let mut yaml = std::fs::read_to_string(&c.config)?;
-    yaml.push_str(&format!(
-        "cluster:\n  keepalive: 200ms\n  warntime: 600ms\n  deadtime: 1s\n  initdead: 3s\n  authkeys-file: authkeys\n  links:\n    - name: ring0\n      mode: ucast\n      port: {hb}\n      on: {{ node1: {{ address: 127.0.0.1 }}, node2: {{ address: 127.0.0.2 }} }}\n  guard: {{ fence-command: \"true\" }}\ngroup:\n  preferred: node1\n  auto-failback: on\n  resources: [r0]\n  portblock: false\n  access: alua\n  node-portals: {{ node1: \"127.0.0.1:{port}\", node2: \"127.0.0.2:{port}\" }}\ntargets:\n  {IQN}:\n    luns:\n      0: {{ resource: r0 }}\n"
-    ));
+    yaml.push_str(&ha_tests::alua_cluster_yaml(hb, port, IQN));
     std::fs::write(&c.config, &yaml)?;
     for i in 0..2 {
         c.haadm_ok(i, &["create-md", "r0"])?;

@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, ensure};
 use ha_tests::initiator::{Initiator, InitiatorConfig};
 use ha_tests::standalone::{Standalone, run_tool};
-use ha_tests::{Cluster, field, http_get, http_get_with, poll_until, require_tool, sample};
+use ha_tests::{Cluster, field, http_get, http_get_with, poll_until, sample};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -65,18 +65,7 @@ fn scrape(addr: SocketAddr) -> Result<String> {
 fn promtool_lint(addr: SocketAddr) -> Result<()> {
     let (code, text) = http_get(addr, "/metrics")?;
     ensure!(code == 200 && !text.contains("# EOF"), "classic text expected: {text}");
-    use std::io::Write;
-    let promtool = require_tool("promtool", "prometheus");
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
-    let out = child.wait_with_output()?;
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    ensure!(out.status.success(), "promtool check metrics failed:\n{said}\n--- exposition ---\n{text}");
+    ha_tests::promtool_check_metrics(&text)?;
     Ok(())
 }
 

@@ -97,22 +97,10 @@ fn scrape(addr: std::net::SocketAddr) -> Result<String> {
     Ok(text)
 }
 
-/// `promtool check metrics` (Debian's prometheus package) on the classic text: names, types, help
-/// texts of the protocol-A families (present only on an A resource, so metrics_e2e does not see them).
+/// The protocol-A families (present only on an A resource, so metrics_e2e does not see them) as
+/// Prometheus checks them.
 fn promtool_lint(text: &str) -> Result<()> {
-    use std::io::Write;
-    let promtool = ha_tests::require_tool("promtool", "prometheus");
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
-    let out = child.wait_with_output()?;
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    ensure!(out.status.success(), "promtool check metrics failed:\n{said}\n--- exposition ---\n{text}");
-    Ok(())
+    ha_tests::promtool_check_metrics(text)
 }
 
 #[test]
@@ -245,9 +233,7 @@ fn an_async_secondary_is_failed_over_to_only_with_allow_async_failover() -> Resu
     write_secret(&c.path("authkeys"), "auth 1\n1 sha1 protocol-a-heartbeat-key\n")?;
     let mut yaml = protocol_a(&c, "")?;
     // Each node serves the group's target on its own portal (ALUA), so node2's serves after a failover.
-    yaml.push_str(&format!(
-        "cluster:\n  keepalive: 200ms\n  warntime: 600ms\n  deadtime: 1s\n  initdead: 3s\n  authkeys-file: authkeys\n  links:\n    - name: ring0\n      mode: ucast\n      port: {hb}\n      on: {{ node1: {{ address: 127.0.0.1 }}, node2: {{ address: 127.0.0.2 }} }}\n  guard: {{ fence-command: \"true\" }}\ngroup:\n  preferred: node1\n  auto-failback: on\n  resources: [r0]\n  portblock: false\n  access: alua\n  node-portals: {{ node1: \"127.0.0.1:{port}\", node2: \"127.0.0.2:{port}\" }}\ntargets:\n  {IQN}:\n    luns:\n      0: {{ resource: r0 }}\n"
-    ));
+    yaml.push_str(&ha_tests::alua_cluster_yaml(hb, port, IQN));
     std::fs::write(&c.config, &yaml)?;
     for i in 0..2 {
         c.haadm_ok(i, &["create-md", "r0"])?;
