@@ -6,6 +6,7 @@ pub mod state;
 pub mod uuids;
 pub mod node;
 mod snapshot;
+mod purpose;
 
 mod barrier;
 mod datapath;
