@@ -6,6 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+#[path = "common/config_load.rs"]
+mod config_load;
+use config_load::{assert_error, load_text};
 
 /// A valid two-node, two-resource config; each test breaks one thing in it.
 const BASE: &str = r#"nodes:
@@ -42,15 +45,6 @@ resources:
       node2: { disk: /dev/vdd1, address: "10.0.0.2:7789", meta-disk: "/dev/vdb1[1]" }
 "#;
 
-/// Writes `text` to a fresh `ha.yaml` and loads it; the temp dir lives as long as the result.
-fn load_text(text: &str) -> (tempfile::TempDir, PathBuf, Result<HaConfig, ConfigError>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ha.yaml");
-    std::fs::write(&path, text).expect("write config");
-    let result = HaConfig::load(&path);
-    (dir, path, result)
-}
-
 /// BASE with `from` replaced by `to` (exactly once, so a stale needle fails the test).
 fn base_with(from: &str, to: &str) -> String {
     assert_eq!(
@@ -59,24 +53,6 @@ fn base_with(from: &str, to: &str) -> String {
         "needle {from:?} must occur once in BASE"
     );
     BASE.replacen(from, to, 1)
-}
-
-/// Loads `text`, expects an error, and checks it names the file and contains every `parts`.
-fn assert_error(text: &str, parts: &[&str]) -> ConfigError {
-    let (_dir, path, result) = load_text(text);
-    let err = match result {
-        Ok(_) => panic!("expected an error containing {parts:?}"),
-        Err(e) => e,
-    };
-    let msg = err.to_string();
-    assert!(
-        msg.starts_with(&format!("{}: ", path.display())),
-        "file name missing: {msg}"
-    );
-    for part in parts {
-        assert!(msg.contains(part), "{part:?} missing from: {msg}");
-    }
-    err
 }
 
 #[test]

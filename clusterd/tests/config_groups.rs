@@ -2,8 +2,10 @@
 //! still reads (one group named `default`, dumped as before), and that each mistake is named with
 //! file and field.
 
-use clusterd::config::{Access, ConfigError, HaConfig, LEGACY_GROUP_NAME, dump_yaml};
-use std::path::PathBuf;
+use clusterd::config::{Access, HaConfig, LEGACY_GROUP_NAME, dump_yaml};
+#[path = "common/config_load.rs"]
+mod config_load;
+use config_load::{assert_error, load_text as load};
 
 const HEAD: &str = r#"nodes:
   - name: node1
@@ -47,26 +49,6 @@ targets:
     luns:
       0: { resource: r1 }
 "#;
-
-fn load(text: &str) -> (tempfile::TempDir, PathBuf, Result<HaConfig, ConfigError>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ha.yaml");
-    std::fs::write(&path, text).expect("write");
-    let r = HaConfig::load(&path);
-    (dir, path, r)
-}
-
-fn assert_error(text: &str, parts: &[&str]) {
-    let (_d, path, r) = load(text);
-    let msg = match r {
-        Ok(_) => panic!("expected an error with {parts:?}"),
-        Err(e) => e.to_string(),
-    };
-    assert!(msg.starts_with(&format!("{}: ", path.display())), "file missing: {msg}");
-    for p in parts {
-        assert!(msg.contains(p), "{p:?} missing from: {msg}");
-    }
-}
 
 #[test]
 fn two_groups_load_with_their_targets_and_access() {

@@ -1,9 +1,12 @@
 //! ha.yaml for the external manager (`cluster.manager: pacemaker`) and for standard fence agents
 //! (`cluster.guard.fence-agent`): what loads, and that each mistake is named with file and field.
 
-use clusterd::config::{ConfigError, HaConfig, Manager, fence_agent_defaults};
+use clusterd::config::{Manager, fence_agent_defaults};
 use std::path::PathBuf;
 use std::time::Duration;
+#[path = "common/config_load.rs"]
+mod config_load;
+use config_load::{assert_error, load_text as load};
 
 const RESOURCES: &str = r#"nodes:
   - name: node1
@@ -34,26 +37,6 @@ group:
   resources: [r0]
   vip: { address: 10.1.0.100/24, interface: eth0 }
 "#;
-
-fn load(text: &str) -> (tempfile::TempDir, PathBuf, Result<HaConfig, ConfigError>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ha.yaml");
-    std::fs::write(&path, text).expect("write");
-    let r = HaConfig::load(&path);
-    (dir, path, r)
-}
-
-fn assert_error(text: &str, parts: &[&str]) {
-    let (_d, path, r) = load(text);
-    let msg = match r {
-        Ok(_) => panic!("expected an error with {parts:?}"),
-        Err(e) => e.to_string(),
-    };
-    assert!(msg.starts_with(&format!("{}: ", path.display())), "file missing: {msg}");
-    for p in parts {
-        assert!(msg.contains(p), "{p:?} missing from: {msg}");
-    }
-}
 
 fn pacemaker(extra_cluster: &str) -> String {
     format!("{RESOURCES}cluster:\n  manager: pacemaker\n{extra_cluster}{TARGET}")

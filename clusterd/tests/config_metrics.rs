@@ -4,6 +4,8 @@
 use clusterd::config::HaConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+#[path = "common/config_load.rs"]
+mod config_load;
 
 const BASE: &str = r#"nodes:
   - name: node1
@@ -22,23 +24,11 @@ targets:
 "#;
 
 fn load(metrics: &str) -> (tempfile::TempDir, PathBuf, Result<HaConfig, clusterd::config::ConfigError>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ha.yaml");
-    std::fs::write(&path, format!("{BASE}{metrics}")).expect("write");
-    let r = HaConfig::load(&path);
-    (dir, path, r)
+    config_load::load_text(&format!("{BASE}{metrics}"))
 }
 
 fn error(metrics: &str, parts: &[&str]) {
-    let (_d, path, r) = load(metrics);
-    let msg = match r {
-        Ok(_) => panic!("expected an error for {metrics:?}"),
-        Err(e) => e.to_string(),
-    };
-    assert!(msg.starts_with(&format!("{}: ", path.display())), "file missing: {msg}");
-    for p in parts {
-        assert!(msg.contains(p), "{p:?} missing from: {msg}");
-    }
+    config_load::assert_error(&format!("{BASE}{metrics}"), parts);
 }
 
 fn addr(s: &str) -> SocketAddr {

@@ -53,6 +53,8 @@
 // Two nodes indexed 0/1 across parallel arrays read clearer as index loops.
 #![allow(clippy::needless_range_loop)]
 
+#[path = "common/sim_report.rs"]
+mod sim_report;
 #[path = "failover_sim/world.rs"]
 mod world;
 #[path = "failover_sim/checks.rs"]
@@ -107,13 +109,8 @@ fn run_seed(seed: u64) -> Result<Stats, (String, Vec<String>)> {
 }
 
 fn report(seed: u64, e: &str, trace: &[String]) -> String {
-    let tail: Vec<_> = trace.iter().rev().take(80).rev().cloned().collect();
-    format!(
-        "seed {seed} FAILED: {e}\n--- config and last trace lines ---\n{}\n{}\nreplay: FAILOVER_SEED={seed} cargo test \
-         -p clusterd --test failover_sim replay_one_seed -- --nocapture",
-        trace.first().cloned().unwrap_or_default(),
-        tail.join("\n")
-    )
+    let replay = format!("FAILOVER_SEED={seed} cargo test -p clusterd --test failover_sim replay_one_seed -- --nocapture");
+    sim_report::failure_report(seed, e, trace, 80, &replay)
 }
 
 #[test]

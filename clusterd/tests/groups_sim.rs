@@ -63,6 +63,8 @@ mod faults;
 mod guard;
 #[path = "failover_sim/heartbeat.rs"]
 mod heartbeat;
+#[path = "common/sim_report.rs"]
+mod sim_report;
 #[path = "groups_sim/world.rs"]
 mod world;
 
@@ -94,13 +96,8 @@ fn run_seed(seed: u64) -> Result<Stats, (String, Vec<String>)> {
 }
 
 fn report(seed: u64, e: &str, trace: &[String]) -> String {
-    let tail: Vec<_> = trace.iter().rev().take(100).rev().cloned().collect();
-    format!(
-        "seed {seed} FAILED: {e}\n--- config and last trace lines ---\n{}\n{}\nreplay: GROUPS_SIM_SEED={seed} cargo test \
-         -p clusterd --test groups_sim replay_one_seed -- --nocapture",
-        trace.first().cloned().unwrap_or_default(),
-        tail.join("\n")
-    )
+    let replay = format!("GROUPS_SIM_SEED={seed} cargo test -p clusterd --test groups_sim replay_one_seed -- --nocapture");
+    sim_report::failure_report(seed, e, trace, 100, &replay)
 }
 
 #[test]

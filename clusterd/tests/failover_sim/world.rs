@@ -21,27 +21,9 @@ use replicator::machine::state::Role;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// SplitMix64: small, fast, enough for schedules.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
-    pub fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64) / ((1u64 << 53) as f64) < p
-    }
-}
+/// The replication simulation's SplitMix64, salted so this simulation's seeds keep their schedules.
+pub use replicator::sim::world::Rng;
+const RNG_SALT: u64 = 0x5DEE_CE66_D1CE_4E5B;
 
 pub const TICK_MS: u64 = 10;
 /// The daemon's loop period: volumes and the peer's state are polled, the sequencer ticks.
@@ -254,7 +236,7 @@ pub fn other(i: usize) -> usize {
 
 impl World {
     pub fn new(seed: u64) -> Result<World, String> {
-        let mut rng = Rng::new(seed);
+        let mut rng = Rng::salted(seed, RNG_SALT);
         let guard = match rng.next() % 4 {
             0 => GuardKind::None,
             1 => GuardKind::PingNodes,

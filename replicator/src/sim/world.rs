@@ -45,6 +45,11 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
+    /// A stream of its own for another simulation: `salt` keeps its seeds' schedules apart from
+    /// this one's (the clusterd simulations keep the streams their seeds were checked with).
+    pub fn salted(seed: u64, salt: u64) -> Self {
+        Rng(seed ^ salt)
+    }
     #[allow(clippy::should_implement_trait)] // an endless generator, not an iterator
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -58,6 +63,10 @@ impl Rng {
     }
     pub fn chance(&mut self, p: f64) -> bool {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+    /// In `[lo, hi)` (`lo` when the range is empty; draws either way, so schedules stay aligned).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
     }
 }
 
